@@ -1,0 +1,1 @@
+"""The Raft consensus core: pure, deterministic, sans-IO (see ``node.py``)."""

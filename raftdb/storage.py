@@ -1,0 +1,299 @@
+"""The Storage interface (a read side for the core, a write side for the driver)
+and :class:`MemoryStorage`, the in-memory implementation.
+
+The split follows the callers. The Raft core only ever reads the durable log
+(:class:`StorageReader`, the shape of etcd's ``raft.Storage``); the driver
+makes things durable, one atomic :meth:`StorageWriter.save` per Ready. A plugin
+implements both, as :class:`Storage`; typing the core's parameter with the read
+protocol lets mypy stop the core from writing.
+
+Log layout, as in etcd: the storage holds a *dummy* position just before its
+first entry, whose index and term are known (they come from the last compaction
+or snapshot), so ``term(first_index() - 1)`` always answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from raftdb.raft.errors import CompactedError, UnavailableError, UsageError
+from raftdb.raft.messages import (
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMetadata,
+    entry_size,
+)
+
+__all__ = [
+    "MemoryStorage",
+    "Storage",
+    "StorageReader",
+    "StorageWriter",
+    "limit_size",
+]
+
+
+@runtime_checkable
+class StorageReader(Protocol):
+    """What the Raft core reads. Every method sees only durable state.
+
+    Methods are called from the driver's thread or loop, one at a time; they
+    must not block for long (a plugin keeps recent entries cached).
+    """
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        """The saved hard state and the membership of the latest snapshot.
+
+        Returns:
+            ``(hard_state, conf_state)``; zero values for a new node.
+        """
+        ...
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries with indexes in ``[lo, hi)``.
+
+        Args:
+            lo: first index wanted.
+            hi: one past the last index wanted.
+            max_bytes: stop once the entries returned would exceed this many
+                bytes (by :func:`~raftdb.raft.messages.entry_size`); at least one
+                entry is returned whenever ``lo < hi``. ``None``: no limit.
+
+        Raises:
+            CompactedError: ``lo < first_index()``.
+            UnavailableError: ``hi > last_index() + 1``.
+        """
+        ...
+
+    def term(self, index: int) -> int:
+        """The term of the entry at ``index``.
+
+        Answers for ``first_index() - 1 <= index <= last_index()``.
+
+        Raises:
+            CompactedError: ``index < first_index() - 1``.
+            UnavailableError: ``index > last_index()``.
+        """
+        ...
+
+    def first_index(self) -> int:
+        """Index of the first entry still available (the dummy position + 1)."""
+        ...
+
+    def last_index(self) -> int:
+        """Index of the last durable entry (``first_index() - 1`` when empty)."""
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """The most recent snapshot (possibly empty: index 0).
+
+        Raises:
+            SnapshotTemporarilyUnavailableError: one is being prepared; the core
+                retries later.
+        """
+        ...
+
+
+@runtime_checkable
+class StorageWriter(Protocol):
+    """What the driver calls to make the core's output durable."""
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Make one Ready's output durable, atomically.
+
+        Applied in this order, as one atomic write: ``snapshot`` (when given,
+        the log up to it is replaced by it), then ``entries`` (an entry whose
+        index is already stored replaces it and everything after it), then
+        ``hard_state``. When this returns, a crash of the process or the machine
+        loses none of it; a crash during it leaves either all of it or none.
+
+        Args:
+            hard_state: the new hard state, or ``None`` if unchanged.
+            entries: consecutive entries; the first one's index is at most
+                ``last_index() + 1`` and at least ``first_index()``.
+            snapshot: a snapshot received from the leader, newer than the
+                current one, or ``None``.
+
+        Raises:
+            UsageError: the entries leave a gap or reach into the compacted log.
+            OSError: the write could not be made durable; nothing was written.
+        """
+        ...
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
+        """Record that the state machine has a snapshot at ``index`` (durable).
+
+        The log is not changed; :meth:`compact` may then drop entries up to it.
+
+        Raises:
+            UsageError: ``index`` is older than the current snapshot or beyond
+                the last entry.
+        """
+        ...
+
+    def compact(self, index: int) -> None:
+        """Drop entries with indexes below or at ``index``, keeping its term.
+
+        Afterwards ``first_index() == index + 1`` and ``term(index)`` answers.
+        Requires ``index <= snapshot().metadata.index`` so that a follower that
+        needs the dropped entries can be sent the snapshot instead. Compacting
+        to an index at or below the current dummy position does nothing.
+
+        Raises:
+            UsageError: ``index`` is beyond the latest snapshot.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release files and handles. Nothing may be called afterwards."""
+        ...
+
+
+@runtime_checkable
+class Storage(StorageReader, StorageWriter, Protocol):
+    """A complete storage plugin: the core's read side and the driver's write side."""
+
+
+def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``entries`` within ``max_bytes``, never empty if input isn't."""
+    if max_bytes is None or len(entries) <= 1:
+        return entries
+    total = 0
+    for i, entry in enumerate(entries):
+        total += entry_size(entry)
+        if total > max_bytes and i > 0:
+            return entries[:i]
+    return entries
+
+
+class MemoryStorage:
+    """Storage held in process memory: for tests, simulations and the ``memory`` plugin.
+
+    It is "durable" only for the life of the object: the simulation uses it as
+    the disk of a node that crashes (the core is thrown away, the storage kept),
+    so what a Ready had not saved is lost as it would be on a real machine.
+    """
+
+    def __init__(self) -> None:
+        self._hard_state = HardState()
+        self._snapshot = Snapshot()
+        # _entries[0] is the dummy position: its index and term are those of the
+        # last compaction point; it carries no data.
+        self._entries: list[Entry] = [Entry(term=0, index=0)]
+        self.closed = False
+
+    # -- read side ---------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard_state, self._snapshot.metadata.conf_state
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        offset = self._entries[0].index
+        if lo <= offset:
+            raise CompactedError(f"index {lo} is compacted (first index {offset + 1})")
+        last = offset + len(self._entries) - 1
+        if hi > last + 1:
+            raise UnavailableError(f"entries up to {hi - 1} requested, last index is {last}")
+        return limit_size(self._entries[lo - offset : hi - offset], max_bytes)
+
+    def term(self, index: int) -> int:
+        offset = self._entries[0].index
+        if index < offset:
+            raise CompactedError(f"term of {index} is compacted (dummy index {offset})")
+        if index - offset >= len(self._entries):
+            raise UnavailableError(f"term of {index} requested, last index is {self.last_index()}")
+        return self._entries[index - offset].term
+
+    def first_index(self) -> int:
+        return self._entries[0].index + 1
+
+    def last_index(self) -> int:
+        return self._entries[0].index + len(self._entries) - 1
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # -- write side --------------------------------------------------------
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        # Validate everything first, so that a refused save changes nothing.
+        if snapshot is not None and snapshot.metadata.index <= self._snapshot.metadata.index:
+            raise UsageError(
+                f"snapshot at {snapshot.metadata.index} is not newer than the stored one "
+                f"at {self._snapshot.metadata.index}"
+            )
+        if entries:
+            offset = snapshot.metadata.index if snapshot is not None else self._entries[0].index
+            last = snapshot.metadata.index if snapshot is not None else self.last_index()
+            first = entries[0].index
+            if first > last + 1:
+                raise UsageError(f"entries start at {first}, leaving a gap after {last}")
+            if first <= offset:
+                raise UsageError(f"entries start at {first}, inside the compacted log")
+        if snapshot is not None:
+            self._apply_snapshot(snapshot)
+        if entries:
+            self._append(entries)
+        if hard_state is not None:
+            self._hard_state = hard_state
+
+    def _apply_snapshot(self, snapshot: Snapshot) -> None:
+        meta = snapshot.metadata
+        self._snapshot = snapshot
+        self._entries = [Entry(term=meta.term, index=meta.index)]
+
+    def _append(self, entries: Sequence[Entry]) -> None:
+        offset = self._entries[0].index
+        first = entries[0].index
+        del self._entries[first - offset :]
+        self._entries.extend(entries)
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
+        if index <= self._snapshot.metadata.index:
+            raise UsageError(
+                f"snapshot at {index} is not newer than the stored one "
+                f"at {self._snapshot.metadata.index}"
+            )
+        if index > self.last_index():
+            raise UsageError(f"snapshot at {index} is beyond the last index {self.last_index()}")
+        term = self.term(index)
+        self._snapshot = Snapshot(SnapshotMetadata(index, term, conf_state), data)
+        return self._snapshot
+
+    def compact(self, index: int) -> None:
+        offset = self._entries[0].index
+        if index <= offset:
+            return
+        if index > self._snapshot.metadata.index:
+            raise UsageError(
+                f"cannot compact to {index}: the latest snapshot is at "
+                f"{self._snapshot.metadata.index}"
+            )
+        dummy = Entry(term=self._entries[index - offset].term, index=index)
+        self._entries = [dummy, *self._entries[index - offset + 1 :]]
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- inspection (tests) --------------------------------------------------
+
+    def hard_state(self) -> HardState:
+        """The saved hard state."""
+        return self._hard_state
+
+    def all_entries(self) -> list[Entry]:
+        """Every stored entry, without the dummy position."""
+        return self._entries[1:]
