@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "CompactedError",
+    "InvalidMessageError",
     "ConfigError",
     "NotLeaderError",
     "ProposalDroppedError",
@@ -72,3 +73,10 @@ class NotLeaderError(ProposalDroppedError):
     def __init__(self, reason: str, leader: int) -> None:
         super().__init__(reason)
         self.leader = leader
+
+
+class InvalidMessageError(RaftError):
+    """A message that can never be stepped (wrong recipient, local-only type from a peer).
+
+    The peer sending it is misbehaving; the driver logs it and drops it.
+    """
