@@ -32,6 +32,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 __all__ = ["Arg", "DataDrivenError", "TestCase", "parse_directive", "parse_file", "run_file"]
 
@@ -63,6 +64,8 @@ class Arg:
 @dataclass(slots=True)
 class TestCase:
     """One directive with its input and expected output, and where it sits in its file."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
     path: str
     line: int  # 1-based line of the directive
