@@ -258,6 +258,7 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
             pr.become_replicate()
     else:
         pr.inflights.free_le(m.index)
+        pr.msg_app_flow_paused = pr.inflights.full()
 
     if maybe_commit(r):
         on_commit(r)

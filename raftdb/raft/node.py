@@ -50,6 +50,10 @@ __all__ = ["PeerProgress", "RawNode", "Ready", "SoftState", "Status"]
 
 MT = MessageType
 
+# Requests forwarded towards the leader keep their originator in ``frm``; one may
+# come back to its originator when leadership moved while it was on its way.
+_FORWARDED = frozenset({MT.PROP, MT.READ_INDEX, MT.TRANSFER_LEADER})
+
 
 @dataclass(frozen=True, slots=True)
 class SoftState:
@@ -242,7 +246,7 @@ class RawNode:
             raise InvalidMessageError(f"{m.type.name} from {m.frm} is a local message type")
         if m.to != r.id:
             raise InvalidMessageError(f"{m.type.name} from {m.frm} is addressed to {m.to}")
-        if m.frm == r.id or m.frm <= 0:
+        if m.frm <= 0 or (m.frm == r.id and m.type not in _FORWARDED):
             raise InvalidMessageError(f"{m.type.name} claims to come from {m.frm}")
         try:
             r.step(m)

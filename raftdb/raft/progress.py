@@ -99,7 +99,8 @@ class Progress:
         self.state = ProgressState.PROBE
         self.pending_snapshot = 0
         self.recent_active = False
-        # In PROBE: one append has been sent and its answer is awaited.
+        # PROBE: one append was sent and its answer is awaited. REPLICATE: the
+        # in-flight window was full at the last send.
         self.msg_app_flow_paused = False
         self.inflights = inflights
         self.is_learner = learner
@@ -156,6 +157,9 @@ class Progress:
                 last = self.next + count - 1
                 self.next = last + 1
                 self.inflights.add(last, nbytes)
+            # Paused while the window is full; a heartbeat answer unpauses it for
+            # one more append, which recovers a window whose messages were lost.
+            self.msg_app_flow_paused = self.inflights.full()
         elif self.state == ProgressState.PROBE:
             self.msg_app_flow_paused = True
 
@@ -191,7 +195,7 @@ class Progress:
         if self.state == ProgressState.PROBE:
             return self.msg_app_flow_paused
         if self.state == ProgressState.REPLICATE:
-            return self.inflights.full()
+            return self.msg_app_flow_paused
         return True
 
 

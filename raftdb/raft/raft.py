@@ -117,8 +117,9 @@ class Raft:
         self.tick_fn: Callable[[], None] = self._tick_election
 
         hard_state, conf_state = storage.initial_state()
-        # Conf changes up to conf_index are reflected in the tracker.
-        self.conf_index = storage.first_index() - 1
+        # Conf changes up to conf_index are reflected in the tracker: the stored
+        # conf state is the snapshot's, which may be newer than the compaction point.
+        self.conf_index = max(storage.first_index() - 1, storage.snapshot().metadata.index)
         self.tracker.set_conf(conf_state, self.log.last_index() + 1)
         if not hard_state.is_empty():
             self._load_hard_state(hard_state)
