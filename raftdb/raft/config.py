@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from random import Random
+from typing import TYPE_CHECKING
 
 from raftdb.raft.errors import ConfigError
-from raftdb.storage import StorageReader
+
+if TYPE_CHECKING:
+    # Only for annotations: raftdb.storage imports raftdb.raft.errors at load.
+    from raftdb.storage import StorageReader
 
 __all__ = ["Config"]
 
@@ -79,6 +83,8 @@ class Config:
             raise ConfigError(
                 f"max_committed_size_per_ready must be ≥ 1, got {self.max_committed_size_per_ready}"
             )
+        if self.max_inflight_bytes < 0:
+            raise ConfigError(f"max_inflight_bytes must be ≥ 0, got {self.max_inflight_bytes}")
         if self.max_uncommitted_entries_size < 0:
             raise ConfigError("max_uncommitted_entries_size must be ≥ 0")
         if self.applied < 0:

@@ -237,7 +237,7 @@ def _bcast_heartbeat(r: Raft, context: bytes) -> None:
 def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
     pr.recent_active = True
     if m.reject:
-        next_probe = m.index
+        next_probe = m.reject_hint
         if m.log_term > 0:
             # Skip every entry of a term the follower does not have past its hint.
             next_probe = r.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]

@@ -14,10 +14,15 @@ entry at or below ``committed`` is never overwritten.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from raftdb.raft.errors import CompactedError, RaftError, UnavailableError
-from raftdb.raft.messages import Entry, Snapshot
+from raftdb.raft.messages import Entry, Snapshot, limit_size
 from raftdb.raft.unstable import Unstable
-from raftdb.storage import StorageReader, limit_size
+
+if TYPE_CHECKING:
+    # Annotations only: raftdb.storage imports the core's value types at load.
+    from raftdb.storage import StorageReader
 
 __all__ = ["InvariantError", "RaftLog"]
 
@@ -34,9 +39,11 @@ class RaftLog:
         first = storage.first_index()
         last = storage.last_index()
         self.unstable = Unstable(last + 1)
-        # Entries at or before the storage's dummy position are covered by its snapshot.
-        self.committed = first - 1
-        self.applied = first - 1
+        # Everything up to the snapshot is applied by definition (the state machine
+        # restarts from it); a storage may keep older entries for slow followers.
+        start = max(first - 1, storage.snapshot().metadata.index)
+        self.committed = start
+        self.applied = start
         self.max_applying_bytes = max_applying_bytes
 
     def __repr__(self) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "SnapshotMetadata",
     "entries_size",
     "entry_size",
+    "limit_size",
 ]
 
 
@@ -99,6 +100,18 @@ _ENTRY_OVERHEAD = 16
 def entry_size(entry: Entry) -> int:
     """Bytes an entry counts for against ``max_size_per_msg`` and similar limits."""
     return len(entry.data) + _ENTRY_OVERHEAD
+
+
+def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``entries`` within ``max_bytes``, never empty if input isn't."""
+    if max_bytes is None or len(entries) <= 1:
+        return entries
+    total = 0
+    for i, entry in enumerate(entries):
+        total += entry_size(entry)
+        if total > max_bytes and i > 0:
+            return entries[:i]
+    return entries
 
 
 def entries_size(entries: list[Entry] | tuple[Entry, ...]) -> int:

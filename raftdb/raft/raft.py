@@ -36,7 +36,6 @@ from raftdb.raft.messages import (
     Message,
     MessageType,
     Snapshot,
-    entries_size,
 )
 from raftdb.raft.progress import ProgressTracker
 from raftdb.raft.quorum import VoteResult
@@ -385,7 +384,7 @@ class Raft:
                 self.term,
             )
             return
-        self.logger.info("%x starts a %s at term %d", self.id, campaign_type.value, self.term)
+        self.logger.info("%x campaigns (%s) at term %d", self.id, campaign_type.value, self.term)
         self.campaign(campaign_type)
 
     def _has_unapplied_conf_changes(self) -> bool:
@@ -546,13 +545,16 @@ class Raft:
         if maybe_commit(self):
             on_commit(self)
         else:
-            bcast_append(self, send_if_empty=False)
+            # Probe new members at once rather than at the next heartbeat.
+            bcast_append(self)
 
     def on_applied(self, entries: list[Entry]) -> None:
         """The driver has taken ``entries`` (committed, in order) for applying."""
         self.log.applied_to(entries[-1].index)
         if self.role == Role.LEADER and self.uncommitted_size:
-            self.uncommitted_size = max(0, self.uncommitted_size - entries_size(entries))
+            # Counted as append_entries counts it: payload bytes.
+            applied_bytes = sum(len(e.data) for e in entries)
+            self.uncommitted_size = max(0, self.uncommitted_size - applied_bytes)
         for entry in entries:
             if entry.type == EntryType.CONF_CHANGE:
                 self.apply_conf_entry(entry)

@@ -72,11 +72,6 @@ def test_config_error_is_a_raft_error() -> None:
     assert issubclass(ConfigError, RaftError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap: Config.validate accepts a negative max_inflight_bytes "
-    "(it silently means 'no limit'), unlike every other size limit",
-)
 def test_negative_max_inflight_bytes_is_refused() -> None:
     config = Config(id=1, storage=MemoryStorage(), max_inflight_bytes=-1)
     with pytest.raises(ConfigError, match="max_inflight_bytes"):

@@ -576,11 +576,6 @@ def test_uncommitted_limit_refuses_proposals_over_it() -> None:
     d.stabilize()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: uncommitted_size grows by len(data) in leader.append_entries but "
-    "shrinks by entries_size (data + 16 per entry) in Raft.on_applied",
-)
 def test_uncommitted_limit_holds_while_older_entries_apply() -> None:
     d = elected(max_uncommitted_entries_size=100)
     leader = d.nodes[1]
@@ -640,11 +635,6 @@ def test_restart_with_applied_beyond_commit_raises() -> None:
         RawNode(Config(id=1, storage=storage, applied=5))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: with applied=0 the core starts applying after the compaction point, "
-    "not after the snapshot, so entries the snapshot covers are delivered again",
-)
 @pytest.mark.parametrize("compact_to", [None, 4])
 def test_restart_with_applied_zero_starts_after_the_snapshot(compact_to: int | None) -> None:
     """Config.applied: "0: let the core start from the snapshot, re-delivering everything

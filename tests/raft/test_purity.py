@@ -189,15 +189,7 @@ FIRST_IMPORTS = [
     "raftdb.raft.messages",
     "raftdb.raft.errors",
     "raftdb.raft.config",
-    pytest.param(
-        "raftdb.storage",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="core bug: circular import; raftdb.storage imports raftdb.raft.errors, "
-            "whose package __init__ imports raftdb.raft.config, which imports "
-            "StorageReader from the half-initialized raftdb.storage",
-        ),
-    ),
+    "raftdb.storage",
 ]
 
 
