@@ -1,0 +1,100 @@
+"""Errors the node server raises to its callers (the REST API maps each to HTTP).
+
+Each carries a stable ``code`` (the JSON ``error`` field) and the HTTP status
+the API answers with, so the mapping lives in one place (``raftdb.api``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "ConditionFailedError",
+    "MemberNotFoundError",
+    "NodeError",
+    "NodeRemovedError",
+    "NotReadyError",
+    "OutcomeUnknownError",
+    "TooLargeError",
+    "UnavailableError",
+]
+
+
+class NodeError(Exception):
+    """Root of the server's errors. ``code`` and ``status`` shape the HTTP answer."""
+
+    code = "internal"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(NodeError):
+    """The request is malformed (bad key, body, parameter)."""
+
+    code = "bad_request"
+    status = 400
+
+
+class TooLargeError(NodeError):
+    """A key, value or body is over its configured limit."""
+
+    code = "too_large"
+    status = 413
+
+
+class ConditionFailedError(NodeError):
+    """An ``If-Match`` / ``If-None-Match`` condition did not hold; nothing changed.
+
+    ``mod_index`` is the key's current modify index (0: the key does not exist).
+    """
+
+    code = "condition_failed"
+    status = 412
+
+    def __init__(self, message: str, mod_index: int) -> None:
+        super().__init__(message)
+        self.mod_index = mod_index
+
+
+class MemberNotFoundError(NodeError):
+    """The cluster has no member with that id."""
+
+    code = "member_not_found"
+    status = 404
+
+
+class UnavailableError(NodeError):
+    """No leader or no quorum now: retry after ``retry_after`` seconds. Nothing was done."""
+
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0, leader: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.leader = leader
+
+
+class NotReadyError(UnavailableError):
+    """The node is starting, catching up, or stopping."""
+
+    code = "not_ready"
+
+
+class NodeRemovedError(UnavailableError):
+    """This node was removed from the cluster and no longer serves."""
+
+    code = "node_removed"
+
+
+class OutcomeUnknownError(NodeError):
+    """A write was proposed but its outcome is unknown within the deadline.
+
+    It may still commit. Retry with the same ``Idempotency-Key`` to learn the
+    outcome without applying the write twice.
+    """
+
+    code = "outcome_unknown"
+    status = 504

@@ -1,0 +1,156 @@
+"""What the REST API needs from a running node: the ``NodeHandle`` protocol.
+
+``raftdb.driver.Node`` implements it; API tests may use a fake. Every method
+raises only :mod:`raftdb.errors` exceptions for expected failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from raftdb.kv import KeyValue
+
+__all__ = ["Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
+
+Consistency = Literal["linearizable", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One cluster member as ``GET /v1/cluster/members`` lists it."""
+
+    id: int
+    peer_url: str
+    learner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A committed, applied write.
+
+    Attributes:
+        index: the log index of the write (the ``ETag``).
+        existed: for a delete, whether the key existed; for a put, whether it
+            replaced an existing value.
+        duplicate: the write was a retry (same ``Idempotency-Key``) answered
+            from the first attempt without being applied again.
+    """
+
+    index: int
+    existed: bool
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """``GET /v1/status``."""
+
+    id: int
+    role: Literal["leader", "follower", "candidate", "learner"]
+    leader: int
+    term: int
+    commit_index: int
+    applied_index: int
+    first_index: int
+    last_index: int
+    members: list[Member] = field(default_factory=list)
+
+
+class NodeHandle(Protocol):
+    """The operations behind the REST API. All waits are bounded by the node's timeout."""
+
+    @property
+    def id(self) -> int:
+        """This node's id."""
+        ...
+
+    async def put(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+        idempotency_key: bytes | None = None,
+    ) -> WriteResult:
+        """Write ``key`` once committed and applied on this node.
+
+        Raises:
+            ConditionFailedError, BadRequestError, TooLargeError,
+            UnavailableError, OutcomeUnknownError, NodeRemovedError.
+        """
+        ...
+
+    async def delete(
+        self,
+        key: bytes,
+        *,
+        if_match: int | None = None,
+        idempotency_key: bytes | None = None,
+    ) -> WriteResult:
+        """Delete ``key`` (a missing key is not an error: ``existed`` says).
+
+        Raises: as :meth:`put`.
+        """
+        ...
+
+    async def get(self, key: bytes, consistency: Consistency = "linearizable") -> KeyValue | None:
+        """Read ``key``; linearizable through ReadIndex unless ``stale``.
+
+        Raises:
+            UnavailableError: no leader to confirm a linearizable read.
+        """
+        ...
+
+    async def range(
+        self,
+        prefix: bytes = b"",
+        *,
+        start: bytes | None = None,
+        limit: int | None = None,
+        consistency: Consistency = "linearizable",
+    ) -> list[KeyValue]:
+        """Keys with ``prefix`` from ``start`` (inclusive), sorted, at most ``limit``."""
+        ...
+
+    async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
+        """Add a voter or learner (or promote a learner: same id, learner=False).
+
+        Raises:
+            BadRequestError: bad id or URL, or the id is taken by another URL.
+            UnavailableError: another change is in progress, or no leader.
+        """
+        ...
+
+    async def remove_member(self, node_id: int) -> None:
+        """Remove a member once the change is committed.
+
+        Raises:
+            MemberNotFoundError, UnavailableError.
+        """
+        ...
+
+    def members(self) -> list[Member]:
+        """The membership as this node has applied it."""
+        ...
+
+    async def transfer_leader(self, node_id: int) -> None:
+        """Hand leadership to voter ``node_id``; returns once it leads (or raises).
+
+        Raises:
+            MemberNotFoundError, BadRequestError (a learner), UnavailableError.
+        """
+        ...
+
+    def status(self) -> NodeStatus:
+        """This node's view of the cluster now."""
+        ...
+
+    def is_ready(self) -> bool:
+        """True when a leader is known and everything committed is applied here."""
+        ...
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the node's metrics."""
+        ...
