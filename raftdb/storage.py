@@ -15,6 +15,7 @@ or snapshot), so ``term(first_index() - 1)`` always answers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from raftdb.raft.errors import CompactedError, UnavailableError, UsageError
@@ -24,7 +25,7 @@ from raftdb.raft.messages import (
     HardState,
     Snapshot,
     SnapshotMetadata,
-    entry_size,
+    limit_size,
 )
 
 __all__ = [
@@ -115,6 +116,12 @@ class StorageWriter(Protocol):
         ``hard_state``. When this returns, a crash of the process or the machine
         loses none of it; a crash during it leaves either all of it or none.
 
+        Durability is the plugin's promise: with ``sync`` on (the default),
+        "durable" means the write reached stable storage (fsync) before this
+        returns, so neither a kill -9 nor a power loss loses it; one save is
+        one fsync however many entries it carries (group commit). A torn write
+        is never visible after a restart as a partial batch.
+
         Args:
             hard_state: the new hard state, or ``None`` if unchanged.
             entries: consecutive entries; the first one's index is at most
@@ -123,15 +130,19 @@ class StorageWriter(Protocol):
                 current one, or ``None``.
 
         Raises:
-            UsageError: the entries leave a gap or reach into the compacted log.
-            OSError: the write could not be made durable; nothing was written.
+            UsageError: the entries leave a gap or reach into the compacted log,
+                or the snapshot is not newer; nothing was written.
+            OSError, StorageError: the write failed. The storage may then
+                refuse every later call: the node must stop.
         """
         ...
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
-        """Record that the state machine has a snapshot at ``index`` (durable).
+        """Record that the state machine has a snapshot at ``index``.
 
-        The log is not changed; :meth:`compact` may then drop entries up to it.
+        Durable when it returns. The log is not changed; :meth:`compact` may
+        then drop entries up to ``index``. ``data`` is kept as given (raftdb's
+        driver leaves it empty and streams the state machine's snapshot).
 
         Raises:
             UsageError: ``index`` is older than the current snapshot or beyond
@@ -147,31 +158,38 @@ class StorageWriter(Protocol):
         needs the dropped entries can be sent the snapshot instead. Compacting
         to an index at or below the current dummy position does nothing.
 
+        Compaction is cheap and need not be durable by itself: a plugin may
+        make it durable with the next ``save`` or at ``close``, so after a
+        crash ``first_index()`` may be lower than asked (the dropped entries
+        are back, unchanged), never higher. Dropping entries never stalls
+        appends for long: disk plugins delete them a slice at a time.
+
         Raises:
-            UsageError: ``index`` is beyond the latest snapshot.
+            UsageError: ``index`` is beyond the latest snapshot or the last index.
         """
         ...
 
     def close(self) -> None:
-        """Release files and handles. Nothing may be called afterwards."""
+        """Make pending work durable, release files and handles.
+
+        Nothing may be called afterwards. Reopening the same path (with the
+        plugin's factory) gives back the same log, hard state and snapshot.
+        """
         ...
 
 
 @runtime_checkable
 class Storage(StorageReader, StorageWriter, Protocol):
-    """A complete storage plugin: the core's read side and the driver's write side."""
+    """A complete storage plugin: the core's read side and the driver's write side.
 
-
-def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
-    """The longest prefix of ``entries`` within ``max_bytes``, never empty if input isn't."""
-    if max_bytes is None or len(entries) <= 1:
-        return entries
-    total = 0
-    for i, entry in enumerate(entries):
-        total += entry_size(entry)
-        if total > max_bytes and i > 0:
-            return entries[:i]
-    return entries
+    A plugin is found by name (entry-point group ``raftdb.storage``) or as
+    ``module:attr``, and made by calling it as ``factory(path, sync=True)``:
+    ``path`` is a directory the storage owns (created if missing), ``sync``
+    whether saves fsync. Errors reading what is on disk at open are
+    :class:`~raftdb.codec.CorruptionError` naming the file and the problem.
+    ``raftdb.testing.storage_checks`` holds the conformance suite
+    (``docs/plugins.md``).
+    """
 
 
 class MemoryStorage:
@@ -182,7 +200,9 @@ class MemoryStorage:
     so what a Ready had not saved is lost as it would be on a real machine.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None, *, sync: bool = True) -> None:
+        # ``path`` and ``sync`` make the class a plugin factory like the disk
+        # plugins (``factory(path, sync=...)``); memory has no use for either.
         self._hard_state = HardState()
         self._snapshot = Snapshot()
         # _entries[0] is the dummy position: its index and term are those of the
@@ -243,6 +263,9 @@ class MemoryStorage:
                 raise UsageError(f"entries start at {first}, leaving a gap after {last}")
             if first <= offset:
                 raise UsageError(f"entries start at {first}, inside the compacted log")
+            for i, entry in enumerate(entries):
+                if entry.index != first + i:
+                    raise UsageError(f"entry {entry.index} follows entry {first + i - 1}")
         if snapshot is not None:
             self._apply_snapshot(snapshot)
         if entries:
@@ -282,6 +305,8 @@ class MemoryStorage:
                 f"cannot compact to {index}: the latest snapshot is at "
                 f"{self._snapshot.metadata.index}"
             )
+        if index > self.last_index():
+            raise UsageError(f"cannot compact to {index}: the last index is {self.last_index()}")
         dummy = Entry(term=self._entries[index - offset].term, index=index)
         self._entries = [dummy, *self._entries[index - offset + 1 :]]
 

@@ -1,0 +1,450 @@
+"""The LevelDB state machine: keys, indexes, sessions and membership on disk.
+
+Layout. The state lives in ``<path>/db-NNNNNN/`` (a LevelDB database), and
+``<path>/CURRENT`` names which one. Inside::
+
+    b"d" + key        ->  create_index (8 bytes) + mod_index (8 bytes) + value
+    b"s" + client id  ->  sealed session (raftdb.kv.encode_session)
+    b"m/format"       ->  b"raftdb.leveldb.state_machine/1"
+    b"m/state"        ->  sealed applied index, term, conf state, members
+
+Apply. A batch of entries becomes one ``WriteBatch``: the keys it writes, the
+sessions it changes and the new ``m/state``, so ``applied_index`` is always
+exactly the state the data shows, and LevelDB makes the batch visible to
+readers all at once. With ``sync`` on (the default) the batch is fsynced:
+LevelDB keeps a database a prefix of its writes across a power loss only if
+every write is synced (it does not fsync a log file it rotates away from).
+
+Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys
+and sessions from it in slices, so memory stays bounded whatever the size of
+the state, and applies go on meanwhile.
+
+Restore. The stream is written into a fresh ``db-NNNNNN+1``, checked to its
+end, closed and fsynced file by file; only then does ``CURRENT`` switch to it
+(write, fsync, rename, fsync the directory) and the old database go. A crash
+at any point before the rename leaves the old state whole; the leftover
+directory is removed at the next open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, Final
+
+from raftdb.codec import CorruptionError
+from raftdb.kv import (
+    Applier,
+    ApplyResult,
+    KeyValue,
+    SessionState,
+    decode_session,
+    encode_session,
+)
+from raftdb.raft.errors import StorageError, UsageError
+from raftdb.raft.messages import ConfState, Entry
+from raftdb.rwlock import RWLock
+from raftdb.snapshot_format import (
+    DEFAULT_CHUNK_SIZE,
+    KVRecord,
+    SnapshotAbortedError,
+    SnapshotInfo,
+    SnapshotReader,
+    SnapshotStream,
+    decode_info,
+    encode_info,
+    encode_stream,
+)
+from raftdb.sortedkeys import prefix_end
+from raftdb.state_machine import check_range_args
+from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db
+
+__all__ = ["LevelDBStateMachine"]
+
+_FORMAT: Final = b"raftdb.leveldb.state_machine/1"
+_FORMAT_KEY: Final = b"m/format"
+_STATE: Final = b"m/state"
+_BARRIER: Final = b"m/barrier"
+_DATA: Final = b"d"
+_SESSION: Final = b"s"
+_DATA_END: Final = b"e"  # the first key after every b"d" key
+_REC = struct.Struct(">QQ")
+_CURRENT: Final = "CURRENT"
+_NAME = re.compile(r"db-(\d{6})")
+_SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
+_EMPTY = SnapshotInfo(0, 0, ConfState(), {})
+
+
+def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
+    if len(raw) < _REC.size:
+        raise CorruptionError(f"{where}: the record of key {key!r} is truncated")
+    create, mod = _REC.unpack_from(raw)
+    return create, mod
+
+
+class _BatchBackend:
+    """The Applier's view during one batch: the database plus the batch's own writes."""
+
+    __slots__ = ("batch", "db", "pending", "where")
+
+    def __init__(self, db: Any, batch: Any, where: str) -> None:
+        self.db = db
+        self.batch = batch
+        self.where = where
+        # LevelDB cannot read its own unwritten batch, so the batch's writes
+        # are remembered here: (create, mod), or None for a delete.
+        self.pending: dict[bytes, tuple[int, int] | None] = {}
+
+    def load(self, key: bytes) -> tuple[int, int] | None:
+        try:
+            return self.pending[key]
+        except KeyError:
+            pass
+        raw = self.db.get(_DATA + key)
+        return None if raw is None else _record(raw, key, self.where)
+
+    def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
+        self.pending[key] = (create_index, mod_index)
+        self.batch.put(_DATA + key, _REC.pack(create_index, mod_index) + value)
+
+    def remove(self, key: bytes) -> None:
+        self.pending[key] = None
+        self.batch.delete(_DATA + key)
+
+
+class LevelDBStateMachine:
+    """A :class:`~raftdb.state_machine.StateMachine` in LevelDB: the ``leveldb`` plugin.
+
+    Args:
+        path: the directory the state machine owns (created if missing).
+        sync: fsync every applied batch (the default). Off, a process crash
+            loses nothing, but after a machine crash the state may not be a
+            prefix of the applied batches; use it for tests and benchmarks.
+        session_ttl: overrides :data:`raftdb.kv.SESSION_TTL_ENTRIES` (one
+            value for the whole cluster).
+
+    Raises:
+        CorruptionError: the state on disk is damaged or inconsistent.
+        OSError: the database cannot be opened (e.g. in use by another process).
+    """
+
+    def __init__(
+        self, path: Path | str, *, sync: bool = True, session_ttl: int | None = None
+    ) -> None:
+        self._path = Path(path)
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._sync = sync
+        self._lock = RWLock()
+        self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._generation = self._open_current()
+        self._db = open_db(self._db_path(self._generation), create=False, bloom_filter_bits=10)
+        try:
+            self._load()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"LevelDBStateMachine({str(self._path)!r})"
+
+    # -- files -------------------------------------------------------------------
+
+    def _db_path(self, generation: int) -> Path:
+        return self._path / f"db-{generation:06d}"
+
+    def _where(self) -> str:
+        return f"LevelDB state machine {self._db_path(self._generation)}"
+
+    def _open_current(self) -> int:
+        """The generation CURRENT names, after removing leftovers; creates a fresh one."""
+        current = self._path / _CURRENT
+        found = sorted(p.name for p in self._path.iterdir() if _NAME.fullmatch(p.name))
+        if not current.exists():
+            if found:
+                self._discard_aborted_first_open(found)
+            self._create(1)
+            self._write_current(1)
+            return 1
+        text = current.read_bytes()
+        match = _NAME.fullmatch(text.decode("ascii", "replace").rstrip("\n"))
+        if match is None or not text.endswith(b"\n"):
+            raise CorruptionError(f"{current}: unreadable ({text[:40]!r})")
+        name = match.group(0)
+        if name not in found:
+            raise CorruptionError(f"{current} names {name}, which does not exist")
+        for leftover in found:
+            if leftover != name:  # an interrupted restore, before or after its switch
+                shutil.rmtree(self._path / leftover)
+        return int(match.group(1))
+
+    def _discard_aborted_first_open(self, found: list[str]) -> None:
+        """CURRENT is written last at creation: without it, only an empty db may go."""
+        where = f"LevelDB state machine {self._path}"
+        if found != ["db-000001"]:
+            raise CorruptionError(f"{where}: CURRENT is missing, and {found} exist")
+        db = open_db(self._db_path(1), create=False)
+        try:
+            with leveldb_errors(where):
+                raw = db.get(_STATE)
+                info = _EMPTY if raw is None else decode_info(raw)
+                has_data = next(db.iterator(prefix=_DATA, include_value=False), None)
+        finally:
+            db.close()
+        if info.index or has_data is not None:
+            raise CorruptionError(
+                f"{where}: CURRENT is missing, but db-000001 holds state at index {info.index}"
+            )
+        shutil.rmtree(self._db_path(1))
+
+    def _create(self, generation: int) -> None:
+        path = self._db_path(generation)
+        db = open_db(path, create=True, error_if_exists=True)
+        try:
+            with db.write_batch(sync=True) as batch:
+                batch.put(_FORMAT_KEY, _FORMAT)
+                batch.put(_STATE, encode_info(_EMPTY))
+        finally:
+            db.close()
+        fsync_tree(path)
+
+    def _write_current(self, generation: int) -> None:
+        """Point CURRENT at ``generation``: the atomic switch of a restore."""
+        tmp = self._path / (_CURRENT + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(f"db-{generation:06d}\n".encode("ascii"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path / _CURRENT)
+        fsync_dir(self._path)
+
+    def _load(self) -> None:
+        where = self._where()
+        db = self._db
+        with leveldb_errors(where):
+            marker = db.get(_FORMAT_KEY)
+            if marker != _FORMAT:
+                raise CorruptionError(f"{where}: not a raftdb state machine (format {marker!r})")
+            raw = db.get(_STATE)
+            if raw is None:
+                raise CorruptionError(f"{where}: the state record is missing")
+            try:
+                info = decode_info(raw)
+                sessions = [
+                    decode_session(value)
+                    for value in db.iterator(prefix=_SESSION, include_key=False)
+                ]
+            except CorruptionError as exc:
+                raise CorruptionError(f"{where}: {exc}") from None
+        self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
+        self._info = info
+
+    def _check(self) -> None:
+        if self._closed:
+            raise UsageError("the state machine is closed")
+        if self._failed is not None:
+            raise StorageError(f"the state machine failed earlier: {self._failed!r}")
+
+    # -- apply -------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        return self._info.index
+
+    def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
+        with self._lock.read():  # shared: only restore and close are exclusive
+            self._check()
+            where = self._where()
+            batch = self._db.write_batch(sync=self._sync)
+            backend = _BatchBackend(self._db, batch, where)
+            a = self._applier
+            before = a.applied_index
+            try:
+                with leveldb_errors(where):
+                    out = a.apply(entries, backend)
+                    if a.applied_index == before:
+                        return out.results  # nothing new (all already applied, or empty)
+                    for client_id, session in out.sessions.items():
+                        if session is None:
+                            batch.delete(_SESSION + client_id)
+                        else:
+                            batch.put(_SESSION + client_id, encode_session(session))
+                    members = dict(a.members) if out.membership_changed else self._info.members
+                    info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
+                    batch.put(_STATE, encode_info(info))
+                    batch.write()
+            except UsageError:
+                raise  # refused before anything changed
+            except BaseException as exc:
+                # The Applier's memory is ahead of the disk now: refuse all further use.
+                self._failed = exc
+                raise
+            self._info = info
+            return out.results
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> KeyValue | None:
+        with self._lock.read():
+            self._check()
+            with leveldb_errors(self._where()):
+                raw = self._db.get(_DATA + key)
+            if raw is None:
+                return None
+            create, mod = _record(raw, key, self._where())
+            return KeyValue(key, raw[_REC.size :], create, mod)
+
+    def range(
+        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
+    ) -> list[KeyValue]:
+        check_range_args(limit)
+        if limit == 0:
+            return []
+        end = prefix_end(prefix)
+        lo = _DATA + max(prefix, start)
+        hi = _DATA_END if end is None else _DATA + end
+        out: list[KeyValue] = []
+        with self._lock.read():
+            self._check()
+            where = self._where()
+            with leveldb_errors(where):
+                # One iterator: LevelDB gives it an implicit snapshot, so the
+                # result is one consistent view even while applies go on.
+                for raw_key, raw in self._db.iterator(start=lo, stop=hi):
+                    key = raw_key[1:]
+                    create, mod = _record(raw, key, where)
+                    out.append(KeyValue(key, raw[_REC.size :], create, mod))
+                    if len(out) == limit:
+                        break
+        return out
+
+    def conf_state(self) -> ConfState:
+        return self._info.conf_state
+
+    def members(self) -> dict[int, str]:
+        return dict(self._info.members)
+
+    # -- snapshot ------------------------------------------------------------------------
+
+    def snapshot(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotStream:
+        with self._lock.read():
+            self._check()
+            where = self._where()
+            generation = self._generation
+            with leveldb_errors(where):
+                view = self._db.snapshot()
+                if not self._sync:
+                    # A durable point to hand out: the driver may compact the
+                    # log up to it. (Synced applies are durable already.)
+                    self._db.put(_BARRIER, b"", sync=True)
+                raw = view.get(_STATE)
+        if raw is None:
+            raise CorruptionError(f"{where}: the state record is missing")
+        info = decode_info(raw)
+
+        def scan(prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+            iterator = None
+            while True:
+                with self._lock.read():
+                    if self._generation != generation or self._closed:
+                        raise SnapshotAbortedError(
+                            f"{where} was restored or closed while its snapshot was read"
+                        )
+                    with leveldb_errors(where):
+                        if iterator is None:
+                            iterator = view.iterator(
+                                prefix=prefix, fill_cache=False, verify_checksums=True
+                            )
+                        items: list[tuple[bytes, bytes]] = list(islice(iterator, _SLICE))
+                yield from items
+                if len(items) < _SLICE:
+                    return
+
+        def records() -> Iterator[KVRecord]:
+            for raw_key, raw in scan(_DATA):
+                key = raw_key[1:]
+                create, mod = _record(raw, key, where)
+                yield key, raw[_REC.size :], create, mod
+
+        def sessions() -> Iterator[SessionState]:
+            for _, raw in scan(_SESSION):
+                yield decode_session(raw)
+
+        def release() -> None:
+            with self._lock.read():
+                if self._generation == generation and not self._closed:
+                    view.close()
+
+        chunks = encode_stream(info, records(), sessions(), chunk_size)
+        return SnapshotStream(info, chunks, release)
+
+    def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
+        self._check()
+        reader = SnapshotReader(chunks)
+        generation = self._generation + 1
+        path = self._db_path(generation)
+        if path.exists():
+            shutil.rmtree(path)
+        db = open_db(path, create=True, error_if_exists=True, bloom_filter_bits=10)
+        try:
+            sessions: list[SessionState] = []
+            with leveldb_errors(f"LevelDB state machine {path}"):
+                for kv_batch in reader.kv_batches():
+                    with db.write_batch() as batch:
+                        for key, value, create, mod in kv_batch:
+                            batch.put(_DATA + key, _REC.pack(create, mod) + value)
+                for session_batch in reader.session_batches():
+                    with db.write_batch() as batch:
+                        for session in session_batch:
+                            batch.put(_SESSION + session.client_id, encode_session(session))
+                    sessions.extend(session_batch)
+                reader.finish()
+                with db.write_batch(sync=True) as batch:
+                    batch.put(_FORMAT_KEY, _FORMAT)
+                    batch.put(_STATE, encode_info(reader.info))
+            db.close()
+            fsync_tree(path)
+            db = open_db(path, create=False, bloom_filter_bits=10)
+        except BaseException:
+            db.close()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        info = reader.info
+        with self._lock.write():
+            old_db, old_path = self._db, self._db_path(self._generation)
+            try:
+                self._write_current(generation)  # the switch
+            except BaseException:
+                db.close()
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            self._db, self._generation, self._info = db, generation, info
+            self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
+            old_db.close()
+        shutil.rmtree(old_path, ignore_errors=True)
+        return info
+
+    def close(self) -> None:
+        with self._lock.write():
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()
+
+    # -- inspection (tests) ----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The directory the state machine owns."""
+        return self._path
+
+    @property
+    def db_path(self) -> Path:
+        """The LevelDB directory in use now."""
+        return self._db_path(self._generation)

@@ -1,0 +1,195 @@
+"""What the conformance checks share: the check registry, the context, assertions.
+
+A *check* is a function of a :class:`CheckContext`; a plugin passes it if the
+function returns. Checks are registered in a suite (``STORAGE_CHECKS``,
+``STATE_MACHINE_CHECKS``) so a test runner can run each as its own test, and
+``check_storage``/``check_state_machine`` can run them all in one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from raftdb.plugins import plugin_reference
+
+__all__ = [
+    "Check",
+    "CheckContext",
+    "ConformanceError",
+    "expect",
+    "expect_equal",
+    "expect_raises",
+    "run_checks",
+]
+
+
+class ConformanceError(AssertionError):
+    """A plugin broke a promise of its interface; the message says which."""
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail with ``message`` unless ``condition``."""
+    if not condition:
+        raise ConformanceError(message)
+
+
+def expect_equal(found: Any, want: Any, what: str) -> None:
+    """Fail unless ``found == want``, showing both."""
+    if found != want:
+        raise ConformanceError(f"{what}: found {found!r}, want {want!r}")
+
+
+@contextlib.contextmanager
+def expect_raises(kind: type[BaseException], what: str) -> Iterator[None]:
+    """Fail unless the block raises ``kind`` (``what`` names the call)."""
+    try:
+        yield
+    except kind:
+        return
+    except Exception as exc:
+        raise ConformanceError(
+            f"{what}: raised {type(exc).__name__}({exc}), want {kind.__name__}"
+        ) from exc
+    raise ConformanceError(f"{what}: returned, want {kind.__name__}")
+
+
+@dataclass
+class CheckContext:
+    """What a check gets: the plugin's factory and a directory of its own.
+
+    Attributes:
+        make: the plugin factory, called as ``make(path)``.
+        directory: an empty directory for this check.
+        reference: ``"module:attr"`` or an entry-point name that a child
+            process can load the factory by (crash checks), or ``None``.
+        opened: everything :meth:`open` made, closed by :meth:`close_all`.
+    """
+
+    make: Callable[[Path], Any]
+    directory: Path
+    reference: str | None = None
+    opened: list[Any] = field(default_factory=list)
+
+    def path(self, name: str = "db") -> Path:
+        """A path in the check's directory."""
+        return self.directory / name
+
+    def open(self, name: str = "db") -> Any:
+        """A plugin instance over ``path(name)``; closed at the end of the check."""
+        instance = self.make(self.path(name))
+        self.opened.append(instance)
+        return instance
+
+    def reopen(self, instance: Any, name: str = "db") -> Any:
+        """Close ``instance`` and open the same path again."""
+        self.close(instance)
+        return self.open(name)
+
+    def close(self, instance: Any) -> None:
+        """Close one instance (once)."""
+        if instance in self.opened:
+            self.opened.remove(instance)
+            instance.close()
+
+    def close_all(self) -> None:
+        """Close whatever the check left open (after a failure, say)."""
+        while self.opened:
+            with contextlib.suppress(Exception):
+                self.opened.pop().close()
+
+    def require_reference(self) -> str:
+        """The reference for a child process, or a clear failure."""
+        reference = self.reference or plugin_reference(self.make)
+        if reference is None:
+            raise ConformanceError(
+                "crash checks rebuild the plugin in a child process: pass the plugin's "
+                "entry-point name or 'module:attr' as reference=, or a module-level "
+                f"factory (got {self.make!r})"
+            )
+        return reference
+
+
+@dataclass(frozen=True)
+class Check:
+    """One conformance check.
+
+    Attributes:
+        name: short id (the function name without ``check_``).
+        run: the check.
+        durable: it needs state to survive close/reopen and kill -9; it is
+            skipped for plugins declared volatile (``memory``).
+    """
+
+    name: str
+    run: Callable[[CheckContext], None]
+    durable: bool = False
+
+    def __call__(
+        self,
+        make: Callable[[Path], Any],
+        directory: Path,
+        reference: str | None = None,
+    ) -> None:
+        """Run the check in ``directory`` (which should be empty)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        context = CheckContext(make, directory, reference)
+        try:
+            self.run(context)
+        finally:
+            context.close_all()
+
+
+CheckFunction = Callable[[CheckContext], None]
+
+
+class Register(Protocol):
+    """The decorator :func:`registry` returns: ``@register(durable=...)``."""
+
+    def __call__(self, *, durable: bool = False) -> Callable[[CheckFunction], CheckFunction]: ...
+
+
+def registry(suite: list[Check]) -> Register:
+    """A decorator ``@register(durable=False)`` that adds a check to ``suite``."""
+
+    def register(*, durable: bool = False) -> Callable[[CheckFunction], CheckFunction]:
+        def add(func: CheckFunction) -> CheckFunction:
+            suite.append(Check(func.__name__.removeprefix("check_"), func, durable))
+            return func
+
+        return add
+
+    return register
+
+
+def run_checks(
+    suite: list[Check],
+    make: Callable[[Path], Any],
+    *,
+    durable: bool,
+    directory: Path | None,
+    reference: str | None,
+) -> None:
+    """Run every check of ``suite`` (the durable ones only if ``durable``).
+
+    Raises:
+        ConformanceError: the first check that fails, its name in the message.
+    """
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        for check in suite:
+            if check.durable and not durable:
+                continue
+            where = directory / check.name
+            if where.exists():
+                shutil.rmtree(where)
+            try:
+                check(make, where, reference)
+            except ConformanceError as exc:
+                raise ConformanceError(f"check {check.name!r} failed: {exc}") from exc

@@ -1,0 +1,358 @@
+"""Crash tests: kill -9 a child process in the middle of its writes, then check.
+
+The child runs a deterministic workload (:mod:`raftdb.testing.workloads`) on
+a real plugin and prints one line per operation that returned. The parent
+kills it with SIGKILL at a point it picks (after the k-th acknowledgement,
+or when the child says it is inside a restore), reopens the plugin itself,
+and compares what it finds with the workload's model:
+
+- storage: the state is the model's after the last acknowledged save, or
+  after the one in flight: every save that returned is there, and the one
+  the kill interrupted is there whole or not at all;
+- state machine, apply: the recovered state is exactly the reference state
+  at the recovered ``applied_index``, which is at least the last
+  acknowledged batch's; replaying the rest gives the reference state;
+- state machine, restore: killed inside ``restore`` the old state is whole;
+  killed after it returned, the new state is there.
+
+No sleeps: the parent acts on the child's output, and a watchdog timer kills
+a child that stops producing it, so every run ends in bounded time.
+
+Child entry point: ``python -m raftdb.testing.crash <mode> <plugin> <path> <seed> <start>``.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from raftdb.testing.checks import ConformanceError
+
+__all__ = ["run_restore_crash", "run_state_machine_crash", "run_storage_crash"]
+
+_WATCHDOG_SECONDS = 60.0
+_APPLY_TOTAL = 1_000_000  # entries the apply workload can produce before a child stops
+
+
+class _Child:
+    """A child process running one crash workload, its output read line by line."""
+
+    def __init__(self, *args: str) -> None:
+        # Owned by this object and closed in close(); a file, not a pipe, so a
+        # chatty child can never block on a full stderr pipe.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "raftdb.testing.crash", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        # A child that hangs would hang the test: kill it after a generous bound.
+        self._watchdog = threading.Timer(_WATCHDOG_SECONDS, self.proc.kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def lines(self) -> Iterator[str]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        for raw in stdout:
+            yield raw.decode().strip()
+
+    def kill(self) -> list[str]:
+        """SIGKILL the child; the lines it printed but we had not read yet."""
+        self.proc.kill()
+        rest = [line.strip() for line in self.read_rest()]
+        self.proc.wait()
+        return [line for line in rest if line]
+
+    def read_rest(self) -> list[str]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        return [raw.decode() for raw in stdout.readlines()]
+
+    def fail(self, message: str) -> ConformanceError:
+        self.proc.kill()
+        self.proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode(errors="replace")[-3000:]
+        return ConformanceError(f"{message}; child stderr:\n{err}")
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+
+
+# -- storage --------------------------------------------------------------------------
+
+
+def run_storage_crash(reference: str, path: Path, *, seed: int, rounds: int) -> None:
+    """Kill -9 a child saving to the storage plugin ``reference`` in ``path``, ``rounds`` times.
+
+    Each round aims the kill at the start of a large save (the child says
+    ``b N`` just before operation N), so that it lands while the save is
+    being encoded or written, not between saves.
+    """
+    from raftdb.plugins import open_storage
+    from raftdb.testing.workloads import StorageWorkload, dump_storage, mismatch
+
+    rng = random.Random(seed)
+    done = 0  # operations the recovered state reflects
+    for round_no in range(rounds):
+        # Find the target: a save of many entries a few operations ahead.
+        ahead = StorageWorkload(seed, big=True)
+        while ahead.steps < done:
+            ahead.step()
+        target = done + rng.randint(1, 6)
+        while True:
+            op = ahead.step()
+            if ahead.steps >= target and len(op.entries) >= 64:
+                target = ahead.steps
+                break
+        child = _Child("storage", reference, str(path), str(seed), str(done + 1))
+        try:
+            acked = done
+            for line in child.lines():
+                if line == f"b {target}":
+                    break
+                if line.isdigit():
+                    acked = int(line)
+            else:
+                raise child.fail(f"round {round_no}: the child stopped after step {acked}")
+            late = [int(line) for line in child.kill() if line.isdigit()]
+            acked = max([acked, *late])
+        finally:
+            child.close()
+        workload = StorageWorkload(seed, big=True)
+        while workload.steps < acked:
+            workload.step()
+        storage = open_storage(reference, path)
+        try:
+            found = dump_storage(storage)
+        finally:
+            storage.close()
+        at_ack = mismatch(found, workload.model, workload.compacted)
+        if not at_ack:
+            done = acked
+            continue
+        op = workload.step()  # the save that was in flight
+        after = mismatch(found, workload.model, workload.compacted)
+        if after:
+            raise ConformanceError(
+                f"round {round_no}: after kill -9 with {acked} operations acknowledged, "
+                f"the storage is neither the state after operation {acked} ({at_ack}) "
+                f"nor after operation {acked + 1}, {op.describe()} ({after})"
+            )
+        done = acked + 1
+
+
+def _storage_child(reference: str, path: Path, seed: int, start: int, out: IO[str]) -> None:
+    from raftdb.plugins import open_storage
+    from raftdb.testing.workloads import StorageWorkload
+
+    workload = StorageWorkload(seed, big=True)
+    while workload.steps < start - 1:
+        workload.step()
+    storage = open_storage(reference, path)
+    print("ready", file=out, flush=True)
+    while True:
+        op = workload.step()
+        print("b", workload.steps, file=out, flush=True)
+        op.run(storage)
+        print(workload.steps, file=out, flush=True)
+
+
+# -- state machine: apply -------------------------------------------------------------------
+
+
+def _reference_at(seed: int, index: int) -> Any:
+    """A MemoryStateMachine with the apply workload applied up to ``index``."""
+    from raftdb.state_machine import MemoryStateMachine
+    from raftdb.testing.workloads import EntryWorkload
+
+    reference = MemoryStateMachine()
+    workload = EntryWorkload(seed)
+    while reference.applied_index < index:
+        batch = workload.batch()
+        reference.apply([e for e in batch if e.index <= index])
+    return reference
+
+
+def run_state_machine_crash(reference: str, path: Path, *, seed: int, rounds: int) -> None:
+    """Kill -9 a child applying batches to the state machine plugin ``reference``."""
+    from raftdb.plugins import open_state_machine
+    from raftdb.testing.state_machine_checks import digest
+
+    rng = random.Random(seed)
+    for round_no in range(rounds):
+        child = _Child("apply", reference, str(path), str(seed), "0")
+        try:
+            kill_after = rng.randint(3, 30)
+            acked, count = -1, 0
+            for line in child.lines():
+                if line.startswith("ready"):
+                    continue
+                acked, count = int(line), count + 1
+                if count >= kill_after:
+                    break
+            else:
+                raise child.fail(f"round {round_no}: the child stopped after index {acked}")
+            late = [int(line) for line in child.kill() if line.isdigit()]
+            acked = max([acked, *late])
+        finally:
+            child.close()
+        machine = open_state_machine(reference, path)
+        try:
+            applied = machine.applied_index
+            if applied < acked:
+                raise ConformanceError(
+                    f"round {round_no}: applied_index is {applied} after kill -9, but a batch "
+                    f"up to {acked} had been applied (apply returned)"
+                )
+            found = digest(machine)
+        finally:
+            machine.close()
+        want = digest(_reference_at(seed, applied))
+        if found != want:
+            raise ConformanceError(
+                f"round {round_no}: after kill -9 the state machine at applied index "
+                f"{applied} differs from the reference state at that index"
+            )
+
+
+def _apply_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
+    from raftdb.plugins import open_state_machine
+    from raftdb.testing.workloads import EntryWorkload
+
+    machine = open_state_machine(reference, path)
+    workload = EntryWorkload(seed)
+    print("ready", machine.applied_index, file=out, flush=True)
+    while workload.index < _APPLY_TOTAL:
+        batch = [e for e in workload.batch() if e.index > machine.applied_index]
+        if batch:
+            machine.apply(batch)
+            print(machine.applied_index, file=out, flush=True)
+
+
+# -- state machine: restore ---------------------------------------------------------------
+
+
+def _snapshot_chunks(seed: int, keys: int) -> list[bytes]:
+    """The stream of a state (different from the apply workload's) to restore."""
+    from raftdb.kv import Command
+    from raftdb.raft.messages import Entry
+    from raftdb.state_machine import MemoryStateMachine
+
+    source = MemoryStateMachine()
+    rng = random.Random(seed)
+    entries = [
+        Entry(7, i, data=Command.put(b"r%07d" % i, rng.randbytes(100)).encode())
+        for i in range(1, keys + 1)
+    ]
+    source.apply(entries)
+    return list(source.snapshot(chunk_size=64 << 10))
+
+
+def run_restore_crash(reference: str, path: Path, *, seed: int, keys: int = 20_000) -> None:
+    """Kill -9 a child inside ``restore`` (old state must be whole), then after it (new state)."""
+    from raftdb.plugins import open_state_machine
+    from raftdb.state_machine import MemoryStateMachine
+    from raftdb.testing.state_machine_checks import digest
+
+    prepare_restore_target(reference, path, seed)
+    old = digest(_reference_at(seed, 300))
+    new_machine = MemoryStateMachine()
+    new_machine.restore(_snapshot_chunks(seed, keys))
+    new = digest(new_machine)
+    for when, want in (("midway", old), ("restored", new)):
+        machine = open_state_machine(reference, path)
+        try:
+            expect_before = digest(machine)
+        finally:
+            machine.close()
+        if expect_before != old:
+            raise ConformanceError(f"the state before the {when} restore is not the prepared one")
+        child = _Child("restore", reference, str(path), str(seed), str(keys), when)
+        try:
+            for line in child.lines():
+                if line == when:
+                    break
+            else:
+                raise child.fail(f"the child ended before reporting {when!r}")
+            child.kill()
+        finally:
+            child.close()
+        machine = open_state_machine(reference, path)
+        try:
+            found = digest(machine)
+        finally:
+            machine.close()
+        if found != want:
+            which = "the old state, whole" if when == "midway" else "the restored state"
+            raise ConformanceError(f"after kill -9 {when} through restore, want {which}")
+        if when == "restored":
+            return
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _restore_child(
+    reference: str, path: Path, seed: int, keys: int, when: str, out: IO[str], wait: IO[str]
+) -> None:
+    from raftdb.plugins import open_state_machine
+
+    machine = open_state_machine(reference, path)
+    chunks = _snapshot_chunks(seed, keys)
+
+    def feed() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            if when == "midway" and i == len(chunks) // 2:
+                print("midway", file=out, flush=True)
+                wait.readline()  # the parent kills us here; nothing is ever written
+            yield chunk
+
+    machine.restore(feed())
+    print("restored", file=out, flush=True)
+    wait.readline()
+
+
+def prepare_restore_target(reference: str, path: Path, seed: int) -> None:
+    """Give the state machine at ``path`` the 'old' state the restore crash expects."""
+    from raftdb.plugins import open_state_machine
+    from raftdb.testing.workloads import EntryWorkload
+
+    machine = open_state_machine(reference, path)
+    try:
+        workload = EntryWorkload(seed)
+        for batch in workload.batches(300):
+            machine.apply(batch)
+    finally:
+        machine.close()
+
+
+def main(argv: list[str]) -> None:
+    """The child's entry point (see the module docstring)."""
+    mode, reference, path = argv[0], argv[1], Path(argv[2])
+    seed = int(argv[3])
+    if mode == "storage":
+        _storage_child(reference, path, seed, int(argv[4]), sys.stdout)
+    elif mode == "apply":
+        _apply_child(reference, path, seed, sys.stdout)
+    elif mode == "restore":
+        _restore_child(reference, path, seed, int(argv[4]), argv[5], sys.stdout, sys.stdin)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
