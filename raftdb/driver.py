@@ -1,0 +1,848 @@
+"""The node driver: runs a Raft core against real storage, a state machine and
+the peer transport, and serves the REST API's requests (``NodeHandle``).
+
+Theory of operation
+-------------------
+Everything that touches the core runs on one asyncio loop. Two tasks drive it:
+the *ticker* calls ``tick()`` every ``tick_ms``, and the *Ready loop* handles
+one Ready at a time, in the order ``node.py`` requires::
+
+    rd = raw.ready()
+    send rd.messages                  (a leader's appends leave before its own save)
+    on the I/O thread: [restore a received snapshot], save, then
+        send rd.messages_after_save   (votes, acks: only once durable)
+        apply rd.committed_entries    (one state machine batch)
+        [take a snapshot and compact, every snapshot_entries]
+    raw.advance(rd); answer waiting requests
+
+While the I/O thread saves and applies, the loop keeps stepping peer messages
+and taking proposals; they go into the next Ready, so one fsync covers every
+write that arrived meanwhile (group commit), and every ReadIndex request of the
+meantime shares one heartbeat round.
+
+Requests wait on futures with deadlines. A write carries this node's client
+session (``client_id`` + ``seq``, Raft thesis §6.3), so it is found again when
+applied — even when proposed through another leader — and may be proposed
+again safely if a forwarded proposal was lost: the state machine answers a
+repeated ``seq`` from the session instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raftdb.errors import (
+    BadRequestError,
+    ConditionFailedError,
+    MemberNotFoundError,
+    NodeRemovedError,
+    NotReadyError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
+from raftdb.handle import Consistency, Member, NodeStatus, WriteResult
+from raftdb.kv import Command, ConfChangeResult, InvalidCommandError, KeyValue, KVResult, Status
+from raftdb.metrics import NodeMetrics
+from raftdb.plugins import open_state_machine, open_storage
+from raftdb.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    Entry,
+    InvalidMessageError,
+    Message,
+    NotLeaderError,
+    ProposalDroppedError,
+    RawNode,
+    Ready,
+    Role,
+)
+from raftdb.transport import Transport
+
+if TYPE_CHECKING:
+    from raftdb.config import NodeConfig
+    from raftdb.snapshot_format import SnapshotStream
+    from raftdb.state_machine import StateMachine
+    from raftdb.storage import Storage
+
+__all__ = ["Node"]
+
+log = logging.getLogger("raftdb.node")
+
+# A write or conf change waiting this many ticks is proposed again (safe: see
+# the module docstring), in case a forwarded proposal was dropped on the way.
+_REPROPOSE_TICKS_FACTOR = 2
+# A learner is promoted only when it is at most this many entries behind.
+_PROMOTION_LAG = 1000
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    data: bytes
+    future: asyncio.Future[KVResult]
+    proposed_at: int  # tick
+
+
+@dataclass(slots=True)
+class _PendingConf:
+    change: ConfChange
+    future: asyncio.Future[ConfChangeResult]
+    proposed_at: int
+
+
+class Node:
+    """A raftdb server node: see the module docstring. Implements ``NodeHandle``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._id: int = config.id
+        self.data_dir = Path(config.data_dir)
+        self._timeout = float(config.request_timeout_s)
+        self.metrics = NodeMetrics(config.id)
+        self._storage: Storage | None = None
+        self._sm: StateMachine | None = None
+        self._raw: RawNode | None = None
+        self._transport: Transport | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raftdb-io-{self._id}"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._failed: str | None = None
+        self._removed = False
+        self._ticks = 0
+        # Client session of this node's writes: a new id per start.
+        self._session = f"node-{self._id}-{os.urandom(6).hex()}".encode()
+        self._seq = itertools.count(1)
+        self._writes: dict[int, _PendingWrite] = {}  # seq -> pending (insertion = seq order)
+        self._idem: dict[bytes, _PendingWrite] = {}  # idempotency client id -> pending
+        self._confs: list[_PendingConf] = []
+        self._read_ctx = itertools.count(1)
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
+        self._incoming_snapshots: dict[tuple[int, int], Path] = {}
+        self._unsaved_hard_state: Any = None
+        self._last_snapshot_index = 0
+        self._members: dict[int, str] = {}
+        self._learners: frozenset[int] = frozenset()
+
+    # -- life ------------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """This node's id."""
+        return self._id
+
+    async def start(self) -> None:
+        """Open storage and state machine, start the core, the transport and the loops."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        storage, sm = await self._loop.run_in_executor(self._executor, self._open_disk)
+        self._storage, self._sm = storage, sm
+        hard_state, _ = storage.initial_state()
+        fresh = storage.last_index() == 0 and hard_state.is_empty()
+        if sm.applied_index < storage.first_index() - 1:
+            raise RuntimeError(
+                f"raftdb: the state machine in {self.data_dir} is at index {sm.applied_index}, "
+                f"before the log's first index {storage.first_index()}: it cannot catch up "
+                "from this log; wipe the data directory and re-add the node"
+            )
+        self._last_snapshot_index = storage.snapshot().metadata.index
+        applied = min(sm.applied_index, hard_state.commit)
+        self._raw = RawNode(
+            Config(
+                id=self._id,
+                storage=storage,
+                election_tick=cfg.election_ticks,
+                heartbeat_tick=cfg.heartbeat_ticks,
+                applied=max(applied, self._last_snapshot_index),
+                max_size_per_msg=1 << 20,
+                max_uncommitted_entries_size=256 << 20,
+                max_inflight_msgs=256,
+                check_quorum=True,
+                pre_vote=True,
+                rng=random.Random(),
+                logger=logging.getLogger(f"raftdb.raft.{self._id}"),
+            )
+        )
+        urls = {i + 1: url for i, url in enumerate(cfg.cluster)}
+        if fresh and not cfg.join:
+            self._raw.bootstrap([(i, url.encode()) for i, url in sorted(urls.items())])
+            log.info("node %d bootstrapped a cluster of %d", self._id, len(urls))
+        self._members = sm.members() or dict(urls)
+        self._learners = frozenset(sm.conf_state().learners)
+        own_url = urls.get(self._id) or self._members.get(self._id)
+        if not own_url:
+            raise RuntimeError(f"raftdb: no peer URL for node {self._id} in 'cluster'")
+        self._transport = Transport(
+            self._id,
+            own_url,
+            self._peers(urls),
+            self,
+            cluster_token=cfg.cluster_token,
+            snapshot_dir=self.data_dir / "snapshots-in",
+        )
+        await self._transport.start()
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name=f"raftdb-ready-{self._id}"),
+            asyncio.create_task(self._ticker(), name=f"raftdb-ticker-{self._id}"),
+        ]
+        log.info(
+            "node %d started: term %d, commit %d, applied %d, members %s",
+            self._id,
+            self._raw.term,
+            self._raw.commit_index,
+            sm.applied_index,
+            sorted(self._members),
+        )
+
+    def _open_disk(self) -> tuple[Storage, StateMachine]:
+        cfg = self.config
+        storage = open_storage(cfg.storage, self.data_dir / "log", sync=cfg.sync)
+        try:
+            sm = open_state_machine(cfg.state_machine, self.data_dir / "state", sync=cfg.sync)
+        except BaseException:
+            storage.close()
+            raise
+        return storage, sm
+
+    def _peers(self, fallback: dict[int, str]) -> dict[int, str]:
+        peers = dict(fallback)
+        peers.update({i: u for i, u in self._members.items() if u})
+        peers.pop(self._id, None)
+        return peers
+
+    async def stop(self) -> None:
+        """Stop serving: fail waiting requests, stop the loops and transport, close files."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._transport is not None:
+            await self._transport.stop()
+        self._fail_waiters(NotReadyError("the node is stopping"))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_disk)
+        self._executor.shutdown(wait=True)
+        log.info("node %d stopped", self._id)
+
+    def _close_disk(self) -> None:
+        if self._storage is not None and self._unsaved_hard_state is not None and not self._failed:
+            with contextlib.suppress(Exception):
+                self._storage.save(self._unsaved_hard_state, [])
+        for closer in (self._sm, self._storage):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer.close()
+
+    def _fail(self, why: str) -> None:
+        """Broken storage or invariant: stop driving the core, answer 503 from now on."""
+        if self._failed is None:
+            self._failed = why
+            log.critical("node %d stopped serving: %s", self._id, why)
+            self._fail_waiters(UnavailableError(f"node failed: {why}", retry_after=5))
+
+    def _fail_waiters(self, error: Exception) -> None:
+        futures: list[asyncio.Future[Any]] = [w.future for w in self._writes.values()]
+        futures += [w.future for w in self._idem.values()]
+        futures += [c.future for c in self._confs]
+        futures += list(self._reads.values())
+        futures += [f for _, _, f in self._applied_waiters]
+        for f in futures:
+            if not f.done():
+                f.set_exception(error)
+        self._writes.clear()
+        self._idem.clear()
+        self._confs.clear()
+        self._reads.clear()
+        self._applied_waiters.clear()
+
+    # -- the loops -------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_ms / 1000
+        next_at = time.monotonic()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if self._failed or self._raw is None:
+                continue
+            self._raw.tick()
+            self._ticks += 1
+            if self._ticks % (_REPROPOSE_TICKS_FACTOR * self.config.election_ticks) == 0:
+                self._repropose()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        raw = self._raw
+        assert raw is not None
+        assert self._loop is not None
+        loop = self._loop
+        while not self._stopping:
+            if not raw.has_ready():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._failed:
+                return
+            rd = raw.ready()
+            self._observe(rd)
+            transport = self._transport
+            assert transport is not None
+            if rd.messages:
+                transport.send(rd.messages)
+            results: list[Any] = []
+            if rd.entries or rd.hard_state or rd.snapshot or rd.committed_entries:
+                try:
+                    results = await loop.run_in_executor(self._executor, self._io, rd)
+                except Exception as e:  # storage or state machine broke: stop, loudly
+                    log.exception("node %d: I/O failed", self._id)
+                    self._fail(f"{type(e).__name__}: {e}")
+                    return
+            elif rd.messages_after_save:
+                transport.send(rd.messages_after_save)
+            raw.advance(rd)
+            if rd.committed_entries:
+                self._after_apply(rd.committed_entries, results)
+            for rs in rd.read_states:
+                fut = self._reads.pop(rs.context, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(rs.index)
+
+    def _io(self, rd: Ready) -> list[Any]:
+        """On the I/O thread: make ``rd`` durable, release its acks, apply its entries."""
+        storage, sm, loop = self._storage, self._sm, self._loop
+        assert storage is not None
+        assert sm is not None
+        assert loop is not None
+        if rd.snapshot is not None:
+            self._restore_snapshot(rd)
+        hard_state = rd.hard_state
+        if rd.entries or rd.snapshot is not None or rd.must_sync:
+            started = time.perf_counter()
+            storage.save(hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
+            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+            self._unsaved_hard_state = None
+        elif hard_state is not None:
+            # Only the commit index moved: it need not be durable (it is volatile
+            # state in Raft), so it rides along with the next save.
+            self._unsaved_hard_state = hard_state
+        if rd.messages_after_save:
+            assert self._transport is not None
+            loop.call_soon_threadsafe(self._transport.send, rd.messages_after_save)
+        results: list[Any] = []
+        if rd.committed_entries:
+            results = sm.apply(rd.committed_entries)
+            applied = sm.applied_index
+            if applied - self._last_snapshot_index >= self.config.snapshot_entries:
+                self._take_snapshot()
+        return results
+
+    def _restore_snapshot(self, rd: Ready) -> None:
+        """Install a leader's snapshot: state machine first, then the log.
+
+        In that order a crash between the two leaves a state machine ahead of
+        its log, which replays nothing it already has; the other order could
+        leave a log that starts after what the state machine holds.
+        """
+        assert rd.snapshot is not None
+        assert self._sm is not None
+        meta = rd.snapshot.metadata
+        path = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        if path is None:
+            raise RuntimeError(f"snapshot {meta.index}/{meta.term} to install was not received")
+        try:
+            info = self._sm.restore(_chunks(path))
+        finally:
+            path.unlink(missing_ok=True)
+        self._last_snapshot_index = meta.index
+        self.metrics.snapshots_restored.inc()
+        log.info(
+            "node %d installed snapshot %d (state machine at %d)", self._id, meta.index, info.index
+        )
+
+    def _take_snapshot(self) -> None:
+        """Record a snapshot point at the applied index and compact the log behind it."""
+        assert self._sm is not None
+        assert self._storage is not None
+        stream = self._sm.snapshot()
+        stream.close()  # only the durable point matters; peers get a fresh stream
+        info = stream.info
+        storage = self._storage
+        if info.index <= storage.snapshot().metadata.index or info.index > storage.last_index():
+            return
+        storage.create_snapshot(info.index, info.conf_state)
+        keep = self.config.snapshot_keep_entries
+        storage.compact(max(storage.first_index() - 1, info.index - keep))
+        self._last_snapshot_index = info.index
+        self.metrics.snapshots_taken.inc()
+        log.info("node %d took a snapshot at %d", self._id, info.index)
+
+    def _observe(self, rd: Ready) -> None:
+        raw = self._raw
+        assert raw is not None
+        if rd.soft_state is not None:
+            log.info(
+                "node %d: %s, leader %d, term %d",
+                self._id,
+                rd.soft_state.role.value,
+                rd.soft_state.lead,
+                raw.term,
+            )
+
+    def _after_apply(self, entries: list[Entry], results: list[Any]) -> None:
+        """Answer the requests whose entries were applied; wake reads waiting for them."""
+        conf_changed = False
+        for entry, result in zip(entries, results, strict=False):
+            if isinstance(result, KVResult):
+                self._resolve_write(entry, result)
+            elif isinstance(result, ConfChangeResult):
+                conf_changed = True
+                self._resolve_conf(result)
+        self.metrics.applied.set(self._applied_index())
+        if conf_changed:
+            self._on_conf_change()
+        self._wake_applied()
+
+    def _resolve_write(self, entry: Entry, result: KVResult) -> None:
+        try:
+            cmd = Command.decode(entry.data)
+        except InvalidCommandError:
+            return
+        if cmd.client_id == self._session:
+            pending = self._writes.pop(cmd.seq, None)
+        elif cmd.client_id is not None:
+            pending = self._idem.pop(cmd.client_id, None)
+        else:
+            return
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(result)
+
+    def _resolve_conf(self, result: ConfChangeResult) -> None:
+        keep: list[_PendingConf] = []
+        for pending in self._confs:
+            if result.change == pending.change:
+                if not pending.future.done():
+                    pending.future.set_result(result)
+            else:
+                keep.append(pending)
+        self._confs = keep
+
+    def _on_conf_change(self) -> None:
+        sm = self._sm
+        assert sm is not None
+        self._members = sm.members()
+        self._learners = frozenset(sm.conf_state().learners)
+        if self._id not in self._members and not self._removed and not self.config.join:
+            self._removed = True
+            log.warning("node %d was removed from the cluster; it no longer serves", self._id)
+            self._fail_waiters(NodeRemovedError("this node was removed from the cluster"))
+        elif self._id in self._members:
+            self._removed = False
+        if self._transport is not None:
+            self._transport.set_peers(self._peers({}))
+
+    def _applied_index(self) -> int:
+        return self._sm.applied_index if self._sm is not None else 0
+
+    def _wake_applied(self) -> None:
+        applied = self._applied_index()
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= applied:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _repropose(self) -> None:
+        """Propose again what has waited long: a forwarded proposal may have been lost."""
+        raw = self._raw
+        if raw is None or raw.lead == 0:
+            return
+        horizon = self._ticks - _REPROPOSE_TICKS_FACTOR * self.config.election_ticks
+        for pending in itertools.chain(self._writes.values(), self._idem.values()):
+            if pending.proposed_at <= horizon and not pending.future.done():
+                with contextlib.suppress(ProposalDroppedError):
+                    raw.propose(pending.data)
+                    pending.proposed_at = self._ticks
+        for conf in self._confs:
+            if conf.proposed_at <= horizon and not conf.future.done():
+                with contextlib.suppress(ProposalDroppedError):
+                    raw.propose_conf_change(conf.change)
+                    conf.proposed_at = self._ticks
+
+    # -- transport handler ----------------------------------------------------------
+
+    def on_messages(self, messages: list[Message]) -> None:
+        """Step messages from peers into the core."""
+        raw = self._raw
+        if raw is None or self._failed:
+            return
+        for m in messages:
+            try:
+                raw.step(m)
+            except InvalidMessageError as e:
+                log.warning("node %d dropped a message from %d: %s", self._id, m.frm, e)
+        self._wake.set()
+
+    def on_unreachable(self, peer_id: int) -> None:
+        """The transport could not deliver to ``peer_id``."""
+        if self._raw is not None:
+            self._raw.report_unreachable(peer_id)
+
+    def open_snapshot(self, message: Message) -> SnapshotStream:
+        """A fresh state machine snapshot to stream with a SNAP message.
+
+        The state machine is at or past the snapshot the core names (snapshots
+        are taken from it), and applying skips what it already holds.
+        """
+        assert self._sm is not None
+        self.metrics.snapshots_sent.inc()
+        return self._sm.snapshot()
+
+    def on_snapshot_sent(self, peer_id: int, ok: bool) -> None:
+        """The transport finished streaming a snapshot to ``peer_id``."""
+        if self._raw is not None:
+            self._raw.report_snapshot(peer_id, ok)
+            self._wake.set()
+
+    def on_snapshot_received(self, message: Message, path: Path) -> None:
+        """A whole snapshot stream arrived in ``path``: keep it, then step its message."""
+        if message.snapshot is None:
+            path.unlink(missing_ok=True)
+            return
+        meta = message.snapshot.metadata
+        old = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        if old is not None and old != path:
+            old.unlink(missing_ok=True)
+        # Older received snapshots will never be installed: drop their files.
+        for key in [k for k in self._incoming_snapshots if k[0] < meta.index]:
+            self._incoming_snapshots.pop(key).unlink(missing_ok=True)
+        self._incoming_snapshots[(meta.index, meta.term)] = path
+        self.on_messages([message])
+
+    # -- requests --------------------------------------------------------------------
+
+    def _check_serving(self) -> RawNode:
+        raw = self._raw
+        if self._failed:
+            raise UnavailableError(f"node failed: {self._failed}", retry_after=5)
+        if self._removed:
+            raise NodeRemovedError("this node was removed from the cluster")
+        if raw is None or self._stopping:
+            raise NotReadyError("the node is starting or stopping")
+        return raw
+
+    def _no_leader(self, raw: RawNode, what: str) -> UnavailableError:
+        retry = self.config.election_ticks * self.config.tick_ms / 1000
+        return UnavailableError(f"no leader is known to {what}; retry shortly", retry, raw.lead)
+
+    async def put(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+        idempotency_key: bytes | None = None,
+    ) -> WriteResult:
+        """See ``NodeHandle.put``."""
+        try:
+            if if_none_match:
+                cmd = Command.put(key, value, create_only=True)
+            else:
+                cmd = Command.put(key, value, if_mod=if_match)
+        except InvalidCommandError as e:
+            raise BadRequestError(str(e)) from None
+        result = await self._write(cmd, idempotency_key)
+        return WriteResult(result.index, result.prev_mod_index > 0, result.duplicate)
+
+    async def delete(
+        self,
+        key: bytes,
+        *,
+        if_match: int | None = None,
+        idempotency_key: bytes | None = None,
+    ) -> WriteResult:
+        """See ``NodeHandle.delete``."""
+        try:
+            cmd = Command.delete(key, if_mod=if_match)
+        except InvalidCommandError as e:
+            raise BadRequestError(str(e)) from None
+        result = await self._write(cmd, idempotency_key)
+        return WriteResult(result.index, result.prev_mod_index > 0, result.duplicate)
+
+    async def _write(self, cmd: Command, idempotency_key: bytes | None) -> KVResult:
+        raw = self._check_serving()
+        if raw.lead == 0:
+            raise self._no_leader(raw, "take the write")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[KVResult] = loop.create_future()
+        if idempotency_key is not None:
+            # Each key is a session of one request: a retry is answered from it.
+            client_id = b"idem:" + idempotency_key
+            if client_id in self._idem:
+                raise UnavailableError("a request with this Idempotency-Key is in progress")
+            data = _with_session(cmd, client_id, 1, 1).encode()
+            pending = _PendingWrite(data, future, self._ticks)
+            self._propose(raw, data)
+            self._idem[client_id] = pending
+        else:
+            seq = next(self._seq)
+            ack = next(iter(self._writes), seq)
+            data = _with_session(cmd, self._session, seq, ack).encode()
+            pending = _PendingWrite(data, future, self._ticks)
+            self._propose(raw, data)
+            self._writes[seq] = pending
+        self.metrics.proposals.inc()
+        started = time.perf_counter()
+        self._wake.set()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            self._forget(pending)
+            raise OutcomeUnknownError(
+                f"the write was not applied within {self._timeout:g}s; it may still be. "
+                "Retry with an Idempotency-Key to learn the outcome safely"
+            ) from None
+        self.metrics.proposal_seconds.observe(time.perf_counter() - started)
+        if result.status == Status.CONDITION_FAILED:
+            raise ConditionFailedError(
+                f"the key's modify index is {result.mod_index}", result.mod_index
+            )
+        if result.status == Status.INVALID:
+            raise BadRequestError(result.message or "invalid command")
+        if result.status != Status.OK:
+            raise OutcomeUnknownError(f"the write's session answered {result.status.name}")
+        return result
+
+    def _propose(self, raw: RawNode, data: bytes) -> None:
+        try:
+            raw.propose(data)
+        except NotLeaderError as e:
+            raise self._no_leader(raw, f"take the write ({e.reason})") from None
+        except ProposalDroppedError as e:
+            raise UnavailableError(f"the write was refused: {e.reason}", retry_after=1) from None
+
+    def _forget(self, pending: _PendingWrite) -> None:
+        for seq in [k for k, v in self._writes.items() if v is pending]:
+            del self._writes[seq]
+        for client in [k for k, v in self._idem.items() if v is pending]:
+            del self._idem[client]
+
+    async def read_index(self) -> int:
+        """Confirm leadership (ReadIndex) and wait until this node applied the read index."""
+        raw = self._check_serving()
+        if raw.lead == 0:
+            raise self._no_leader(raw, "confirm the read")
+        ctx = next(self._read_ctx).to_bytes(8, "big")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            raw.read_index(ctx)
+        except ProposalDroppedError as e:
+            raise self._no_leader(raw, f"confirm the read ({e.reason})") from None
+        self._reads[ctx] = future
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            index = await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            self._reads.pop(ctx, None)
+            raise UnavailableError(
+                "could not confirm leadership with a quorum in time", retry_after=1
+            ) from None
+        await self._wait_applied(index, deadline)
+        return index
+
+    async def _wait_applied(self, index: int, deadline: float) -> None:
+        if self._applied_index() >= index:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._waiter_seq), fut))
+        try:
+            await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise UnavailableError(
+                f"this node has not applied up to the read index {index} in time", retry_after=1
+            ) from None
+
+    async def get(self, key: bytes, consistency: Consistency = "linearizable") -> KeyValue | None:
+        """See ``NodeHandle.get``."""
+        if consistency == "linearizable":
+            await self.read_index()
+        else:
+            self._check_serving()
+        assert self._sm is not None
+        return self._sm.get(key)
+
+    async def range(
+        self,
+        prefix: bytes = b"",
+        *,
+        start: bytes | None = None,
+        limit: int | None = None,
+        consistency: Consistency = "linearizable",
+    ) -> list[KeyValue]:
+        """See ``NodeHandle.range``."""
+        if consistency == "linearizable":
+            await self.read_index()
+        else:
+            self._check_serving()
+        assert self._sm is not None
+        return self._sm.range(prefix, start or b"", limit)
+
+    # -- membership ------------------------------------------------------------------
+
+    async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
+        """See ``NodeHandle.add_member``."""
+        raw = self._check_serving()
+        if node_id <= 0:
+            raise BadRequestError(f"member id must be a positive integer, got {node_id}")
+        current = self._members.get(node_id)
+        if current is not None and current != peer_url:
+            raise BadRequestError(f"member {node_id} exists with peer URL {current!r}")
+        if not learner and node_id in self._learners and raw.role == Role.LEADER:
+            progress = raw.status().progress.get(node_id)
+            if progress is None or progress.match + _PROMOTION_LAG < raw.commit_index:
+                raise UnavailableError(
+                    f"learner {node_id} is not caught up yet (at "
+                    f"{progress.match if progress else 0} of {raw.commit_index}); retry later",
+                    retry_after=2,
+                )
+        kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        result = await self._change(raw, ConfChange(kind, node_id, peer_url.encode()))
+        if result.error:
+            raise BadRequestError(result.error)
+        return Member(node_id, peer_url, learner)
+
+    async def remove_member(self, node_id: int) -> None:
+        """See ``NodeHandle.remove_member``."""
+        raw = self._check_serving()
+        if node_id not in self._members:
+            raise MemberNotFoundError(f"no member with id {node_id}")
+        result = await self._change(raw, ConfChange(ConfChangeType.REMOVE_NODE, node_id))
+        if result.error:
+            raise BadRequestError(result.error)
+
+    async def _change(self, raw: RawNode, change: ConfChange) -> ConfChangeResult:
+        if raw.lead == 0:
+            raise self._no_leader(raw, "change the membership")
+        try:
+            raw.propose_conf_change(change)
+        except NotLeaderError:
+            raise self._no_leader(raw, "change the membership") from None
+        except ProposalDroppedError as e:
+            raise UnavailableError(f"membership change refused: {e.reason}", 2) from None
+        future: asyncio.Future[ConfChangeResult] = asyncio.get_running_loop().create_future()
+        pending = _PendingConf(change, future, self._ticks)
+        self._confs.append(pending)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            if pending in self._confs:
+                self._confs.remove(pending)
+            raise OutcomeUnknownError(
+                "the membership change was not applied in time; it may still be"
+            ) from None
+
+    def members(self) -> list[Member]:
+        """See ``NodeHandle.members``."""
+        return [Member(i, url, i in self._learners) for i, url in sorted(self._members.items())]
+
+    async def transfer_leader(self, node_id: int) -> None:
+        """See ``NodeHandle.transfer_leader``."""
+        raw = self._check_serving()
+        if node_id not in self._members:
+            raise MemberNotFoundError(f"no member with id {node_id}")
+        if node_id in self._learners:
+            raise BadRequestError(f"member {node_id} is a learner and cannot lead")
+        if raw.lead == node_id:
+            return
+        if raw.lead == 0:
+            raise self._no_leader(raw, "hand over leadership")
+        try:
+            raw.transfer_leader(node_id)
+        except ProposalDroppedError as e:
+            raise BadRequestError(e.reason) from None
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(self.config.tick_ms / 1000)
+            if raw.lead == node_id:
+                return
+        raise UnavailableError(f"leadership did not move to {node_id} in time", retry_after=1)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def status(self) -> NodeStatus:
+        """See ``NodeHandle.status``."""
+        raw = self._raw
+        if raw is None:
+            raise NotReadyError("the node is starting")
+        st = raw.status()
+        role: Any = "learner" if self._id in self._learners else st.role.value
+        if role == "pre-candidate":
+            role = "candidate"
+        return NodeStatus(
+            id=self._id,
+            role=role,
+            leader=st.lead,
+            term=st.term,
+            commit_index=st.commit,
+            applied_index=self._applied_index(),
+            first_index=st.first_index,
+            last_index=st.last_index,
+            members=self.members(),
+        )
+
+    def is_ready(self) -> bool:
+        """See ``NodeHandle.is_ready``."""
+        raw = self._raw
+        return (
+            raw is not None
+            and not self._failed
+            and not self._removed
+            and not self._stopping
+            and raw.lead != 0
+            and self._applied_index() >= raw.commit_index
+        )
+
+    def metrics_text(self) -> str:
+        """See ``NodeHandle.metrics_text``."""
+        raw = self._raw
+        if raw is not None:
+            queues = self._transport.queue_lengths() if self._transport is not None else {}
+            self.metrics.update(raw.status(), self._applied_index(), queues)
+        return self.metrics.render()
+
+
+def _with_session(cmd: Command, client_id: bytes, seq: int, ack: int) -> Command:
+    return Command(cmd.op, cmd.key, cmd.value, cmd.expect, client_id, seq, ack)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from iter(lambda: f.read(1 << 20), b"")
