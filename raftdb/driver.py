@@ -140,6 +140,8 @@ class Node:
         self._last_snapshot_index = 0
         self._members: dict[int, str] = {}
         self._learners: frozenset[int] = frozenset()
+        self._was_member = False
+        self._known_urls: dict[int, str] = {}
 
     # -- life ------------------------------------------------------------------------
 
@@ -187,6 +189,13 @@ class Node:
             log.info("node %d bootstrapped a cluster of %d", self._id, len(urls))
         self._members = sm.members() or dict(urls)
         self._learners = frozenset(sm.conf_state().learners)
+        applied_members = sm.members()
+        self._was_member = self._id in applied_members
+        if applied_members and not self._was_member and not cfg.join:
+            self._removed = True
+            log.warning(
+                "node %d is not a member of its cluster (removed); it will not serve", self._id
+            )
         own_url = urls.get(self._id) or self._members.get(self._id)
         if not own_url:
             raise RuntimeError(f"raftdb: no peer URL for node {self._id} in 'cluster'")
@@ -223,6 +232,7 @@ class Node:
         return storage, sm
 
     def _peers(self, fallback: dict[int, str]) -> dict[int, str]:
+        self._known_urls.update({i: u for i, u in self._members.items() if u})
         peers = dict(fallback)
         peers.update({i: u for i, u in self._members.items() if u})
         peers.pop(self._id, None)
@@ -299,36 +309,38 @@ class Node:
         assert raw is not None
         assert self._loop is not None
         loop = self._loop
-        while not self._stopping:
+        while not self._stopping and not self._failed:
             if not raw.has_ready():
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._failed:
-                return
-            rd = raw.ready()
-            self._observe(rd)
-            transport = self._transport
-            assert transport is not None
-            if rd.messages:
-                transport.send(rd.messages)
-            results: list[Any] = []
-            if rd.entries or rd.hard_state or rd.snapshot or rd.committed_entries:
-                try:
-                    results = await loop.run_in_executor(self._executor, self._io, rd)
-                except Exception as e:  # storage or state machine broke: stop, loudly
-                    log.exception("node %d: I/O failed", self._id)
-                    self._fail(f"{type(e).__name__}: {e}")
-                    return
-            elif rd.messages_after_save:
-                transport.send(rd.messages_after_save)
-            raw.advance(rd)
-            if rd.committed_entries:
-                self._after_apply(rd.committed_entries, results)
-            for rs in rd.read_states:
-                fut = self._reads.pop(rs.context, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(rs.index)
+            try:
+                await self._handle_ready(raw, loop)
+            except Exception as e:  # a broken invariant: stop, loudly, never half-serve
+                log.exception("node %d: Ready handling failed", self._id)
+                self._fail(f"{type(e).__name__}: {e}")
+
+    async def _handle_ready(self, raw: RawNode, loop: asyncio.AbstractEventLoop) -> None:
+        """One Ready, in the order of ``node.py``'s contract (see the module docstring)."""
+        rd = raw.ready()
+        self._observe(rd)
+        transport = self._transport
+        assert transport is not None
+        if rd.messages:
+            transport.send(rd.messages)
+        results: list[Any] = []
+        if rd.entries or rd.hard_state or rd.snapshot or rd.committed_entries:
+            # Storage or state machine errors propagate: the node stops (_fail).
+            results = await loop.run_in_executor(self._executor, self._io, rd)
+        elif rd.messages_after_save:
+            transport.send(rd.messages_after_save)
+        raw.advance(rd)
+        if rd.committed_entries:
+            self._after_apply(rd.committed_entries, results)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
 
     def _io(self, rd: Ready) -> list[Any]:
         """On the I/O thread: make ``rd`` durable, release its acks, apply its entries."""
@@ -452,16 +464,32 @@ class Node:
     def _on_conf_change(self) -> None:
         sm = self._sm
         assert sm is not None
+        old = set(self._members)
         self._members = sm.members()
         self._learners = frozenset(sm.conf_state().learners)
-        if self._id not in self._members and not self._removed and not self.config.join:
+        if self._id in self._members:
+            self._was_member = True
+            self._removed = False
+        elif self._was_member and not self._removed:
             self._removed = True
             log.warning("node %d was removed from the cluster; it no longer serves", self._id)
             self._fail_waiters(NodeRemovedError("this node was removed from the cluster"))
-        elif self._id in self._members:
-            self._removed = False
-        if self._transport is not None:
-            self._transport.set_peers(self._peers({}))
+        if old - set(self._members) and self._loop is not None:
+            # Keep talking to a removed member for a while, so that it learns
+            # the commit of its own removal and stops by itself.
+            grace = 4 * self.config.election_ticks * self.config.tick_ms / 1000
+            self._loop.call_later(grace, self._sync_peers)
+        self._sync_peers(keep=old)
+
+    def _sync_peers(self, keep: set[int] | None = None) -> None:
+        if self._transport is None or self._stopping:
+            return
+        peers = self._peers({})
+        for node_id in keep or ():
+            url = self._known_urls.get(node_id)
+            if url and node_id != self._id:
+                peers.setdefault(node_id, url)
+        self._transport.set_peers(peers)
 
     def _applied_index(self) -> int:
         return self._sm.applied_index if self._sm is not None else 0
@@ -503,6 +531,10 @@ class Node:
                 raw.step(m)
             except InvalidMessageError as e:
                 log.warning("node %d dropped a message from %d: %s", self._id, m.frm, e)
+            except Exception as e:  # a broken invariant: stop, never serve on
+                log.exception("node %d: stepping a message failed", self._id)
+                self._fail(f"{type(e).__name__}: {e}")
+                return
         self._wake.set()
 
     def on_unreachable(self, peer_id: int) -> None:
@@ -603,7 +635,10 @@ class Node:
             client_id = b"idem:" + idempotency_key
             if client_id in self._idem:
                 raise UnavailableError("a request with this Idempotency-Key is in progress")
-            data = _with_session(cmd, client_id, 1, 1).encode()
+            try:
+                data = _with_session(cmd, client_id, 1, 1).encode()
+            except InvalidCommandError as e:
+                raise BadRequestError(f"Idempotency-Key: {e}") from None
             pending = _PendingWrite(data, future, self._ticks)
             self._propose(raw, data)
             self._idem[client_id] = pending
