@@ -1,13 +1,13 @@
-"""The key-value commands, their results, and the one way every node applies them.
+"""The key-value commands, their results, and client sessions.
 
 Theory of operation. A client's write becomes a :class:`Command`, encoded with
 msgpack into a NORMAL log entry. When the entry commits, every node's state
-machine hands it to an :class:`Applier`, which decides the outcome from the
+machine hands it to a :class:`raftdb.applier.Applier`, which decides the outcome from the
 entry alone and the state before it: never from a clock, a configuration
 value or the batch the entry arrived in. So all nodes compute the same
 :class:`KVResult` for the same index, and a state machine plugin that uses the
 Applier cannot get the semantics wrong; it only supplies the storage
-(:class:`KVBackend`).
+(:class:`raftdb.applier.KVBackend`).
 
 Keys carry two log indexes, as etcd's revisions: ``create_index`` (the entry
 that created the key; a delete and a new put start again) and ``mod_index``
@@ -35,11 +35,10 @@ apart from a new client, applied again: clients must retry within the TTL.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgpack
 
@@ -53,9 +52,7 @@ from raftdb.codec import (
     unpack,
     unseal,
 )
-from raftdb.raft.confchange import ConfChangeError, apply_conf_change
-from raftdb.raft.errors import UsageError
-from raftdb.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from raftdb.raft.messages import ConfChange, ConfState
 
 __all__ = [
     "COMMAND_FORMAT",
@@ -63,13 +60,10 @@ __all__ = [
     "MAX_CLIENT_ID_BYTES",
     "MAX_SESSION_RESPONSES",
     "SESSION_TTL_ENTRIES",
-    "AppliedBatch",
-    "Applier",
     "ApplyResult",
     "Command",
     "ConfChangeResult",
     "InvalidCommandError",
-    "KVBackend",
     "KVResult",
     "KeyValue",
     "NoopResult",
@@ -78,6 +72,7 @@ __all__ = [
     "Status",
     "decode_session",
     "encode_session",
+    "parse_command",
 ]
 
 #: A session unused for this many log entries expires (see the module docstring).
@@ -91,8 +86,6 @@ MAX_CLIENT_ID_BYTES: Final = 128
 COMMAND_FORMAT: Final = 1
 #: ``expect`` value meaning "the key must not exist yet".
 CREATE_ONLY: Final = 0
-
-_NEVER: Final = 1 << 64  # an index no log reaches
 
 
 class Op(IntEnum):
@@ -128,6 +121,8 @@ def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any,
     and ``"k"`` is not ``b"k"``: a decoder that is lax on one node and strict on
     another would make the nodes disagree.
     """
+    if type(op) is not int and type(op) is not Op:
+        raise InvalidCommandError(f"unknown operation {op!r}")
     if op == Op.PUT:
         if type(value) is not bytes:
             raise InvalidCommandError("a put needs a bytes value")
@@ -141,7 +136,7 @@ def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any,
     if expect is not None and (type(expect) is not int or expect < 0):
         raise InvalidCommandError(f"expect must be None or an index >= 0, got {expect!r}")
     if client_id is None:
-        if seq != 0 or ack != 0:
+        if seq != 0 or ack != 0 or type(seq) is not int or type(ack) is not int:
             raise InvalidCommandError("seq and ack need a client id")
         return
     if type(client_id) is not bytes or not 0 < len(client_id) <= MAX_CLIENT_ID_BYTES:
@@ -152,17 +147,38 @@ def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any,
         raise InvalidCommandError(f"ack must be an integer in [0, seq], got {ack!r}")
 
 
-def _parse(data: bytes) -> tuple[Any, ...]:
-    """Decode and check a command, as the tuple of its fields (no object: hot path)."""
+def parse_command(data: bytes) -> tuple[Any, ...]:
+    """Decode and check a command, as the tuple of its 8 fields.
+
+    The Applier's hot path: no :class:`Command` object is built. Raises
+    :class:`InvalidCommandError` exactly when :meth:`Command.decode` does.
+    """
     try:
         fields = msgpack.unpackb(data, raw=False, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise InvalidCommandError(f"not a msgpack command: {exc}") from None
     if type(fields) is not tuple or len(fields) != 8:
         raise InvalidCommandError("a command is an array of 8 fields")
-    if fields[0] != COMMAND_FORMAT or type(fields[0]) is not int:
-        raise InvalidCommandError(f"unknown command format {fields[0]!r}")
-    _check(*fields[1:])
+    version, op, key, value, expect, client_id, seq, ack = fields
+    if (  # the common case, checked inline: an unconditional put without a session
+        version == COMMAND_FORMAT
+        and op == Op.PUT
+        and type(op) is int
+        and expect is None
+        and client_id is None
+        and type(key) is bytes
+        and type(value) is bytes
+        and key
+        and seq == 0
+        and ack == 0
+        and type(version) is int
+        and type(seq) is int
+        and type(ack) is int
+    ):
+        return fields
+    if version != COMMAND_FORMAT or type(version) is not int:
+        raise InvalidCommandError(f"unknown command format {version!r}")
+    _check(op, key, value, expect, client_id, seq, ack)
     return fields
 
 
@@ -257,7 +273,7 @@ class Command:
         Raises:
             InvalidCommandError: ``data`` is not a valid command.
         """
-        _, op, key, value, expect, client_id, seq, ack = _parse(data)
+        _, op, key, value, expect, client_id, seq, ack = parse_command(data)
         return cls(Op(op), key, value if value is not None else b"", expect, client_id, seq, ack)
 
 
@@ -417,246 +433,3 @@ def encode_session(session: SessionState) -> bytes:
 def decode_session(record: bytes) -> SessionState:
     """Parse :func:`encode_session`'s output. Raises :class:`CorruptionError`."""
     return SessionState.from_list(unpack(unseal(RecordKind.SESSION, record)))
-
-
-# -- the applier -------------------------------------------------------------------------
-
-
-class KVBackend(Protocol):
-    """The storage an :class:`Applier` writes a batch into.
-
-    Writes made by ``store``/``remove`` must be visible to later ``load`` calls
-    of the same batch. Whether they are visible to readers before the batch
-    ends is the state machine's business (it must not be: see
-    ``raftdb.state_machine``).
-    """
-
-    def load(self, key: bytes) -> tuple[int, int] | None:
-        """``(create_index, mod_index)`` of ``key``, or ``None`` if absent."""
-        ...
-
-    def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
-        """Set ``key``."""
-        ...
-
-    def remove(self, key: bytes) -> None:
-        """Delete ``key``, which exists."""
-        ...
-
-
-@dataclass(slots=True)
-class AppliedBatch:
-    """What one :meth:`Applier.apply` did, for the state machine to persist.
-
-    Attributes:
-        results: one per entry, in order.
-        sessions: the sessions created, changed (new state) or expired (``None``).
-        membership_changed: the conf state or the members table changed.
-    """
-
-    results: list[ApplyResult]
-    sessions: dict[bytes, SessionState | None]
-    membership_changed: bool
-
-
-class Applier:
-    """The deterministic core of every raftdb state machine.
-
-    It owns the small replicated state besides the keys: the applied index
-    and term, the membership (conf state and ``{node id: peer URL}``) and the
-    session table. The keys themselves stay in the state machine's storage,
-    reached through a :class:`KVBackend` for the length of one batch.
-
-    Not thread-safe: one batch at a time, from the state machine's apply thread.
-    """
-
-    def __init__(
-        self,
-        *,
-        session_ttl: int = SESSION_TTL_ENTRIES,
-        max_responses: int = MAX_SESSION_RESPONSES,
-    ) -> None:
-        if session_ttl < 1 or max_responses < 1:
-            raise ValueError("session_ttl and max_responses must be positive")
-        self.session_ttl = session_ttl
-        self.max_responses = max_responses
-        self.applied_index = 0
-        self.applied_term = 0
-        self.conf_state = ConfState()
-        self.members: dict[int, str] = {}
-        # Ordered by last use, oldest first: expiry pops from the front.
-        self.sessions: OrderedDict[bytes, SessionState] = OrderedDict()
-        self._next_expiry = _NEVER
-
-    def reset(
-        self,
-        applied_index: int,
-        applied_term: int,
-        conf_state: ConfState,
-        members: Mapping[int, str],
-        sessions: Iterable[SessionState],
-    ) -> None:
-        """Replace all state: at open (from disk) or on restore (from a snapshot)."""
-        self.applied_index = applied_index
-        self.applied_term = applied_term
-        self.conf_state = conf_state
-        self.members = dict(members)
-        ordered = sorted(sessions, key=lambda s: (s.last_index, s.client_id))
-        self.sessions = OrderedDict((s.client_id, s) for s in ordered)
-        self._next_expiry = ordered[0].last_index + self.session_ttl if ordered else _NEVER
-
-    def apply(self, entries: Sequence[Entry], backend: KVBackend) -> AppliedBatch:
-        """Apply consecutive committed entries; one result per entry.
-
-        Entries at or below :attr:`applied_index` are skipped (their result is
-        a :class:`NoopResult` with ``already_applied``).
-
-        Raises:
-            UsageError: the entries are not consecutive, or leave a gap after
-                :attr:`applied_index`. Nothing was applied.
-        """
-        out = AppliedBatch([], {}, False)
-        if not entries:
-            return out
-        first = entries[0].index
-        for offset, entry in enumerate(entries):
-            if entry.index != first + offset:
-                raise UsageError(f"entry {entry.index} follows entry {first + offset - 1}")
-        if first > self.applied_index + 1:
-            raise UsageError(f"entries start at {first}, applied index is {self.applied_index}")
-        results = out.results
-        for entry in entries:
-            index = entry.index
-            if index <= self.applied_index:
-                results.append(NoopResult(index, already_applied=True))
-                continue
-            if index >= self._next_expiry:
-                self._expire(index, out.sessions)
-            if entry.type == EntryType.NORMAL:
-                if entry.data:
-                    results.append(self._apply_command(index, entry.data, backend, out.sessions))
-                else:
-                    results.append(NoopResult(index))
-            else:
-                results.append(self._apply_conf_change(index, entry.data, out))
-            self.applied_index = index
-            self.applied_term = entry.term
-        return out
-
-    # -- commands --------------------------------------------------------------
-
-    def _apply_command(
-        self,
-        index: int,
-        data: bytes,
-        backend: KVBackend,
-        changed: dict[bytes, SessionState | None],
-    ) -> KVResult:
-        try:
-            _, op, key, value, expect, client_id, seq, ack = _parse(data)
-        except InvalidCommandError as exc:
-            return KVResult(index, Status.INVALID, message=str(exc))
-        if client_id is None:
-            return self._execute(index, op, key, value, expect, backend)
-        session = self.sessions.get(client_id)
-        if session is None:
-            if ack > 1:
-                # The client had answers for seq < ack, so it had a session here.
-                return KVResult(index, Status.SESSION_EXPIRED)
-            session = SessionState(client_id, index, 0, {})
-        elif seq < session.floor:
-            return KVResult(index, Status.STALE)
-        else:
-            cached = session.responses.get(seq)
-            if cached is not None:
-                self._touch(SessionState(client_id, index, session.floor, session.responses))
-                changed[client_id] = self.sessions[client_id]
-                status, create, mod, prev = cached
-                return KVResult(index, Status(status), create, mod, prev, duplicate=True)
-        result = self._execute(index, op, key, value, expect, backend)
-        floor = max(session.floor, ack)
-        responses = {s: r for s, r in session.responses.items() if s >= floor}
-        responses[seq] = (
-            int(result.status),
-            result.create_index,
-            result.mod_index,
-            result.prev_mod_index,
-        )
-        if len(responses) > self.max_responses:
-            for dropped in sorted(responses)[: len(responses) - self.max_responses]:
-                del responses[dropped]
-                floor = dropped + 1
-        self._touch(SessionState(client_id, index, floor, responses))
-        changed[client_id] = self.sessions[client_id]
-        return result
-
-    def _execute(
-        self,
-        index: int,
-        op: int,
-        key: bytes,
-        value: bytes | None,
-        expect: int | None,
-        backend: KVBackend,
-    ) -> KVResult:
-        old = backend.load(key)
-        if old is None:
-            create = prev = 0
-        else:
-            create, prev = old
-        if expect is not None and expect != prev:
-            return KVResult(index, Status.CONDITION_FAILED, create, prev, prev)
-        if op == Op.PUT:
-            assert value is not None  # checked by _parse
-            if old is None:
-                create = index
-            backend.store(key, value, create, index)
-            return KVResult(index, Status.OK, create, index, prev)
-        if old is not None:
-            backend.remove(key)
-        return KVResult(index, Status.OK, 0, 0, prev)
-
-    # -- sessions ----------------------------------------------------------------
-
-    def _touch(self, session: SessionState) -> None:
-        self.sessions[session.client_id] = session
-        self.sessions.move_to_end(session.client_id)
-        # Only ever lowers: a new session can be the next to expire only if
-        # the table was empty; otherwise the front is older. _expire corrects
-        # an early value by recomputing it.
-        self._next_expiry = min(self._next_expiry, session.last_index + self.session_ttl)
-
-    def _expire(self, index: int, changed: dict[bytes, SessionState | None]) -> None:
-        """Drop every session last used ``session_ttl`` or more entries before ``index``."""
-        sessions = self.sessions
-        while sessions:
-            client_id, oldest = next(iter(sessions.items()))
-            if oldest.last_index + self.session_ttl > index:
-                self._next_expiry = oldest.last_index + self.session_ttl
-                return
-            del sessions[client_id]
-            changed[client_id] = None
-        self._next_expiry = _NEVER
-
-    # -- membership --------------------------------------------------------------------
-
-    def _apply_conf_change(self, index: int, data: bytes, out: AppliedBatch) -> ConfChangeResult:
-        try:
-            change = ConfChange.decode(data)
-        except ValueError as exc:
-            return ConfChangeResult(index, self.conf_state, None, f"not a conf change: {exc}")
-        try:
-            conf_state = apply_conf_change(self.conf_state, change)
-        except ConfChangeError as exc:
-            return ConfChangeResult(index, self.conf_state, change, str(exc))
-        self.conf_state = conf_state
-        if change.type == ConfChangeType.REMOVE_NODE:
-            self.members.pop(change.node_id, None)
-        elif change.context:
-            # Replacement, not an error, for bad UTF-8: the core applies the change
-            # whatever its context says, and the membership must agree with it.
-            self.members[change.node_id] = change.context.decode("utf-8", "replace")
-        else:
-            self.members.setdefault(change.node_id, "")
-        out.membership_changed = True
-        return ConfChangeResult(index, conf_state, change)

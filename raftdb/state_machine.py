@@ -1,7 +1,7 @@
 """The StateMachine interface and :class:`MemoryStateMachine`, its in-memory version.
 
 A state machine holds what the committed log means: the keys, plus the small
-replicated state an :class:`~raftdb.kv.Applier` keeps (applied index and term,
+replicated state an :class:`~raftdb.applier.Applier` keeps (applied index and term,
 membership, client sessions). Its contract is hashicorp raft's ``FSM`` made
 explicit (see each method):
 
@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from raftdb.kv import Applier, ApplyResult, KeyValue, SessionState
+from raftdb.applier import Applier
+from raftdb.kv import ApplyResult, KeyValue, SessionState
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfState, Entry
 from raftdb.rwlock import RWLock

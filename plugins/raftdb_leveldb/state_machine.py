@@ -37,9 +37,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
+from raftdb.applier import Applier
 from raftdb.codec import CorruptionError
 from raftdb.kv import (
-    Applier,
     ApplyResult,
     KeyValue,
     SessionState,
@@ -78,6 +78,7 @@ _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
+_ABSENT = object()  # not in the batch's pending writes
 
 
 def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
@@ -101,12 +102,16 @@ class _BatchBackend:
         self.pending: dict[bytes, tuple[int, int] | None] = {}
 
     def load(self, key: bytes) -> tuple[int, int] | None:
-        try:
-            return self.pending[key]
-        except KeyError:
-            pass
+        pending = self.pending.get(key, _ABSENT)
+        if pending is not _ABSENT:
+            return pending  # type: ignore[return-value]
         raw = self.db.get(_DATA + key)
-        return None if raw is None else _record(raw, key, self.where)
+        if raw is None:
+            return None
+        if len(raw) < _REC.size:
+            raise CorruptionError(f"{self.where}: the record of key {key!r} is truncated")
+        create, mod = _REC.unpack_from(raw)
+        return create, mod
 
     def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
         self.pending[key] = (create_index, mod_index)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from raftdb.kv import Applier
+from raftdb.applier import Applier
 from raftdb.plugins import load_state_machine, load_storage
 from raftdb.raft.messages import Entry
 from raftdb.state_machine import MemoryStateMachine

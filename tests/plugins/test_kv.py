@@ -1,4 +1,4 @@
-"""raftdb.kv: the command format and the Applier's deterministic semantics."""
+"""raftdb.kv and raftdb.applier: the command format and its deterministic semantics."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raftdb.applier import Applier
 from raftdb.codec import CorruptionError
 from raftdb.kv import (
     MAX_CLIENT_ID_BYTES,
-    Applier,
     Command,
     ConfChangeResult,
     InvalidCommandError,

@@ -1,0 +1,68 @@
+"""Storage ``save`` throughput with sync on, beside the disk's raw fsync rate (issue 3).
+
+100-byte entries, saved in batches of 1, 64 and 1024 (one save per Raft
+Ready: group commit). For each plugin and batch size the extra info gives
+``entries_per_second`` and ``saves_per_second``; ``test_fsync`` and
+``test_fdatasync`` give the physical limit of the same directory (one small
+write plus one flush). A save should cost close to one flush whatever its
+size: saves/s near the fsync rate for small batches, entries/s growing with
+the batch until encoding and writing the bytes dominates.
+
+Run: ``pytest benchmarks/test_storage_bench.py --benchmark-only``.
+Figures go to ``docs/benchmarks.md`` ("Storage and state machine").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raftdb.raft.messages import Entry, EntryType, HardState
+from raftdb_leveldb import LevelDBStorage
+from raftdb_sqlite import SQLiteStorage
+
+PLUGINS: dict[str, Any] = {"leveldb": LevelDBStorage, "sqlite": SQLiteStorage}
+ROUNDS = {1: 500, 64: 300, 1024: 60}
+PAYLOAD = os.urandom(100)
+
+
+@pytest.mark.parametrize("batch", [1, 64, 1024])
+@pytest.mark.parametrize("plugin", ["leveldb", "sqlite"])
+def test_save(benchmark: Any, tmp_path: Path, plugin: str, batch: int) -> None:
+    storage = PLUGINS[plugin](tmp_path / plugin, sync=True)
+    next_index = [1]
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        lo = next_index[0]
+        next_index[0] += batch
+        entries = [Entry(1, i, EntryType.NORMAL, PAYLOAD) for i in range(lo, lo + batch)]
+        return (HardState(1, 1, lo - 1), entries), {}
+
+    try:
+        benchmark.pedantic(storage.save, setup=setup, rounds=ROUNDS[batch], warmup_rounds=5)
+        mean = benchmark.stats.stats.mean
+        benchmark.extra_info["entries_per_second"] = round(batch / mean)
+        benchmark.extra_info["saves_per_second"] = round(1 / mean)
+        assert storage.last_index() == next_index[0] - 1
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("flush", ["fsync", "fdatasync"])
+def test_raw_flush(benchmark: Any, tmp_path: Path, flush: str) -> None:
+    """The physical limit: append 100 bytes to a file in the same directory, flush."""
+    sync = getattr(os, flush)
+    fd = os.open(tmp_path / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write_and_flush() -> None:
+        os.write(fd, PAYLOAD)
+        sync(fd)
+
+    try:
+        benchmark.pedantic(write_and_flush, rounds=500, warmup_rounds=5)
+        benchmark.extra_info["flushes_per_second"] = round(1 / benchmark.stats.stats.mean)
+    finally:
+        os.close(fd)
