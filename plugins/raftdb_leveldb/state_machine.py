@@ -79,6 +79,17 @@ _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
 _ABSENT = object()  # not in the batch's pending writes
+# Bloom filters make the read every put does (for the key's create index)
+# cheap when the key is new. A 32 MiB write buffer (LevelDB's default is
+# 4 MiB) and 8 MiB tables cut memtable flushes and level-0 compactions by
+# eight: measured on the 2-core reference machine, batches of 1000 puts went
+# from about 140,000 to about 220,000 puts/s, and the worst batch from LevelDB's
+# write slowdown got rarer. The cost is up to 64 MiB of memtables.
+_OPTIONS: Final[dict[str, int]] = {
+    "bloom_filter_bits": 10,
+    "write_buffer_size": 32 << 20,
+    "max_file_size": 8 << 20,
+}
 
 
 def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
@@ -149,7 +160,7 @@ class LevelDBStateMachine:
         self._failed: BaseException | None = None
         self._closed = False
         self._generation = self._open_current()
-        self._db = open_db(self._db_path(self._generation), create=False, bloom_filter_bits=10)
+        self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
         try:
             self._load()
         except BaseException:
@@ -396,7 +407,7 @@ class LevelDBStateMachine:
         path = self._db_path(generation)
         if path.exists():
             shutil.rmtree(path)
-        db = open_db(path, create=True, error_if_exists=True, bloom_filter_bits=10)
+        db = open_db(path, create=True, error_if_exists=True, **_OPTIONS)
         try:
             sessions: list[SessionState] = []
             with leveldb_errors(f"LevelDB state machine {path}"):
@@ -415,7 +426,7 @@ class LevelDBStateMachine:
                     batch.put(_STATE, encode_info(reader.info))
             db.close()
             fsync_tree(path)
-            db = open_db(path, create=False, bloom_filter_bits=10)
+            db = open_db(path, create=False, **_OPTIONS)
         except BaseException:
             db.close()
             shutil.rmtree(path, ignore_errors=True)
