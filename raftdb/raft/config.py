@@ -33,7 +33,7 @@ class Config:
             least is always sent).
         max_committed_size_per_ready: bytes of committed entries in one Ready.
         max_uncommitted_entries_size: a leader refuses proposals while this many
-            bytes of entries are appended but not committed (0: no limit).
+            bytes of entry data are appended but not yet applied (0: no limit).
         max_inflight_msgs: appends in flight to one follower in REPLICATE state.
         max_inflight_bytes: bytes in flight to one follower (0: no limit).
         check_quorum: a leader steps down after an election timeout without
