@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftdb.codec import (
@@ -44,21 +44,25 @@ snapshots = st.builds(
 )
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(entries)
 def test_entry_round_trip(entry: Entry) -> None:
     assert decode_entry(encode_entry(entry), entry.index) == entry
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(st.builds(HardState, u64, u64, u64))
 def test_hard_state_round_trip(hs: HardState) -> None:
     assert decode_hard_state(encode_hard_state(hs)) == hs
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(conf_states)
 def test_conf_state_round_trip(cs: ConfState) -> None:
     assert decode_conf_state(encode_conf_state(cs)) == cs
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(snapshots)
 def test_snapshot_round_trip(snapshot: Snapshot) -> None:
     assert decode_snapshot(encode_snapshot(snapshot)) == snapshot
@@ -71,6 +75,7 @@ def test_log_bounds_round_trip() -> None:
         decode_log_bounds(encode_log_bounds(LogBounds(10, 3, 9)))
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(entries, st.data())
 def test_any_single_bit_flip_is_caught(entry: Entry, data: st.DataObject) -> None:
     record = bytearray(encode_entry(entry))
@@ -80,6 +85,7 @@ def test_any_single_bit_flip_is_caught(entry: Entry, data: st.DataObject) -> Non
         decode_entry(bytes(record), entry.index)
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(entries, st.data())
 def test_truncation_is_caught(entry: Entry, data: st.DataObject) -> None:
     record = encode_entry(entry)

@@ -6,7 +6,7 @@ import contextlib
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftdb.applier import Applier
@@ -74,11 +74,13 @@ commands = st.one_of(
 )
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(commands)
 def test_command_round_trip(command: Command) -> None:
     assert Command.decode(command.encode()) == command
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_decode_or_raise_invalid(data: bytes) -> None:
     with contextlib.suppress(InvalidCommandError):
@@ -227,6 +229,7 @@ def conf_change_entries(draw: st.DrawFn) -> list[Entry]:
     return [Entry(1, i + 1, EntryType.CONF_CHANGE, c.encode()) for i, c in enumerate(changes)]
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(conf_change_entries())
 def test_membership_agrees_with_apply_conf_change(entries: list[Entry]) -> None:
     applier = Applier()

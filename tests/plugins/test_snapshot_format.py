@@ -53,7 +53,7 @@ def test_empty_state_round_trip() -> None:
     assert read_all(encode_stream(empty, [], [])) == (empty, [], [])
 
 
-@settings(max_examples=40)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(64, 5000), st.lists(st.integers(1, 400), max_size=20))
 def test_any_chunking_and_any_resplitting(chunk_size: int, cuts: list[int]) -> None:
     chunks = list(encode_stream(INFO, KV, SESSIONS, chunk_size))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftdb.sortedkeys import SortedKeys, prefix_end
@@ -13,6 +13,7 @@ from raftdb.sortedkeys import SortedKeys, prefix_end
 keys = st.binary(max_size=3)
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(st.lists(st.tuples(st.booleans(), keys), max_size=300), keys, st.none() | keys)
 def test_matches_a_sorted_set(ops: list[tuple[bool, bytes]], lo: bytes, hi: bytes | None) -> None:
     model: set[bytes] = set()
@@ -72,6 +73,7 @@ def test_prefix_end(prefix: bytes, end: bytes | None) -> None:
     assert prefix_end(prefix) == end
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(st.binary(max_size=4), st.binary(max_size=6))
 def test_prefix_end_bounds_exactly_the_prefixed_keys(prefix: bytes, key: bytes) -> None:
     end = prefix_end(prefix)
