@@ -1,4 +1,7 @@
-"""raftdb.wire: message encoding, frames, and total decoding (WireError or valid)."""
+"""raftdb.wire: message encoding, frames, and total decoding (WireError or valid).
+
+Property tests run without hypothesis deadlines: the machine is a shared 2-core one.
+"""
 
 from __future__ import annotations
 
@@ -164,6 +167,7 @@ def without_data(m: Message) -> Message:
 
 
 @given(messages)
+@settings(deadline=None)
 def test_message_round_trip(m: Message) -> None:
     decoded = decode_message(encode_message(m))
     assert decoded == m
@@ -171,6 +175,7 @@ def test_message_round_trip(m: Message) -> None:
 
 
 @given(st.lists(messages, max_size=20))
+@settings(deadline=None)
 def test_batch_round_trip_through_a_frame(batch: list[Message]) -> None:
     data = encode_messages(batch)
     kind, value = decode_frame(data)
@@ -388,7 +393,7 @@ def test_decode_ack_rejects(payload: bytes) -> None:
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=500)
+@settings(deadline=None, max_examples=500)
 def test_arbitrary_bytes_decode_or_raise_wire_error(data: bytes) -> None:
     try:
         m = decode_message(data)
@@ -398,7 +403,7 @@ def test_arbitrary_bytes_decode_or_raise_wire_error(data: bytes) -> None:
 
 
 @given(msgpack_values)
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_arbitrary_msgpack_values_decode_or_raise_wire_error(value: object) -> None:
     data = msgpack.packb(value, use_bin_type=True)
     for decode in (decode_message, decode_hello, decode_snapshot_end, decode_ack):
@@ -413,7 +418,7 @@ def test_arbitrary_msgpack_values_decode_or_raise_wire_error(value: object) -> N
 
 
 @given(st.integers(min_value=0, max_value=11), msgpack_values)
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_one_arbitrary_field_decodes_or_raises_wire_error(field: int, value: object) -> None:
     try:
         m = decode_message(with_field(field, value))
@@ -423,7 +428,7 @@ def test_one_arbitrary_field_decodes_or_raises_wire_error(field: int, value: obj
 
 
 @given(messages, st.data())
-@settings(max_examples=300)
+@settings(deadline=None, max_examples=300)
 def test_damaged_encodings_decode_or_raise_wire_error(m: Message, data: st.DataObject) -> None:
     encoded = bytearray(encode_message(m))
     action = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
@@ -442,14 +447,14 @@ def test_damaged_encodings_decode_or_raise_wire_error(m: Message, data: st.DataO
 
 
 @given(st.binary(max_size=200))
-@settings(max_examples=500)
+@settings(deadline=None, max_examples=500)
 def test_arbitrary_frames_decode_or_raise_wire_error(data: bytes) -> None:
     with contextlib.suppress(WireError):
         decode_frame(data)
 
 
 @given(st.sampled_from(list(FrameKind)), st.binary(max_size=200))
-@settings(max_examples=500)
+@settings(deadline=None, max_examples=500)
 def test_framed_arbitrary_bodies_decode_or_raise_wire_error(kind: FrameKind, body: bytes) -> None:
     try:
         decoded_kind, value = decode_frame(frame(kind, body))
