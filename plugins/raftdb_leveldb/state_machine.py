@@ -15,6 +15,11 @@ readers all at once. With ``sync`` on (the default) the batch is fsynced:
 LevelDB keeps a database a prefix of its writes across a power loss only if
 every write is synced (it does not fsync a log file it rotates away from).
 
+Damage. At open the format marker, the state record and every session are
+read and checked; the keys are not (a state may be gigabytes), but every
+read of them verifies LevelDB's block checksums, so a damaged block is an
+error, never a wrong value.
+
 Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys
 and sessions from it in slices, so memory stays bounded whatever the size of
 the state, and applies go on meanwhile.
@@ -116,7 +121,7 @@ class _BatchBackend:
         pending = self.pending.get(key, _ABSENT)
         if pending is not _ABSENT:
             return pending  # type: ignore[return-value]
-        raw = self.db.get(_DATA + key)
+        raw = self.db.get(_DATA + key, verify_checksums=True)
         if raw is None:
             return None
         if len(raw) < _REC.size:
@@ -310,7 +315,7 @@ class LevelDBStateMachine:
         with self._lock.read():
             self._check()
             with leveldb_errors(self._where()):
-                raw = self._db.get(_DATA + key)
+                raw = self._db.get(_DATA + key, verify_checksums=True)
             if raw is None:
                 return None
             create, mod = _record(raw, key, self._where())
@@ -332,7 +337,7 @@ class LevelDBStateMachine:
             with leveldb_errors(where):
                 # One iterator: LevelDB gives it an implicit snapshot, so the
                 # result is one consistent view even while applies go on.
-                for raw_key, raw in self._db.iterator(start=lo, stop=hi):
+                for raw_key, raw in self._db.iterator(start=lo, stop=hi, verify_checksums=True):
                     key = raw_key[1:]
                     create, mod = _record(raw, key, where)
                     out.append(KeyValue(key, raw[_REC.size :], create, mod))

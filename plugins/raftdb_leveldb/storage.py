@@ -203,7 +203,9 @@ class LevelDBStorage:
                 disk_hi = min(hi, cache_first)
                 expected = lo
                 with leveldb_errors(self._where(lo)):
-                    for key, value in self._db.iterator(start=_key(lo), stop=_key(disk_hi)):
+                    for key, value in self._db.iterator(
+                        start=_key(lo), stop=_key(disk_hi), verify_checksums=True
+                    ):
                         index = _KEY.unpack(key)[1]
                         if index != expected:
                             break

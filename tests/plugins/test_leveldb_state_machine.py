@@ -196,8 +196,8 @@ def test_a_failed_write_stops_the_state_machine(tmp_path: Path) -> None:
         def write_batch(self, **kwargs: object) -> Batch:
             return Batch()
 
-        def get(self, key: bytes) -> bytes | None:
-            value: bytes | None = real.get(key)
+        def get(self, key: bytes, **kwargs: object) -> bytes | None:
+            value: bytes | None = real.get(key, **kwargs)
             return value
 
     machine._db = Db()
