@@ -1,0 +1,446 @@
+"""A node's configuration: the keys, their defaults, and where they come from.
+
+Every key can be set in three places, each overriding the one before:
+
+1. a TOML file (flat ``key = value`` lines), named by ``RAFTDB_CONFIG`` or ``--config``;
+2. ``RAFTDB_<KEY>`` environment variables (``RAFTDB_ID=1``,
+   ``RAFTDB_CLUSTER=http://a:1,http://b:2``, ``RAFTDB_JOIN=true``);
+3. command-line flags (``--id 1``, ``--election-ticks 10``, ``--join``).
+
+A wrong setting raises :class:`ConfigError`, whose message is one line naming
+the key, what is wrong with it and where the value came from. The API's
+address (``--host``/``--port``) is the web server's business, not the node's.
+The reference is ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "KEYS",
+    "ConfigError",
+    "NodeConfig",
+    "env_name",
+    "flag_name",
+    "load_config",
+    "parse_peer_url",
+    "unknown_environment",
+]
+
+#: The environment variable naming the TOML file.
+CONFIG_ENV: Final = "RAFTDB_CONFIG"
+#: Prefix of the environment variables, one per key: ``RAFTDB_<KEY>``.
+ENV_PREFIX: Final = "RAFTDB_"
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+
+# The peer handshake's limit (raftdb.wire.MAX_TOKEN_LENGTH), checked here so a
+# long token is a configuration error rather than a failure to start.
+_MAX_TOKEN_CHARS: Final = 256
+
+# ``data_dir``'s default depends on ``id``; this sentinel (a path no file system
+# accepts, it holds a NUL) stands for "not given" so the field can stay a Path.
+_AUTO_DATA_DIR: Final = Path("\0raftdb-<id>")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong. ``str(error)`` is one line naming the key and why.
+
+    Attributes:
+        key: the offending key (``""`` for errors about the file as a whole).
+        why: what is wrong with it (``""`` when the message says it all).
+    """
+
+    def __init__(self, message: str, key: str = "", why: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.why = why
+
+
+def _error(key: str, why: str, origin: str = "") -> ConfigError:
+    where = f" ({origin})" if origin else ""
+    return ConfigError(f"raftdb: config key {key!r}{where} {why}", key, why)
+
+
+def parse_peer_url(url: str, key: str = "cluster") -> str:
+    """Check a peer URL (``http://host:port``) and return it without a trailing ``/``.
+
+    Raises:
+        ConfigError: not ``http://host:port``.
+    """
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise _error(key, f"has a bad peer URL {url!r}: {exc}") from None
+    if parts.scheme != "http":
+        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port")
+    if not parts.hostname or port is None or port == 0:
+        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port with a port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port, nothing more")
+    return text.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One node's settings. See ``docs/configuration.md`` for each key.
+
+    ``__post_init__`` checks every value (cheaply: plugin names are checked by
+    :meth:`check_plugins`, which :func:`load_config` calls) and raises
+    :class:`ConfigError` naming the first wrong key.
+    """
+
+    #: This node's id, ≥ 1; member *i* has the peer URL ``cluster[i - 1]``.
+    id: int
+    #: Peer URLs of the members (``http://host:port``), in id order.
+    cluster: Sequence[str] = ()
+    #: Join a running cluster (which must have added this node) instead of bootstrapping.
+    join: bool = False
+    #: Where the node keeps its log, hard state, snapshots and state machine.
+    data_dir: Path = _AUTO_DATA_DIR
+    #: Storage plugin: an entry-point name or ``"package.module:attr"``.
+    storage: str = "leveldb"
+    #: State machine plugin: an entry-point name or ``"package.module:attr"``.
+    state_machine: str = "leveldb"
+    #: Take a snapshot (and compact the log) every this many applied entries.
+    snapshot_entries: int = 10_000
+    #: Entries kept in the log after compaction, so slow followers need no snapshot.
+    snapshot_keep_entries: int = 5_000
+    #: Milliseconds per Raft tick.
+    tick_ms: int = 100
+    #: Ticks without a leader before an election (randomised in [n, 2n)).
+    election_ticks: int = 10
+    #: Ticks between a leader's heartbeats.
+    heartbeat_ticks: int = 1
+    #: fsync before acknowledging a write.
+    sync: bool = True
+    #: Longest a request waits for a leader, a commit or a read index.
+    request_timeout_s: float = 5.0
+    #: Longest key, in bytes (413 beyond).
+    max_key_bytes: int = 4 * KiB
+    #: Longest value, in bytes (413 beyond).
+    max_value_bytes: int = 1 * MiB
+    #: Largest request body, in bytes (413 beyond), as etcd's ``--max-request-bytes``.
+    max_request_bytes: int = 3 * MiB // 2
+    #: Shared by the members of one cluster; peers presenting another token are refused.
+    cluster_token: str = "raftdb"
+
+    def __post_init__(self) -> None:
+        _check_int("id", self.id, minimum=1)
+        if isinstance(self.cluster, str):
+            raise _error("cluster", "must be a list of peer URLs, not one string")
+        urls = tuple(parse_peer_url(str(url)) for url in self.cluster)
+        object.__setattr__(self, "cluster", urls)
+        seen: dict[str, int] = {}
+        for number, url in enumerate(urls, start=1):
+            if url in seen:
+                raise _error("cluster", f"lists {url} twice (members {seen[url]} and {number})")
+            seen[url] = number
+        _check_bool("join", self.join)
+        if not self.join:
+            if not urls:
+                raise _error(
+                    "cluster", "is required: the peer URLs of all members (member i is entry i-1)"
+                )
+            if self.id > len(urls):
+                raise _error(
+                    "id",
+                    f"must index into 'cluster' unless 'join' is set "
+                    f"(got id {self.id}, but 'cluster' lists {len(urls)} peer URL"
+                    f"{'' if len(urls) == 1 else 's'})",
+                )
+        data_dir = self.data_dir
+        if data_dir == _AUTO_DATA_DIR:
+            data_dir = Path(f"raftdb-{self.id}")
+        if not isinstance(data_dir, str | os.PathLike) or not str(data_dir).strip():
+            raise _error("data_dir", "must be a non-empty path")
+        object.__setattr__(self, "data_dir", Path(data_dir))
+        for key in ("storage", "state_machine", "cluster_token"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise _error(key, f"must be a non-empty string (got {value!r})")
+        if len(self.cluster_token) > _MAX_TOKEN_CHARS:
+            raise _error(
+                "cluster_token",
+                f"must be at most {_MAX_TOKEN_CHARS} characters (got {len(self.cluster_token)})",
+            )
+        _check_int("snapshot_entries", self.snapshot_entries, minimum=1)
+        _check_int("snapshot_keep_entries", self.snapshot_keep_entries, minimum=0)
+        _check_int("tick_ms", self.tick_ms, minimum=1)
+        _check_int("heartbeat_ticks", self.heartbeat_ticks, minimum=1)
+        _check_int("election_ticks", self.election_ticks, minimum=1)
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise _error(
+                "election_ticks",
+                f"must be greater than 'heartbeat_ticks' "
+                f"(got {self.election_ticks} ≤ {self.heartbeat_ticks})",
+            )
+        _check_bool("sync", self.sync)
+        timeout = self.request_timeout_s
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise _error("request_timeout_s", f"must be a number of seconds > 0 (got {timeout!r})")
+        object.__setattr__(self, "request_timeout_s", float(timeout))
+        for key in ("max_key_bytes", "max_value_bytes", "max_request_bytes"):
+            _check_int(key, getattr(self, key), minimum=1)
+        for key in ("max_key_bytes", "max_value_bytes"):
+            if getattr(self, key) > self.max_request_bytes:
+                raise _error(
+                    key,
+                    f"must be at most 'max_request_bytes' "
+                    f"(got {getattr(self, key)} > {self.max_request_bytes})",
+                )
+
+    # -- derived values --------------------------------------------------------------
+
+    @property
+    def peer_url(self) -> str | None:
+        """This node's own peer URL (``cluster[id - 1]``), or ``None`` if the list is shorter."""
+        return self.cluster[self.id - 1] if self.id <= len(self.cluster) else None
+
+    @property
+    def peers(self) -> dict[int, str]:
+        """Member id → peer URL, as ``cluster`` lists them (this node included)."""
+        return {number: url for number, url in enumerate(self.cluster, start=1)}
+
+    @property
+    def tick_s(self) -> float:
+        """Seconds per tick."""
+        return self.tick_ms / 1000.0
+
+    def check_plugins(self) -> None:
+        """Check that ``storage`` and ``state_machine`` name loadable plugins.
+
+        Raises:
+            ConfigError: one line naming the key and listing the known plugin names.
+        """
+        from raftdb.plugins import PluginError, load_state_machine, load_storage
+
+        checks: tuple[tuple[str, Callable[[str], object]], ...] = (
+            ("storage", load_storage),
+            ("state_machine", load_state_machine),
+        )
+        for key, load in checks:
+            try:
+                load(getattr(self, key))
+            except PluginError as exc:
+                raise _error(key, f"is wrong: {exc}") from None
+
+    def to_toml(self) -> str:
+        """The settings as a TOML file that :func:`load_config` reads back."""
+        lines = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            lines.append(f"{spec.name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _check_int(key: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _error(key, f"must be an integer (got {value!r})")
+    if value < minimum:
+        raise _error(key, f"must be at least {minimum} (got {value})")
+
+
+def _check_bool(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise _error(key, f"must be true or false (got {value!r})")
+
+
+# -- loading -------------------------------------------------------------------------
+
+#: Every key, in declaration order.
+KEYS: Final = tuple(spec.name for spec in fields(NodeConfig))
+_TYPES: Final = {spec.name: spec.type for spec in fields(NodeConfig)}
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def env_name(key: str) -> str:
+    """The environment variable for ``key``: ``RAFTDB_<KEY>``."""
+    return ENV_PREFIX + key.upper()
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag for ``key``: ``--key-with-dashes``."""
+    return "--" + key.replace("_", "-")
+
+
+def _from_text(key: str, text: str, origin: str) -> Any:
+    """Parse a string setting (environment or flag) into the key's type."""
+    kind = _TYPES[key]
+    stripped = text.strip()
+    if kind == "int":
+        try:
+            return int(stripped.replace("_", ""))
+        except ValueError:
+            raise _error(key, f"must be an integer (got {text!r})", origin) from None
+    if kind == "float":
+        try:
+            return float(stripped)
+        except ValueError:
+            raise _error(key, f"must be a number (got {text!r})", origin) from None
+    if kind == "bool":
+        lowered = stripped.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise _error(key, f"must be true or false (got {text!r})", origin)
+    if key == "cluster":
+        return [url for url in (part.strip() for part in stripped.split(",")) if url]
+    return stripped
+
+
+def _from_toml(key: str, value: Any, origin: str) -> Any:
+    """Check a TOML value's type for ``key`` (TOML is typed, so no parsing)."""
+    kind = _TYPES[key]
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif kind == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        want = "a number"
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+        want = "true or false"
+    elif key == "cluster":
+        if isinstance(value, str):  # also accept "url,url" as the environment does
+            return _from_text(key, value, origin)
+        ok = isinstance(value, list) and all(isinstance(url, str) for url in value)
+        want = "a list of peer URL strings"
+    else:
+        ok = isinstance(value, str)
+        want = "a string"
+    if not ok:
+        raise _error(key, f"must be {want} (got {value!r})", origin)
+    return value
+
+
+def _read_toml(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"raftdb: config file {str(path)!r} ({origin}) cannot be read: {reason}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"raftdb: config file {str(path)!r} is not valid TOML: {exc}") from None
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _TYPES:
+            hint = difflib.get_close_matches(key, KEYS, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"raftdb: unknown config key {key!r} in {str(path)!r}{suggestion} "
+                f"(known: {', '.join(KEYS)})",
+                key,
+            )
+        settings[key] = _from_toml(key, value, f"from {path}")
+    return settings
+
+
+def load_config(
+    flags: Mapping[str, object | None] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    check_plugins: bool = True,
+) -> NodeConfig:
+    """Build the configuration: TOML file < ``RAFTDB_*`` environment < ``flags``.
+
+    Args:
+        flags: settings from the command line, by key; ``None`` values are
+            "not given". Strings are parsed like environment values; other
+            values are used as they are.
+        environ: the environment (default ``os.environ``).
+        config_file: the TOML file; default ``environ["RAFTDB_CONFIG"]``, if set.
+        check_plugins: also check that the plugin names load (see
+            :meth:`NodeConfig.check_plugins`).
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ConfigError: one line naming the wrong key (or file) and why.
+    """
+    env = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+
+    path_text = os.fspath(config_file) if config_file is not None else env.get(CONFIG_ENV, "")
+    if path_text:
+        origin = "from --config" if config_file is not None else f"from {CONFIG_ENV}"
+        path = Path(path_text)
+        for key, value in _read_toml(path, origin).items():
+            settings[key] = value
+            origins[key] = f"from {path}"
+
+    for key in KEYS:
+        text = env.get(env_name(key), "")
+        if text.strip():
+            origin = f"from {env_name(key)}"
+            settings[key] = _from_text(key, text, origin)
+            origins[key] = origin
+
+    for key, value in (flags or {}).items():
+        if key not in _TYPES:
+            raise ConfigError(f"raftdb: unknown config key {key!r}", key)
+        if value is None:
+            continue
+        origin = f"from {flag_name(key)}"
+        settings[key] = _from_text(key, value, origin) if isinstance(value, str) else value
+        origins[key] = origin
+
+    if "id" not in settings:
+        raise _error(
+            "id", f"is required: set it in the config file, {env_name('id')} or {flag_name('id')}"
+        )
+    try:
+        config = NodeConfig(**settings)
+        if check_plugins:
+            config.check_plugins()
+    except ConfigError as exc:
+        if exc.why and exc.key in origins:
+            raise _error(exc.key, exc.why, origins[exc.key]) from None
+        raise
+    return config
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``RAFTDB_*`` variables that name no key (likely typos), sorted."""
+    env = os.environ if environ is None else environ
+    known = {env_name(key) for key in KEYS} | {CONFIG_ENV}
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)

@@ -1,0 +1,285 @@
+"""``raftdb.config``: defaults, precedence (TOML < environment < flags), validation."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from raftdb.config import (
+    CONFIG_ENV,
+    KEYS,
+    ConfigError,
+    NodeConfig,
+    env_name,
+    flag_name,
+    load_config,
+    parse_peer_url,
+    unknown_environment,
+)
+
+CLUSTER = ["http://127.0.0.1:12379", "http://127.0.0.1:22379", "http://127.0.0.1:32379"]
+CLUSTER_TEXT = ",".join(CLUSTER)
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = NodeConfig(id=2, cluster=CLUSTER)
+    assert config.cluster == tuple(CLUSTER)
+    assert config.join is False
+    assert config.data_dir == Path("raftdb-2")
+    assert config.storage == "leveldb"
+    assert config.state_machine == "leveldb"
+    assert config.snapshot_entries == 10_000
+    assert config.snapshot_keep_entries == 5_000
+    assert config.tick_ms == 100
+    assert config.election_ticks == 10
+    assert config.heartbeat_ticks == 1
+    assert config.sync is True
+    assert config.request_timeout_s == 5.0
+    assert config.max_key_bytes == 4096
+    assert config.max_value_bytes == 1024 * 1024
+    assert config.max_request_bytes == 1536 * 1024
+    assert config.cluster_token == "raftdb"
+    assert config.peer_url == "http://127.0.0.1:22379"
+    assert config.peers == {1: CLUSTER[0], 2: CLUSTER[1], 3: CLUSTER[2]}
+    assert config.tick_s == pytest.approx(0.1)
+
+
+def test_data_dir_given_as_str_becomes_a_path() -> None:
+    config = NodeConfig(id=1, cluster=CLUSTER, data_dir="data/1")  # type: ignore[arg-type]
+    assert config.data_dir == Path("data/1")
+
+
+def test_the_three_ways_of_the_contract_mean_the_same(tmp_path: Path) -> None:
+    toml = _toml(
+        tmp_path, f'id = 1\ncluster = {CLUSTER!r}\ndata_dir = "data/1"\n'.replace("'", '"')
+    )
+    from_file = load_config(environ={CONFIG_ENV: str(toml)})
+    from_env = load_config(
+        environ={"RAFTDB_ID": "1", "RAFTDB_CLUSTER": CLUSTER_TEXT, "RAFTDB_DATA_DIR": "data/1"}
+    )
+    from_flags = load_config({"id": "1", "cluster": CLUSTER_TEXT, "data_dir": "data/1"}, environ={})
+    assert from_file == from_env == from_flags
+
+
+def test_precedence_toml_then_environment_then_flags(tmp_path: Path) -> None:
+    toml = _toml(
+        tmp_path,
+        'id = 1\ncluster = ["http://127.0.0.1:1", "http://127.0.0.1:2"]\n'
+        "tick_ms = 10\nelection_ticks = 20\nheartbeat_ticks = 2\nsync = false\n",
+    )
+    environ = {CONFIG_ENV: str(toml), "RAFTDB_ELECTION_TICKS": "30", "RAFTDB_HEARTBEAT_TICKS": "3"}
+    config = load_config({"heartbeat_ticks": "4", "tick_ms": None}, environ=environ)
+    assert config.tick_ms == 10  # TOML only
+    assert config.election_ticks == 30  # environment over TOML
+    assert config.heartbeat_ticks == 4  # flag over environment
+    assert config.sync is False
+    assert config.cluster == ("http://127.0.0.1:1", "http://127.0.0.1:2")
+
+
+def test_config_file_flag_wins_over_the_variable(tmp_path: Path) -> None:
+    env_file = tmp_path / "env.toml"
+    env_file.write_text('id = 1\ncluster = ["http://a:1"]\n')
+    flag_file = tmp_path / "flag.toml"
+    flag_file.write_text('id = 1\ncluster = ["http://b:1"]\n')
+    config = load_config(environ={CONFIG_ENV: str(env_file)}, config_file=flag_file)
+    assert config.cluster == ("http://b:1",)
+
+
+def test_flags_may_be_typed_values() -> None:
+    config = load_config({"id": 2, "cluster": CLUSTER, "join": True, "sync": False}, environ={})
+    assert (config.id, config.join, config.sync) == (2, True, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("true", True), ("1", True), ("yes", True), ("ON", True), ("false", False), ("0", False)],
+)
+def test_environment_booleans(text: str, value: bool) -> None:
+    environ = {"RAFTDB_ID": "1", "RAFTDB_CLUSTER": CLUSTER_TEXT, "RAFTDB_SYNC": text}
+    assert load_config(environ=environ).sync is value
+
+
+def test_empty_environment_values_are_unset() -> None:
+    environ = {"RAFTDB_ID": "1", "RAFTDB_CLUSTER": CLUSTER_TEXT, "RAFTDB_DATA_DIR": ""}
+    assert load_config(environ=environ).data_dir == Path("raftdb-1")
+
+
+def test_cluster_list_tolerates_spaces_and_a_trailing_comma() -> None:
+    environ = {"RAFTDB_ID": "1", "RAFTDB_CLUSTER": " http://a:1/ , http://b:2 ,"}
+    assert load_config(environ=environ).cluster == ("http://a:1", "http://b:2")
+
+
+def test_join_allows_an_id_beyond_the_list() -> None:
+    config = load_config({"id": "4", "cluster": CLUSTER_TEXT, "join": "true"}, environ={})
+    assert config.join
+    assert config.peer_url is None
+    joined = load_config(
+        {"id": "4", "cluster": CLUSTER_TEXT + ",http://127.0.0.1:42379"}, environ={}
+    )
+    assert joined.peer_url == "http://127.0.0.1:42379"
+
+
+def test_plugin_names_are_checked() -> None:
+    config = load_config(
+        {"id": "1", "cluster": CLUSTER_TEXT, "storage": "memory", "state_machine": "memory"},
+        environ={},
+    )
+    assert (config.storage, config.state_machine) == ("memory", "memory")
+    config = load_config(
+        {"id": "1", "cluster": CLUSTER_TEXT, "storage": "raftdb.storage:MemoryStorage"},
+        environ={},
+    )
+    assert config.storage == "raftdb.storage:MemoryStorage"
+
+
+def test_to_toml_reads_back(tmp_path: Path) -> None:
+    config = NodeConfig(
+        id=3, cluster=CLUSTER, data_dir=Path('we"ird\\dir'), request_timeout_s=2.5, sync=False
+    )
+    text = config.to_toml()
+    assert set(tomllib.loads(text)) == set(KEYS)
+    assert load_config(config_file=_toml(tmp_path, text), environ={}) == config
+
+
+BAD_SETTINGS = [
+    # (settings as flags, the key the message must name, a phrase it must contain).
+    # A flag given as blank is an error; a blank environment variable is "unset".
+    ({"id": "0"}, "id", "at least 1"),
+    ({"id": "-3"}, "id", "at least 1"),
+    ({"id": "one"}, "id", "integer"),
+    ({"id": "5"}, "id", "index into 'cluster'"),
+    ({"cluster": ""}, "cluster", "required"),
+    ({"cluster": "127.0.0.1:12379"}, "cluster", "http://host:port"),
+    ({"cluster": "https://a:1"}, "cluster", "http://host:port"),
+    ({"cluster": "http://a"}, "cluster", "port"),
+    ({"cluster": "http://a:0"}, "cluster", "port"),
+    ({"cluster": "http://a:99999"}, "cluster", "out of range"),
+    ({"cluster": "http://a:1/path"}, "cluster", "nothing more"),
+    ({"cluster": "http://u@a:1"}, "cluster", "nothing more"),
+    ({"cluster": "http://a:1,http://a:1/"}, "cluster", "twice"),
+    ({"join": "maybe"}, "join", "true or false"),
+    ({"sync": "2"}, "sync", "true or false"),
+    ({"data_dir": " "}, "data_dir", "non-empty"),
+    ({"storage": "nosuch"}, "storage", "known: leveldb, memory"),
+    ({"state_machine": "nosuch"}, "state_machine", "known: leveldb, memory"),
+    ({"storage": "nosuch.module:Thing"}, "storage", "cannot import"),
+    ({"snapshot_entries": "0"}, "snapshot_entries", "at least 1"),
+    ({"snapshot_keep_entries": "-1"}, "snapshot_keep_entries", "at least 0"),
+    ({"tick_ms": "0"}, "tick_ms", "at least 1"),
+    ({"tick_ms": "1.5"}, "tick_ms", "integer"),
+    ({"heartbeat_ticks": "0"}, "heartbeat_ticks", "at least 1"),
+    ({"election_ticks": "1"}, "election_ticks", "greater than 'heartbeat_ticks' (got 1 ≤ 1)"),
+    ({"heartbeat_ticks": "12"}, "election_ticks", "(got 10 ≤ 12)"),
+    ({"request_timeout_s": "0"}, "request_timeout_s", "> 0"),
+    ({"request_timeout_s": "nan"}, "request_timeout_s", "> 0"),
+    ({"request_timeout_s": "soon"}, "request_timeout_s", "number"),
+    ({"max_key_bytes": "0"}, "max_key_bytes", "at least 1"),
+    ({"max_value_bytes": "2000000"}, "max_value_bytes", "at most 'max_request_bytes'"),
+    ({"max_request_bytes": "1000"}, "max_key_bytes", "at most 'max_request_bytes'"),
+    ({"cluster_token": " "}, "cluster_token", "non-empty"),
+    ({"cluster_token": "t" * 257}, "cluster_token", "at most 256 characters"),
+]
+
+
+@pytest.mark.parametrize(("flags", "key", "phrase"), BAD_SETTINGS)
+def test_each_bad_setting_is_one_line_naming_the_key(
+    flags: dict[str, str], key: str, phrase: str
+) -> None:
+    settings = {"id": "1", "cluster": CLUSTER_TEXT, **flags}
+    with pytest.raises(ConfigError) as raised:
+        load_config(settings, environ={})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"raftdb: config key {key!r}")
+    assert phrase in message
+    assert raised.value.key == key
+
+
+def test_errors_say_where_the_value_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'tick_ms' \(from RAFTDB_TICK_MS\) must be"):
+        load_config({"id": "1", "cluster": CLUSTER_TEXT}, environ={"RAFTDB_TICK_MS": "x"})
+    with pytest.raises(ConfigError, match=r"'tick_ms' \(from --tick-ms\)"):
+        load_config({"id": "1", "cluster": CLUSTER_TEXT, "tick_ms": "0"}, environ={})
+    toml = _toml(tmp_path, f'id = 1\ncluster = "{CLUSTER_TEXT}"\nstorage = "nosuch"\n')
+    with pytest.raises(ConfigError, match=r"'storage' \(from .*node.toml\) is wrong"):
+        load_config(config_file=toml, environ={})
+
+
+def test_missing_id_names_every_way_to_set_it() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"RAFTDB_CLUSTER": CLUSTER_TEXT})
+    message = str(raised.value)
+    assert "'id' is required" in message
+    assert "RAFTDB_ID" in message
+    assert "--id" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("id = 1\nelecton_ticks = 3\n", "unknown config key 'electon_ticks'"),
+        ("id = 1\nelecton_ticks = 3\n", "did you mean 'election_ticks'"),
+        ("id = 1\n[raft]\nx = 1\n", "unknown config key 'raft'"),
+        ("id = \n", "not valid TOML"),
+        ('id = "1"\n', "must be an integer (got '1')"),
+        ("id = true\n", "must be an integer (got True)"),
+        ("id = 1\nsync = 1\n", "'sync' (from "),
+        ("id = 1\ncluster = [1, 2]\n", "list of peer URL strings"),
+        ("id = 1\nrequest_timeout_s = true\n", "'request_timeout_s'"),
+        ('id = 1\nstorage = 3\ncluster = ["http://a:1"]\n', "'storage'"),
+    ],
+)
+def test_bad_toml_files_are_one_line(tmp_path: Path, text: str, phrase: str) -> None:
+    path = _toml(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={CONFIG_ENV: str(path)})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("raftdb: ")
+    assert phrase in message
+
+
+def test_toml_accepts_floats_and_ints_for_seconds(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'id = 1\ncluster = ["http://a:1"]\nrequest_timeout_s = 2\n')
+    assert load_config(config_file=path, environ={}).request_timeout_s == 2.0
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={CONFIG_ENV: str(tmp_path / "absent.toml")})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "absent.toml" in message
+    assert CONFIG_ENV in message
+    assert "cannot be read" in message
+
+
+def test_unknown_flag_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'port'"):
+        load_config({"id": "1", "cluster": CLUSTER_TEXT, "port": "1"}, environ={})
+
+
+def test_direct_construction_checks_too() -> None:
+    with pytest.raises(ConfigError, match="'election_ticks'"):
+        NodeConfig(id=1, cluster=CLUSTER, election_ticks=2, heartbeat_ticks=2)
+    with pytest.raises(ConfigError, match="'cluster' must be a list"):
+        NodeConfig(id=1, cluster="http://a:1")
+    with pytest.raises(ConfigError, match="'id' must be an integer"):
+        NodeConfig(id=True, cluster=CLUSTER)
+
+
+def test_names() -> None:
+    assert env_name("state_machine") == "RAFTDB_STATE_MACHINE"
+    assert flag_name("state_machine") == "--state-machine"
+    assert parse_peer_url("http://[::1]:5/") == "http://[::1]:5"
+    assert unknown_environment({"RAFTDB_ID": "1", "RAFTDB_CONFIG": "x", "RAFTDB_IDD": "1"}) == [
+        "RAFTDB_IDD"
+    ]
