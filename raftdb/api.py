@@ -1,0 +1,188 @@
+"""The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
+
+The routes live in small modules (``api_kv``, ``api_cluster``); errors become
+HTTP answers in one place (:func:`raftdb.api_common.error_response`), reached
+through Starlette's exception handlers, with a last guard that turns any
+unexpected exception into a logged ``500`` JSON answer rather than a dropped
+connection. The API talks to the node only through :class:`NodeHandle`, so
+tests run it over an in-memory fake. ``docs/api.md`` is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from raftdb.api_cluster import cluster_routes
+from raftdb.api_common import (
+    JSON_TYPE,
+    NotFoundError,
+    ReservedPathError,
+    error_response,
+    handle_error,
+    json_response,
+    logger,
+)
+from raftdb.api_kv import kv_routes, raftexample_routes
+from raftdb.api_schema import docs_html, openapi_schema
+from raftdb.config import NodeConfig
+from raftdb.errors import NodeError, NotReadyError
+from raftdb.handle import NodeHandle
+
+__all__ = ["METRICS_CONTENT_TYPE", "create_api"]
+
+#: The Prometheus text exposition format's content type.
+METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+_RESERVED_LIST: Final = "v1/, healthz, readyz, metrics, docs and openapi.json"
+
+
+class _Guard:
+    """Last line: an unexpected exception becomes a logged ``500`` JSON answer.
+
+    Sits inside Starlette's ``ServerErrorMiddleware`` so that a bug in one
+    handler neither re-raises into the server (which would close the
+    connection) nor answers with a traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:  # too late for an error answer: log it, let the server close
+                logger.error("error after the answer started", exc_info=exc)
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
+def _meta_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
+    schema = openapi_schema(config)
+    schema_body = json.dumps(schema, ensure_ascii=False, indent=1).encode()
+    docs_body = docs_html(schema)
+    index = {
+        "name": "raftdb",
+        "id": node.id,
+        "api": "/v1/",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+    }
+
+    async def status(request: Request) -> Response:
+        return json_response(asdict(node.status()))
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok", "id": node.id})
+
+    async def readyz(request: Request) -> Response:
+        if node.is_ready():
+            return json_response({"status": "ready", "id": node.id})
+        now = node.status()
+        if not now.leader:
+            why = "no leader is known"
+        elif now.applied_index < now.commit_index:
+            why = f"applied index {now.applied_index} is behind commit index {now.commit_index}"
+        else:
+            why = "the node is starting or stopping"
+        raise NotReadyError(f"node {now.id} is not ready: {why}")
+
+    async def metrics(request: Request) -> Response:
+        return Response(node.metrics_text(), headers={"content-type": METRICS_CONTENT_TYPE})
+
+    async def openapi(request: Request) -> Response:
+        return Response(schema_body, media_type=JSON_TYPE)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_body)
+
+    async def root(request: Request) -> Response:
+        return json_response(index)
+
+    return [
+        Route("/v1/status", status, methods=["GET"], name="status"),
+        Route("/healthz", healthz, methods=["GET"], name="healthz"),
+        Route("/readyz", readyz, methods=["GET"], name="readyz"),
+        Route("/metrics", metrics, methods=["GET"], name="metrics"),
+        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+        Route("/docs", docs, methods=["GET"], name="docs"),
+        Route("/", root, methods=["GET"], name="index"),
+    ]
+
+
+def create_api(node: NodeHandle, config: NodeConfig) -> Starlette:
+    """The REST API over ``node``.
+
+    Args:
+        node: the running node (or a fake), reached only through :class:`NodeHandle`.
+        config: the node's configuration (the API uses its size limits).
+
+    Returns:
+        The Starlette app. It has no lifespan of its own: whoever made
+        ``node`` starts and stops it (``raftdb.app``).
+    """
+    explicit: list[BaseRoute] = [
+        *kv_routes(node, config),
+        *cluster_routes(node, config),
+        *_meta_routes(node, config),
+    ]
+    explicit_routes = [route for route in explicit if isinstance(route, Route)]
+
+    def reserved(request: Request, key: bytes) -> Response:
+        """The answer for a raftexample-style path under a reserved root."""
+        path = "/" + key.decode("utf-8", "replace")
+        method = request.method
+        allowed = sorted(
+            {
+                allowed_method
+                for route in explicit_routes
+                if route.path_regex.match(path)
+                for allowed_method in (route.methods or ())
+            }
+        )
+        exc: NodeError
+        if allowed:
+            exc = ReservedPathError(
+                f"{method} {path} is not part of the API ({path} answers "
+                f"{', '.join(allowed)}): it is a reserved path, not a key; "
+                f"to use it as a key, go through /v1/kv{path}"
+            )
+        elif key.partition(b"/")[0] == b"v1":
+            exc = NotFoundError(f"no endpoint {method} {path}; /docs lists the API")
+        else:
+            exc = ReservedPathError(
+                f"{path} is under a reserved root path ({_RESERVED_LIST}): "
+                f"raftexample-style keys cannot start with these; use /v1/kv{path}"
+            )
+        return error_response(exc)
+
+    routes = [*explicit, *raftexample_routes(node, config, reserved)]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_Guard)],
+        exception_handlers={
+            NodeError: handle_error,
+            HTTPException: handle_error,
+            ClientDisconnect: handle_error,
+        },
+    )

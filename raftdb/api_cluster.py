@@ -1,0 +1,93 @@
+"""Cluster routes: ``/v1/cluster/members``, ``/v1/cluster/leader``."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from raftdb.api_common import json_response, read_json_object
+from raftdb.config import ConfigError, NodeConfig, parse_peer_url
+from raftdb.errors import BadRequestError
+from raftdb.handle import Member, NodeHandle
+
+__all__ = ["cluster_routes", "member_json"]
+
+_MEMBER_FIELDS: Final = frozenset({"id", "peer_url", "learner"})
+
+
+def member_json(member: Member) -> dict[str, Any]:
+    """A member as the API shows it."""
+    return {"id": member.id, "peer_url": member.peer_url, "learner": member.learner}
+
+
+def _node_id(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequestError(f"{where} must be a member id, an integer ≥ 1 (got {value!r})")
+    return value
+
+
+def _path_id(request: Request) -> int:
+    text: str = request.path_params["id"]
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise BadRequestError(f"member id must be an integer ≥ 1 (got {text!r})")
+    return int(text)
+
+
+def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
+    """The ``/v1/cluster`` routes."""
+    limit = config.max_request_bytes
+
+    async def members(request: Request) -> Response:
+        if request.method == "POST":
+            return await add_member(request)
+        return json_response([member_json(member) for member in node.members()])
+
+    async def add_member(request: Request) -> Response:
+        data = await read_json_object(request, limit)
+        unknown = sorted(set(data) - _MEMBER_FIELDS)
+        if unknown:
+            raise BadRequestError(
+                f"unknown field {unknown[0]!r} (a member has: id, peer_url, learner)"
+            )
+        for name in ("id", "peer_url"):
+            if name not in data:
+                raise BadRequestError(f"field {name!r} is required")
+        node_id = _node_id(data["id"], "field 'id'")
+        peer_url = data["peer_url"]
+        if not isinstance(peer_url, str):
+            raise BadRequestError(f"field 'peer_url' must be a string (got {peer_url!r})")
+        try:
+            peer_url = parse_peer_url(peer_url, "peer_url")
+        except ConfigError as exc:
+            raise BadRequestError(f"field 'peer_url' {exc.why}") from None
+        learner = data.get("learner", False)
+        if not isinstance(learner, bool):
+            raise BadRequestError(f"field 'learner' must be true or false (got {learner!r})")
+        member = await node.add_member(node_id, peer_url, learner)
+        return json_response(
+            member_json(member), 201, {"location": f"/v1/cluster/members/{member.id}"}
+        )
+
+    async def remove_member(request: Request) -> Response:
+        await node.remove_member(_path_id(request))
+        return Response(status_code=204)
+
+    async def transfer_leader(request: Request) -> Response:
+        data = await read_json_object(request, limit)
+        unknown = sorted(set(data) - {"id"})
+        if unknown:
+            raise BadRequestError(f'unknown field {unknown[0]!r} (the body is {{"id": <n>}})')
+        if "id" not in data:
+            raise BadRequestError("field 'id' is required: the member to hand leadership to")
+        node_id = _node_id(data["id"], "field 'id'")
+        await node.transfer_leader(node_id)
+        return json_response({"leader": node_id})
+
+    return [
+        Route("/v1/cluster/members", members, methods=["GET", "POST"], name="members"),
+        Route("/v1/cluster/members/{id}", remove_member, methods=["DELETE"], name="members_remove"),
+        Route("/v1/cluster/leader", transfer_leader, methods=["POST"], name="leader_transfer"),
+    ]

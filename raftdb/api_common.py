@@ -1,0 +1,350 @@
+"""What the REST API's route modules share: errors to HTTP, bodies, keys, query strings.
+
+:func:`error_response` is the one place where an exception becomes an HTTP
+answer: ``{"error": "<code>", "message": "<what and why>"}`` with the status
+the error class carries (:mod:`raftdb.errors`), plus ``Retry-After`` on 503.
+Route handlers just raise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import unquote_to_bytes
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Message, Scope
+
+from raftdb.errors import (
+    BadRequestError,
+    ConditionFailedError,
+    NodeError,
+    TooLargeError,
+    UnavailableError,
+)
+from raftdb.handle import Consistency
+
+__all__ = [
+    "JSON_TYPE",
+    "MAX_IDEMPOTENCY_KEY_BYTES",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "ReservedPathError",
+    "error_response",
+    "json_response",
+    "parse_conditions",
+    "parse_consistency",
+    "parse_idempotency_key",
+    "parse_query",
+    "path_key",
+    "read_body",
+    "read_json_object",
+    "show_key",
+]
+
+logger = logging.getLogger("raftdb.api")
+
+JSON_TYPE: Final = "application/json"
+#: Longest ``Idempotency-Key`` header (it becomes the client id of a session, see raftdb.kv).
+MAX_IDEMPOTENCY_KEY_BYTES: Final = 128
+
+
+class NotFoundError(NodeError):
+    """No such key or endpoint."""
+
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowedError(NodeError):
+    """The path exists, not with this method. ``allow`` lists the methods it takes."""
+
+    code = "method_not_allowed"
+    status = 405
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+class ReservedPathError(BadRequestError):
+    """A raftexample-style key under a root path the API keeps for itself."""
+
+    code = "reserved_path"
+
+
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A compact JSON answer."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def error_response(exc: BaseException, headers: Mapping[str, str] | None = None) -> Response:
+    """The HTTP answer for ``exc``: the single mapping from errors to statuses.
+
+    Args:
+        exc: a :class:`~raftdb.errors.NodeError` (its ``code`` and ``status``),
+            a Starlette ``HTTPException`` (routing's 404/405), or anything
+            else (500, logged with its traceback).
+        headers: extra headers for the answer.
+    """
+    extra = dict(headers) if headers else {}
+    body: dict[str, Any]
+    if isinstance(exc, NodeError):
+        status = exc.status
+        body = {"error": exc.code, "message": exc.message}
+        if isinstance(exc, ConditionFailedError):
+            body["mod_index"] = exc.mod_index
+            if exc.mod_index:
+                extra["etag"] = f'"{exc.mod_index}"'
+        elif isinstance(exc, UnavailableError):
+            extra["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+            if exc.leader:
+                body["leader"] = exc.leader
+        elif isinstance(exc, MethodNotAllowedError):
+            extra["allow"] = exc.allow
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        body = {"error": _HTTP_CODES.get(status, f"http_{status}"), "message": exc.detail}
+        if exc.headers:
+            extra.update(exc.headers)
+    elif isinstance(exc, ClientDisconnect):
+        # The client went away while sending its body: nobody reads this answer.
+        status = 400
+        body = {"error": "bad_request", "message": "the client disconnected"}
+    else:
+        logger.error("internal error answering a request", exc_info=exc)
+        status = 500
+        body = {"error": "internal", "message": "internal error; the server log has the details"}
+    return json_response(body, status, extra)
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler: see :func:`error_response`."""
+    if isinstance(exc, HTTPException) and exc.status_code in (404, 405):
+        # Routing's own errors: say which request, rather than "Not Found".
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            exc = MethodNotAllowedError(f"{where} is not allowed (this path takes {allow})", allow)
+        else:
+            exc = NotFoundError(f"no endpoint {where}; /docs lists the API")
+    return error_response(exc)
+
+
+# -- request parts -----------------------------------------------------------------
+
+
+def show_key(key: bytes) -> str:
+    """A key for an error message: quoted text, undecodable bytes escaped, long keys cut."""
+    text = key[:64].decode("utf-8", "backslashreplace")
+    return repr(text) + ("…" if len(key) > 64 else "")
+
+
+def path_key(scope: Scope, prefix: bytes, max_key_bytes: int) -> bytes:
+    """The key after ``prefix`` in the request path: percent-decoded bytes.
+
+    The raw path is decoded here (not the server's UTF-8 ``path``) so that a
+    key may be any bytes (``%FF``) and may contain ``/`` (``%2F`` or plain).
+
+    Raises:
+        BadRequestError: the key is empty.
+        TooLargeError: the key is over ``max_key_bytes``.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None:
+        root = scope.get("root_path", "")
+        if root and raw.startswith(root.encode("latin-1") + prefix):
+            raw = raw[len(root) :]
+    if raw is not None and raw.startswith(prefix):
+        key = unquote_to_bytes(raw[len(prefix) :])
+    else:
+        key = scope["path_params"]["key"].encode("utf-8", "surrogateescape")
+    if not key:
+        raise BadRequestError("the key is empty: give it in the path, as /v1/kv/<key>")
+    if len(key) > max_key_bytes:
+        raise TooLargeError(
+            f"the key is {len(key)} bytes, over the limit of {max_key_bytes} (max_key_bytes)"
+        )
+    return key
+
+
+def parse_query(scope: Scope, allowed: frozenset[str]) -> dict[str, bytes]:
+    """The query string's parameters (percent-decoded bytes), each at most once.
+
+    Raises:
+        BadRequestError: a parameter not in ``allowed``, or one given twice.
+    """
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return {}
+    found: dict[str, bytes] = {}
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition(b"=")
+        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8", "replace")
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise BadRequestError(f"unknown query parameter {name!r} (accepted here: {known})")
+        if name in found:
+            raise BadRequestError(f"query parameter {name!r} is given more than once")
+        found[name] = unquote_to_bytes(raw_value.replace(b"+", b" "))
+    return found
+
+
+def parse_consistency(value: bytes | None) -> Consistency:
+    """``linearizable`` (default) or ``stale``.
+
+    Raises:
+        BadRequestError: any other value.
+    """
+    if value is None or value == b"linearizable":
+        return "linearizable"
+    if value == b"stale":
+        return "stale"
+    shown = value.decode("utf-8", "replace")
+    raise BadRequestError(f"consistency must be 'linearizable' or 'stale' (got {shown!r})")
+
+
+def _parse_etag(text: str, header: str) -> int:
+    tag = text.strip()
+    if tag.startswith('"') and tag.endswith('"') and len(tag) >= 2:
+        tag = tag[1:-1]
+    if not tag.isdigit() or not tag.isascii():
+        raise BadRequestError(
+            f'{header} must be one ETag as the API gives them, "<index>" (got {text!r})'
+        )
+    index = int(tag)
+    if index < 1:
+        raise BadRequestError(
+            f'{header}: "0" matches nothing; use If-None-Match: * to create a key only if absent'
+        )
+    return index
+
+
+def parse_conditions(headers: Headers, *, allow_none_match: bool) -> tuple[int | None, bool]:
+    """``(if_match, if_none_match)`` from the conditional request headers.
+
+    ``If-Match: "<index>"`` (quotes optional) is a compare-and-set on the key's
+    ``mod_index``; ``If-None-Match: *`` makes a put create-only.
+
+    Raises:
+        BadRequestError: a malformed header, both headers, or an unsupported form.
+    """
+    match = headers.get("if-match")
+    none_match = headers.get("if-none-match")
+    if match is None and none_match is None:
+        return None, False
+    if match is not None and none_match is not None:
+        raise BadRequestError("give If-Match or If-None-Match, not both")
+    if match is not None:
+        if match.strip() == "*":
+            raise BadRequestError(
+                'If-Match: * is not supported; give the key\'s ETag, If-Match: "<index>"'
+            )
+        return _parse_etag(match, "If-Match"), False
+    assert none_match is not None
+    if not allow_none_match:
+        raise BadRequestError("If-None-Match applies to PUT only (If-None-Match: *)")
+    if none_match.strip() != "*":
+        raise BadRequestError(
+            f"If-None-Match supports only '*' (create the key only if absent), got {none_match!r}"
+        )
+    return None, True
+
+
+def parse_idempotency_key(headers: Headers) -> bytes | None:
+    """The ``Idempotency-Key`` header as bytes, or ``None``.
+
+    Raises:
+        BadRequestError: empty or longer than :data:`MAX_IDEMPOTENCY_KEY_BYTES`.
+    """
+    value = headers.get("idempotency-key")
+    if value is None:
+        return None
+    key = value.strip().encode("latin-1")
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_BYTES:
+        raise BadRequestError(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes (got {len(key)})"
+        )
+    return key
+
+
+async def read_body(request: Request, limit: int, what: str, setting: str) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without buffering it.
+
+    ``Content-Length`` is checked before reading; the bytes are counted as
+    they arrive too, so a chunked body cannot get past the limit either.
+
+    Args:
+        request: the request.
+        limit: the most bytes accepted.
+        what: what the body is, for the message ("value", "request body").
+        setting: the config key behind ``limit``, for the message.
+
+    Raises:
+        BadRequestError: a malformed ``Content-Length``.
+        TooLargeError: over ``limit``.
+        ClientDisconnect: the client went away.
+    """
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadRequestError(f"Content-Length must be a number of bytes (got {length!r})")
+        if int(length) > limit:
+            raise TooLargeError(
+                f"the {what} is {length} bytes, over the limit of {limit} ({setting})"
+            )
+    receive = request.receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(
+                    f"the {what} is over the limit of {limit} bytes ({setting}); "
+                    f"{size} bytes were sent before the server stopped reading"
+                )
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object.
+
+    Raises:
+        BadRequestError: not UTF-8 JSON, or not an object.
+        TooLargeError: over ``limit`` bytes (``max_request_bytes``).
+    """
+    body = await read_body(request, limit, "request body", "max_request_bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    return data

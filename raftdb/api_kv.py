@@ -1,0 +1,269 @@
+"""Key-value routes: ``/v1/kv/{key}``, ``/v1/kv`` (listing) and raftexample's ``/{key}``.
+
+This is the hot path: handlers are closures over the node and the limits,
+parse only what the request carries, and build small responses by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import quote_from_bytes
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from raftdb.api_common import (
+    MethodNotAllowedError,
+    NotFoundError,
+    error_response,
+    json_response,
+    parse_conditions,
+    parse_consistency,
+    parse_idempotency_key,
+    parse_query,
+    path_key,
+    read_body,
+    show_key,
+)
+from raftdb.config import ConfigError, NodeConfig, parse_peer_url
+from raftdb.errors import BadRequestError
+from raftdb.handle import Consistency, NodeHandle, WriteResult
+from raftdb.kv import KeyValue
+
+__all__ = [
+    "DEFAULT_LIST_LIMIT",
+    "MAX_LIST_LIMIT",
+    "RESERVED_ROOTS",
+    "kv_routes",
+    "raftexample_routes",
+]
+
+#: Keys a listing returns when ``limit`` is not given.
+DEFAULT_LIST_LIMIT: Final = 1000
+#: The largest ``limit`` a listing accepts.
+MAX_LIST_LIMIT: Final = 10_000
+#: First path segments the API keeps for itself: not raftexample-style keys.
+RESERVED_ROOTS: Final = frozenset(
+    {b"v1", b"healthz", b"readyz", b"metrics", b"docs", b"openapi.json"}
+)
+
+_GET_QUERY: Final = frozenset({"consistency"})
+_NO_QUERY: Final = frozenset[str]()
+_LIST_QUERY: Final = frozenset({"prefix", "start", "limit", "values", "consistency"})
+_OCTETS: Final = "application/octet-stream"
+
+
+def _written(result: WriteResult, *, delete: bool = False) -> Response:
+    """``204`` for a committed write, its index as the ``ETag``."""
+    index = str(result.index)
+    headers = {"etag": f'"{index}"', "x-raftdb-index": index}
+    if delete:
+        headers["x-raftdb-existed"] = "true" if result.existed else "false"
+    if result.duplicate:
+        headers["x-raftdb-duplicate"] = "true"
+    return Response(status_code=204, headers=headers)
+
+
+def _text_or_base64(data: bytes) -> tuple[str, bool]:
+    """``(text, is_base64)``: UTF-8 text when ``data`` decodes, else base64."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), True
+
+
+def _entry(kv: KeyValue, values: bool) -> dict[str, Any]:
+    """One key of a listing (see docs/api.md: UTF-8 strings, else base64 flagged)."""
+    key, key_b64 = _text_or_base64(kv.key)
+    entry: dict[str, Any] = {
+        "key": key,
+        "create_index": kv.create_index,
+        "mod_index": kv.mod_index,
+    }
+    if key_b64:
+        entry["key_encoding"] = "base64"
+    if values:
+        value, value_b64 = _text_or_base64(kv.value)
+        entry["value"] = value
+        if value_b64:
+            entry["value_encoding"] = "base64"
+    return entry
+
+
+def _parse_limit(value: bytes | None) -> int:
+    if value is None:
+        return DEFAULT_LIST_LIMIT
+    text = value.decode("utf-8", "replace")
+    if not text.isdigit() or not text.isascii() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+        raise BadRequestError(f"limit must be an integer from 1 to {MAX_LIST_LIMIT} (got {text!r})")
+    return int(text)
+
+
+def _parse_bool(name: str, value: bytes | None) -> bool:
+    if value is None or value in (b"false", b"0"):
+        return False
+    if value in (b"true", b"1", b""):
+        return True
+    shown = value.decode("utf-8", "replace")
+    raise BadRequestError(f"{name} must be 'true' or 'false' (got {shown!r})")
+
+
+class _KeyValueEndpoints:
+    """The KV operations, shared by ``/v1/kv/{key}`` and raftexample's ``/{key}``."""
+
+    def __init__(self, node: NodeHandle, config: NodeConfig) -> None:
+        self.node = node
+        self.max_key_bytes = config.max_key_bytes
+        self.max_value_bytes = config.max_value_bytes
+
+    async def get(self, request: Request, key: bytes) -> Response:
+        consistency: Consistency = "linearizable"
+        if request.scope["query_string"]:
+            query = parse_query(request.scope, _GET_QUERY)
+            consistency = parse_consistency(query.get("consistency"))
+        kv = await self.node.get(key, consistency)
+        if kv is None:
+            return error_response(
+                NotFoundError(f"key {show_key(key)} not found"),
+                {"x-raftdb-consistency": consistency},
+            )
+        index = str(kv.mod_index)
+        return Response(
+            kv.value,
+            media_type=_OCTETS,
+            headers={
+                "etag": f'"{index}"',
+                "x-raftdb-index": index,
+                "x-raftdb-consistency": consistency,
+            },
+        )
+
+    async def put(self, request: Request, key: bytes) -> Response:
+        if request.scope["query_string"]:
+            parse_query(request.scope, _NO_QUERY)
+        headers = request.headers
+        if_match, if_none_match = parse_conditions(headers, allow_none_match=True)
+        idempotency_key = parse_idempotency_key(headers)
+        value = await read_body(request, self.max_value_bytes, "value", "max_value_bytes")
+        result = await self.node.put(
+            key,
+            value,
+            if_match=if_match,
+            if_none_match=if_none_match,
+            idempotency_key=idempotency_key,
+        )
+        return _written(result)
+
+    async def delete(self, request: Request, key: bytes) -> Response:
+        if request.scope["query_string"]:
+            parse_query(request.scope, _NO_QUERY)
+        headers = request.headers
+        if_match, _ = parse_conditions(headers, allow_none_match=False)
+        idempotency_key = parse_idempotency_key(headers)
+        result = await self.node.delete(key, if_match=if_match, idempotency_key=idempotency_key)
+        return _written(result, delete=True)
+
+    async def list(self, request: Request) -> Response:
+        query = parse_query(request.scope, _LIST_QUERY)
+        prefix = query.get("prefix", b"")
+        start = query.get("start")
+        limit = _parse_limit(query.get("limit"))
+        values = _parse_bool("values", query.get("values"))
+        consistency = parse_consistency(query.get("consistency"))
+        found = await self.node.range(prefix, start=start, limit=limit + 1, consistency=consistency)
+        headers: dict[str, str] = {"x-raftdb-consistency": consistency}
+        if len(found) > limit:
+            found = found[:limit]
+            # The next page starts just after the last key returned.
+            after = quote_from_bytes(found[-1].key + b"\x00", safe="")
+            link = f"/v1/kv?prefix={quote_from_bytes(prefix, safe='')}&start={after}&limit={limit}"
+            if values:
+                link += "&values=true"
+            if consistency == "stale":
+                link += "&consistency=stale"
+            headers["link"] = f'<{link}>; rel="next"'
+        return json_response([_entry(kv, values) for kv in found], headers=headers)
+
+
+def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
+    """The ``/v1/kv`` routes."""
+    endpoints = _KeyValueEndpoints(node, config)
+    prefix = b"/v1/kv/"
+    max_key_bytes = config.max_key_bytes
+
+    async def kv_key(request: Request) -> Response:
+        key = path_key(request.scope, prefix, max_key_bytes)
+        method = request.method
+        if method == "PUT":
+            return await endpoints.put(request, key)
+        if method == "DELETE":
+            return await endpoints.delete(request, key)
+        return await endpoints.get(request, key)  # GET, HEAD
+
+    return [
+        Route("/v1/kv/{key:path}", kv_key, methods=["GET", "PUT", "DELETE"], name="kv_key"),
+        Route("/v1/kv", endpoints.list, methods=["GET"], name="kv_list"),
+    ]
+
+
+def _member_id(key: bytes, method: str) -> int:
+    text = key.decode("utf-8", "replace")
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        action = "adds a member" if method == "POST" else "removes a member"
+        hint = "" if method == "POST" else "; to delete a key use DELETE /v1/kv/<key>"
+        raise BadRequestError(
+            f"raftexample's {method} /<id> {action}: {text!r} is not a member id "
+            f"(an integer ≥ 1){hint}"
+        )
+    return int(text)
+
+
+def raftexample_routes(
+    node: NodeHandle, config: NodeConfig, reserved: Callable[[Request, bytes], Response]
+) -> list[BaseRoute]:
+    """etcd raftexample's API, verbatim: ``PUT/GET /<key>``, ``POST/DELETE /<id>``.
+
+    Args:
+        node: the node.
+        config: its configuration (limits).
+        reserved: called as ``reserved(request, key)`` for a path under a
+            reserved root; returns the error answer.
+    """
+    endpoints = _KeyValueEndpoints(node, config)
+    max_key_bytes = config.max_key_bytes
+    max_request_bytes = config.max_request_bytes
+
+    async def root_key(request: Request) -> Response:
+        key = path_key(request.scope, b"/", max_key_bytes)
+        if key.partition(b"/")[0] in RESERVED_ROOTS:
+            return reserved(request, key)
+        method = request.method
+        if method == "PUT":
+            return await endpoints.put(request, key)
+        if method in ("GET", "HEAD"):
+            return await endpoints.get(request, key)
+        if method == "POST":
+            node_id = _member_id(key, method)
+            body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
+            try:
+                url = parse_peer_url(body.decode("utf-8", "replace"), "peer_url")
+            except ConfigError as exc:
+                raise BadRequestError(
+                    f"POST /{node_id}: the body must be the new member's peer URL, "
+                    f"http://host:port (got {body[:100]!r}): {exc.why}"
+                ) from None
+            await node.add_member(node_id, url)
+            return Response(status_code=204)
+        if method == "DELETE":
+            await node.remove_member(_member_id(key, method))
+            return Response(status_code=204)
+        raise MethodNotAllowedError(  # pragma: no cover - the route lists its methods
+            f"{method} is not allowed here", "GET, HEAD, PUT, POST, DELETE"
+        )
+
+    return [
+        Route("/{key:path}", root_key, methods=["GET", "PUT", "POST", "DELETE"], name="raftexample")
+    ]
