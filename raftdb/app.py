@@ -1,0 +1,211 @@
+"""The ASGI application: ``uvicorn raftdb.app:app``.
+
+``app`` is built on first access from the environment (``RAFTDB_CONFIG``, a
+TOML file, and ``RAFTDB_*`` variables; see :mod:`raftdb.config`). A bad
+configuration ends the process there with one line on stderr and exit status
+2: no traceback, no half-started server. ``raftdb serve`` builds the same
+:class:`RaftdbApp` from its flags.
+
+:class:`RaftdbApp` speaks the ASGI lifespan protocol itself: on startup it
+makes the node (``raftdb.driver.Node(config)``) and awaits ``node.start()``;
+on shutdown, ``node.stop()``. If the node cannot start, the server is told
+``lifespan.startup.failed`` with a one-line reason and exits. Requests are
+served by :func:`raftdb.api.create_api` over the running node.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from raftdb.api import create_api
+from raftdb.api_common import error_response
+from raftdb.codec import CorruptionError
+from raftdb.config import ConfigError, NodeConfig, load_config, unknown_environment
+from raftdb.errors import NodeError, NotReadyError
+from raftdb.handle import NodeHandle
+from raftdb.plugins import PluginError
+from raftdb.raft.errors import ConfigError as RaftConfigError
+
+__all__ = ["NodeFactory", "RaftdbApp", "RunningNode", "app_from_environment", "default_node"]
+
+logger = logging.getLogger("raftdb.app")
+
+#: Exit status for a bad configuration (as argparse uses for bad usage).
+CONFIG_EXIT_STATUS = 2
+
+
+class RunningNode(NodeHandle, Protocol):
+    """A :class:`NodeHandle` the app starts and stops (``raftdb.driver.Node``)."""
+
+    async def start(self) -> None:
+        """Open storage, recover, start the Raft loop and the peer transport."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop serving, finish in-flight work, close storage."""
+        ...
+
+
+NodeFactory = Callable[[NodeConfig], RunningNode]
+
+#: Start failures that are about the setting or the machine, told in one line.
+_EXPECTED_START_ERRORS = (
+    ConfigError,
+    RaftConfigError,
+    PluginError,
+    CorruptionError,
+    NodeError,
+    OSError,
+)
+
+
+def default_node(config: NodeConfig) -> RunningNode:
+    """``raftdb.driver.Node(config)``, imported when the node starts."""
+    driver: Any = importlib.import_module("raftdb.driver")
+    node: RunningNode = driver.Node(config)
+    return node
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else type(exc).__name__
+    return detail if detail.startswith("raftdb:") else f"{type(exc).__name__}: {detail}"
+
+
+def _setup_logging() -> None:
+    """Send raftdb's log lines to stderr, uvicorn-style, unless logging is configured."""
+    package = logging.getLogger("raftdb")
+    if package.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(padding)s%(name)s: %(message)s"))
+    handler.addFilter(_Padding())
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+
+class _Padding(logging.Filter):
+    """Align levels as uvicorn does (``INFO:     ``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.padding = " " * max(1, 9 - len(record.levelname))
+        return True
+
+
+class RaftdbApp:
+    """The ASGI app of one node: the node's lifespan plus the REST API.
+
+    Args:
+        config: the node's configuration.
+        node_factory: makes the node (default :func:`default_node`); tests pass a fake.
+    """
+
+    def __init__(self, config: NodeConfig, node_factory: NodeFactory | None = None) -> None:
+        self.config = config
+        self.node_factory = node_factory or default_node
+        self.node: RunningNode | None = None
+        self.api: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api = self.api
+        if api is not None and scope["type"] != "lifespan":
+            await api(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            why = "the node is not running (starting, stopped, or the server's lifespan is off)"
+            await error_response(NotReadyError(why))(scope, receive, send)
+
+    async def startup(self) -> None:
+        """Make and start the node, then serve the API over it."""
+        _setup_logging()
+        node = self.node_factory(self.config)
+        self.node = node
+        await node.start()
+        self.api = create_api(node, self.config)
+        logger.info(
+            "node %d started (data_dir %s, peers %s)",
+            self.config.id,
+            self.config.data_dir,
+            ",".join(self.config.cluster),
+        )
+
+    async def shutdown(self) -> None:
+        """Stop serving and stop the node."""
+        self.api = None
+        node, self.node = self.node, None
+        if node is not None:
+            await node.stop()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    if not isinstance(exc, _EXPECTED_START_ERRORS):  # a bug: keep the traceback
+                        logger.error("node %d failed to start", self.config.id, exc_info=exc)
+                    reason = f"raftdb: node {self.config.id} cannot start: {_one_line(exc)}"
+                    await self._abandon_start()
+                    await send({"type": "lifespan.startup.failed", "message": reason})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    logger.error("node %d failed to stop cleanly", self.config.id, exc_info=exc)
+                    reason = f"raftdb: node {self.config.id} did not stop cleanly: {_one_line(exc)}"
+                    await send({"type": "lifespan.shutdown.failed", "message": reason})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _abandon_start(self) -> None:
+        """After a failed start, stop what did start (best effort)."""
+        try:
+            await self.shutdown()
+        except Exception as exc:
+            logger.warning("stopping the node after a failed start: %s", _one_line(exc))
+
+
+def warn_unknown_environment() -> None:
+    """One stderr line per ``RAFTDB_*`` variable that names no key (likely a typo)."""
+    for name in unknown_environment():
+        print(f"raftdb: warning: ignoring unknown environment variable {name}", file=sys.stderr)
+
+
+def app_from_environment(node_factory: NodeFactory | None = None) -> RaftdbApp:
+    """The app configured by ``RAFTDB_CONFIG`` and ``RAFTDB_*``; exits on a bad setting.
+
+    Raises:
+        SystemExit: status 2 after printing the one-line reason on stderr.
+    """
+    warn_unknown_environment()
+    try:
+        config = load_config(environ=os.environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT_STATUS) from None
+    return RaftdbApp(config, node_factory)
+
+
+_app: RaftdbApp | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` is made on first access, so importing this module reads no configuration."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = app_from_environment()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
