@@ -607,7 +607,8 @@ class Node:
         except InvalidCommandError as e:
             raise BadRequestError(str(e)) from None
         result = await self._write(cmd, idempotency_key)
-        return WriteResult(result.index, result.prev_mod_index > 0, result.duplicate)
+        # mod_index is the put's own index, or the first attempt's for a duplicate.
+        return WriteResult(result.mod_index, result.prev_mod_index > 0, result.duplicate)
 
     async def delete(
         self,
@@ -862,6 +863,9 @@ class Node:
             and not self._removed
             and not self._stopping
             and raw.lead != 0
+            # A joining node has applied nothing until the leader's log or
+            # snapshot reaches it: 0 >= 0 would call it ready too early.
+            and self._applied_index() > 0
             and self._applied_index() >= raw.commit_index
         )
 
