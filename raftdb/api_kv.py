@@ -124,19 +124,18 @@ class _KeyValueEndpoints:
         if request.scope["query_string"]:
             query = parse_query(request.scope, _GET_QUERY)
             consistency = parse_consistency(query.get("consistency"))
-        kv = await self.node.get(key, consistency)
+        kv, read_index = await self.node.get(key, consistency)
         if kv is None:
             return error_response(
                 NotFoundError(f"key {show_key(key)} not found"),
-                {"x-raftdb-consistency": consistency},
+                {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)},
             )
-        index = str(kv.mod_index)
         return Response(
             kv.value,
             media_type=_OCTETS,
             headers={
-                "etag": f'"{index}"',
-                "x-raftdb-index": index,
+                "etag": f'"{kv.mod_index}"',
+                "x-raftdb-index": str(read_index),
                 "x-raftdb-consistency": consistency,
             },
         )
@@ -173,8 +172,10 @@ class _KeyValueEndpoints:
         limit = _parse_limit(query.get("limit"))
         values = _parse_bool("values", query.get("values"))
         consistency = parse_consistency(query.get("consistency"))
-        found = await self.node.range(prefix, start=start, limit=limit + 1, consistency=consistency)
-        headers: dict[str, str] = {"x-raftdb-consistency": consistency}
+        found, read_index = await self.node.range(
+            prefix, start=start, limit=limit + 1, consistency=consistency
+        )
+        headers = {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)}
         if len(found) > limit:
             found = found[:limit]
             # The next page starts just after the last key returned.

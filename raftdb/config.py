@@ -151,18 +151,18 @@ class NodeConfig:
                 raise _error("cluster", f"lists {url} twice (members {seen[url]} and {number})")
             seen[url] = number
         _check_bool("join", self.join)
-        if not self.join:
-            if not urls:
-                raise _error(
-                    "cluster", "is required: the peer URLs of all members (member i is entry i-1)"
-                )
-            if self.id > len(urls):
-                raise _error(
-                    "id",
-                    f"must index into 'cluster' unless 'join' is set "
-                    f"(got id {self.id}, but 'cluster' lists {len(urls)} peer URL"
-                    f"{'' if len(urls) == 1 else 's'})",
-                )
+        if not urls:
+            raise _error(
+                "cluster", "is required: the peer URLs of all members (member i is entry i-1)"
+            )
+        if self.id > len(urls):
+            # A joining node lists its own URL too (as raftexample does): it is
+            # where the node listens for its peers.
+            raise _error(
+                "id",
+                f"must index into 'cluster', also with 'join' (got id {self.id}, but "
+                f"'cluster' lists {len(urls)} peer URL{'' if len(urls) == 1 else 's'})",
+            )
         data_dir = self.data_dir
         if data_dir == _AUTO_DATA_DIR:
             data_dir = Path(f"raftdb-{self.id}")

@@ -723,14 +723,19 @@ class Node:
                 f"this node has not applied up to the read index {index} in time", retry_after=1
             ) from None
 
-    async def get(self, key: bytes, consistency: Consistency = "linearizable") -> KeyValue | None:
+    async def get(
+        self, key: bytes, consistency: Consistency = "linearizable"
+    ) -> tuple[KeyValue | None, int]:
         """See ``NodeHandle.get``."""
-        if consistency == "linearizable":
-            await self.read_index()
-        else:
-            self._check_serving()
+        index = await self._read_point(consistency)
         assert self._sm is not None
-        return self._sm.get(key)
+        return self._sm.get(key), index
+
+    async def _read_point(self, consistency: Consistency) -> int:
+        if consistency == "linearizable":
+            return await self.read_index()
+        self._check_serving()
+        return self._applied_index()
 
     async def range(
         self,
@@ -739,14 +744,11 @@ class Node:
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
-    ) -> list[KeyValue]:
+    ) -> tuple[list[KeyValue], int]:
         """See ``NodeHandle.range``."""
-        if consistency == "linearizable":
-            await self.read_index()
-        else:
-            self._check_serving()
+        index = await self._read_point(consistency)
         assert self._sm is not None
-        return self._sm.range(prefix, start or b"", limit)
+        return self._sm.range(prefix, start or b"", limit), index
 
     # -- membership ------------------------------------------------------------------
 

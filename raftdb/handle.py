@@ -95,8 +95,15 @@ class NodeHandle(Protocol):
         """
         ...
 
-    async def get(self, key: bytes, consistency: Consistency = "linearizable") -> KeyValue | None:
+    async def get(
+        self, key: bytes, consistency: Consistency = "linearizable"
+    ) -> tuple[KeyValue | None, int]:
         """Read ``key``; linearizable through ReadIndex unless ``stale``.
+
+        Returns:
+            The key (``None``: absent) and the log index the read was served
+            at: the confirmed read index, or for a stale read the index this
+            node had applied.
 
         Raises:
             UnavailableError: no leader to confirm a linearizable read.
@@ -110,8 +117,9 @@ class NodeHandle(Protocol):
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
-    ) -> list[KeyValue]:
-        """Keys with ``prefix`` from ``start`` (inclusive), sorted, at most ``limit``."""
+    ) -> tuple[list[KeyValue], int]:
+        """Keys with ``prefix`` from ``start`` (inclusive), sorted, at most ``limit``,
+        and the index the read was served at (as :meth:`get`)."""
         ...
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:

@@ -117,13 +117,15 @@ def test_cluster_list_tolerates_spaces_and_a_trailing_comma() -> None:
     assert load_config(environ=environ).cluster == ("http://a:1", "http://b:2")
 
 
-def test_join_allows_an_id_beyond_the_list() -> None:
-    config = load_config({"id": "4", "cluster": CLUSTER_TEXT, "join": "true"}, environ={})
-    assert config.join
-    assert config.peer_url is None
+def test_a_joining_node_lists_its_own_peer_url_too() -> None:
+    # The node listens on entry `id`: without it a joining node could not start.
+    with pytest.raises(ConfigError, match="'id'.*must index into 'cluster', also with 'join'"):
+        load_config({"id": "4", "cluster": CLUSTER_TEXT, "join": "true"}, environ={})
     joined = load_config(
-        {"id": "4", "cluster": CLUSTER_TEXT + ",http://127.0.0.1:42379"}, environ={}
+        {"id": "4", "cluster": CLUSTER_TEXT + ",http://127.0.0.1:42379", "join": "true"},
+        environ={},
     )
+    assert joined.join
     assert joined.peer_url == "http://127.0.0.1:42379"
 
 

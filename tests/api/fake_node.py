@@ -121,10 +121,12 @@ class FakeNode:
             self.answers[idempotency_key] = result
         return result
 
-    async def get(self, key: bytes, consistency: Consistency = "linearizable") -> KeyValue | None:
+    async def get(
+        self, key: bytes, consistency: Consistency = "linearizable"
+    ) -> tuple[KeyValue | None, int]:
         self.calls.append(("get", key, consistency))
         self._check()
-        return self.data.get(key)
+        return self.data.get(key), self.index
 
     async def range(
         self,
@@ -133,7 +135,7 @@ class FakeNode:
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
-    ) -> list[KeyValue]:
+    ) -> tuple[list[KeyValue], int]:
         self.calls.append(("range", prefix, start, limit, consistency))
         self._check()
         keys = sorted(
@@ -141,7 +143,7 @@ class FakeNode:
         )
         if limit is not None:
             keys = keys[:limit]
-        return [self.data[key] for key in keys]
+        return [self.data[key] for key in keys], self.index
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
         self.calls.append(("add_member", node_id, peer_url, learner))

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from raftdb.driver import Node
 from raftdb.errors import ConditionFailedError, MemberNotFoundError
+from raftdb.handle import Consistency
+from raftdb.kv import KeyValue
 
 from .cluster import LocalCluster, eventually
 
@@ -20,7 +23,7 @@ def test_writes_through_any_node_are_read_linearizably_everywhere(
         for i, node in c.nodes.items():
             result = await node.put(b"key", f"from {i}".encode())
             for other in c.nodes.values():
-                kv = await other.get(b"key")
+                kv = await _get(other, b"key")
                 assert kv is not None
                 assert kv.value == f"from {i}".encode()
                 assert kv.mod_index == result.index
@@ -43,7 +46,7 @@ def test_conditional_writes_and_deletes(tmp_path: Path) -> None:
             await n1.delete(b"k", if_match=created.index)
         deleted = await n1.delete(b"k", if_match=updated.index)
         assert deleted.existed
-        assert await n2.get(b"k") is None
+        assert await _get(n2, b"k") is None
         again = await n2.delete(b"k")
         assert not again.existed
 
@@ -57,7 +60,7 @@ def test_idempotency_key_applies_a_retried_write_once(tmp_path: Path) -> None:
         retry = await c.nodes[3].put(b"counter", b"1", idempotency_key=b"req-42")
         assert retry.duplicate
         assert retry.index == first.index
-        kv = await c.nodes[1].get(b"counter")
+        kv = await _get(c.nodes[1], b"counter")
         assert kv is not None
         assert kv.value == b"2"  # the retry did not overwrite the later write
 
@@ -68,16 +71,16 @@ def test_range_and_stale_reads(tmp_path: Path) -> None:
     async def body(c: LocalCluster) -> None:
         for k in (b"b/2", b"a/1", b"b/1", b"b/3", b"c"):
             await c.nodes[1].put(k, k.upper())
-        keys = [kv.key for kv in await c.nodes[2].range(b"b/")]
+        keys = [kv.key for kv in (await c.nodes[2].range(b"b/"))[0]]
         assert keys == [b"b/1", b"b/2", b"b/3"]
-        keys = [kv.key for kv in await c.nodes[3].range(b"b/", start=b"b/2", limit=1)]
+        keys = [kv.key for kv in (await c.nodes[3].range(b"b/", start=b"b/2", limit=1))[0]]
         assert keys == [b"b/2"]
         # A stale read is served locally: eventually it sees the write.
         await eventually(
             lambda: c.nodes[3]._sm is not None and c.nodes[3]._sm.get(b"c") is not None,
             "the write to reach node 3",
         )
-        kv = await c.nodes[3].get(b"c", consistency="stale")
+        kv = await _get(c.nodes[3], b"c", "stale")
         assert kv is not None
 
     LocalCluster(tmp_path, 3).run(body)
@@ -91,7 +94,7 @@ def test_membership_learner_promotion_and_removal(tmp_path: Path) -> None:
         node4 = await c.start(new_id, join=True)
         await eventually(lambda: node4.is_ready(), "the learner to catch up")
         assert node4.status().role == "learner"
-        assert await node4.get(b"before") is not None
+        assert await _get(node4, b"before") is not None
         await c.nodes[1].add_member(new_id, c.urls[new_id - 1], learner=False)
         await eventually(lambda: node4.status().role == "follower", "promotion")
         await c.nodes[1].remove_member(3)
@@ -100,7 +103,7 @@ def test_membership_learner_promotion_and_removal(tmp_path: Path) -> None:
             await c.nodes[1].remove_member(3)
         await eventually(lambda: c.nodes[3]._removed, "node 3 to learn it was removed")
         await c.nodes[4].put(b"after", b"removal")
-        kv = await c.nodes[2].get(b"after")
+        kv = await _get(c.nodes[2], b"after")
         assert kv is not None
 
     LocalCluster(tmp_path, 3).run(body)
@@ -128,7 +131,7 @@ def test_restart_recovers_and_wiped_follower_catches_up_by_snapshot(tmp_path: Pa
             await c.start(i)
         await c.wait_ready()
         for i in range(0, 120, 7):
-            assert await c.nodes[2].get(f"k{i}".encode()) is not None
+            assert await _get(c.nodes[2], f"k{i}".encode()) is not None
         # A follower that lost its disk comes back through a snapshot. A voter
         # that forgot its log and votes must not count as one (Raft thesis §4:
         # it rejoins as a new server): remove it, wipe it, add it back, join.
@@ -145,9 +148,9 @@ def test_restart_recovers_and_wiped_follower_catches_up_by_snapshot(tmp_path: Pa
         node = await c.start(victim, join=True)
         await eventually(node.is_ready, "the wiped follower to catch up")
         assert node.metrics.snapshots_restored._value.get() >= 1
-        kv = await node.get(b"k5", consistency="stale")
+        kv = await _get(node, b"k5", "stale")
         assert kv is not None
-        kv = await node.get(b"k199")
+        kv = await _get(node, b"k199")
         assert kv is not None
 
     LocalCluster(tmp_path, 3, snapshot_entries=50, snapshot_keep_entries=10).run(body)
@@ -165,6 +168,13 @@ def test_concurrent_writes_share_fsyncs(tmp_path: Path) -> None:
         assert saves < 200
 
     LocalCluster(tmp_path, 3).run(body)
+
+
+async def _get(
+    node: Node, key: bytes, consistency: Consistency = "linearizable"
+) -> KeyValue | None:
+    kv, _ = await node.get(key, consistency)
+    return kv
 
 
 def _histogram_count(node: object) -> float:
