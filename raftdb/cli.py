@@ -43,6 +43,7 @@ _HELP: Final = {
     "max_value_bytes": "longest value in bytes (default 1048576)",
     "max_request_bytes": "largest request body in bytes (default 1572864)",
     "cluster_token": "shared by one cluster's members; other tokens are refused (default raftdb)",
+    "listen_peer_url": "listen for peers here instead of at this node's 'cluster' entry",
 }
 _BOOLEAN_KEYS: Final = frozenset({"join", "sync"})
 _METAVARS: Final = {
@@ -52,6 +53,7 @@ _METAVARS: Final = {
     "state_machine": "PLUGIN",
     "request_timeout_s": "SECONDS",
     "cluster_token": "TOKEN",
+    "listen_peer_url": "URL",
 }
 
 

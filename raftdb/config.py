@@ -138,6 +138,9 @@ class NodeConfig:
     max_request_bytes: int = 3 * MiB // 2
     #: Shared by the members of one cluster; peers presenting another token are refused.
     cluster_token: str = "raftdb"
+    #: Where to listen for peers when it differs from this node's entry in
+    #: ``cluster`` (behind a proxy or NAT, as etcd's --listen-peer-urls); "" = that entry.
+    listen_peer_url: str = ""
 
     def __post_init__(self) -> None:
         _check_int("id", self.id, minimum=1)
@@ -169,6 +172,12 @@ class NodeConfig:
         if not isinstance(data_dir, str | os.PathLike) or not str(data_dir).strip():
             raise _error("data_dir", "must be a non-empty path")
         object.__setattr__(self, "data_dir", Path(data_dir))
+        if not isinstance(self.listen_peer_url, str):
+            raise _error("listen_peer_url", "must be a peer URL or empty")
+        if self.listen_peer_url:
+            object.__setattr__(
+                self, "listen_peer_url", parse_peer_url(self.listen_peer_url, "listen_peer_url")
+            )
         for key in ("storage", "state_machine", "cluster_token"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value.strip():

@@ -201,7 +201,7 @@ class Node:
             raise RuntimeError(f"raftdb: no peer URL for node {self._id} in 'cluster'")
         self._transport = Transport(
             self._id,
-            own_url,
+            cfg.listen_peer_url or own_url,
             self._peers(urls),
             self,
             cluster_token=cfg.cluster_token,
