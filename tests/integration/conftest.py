@@ -1,0 +1,113 @@
+"""Fixtures of the integration tests: real server processes, always stopped.
+
+- ``cluster_factory`` makes :class:`ProcessCluster` objects under the test's
+  ``tmp_path``; a finalizer stops every process they started, pass or fail.
+- Each integration test has a time bound (``@pytest.mark.deadline(seconds)``,
+  default :data:`DEFAULT_DEADLINE`): a SIGALRM raises in the test, whose
+  finalizers then stop the servers. Every wait inside has its own deadline too.
+- When a test fails, the tails of its nodes' logs are attached to the report.
+"""
+
+from __future__ import annotations
+
+import signal
+import types
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import ProcessCluster
+
+#: Seconds an integration test may run unless it says otherwise.
+DEFAULT_DEADLINE = 60.0
+
+_CLUSTERS = pytest.StashKey[list[ProcessCluster]]()
+
+ClusterFactory = Callable[..., ProcessCluster]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "deadline(seconds): fail an integration test that runs longer than this"
+    )
+
+
+class DeadlineExceeded(Exception):
+    """The test ran past its ``deadline``."""
+
+
+@pytest.fixture(autouse=True)
+def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("deadline")
+    seconds = float(marker.args[0]) if marker else DEFAULT_DEADLINE
+
+    def expire(signum: int, frame: types.FrameType | None) -> None:
+        raise DeadlineExceeded(f"the test ran longer than its deadline of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
+    """``cluster_factory(size=3, **kwargs)`` → a :class:`ProcessCluster` (not started)."""
+    clusters: list[ProcessCluster] = []
+    request.node.stash[_CLUSTERS] = clusters
+
+    def make(size: int = 3, **kwargs: Any) -> ProcessCluster:
+        c = ProcessCluster(tmp_path / f"cluster-{len(clusters)}", size=size, **kwargs)
+        clusters.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in clusters:
+            c.close()
+
+
+@pytest.fixture
+def cluster(cluster_factory: ClusterFactory) -> ProcessCluster:
+    """A started, ready 3-node cluster."""
+    c = cluster_factory(3)
+    c.start_all()
+    return c
+
+
+@pytest.fixture(scope="module")
+def _module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+    c = ProcessCluster(tmp_path_factory.mktemp("shared-cluster"), size=3)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def shared_cluster(
+    request: pytest.FixtureRequest, _module_cluster: ProcessCluster
+) -> ProcessCluster:
+    """A started 3-node cluster shared by the tests of one module (they must leave it
+    serving); its logs are attached to a failing test's report."""
+    request.node.stash.setdefault(_CLUSTERS, []).append(_module_cluster)
+    return _module_cluster
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        clusters: list[ProcessCluster] = item.stash.get(_CLUSTERS, [])
+        for i, c in enumerate(clusters):
+            report.sections.append((f"raftdb cluster {i} logs ({report.when})", c.log_tails(60)))
+    return report
