@@ -33,10 +33,19 @@ unit: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/pytest benchmarks/ --benchmark-only -p no:cacheprovider
 
-## run: the local 3-node cluster (arrives with the server, issue 4).
+## run: the local 3-node cluster of the Procfile (honcho) in the foreground; Ctrl-C stops it.
 run: $(STAMP)
-	@echo "raftdb: the server is not there yet (issue 4); 'make test' exercises the Raft core." >&2
-	@exit 1
+	@test -x $(BIN)/honcho || $(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "raftdb: 3 nodes, client API on 127.0.0.1:12380, :22380, :32380 (data in raftdb-1..3/)."
+	@echo "Try, from another terminal:"
+	@echo "  curl -L http://127.0.0.1:12380/my-key -XPUT -d bar"
+	@echo "  curl -L http://127.0.0.1:32380/my-key"
+	@echo "  curl -L http://127.0.0.1:12380/v1/status"
+	@echo "  curl -L http://127.0.0.1:12380/4 -XPOST -d http://127.0.0.1:42379"
+	@echo "  $(BIN)/raftdb serve --id 4 --cluster http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379,http://127.0.0.1:42379 --port 42380 --join"
+	@echo "  curl -L http://127.0.0.1:12380/3 -XDELETE"
+	@echo "More in docs/quickstart.md. Ctrl-C stops the cluster."
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .benchmarks
