@@ -1,4 +1,5 @@
-"""Leadership transfer (``POST /v1/cluster/leader``) against real processes."""
+"""Leadership against real processes: transfer (``POST /v1/cluster/leader``), and
+removing the leader."""
 
 from __future__ import annotations
 
@@ -43,3 +44,23 @@ def test_transfer_asked_of_a_follower_for_itself(cluster: ProcessCluster) -> Non
     leader = cluster.wait_leader()
     target = cluster.followers(leader)[0]
     _transfer(cluster, target, target)
+
+
+def test_removing_the_leader(cluster: ProcessCluster) -> None:
+    c = cluster
+    leader = c.wait_leader()
+    via = c.followers(leader)[0]
+    r = c.client.delete(c.url(via, f"/v1/cluster/members/{leader}"))
+    assert r.status_code == 204, r.text
+    others = c.followers(leader)
+    c.wait_leader(among=others, exclude=leader)
+    c.put_ok("after-leader-removal", b"ok", node_id=via)
+    for i in others:
+        assert c.member_ids(i) == sorted(others)
+        assert c.get_value(i, "after-leader-removal") == b"ok"
+
+    def says_removed() -> bool:
+        r = c.get(leader, "after-leader-removal")
+        return r.status_code == 503 and r.json().get("error") == "node_removed"
+
+    wait_until("the old leader to say it was removed", says_removed, 10.0)
