@@ -1,7 +1,7 @@
 """Real raftdb server processes on 127.0.0.1 for the integration tests.
 
 :class:`ProcessCluster` starts N nodes, each a separate ``python`` process
-running the contract's command, on free ports (found by binding port 0), with
+running the contract's command, on free ports (checked by binding them), with
 a data directory and a log file of its own under the test's ``tmp_path``.
 Every wait polls with a deadline: nothing here sleeps to synchronise.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -58,16 +59,46 @@ class ServerError(AssertionError):
     """A node did not do what the harness waited for (the message has its log tail)."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (bound to port 0, then released)."""
+    """``count`` distinct free TCP ports on 127.0.0.1.
+
+    Picked at random below the kernel's ephemeral range and checked by binding,
+    so that no outgoing connection (which takes an ephemeral port) can grab one
+    between now and the server's bind; bound to port 0 if that range is full.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    ports: list[int] = []
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _ in range(200 * count):
+            if len(ports) == count or low <= 10_000:
+                break
+            port = rng.randrange(10_000, low)
+            if port in ports:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            ports.append(port)
+        while len(ports) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            ports.append(s.getsockname()[1])
+        return ports
     finally:
         for s in socks:
             s.close()
