@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -69,8 +70,15 @@ _EXPECTED_START_ERRORS = (
 def default_node(config: NodeConfig) -> RunningNode:
     """``raftdb.driver.Node(config)``, imported when the node starts."""
     driver: Any = importlib.import_module("raftdb.driver")
-    node: RunningNode = driver.Node(config)
+    node: RunningNode = driver.Node(config, on_fatal=_exit_on_fatal)
     return node
+
+
+def _exit_on_fatal(why: str) -> None:
+    """A node that stopped serving for good takes its server down with it
+    (SIGTERM: uvicorn shuts down gracefully), so a process manager notices."""
+    print(f"raftdb: the node failed and the server exits: {why}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _one_line(exc: BaseException) -> str:

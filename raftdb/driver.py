@@ -37,7 +37,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +105,17 @@ class _PendingConf:
 class Node:
     """A raftdb server node: see the module docstring. Implements ``NodeHandle``."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(
+        self, config: NodeConfig, *, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        """Args:
+        config: the node's settings.
+        on_fatal: called once, on the loop, when the node stops serving for good
+            (broken storage or invariant); the server uses it to exit, so that
+            a process manager sees the failure.
+        """
         self.config = config
+        self._on_fatal = on_fatal
         self._id: int = config.id
         self.data_dir = Path(config.data_dir)
         self._timeout = float(config.request_timeout_s)
@@ -125,8 +134,14 @@ class Node:
         self._failed: str | None = None
         self._removed = False
         self._ticks = 0
-        # Client session of this node's writes: a new id per start.
-        self._session = f"node-{self._id}-{os.urandom(6).hex()}".encode()
+        # Client session of this node's writes: a new id per start (and after the
+        # state machine expired it). ``seq`` keeps counting across sessions, so a
+        # pending write is found by ``seq`` whichever session it was sent in.
+        self._session = self._new_session_id()
+        self._sessions = {self._session}
+        # Whether the state machine has applied a write of the current session:
+        # until then it has no record of it, and ``ack`` must stay 1 (see _write).
+        self._session_open = False
         self._seq = itertools.count(1)
         self._writes: dict[int, _PendingWrite] = {}  # seq -> pending (insertion = seq order)
         self._idem: dict[bytes, _PendingWrite] = {}  # idempotency client id -> pending
@@ -272,6 +287,8 @@ class Node:
             self._failed = why
             log.critical("node %d stopped serving: %s", self._id, why)
             self._fail_waiters(UnavailableError(f"node failed: {why}", retry_after=5))
+            if self._on_fatal is not None:
+                self._on_fatal(why)
 
     def _fail_waiters(self, error: Exception) -> None:
         futures: list[asyncio.Future[Any]] = [w.future for w in self._writes.values()]
@@ -295,7 +312,12 @@ class Node:
         next_at = time.monotonic()
         while True:
             next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            if next_at < now - interval:
+                # We were paused (SIGSTOP, a long GC): drop the missed ticks rather
+                # than fire them back to back and time out every election at once.
+                next_at = now
+            await asyncio.sleep(max(0.0, next_at - now))
             if self._failed or self._raw is None:
                 continue
             self._raw.tick()
@@ -442,7 +464,12 @@ class Node:
             cmd = Command.decode(entry.data)
         except InvalidCommandError:
             return
-        if cmd.client_id == self._session:
+        if cmd.client_id in self._sessions:
+            if cmd.client_id == self._session:
+                if result.status == Status.SESSION_EXPIRED:
+                    self._rotate_session()
+                else:
+                    self._session_open = True
             pending = self._writes.pop(cmd.seq, None)
         elif cmd.client_id is not None:
             pending = self._idem.pop(cmd.client_id, None)
@@ -450,6 +477,18 @@ class Node:
             return
         if pending is not None and not pending.future.done():
             pending.future.set_result(result)
+
+    def _new_session_id(self) -> bytes:
+        return f"node-{self._id}-{os.urandom(6).hex()}".encode()
+
+    def _rotate_session(self) -> None:
+        """The state machine expired this node's session (unused for too long):
+        write under a new one from now on. Writes still pending in the old one
+        are answered from the old one's results (``504`` for the expired)."""
+        old, self._session = self._session, self._new_session_id()
+        self._sessions.add(self._session)
+        self._session_open = False
+        log.info("node %d: session %s expired; writes go on in a new one", self._id, old)
 
     def _resolve_conf(self, result: ConfChangeResult) -> None:
         keep: list[_PendingConf] = []
@@ -645,7 +684,13 @@ class Node:
             self._idem[client_id] = pending
         else:
             seq = next(self._seq)
-            ack = next(iter(self._writes), seq)
+            # ``ack``: the lowest seq this node has no answer for. A write that
+            # timed out was dropped from _writes unanswered; once the session is
+            # known to the state machine, moving past it only lets it forget
+            # answers. Before that, nothing of the session was answered, and an
+            # ``ack`` above 1 would tell the state machine that its record of
+            # the session was lost (SESSION_EXPIRED, every write refused).
+            ack = next(iter(self._writes), seq) if self._session_open else 1
             data = _with_session(cmd, self._session, seq, ack).encode()
             pending = _PendingWrite(data, future, self._ticks)
             self._propose(raw, data)

@@ -37,11 +37,13 @@ def step_follower(r: Raft, m: Message) -> None:
             raise NotLeaderError("no leader is known to forward the proposal to", 0)
         if r.disable_proposal_forwarding:
             raise NotLeaderError("proposal forwarding is disabled", r.lead)
-        r.send(Message(MT.PROP, to=r.lead, frm=m.frm, entries=m.entries))
+        # Forwarded as our own message: a transport that checks senders would
+        # refuse one naming another node (a proposal needs no answer).
+        r.send(Message(MT.PROP, to=r.lead, frm=r.id, entries=m.entries))
     elif t == MT.TRANSFER_LEADER:
         if r.lead == 0:
             raise NotLeaderError("no leader is known to forward the transfer to", 0)
-        r.send(Message(MT.TRANSFER_LEADER, to=r.lead, frm=m.frm))
+        r.send(Message(MT.TRANSFER_LEADER, to=r.lead, frm=r.id, index=m.index))
     elif t == MT.TIMEOUT_NOW:
         from raftdb.raft.raft import CampaignType
 
@@ -52,7 +54,11 @@ def step_follower(r: Raft, m: Message) -> None:
     elif t == MT.READ_INDEX:
         if r.lead == 0:
             raise NotLeaderError("no leader is known to serve the read", 0)
-        r.send(Message(MT.READ_INDEX, to=r.lead, frm=m.frm, context=m.context))
+        if m.frm != r.id:
+            # Another node forwarded it to us, a former leader: the answer must go
+            # to the requester, which a second hop cannot name. It retries.
+            raise NotLeaderError("not the leader; a forwarded read is not forwarded again", r.lead)
+        r.send(Message(MT.READ_INDEX, to=r.lead, frm=r.id, context=m.context))
     elif t == MT.READ_INDEX_RESP:
         r.read_states.append(ReadState(m.index, m.context))
 

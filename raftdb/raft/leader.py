@@ -59,6 +59,9 @@ def step_leader(r: Raft, m: Message) -> None:
     if t == MT.READ_INDEX:
         _handle_read_index(r, m)
         return
+    if t == MT.TRANSFER_LEADER:
+        _handle_transfer(r, m)
+        return
 
     pr = r.tracker.progress.get(m.frm)
     if pr is None:
@@ -83,11 +86,8 @@ def step_leader(r: Raft, m: Message) -> None:
         pr.become_probe()
         # Wait for the follower's next answer (heartbeat or append) before sending.
         pr.msg_app_flow_paused = True
-    elif t == MT.UNREACHABLE:
-        if pr.state == ProgressState.REPLICATE:
-            pr.become_probe()
-    elif t == MT.TRANSFER_LEADER:
-        _handle_transfer(r, m, pr)
+    elif t == MT.UNREACHABLE and pr.state == ProgressState.REPLICATE:
+        pr.become_probe()
 
 
 def _handle_proposal(r: Raft, m: Message) -> None:
@@ -273,8 +273,14 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
         r.send(Message(MT.TIMEOUT_NOW, to=m.frm, frm=r.id, term=r.term))
 
 
-def _handle_transfer(r: Raft, m: Message, pr: Progress) -> None:
-    target = m.frm  # as in etcd, a transfer request names its target in ``frm``
+def _handle_transfer(r: Raft, m: Message) -> None:
+    # The target is in ``index``; ``frm`` is whoever asked. (etcd names the target
+    # in From, which a transport that checks senders must refuse when forwarded.)
+    target = m.index
+    pr = r.tracker.progress.get(target)
+    if pr is None:
+        r.logger.info("%x ignores transfer to non-member %x", r.id, target)
+        return
     if pr.is_learner:
         r.logger.info("%x ignores transfer to learner %x", r.id, target)
         return

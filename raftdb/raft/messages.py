@@ -191,6 +191,8 @@ class Message:
     - HEARTBEAT / HEARTBEAT_RESP: ``context`` carries the ReadIndex round.
     - READ_INDEX / READ_INDEX_RESP: ``context`` identifies the read; ``index``
       is the read index in the response.
+    - TRANSFER_LEADER: ``index`` is the node to hand leadership to; ``frm`` is
+      the node that asked (it may be forwarded to the leader).
     """
 
     type: MessageType

@@ -50,10 +50,6 @@ __all__ = ["PeerProgress", "RawNode", "Ready", "SoftState", "Status"]
 
 MT = MessageType
 
-# Requests forwarded towards the leader keep their originator in ``frm``; one may
-# come back to its originator when leadership moved while it was on its way.
-_FORWARDED = frozenset({MT.PROP, MT.READ_INDEX, MT.TRANSFER_LEADER})
-
 
 @dataclass(frozen=True, slots=True)
 class SoftState:
@@ -230,7 +226,7 @@ class RawNode:
         r = self._raft
         if to not in r.tracker.voters:
             raise ProposalDroppedError(f"node {to} is not a voter and cannot lead")
-        r.step(Message(MT.TRANSFER_LEADER, frm=to))
+        r.step(Message(MT.TRANSFER_LEADER, frm=r.id, index=to))
 
     def step(self, m: Message) -> None:
         """Handle a message from a peer.
@@ -246,7 +242,7 @@ class RawNode:
             raise InvalidMessageError(f"{m.type.name} from {m.frm} is a local message type")
         if m.to != r.id:
             raise InvalidMessageError(f"{m.type.name} from {m.frm} is addressed to {m.to}")
-        if m.frm <= 0 or (m.frm == r.id and m.type not in _FORWARDED):
+        if m.frm <= 0 or m.frm == r.id:
             raise InvalidMessageError(f"{m.type.name} claims to come from {m.frm}")
         try:
             r.step(m)

@@ -147,7 +147,11 @@ def test_restart_recovers_and_wiped_follower_catches_up_by_snapshot(tmp_path: Pa
         await leader.add_member(victim, c.urls[victim - 1])
         node = await c.start(victim, join=True)
         await eventually(node.is_ready, "the wiped follower to catch up")
-        assert node.metrics.snapshots_restored._value.get() >= 1
+        # The state machine is restored (so the node is ready) just before the
+        # counter moves, on the I/O thread: poll for it.
+        await eventually(
+            lambda: node.metrics.snapshots_restored._value.get() >= 1, "the restore count"
+        )
         kv = await _get(node, b"k5", "stale")
         assert kv is not None
         kv = await _get(node, b"k199")

@@ -3,8 +3,6 @@ removing the leader."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.integration.harness import ProcessCluster, wait_until
 
 
@@ -27,13 +25,6 @@ def test_transfer_asked_of_the_leader(cluster: ProcessCluster) -> None:
     _transfer(cluster, leader, target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a follower forwards TRANSFER_LEADER with frm = the transferee (etcd semantics); "
-    "the peer transport refuses a message whose frm is not the connection's node and "
-    "closes the connection, so the transfer never reaches the leader and the API "
-    "answers 503 'leadership did not move' after request_timeout_s",
-)
 def test_transfer_asked_of_a_follower_for_another_follower(cluster: ProcessCluster) -> None:
     leader = cluster.wait_leader()
     via, target = cluster.followers(leader)
