@@ -290,15 +290,22 @@ class Node:
             if self._on_fatal is not None:
                 self._on_fatal(why)
 
-    def _fail_waiters(self, error: Exception) -> None:
-        futures: list[asyncio.Future[Any]] = [w.future for w in self._writes.values()]
-        futures += [w.future for w in self._idem.values()]
-        futures += [c.future for c in self._confs]
-        futures += list(self._reads.values())
-        futures += [f for _, _, f in self._applied_waiters]
-        for f in futures:
-            if not f.done():
-                f.set_exception(error)
+    def _fail_waiters(self, error: UnavailableError) -> None:
+        """Answer every waiting request: reads with ``error``; writes and membership
+        changes with ``504``, as they were proposed and may still commit through
+        the other members (``error``'s ``503`` would say that nothing was done)."""
+        unknown = OutcomeUnknownError(
+            f"{error.message}; the request was proposed before, and may still commit"
+        )
+        proposed: list[asyncio.Future[Any]] = [w.future for w in self._writes.values()]
+        proposed += [w.future for w in self._idem.values()]
+        proposed += [c.future for c in self._confs]
+        reads: list[asyncio.Future[Any]] = list(self._reads.values())
+        reads += [f for _, _, f in self._applied_waiters]
+        for futures, exc in ((proposed, unknown), (reads, error)):
+            for f in futures:
+                if not f.done():
+                    f.set_exception(exc)
         self._writes.clear()
         self._idem.clear()
         self._confs.clear()
