@@ -1,0 +1,111 @@
+"""Fixtures of the chaos tests: clusters behind link proxies, always stopped.
+
+- ``chaos_cluster`` makes :class:`ChaosCluster` objects under the test's
+  ``tmp_path``; a finalizer stops every node process and proxy they started,
+  pass or fail, and a failing test gets the tails of the node logs.
+- Every chaos test has a time bound (``@pytest.mark.deadline(seconds)``, as
+  in ``tests/integration``): a SIGALRM raises in the test, whose finalizers
+  then stop the processes.
+- Each run's one-line summary (see ``tests.chaos.runner``) is shown in the
+  terminal summary, and appended to the file named by ``CHAOS_SUMMARY`` if set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import types
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.cluster import ChaosCluster
+
+#: Seconds a chaos test may run unless it says otherwise.
+DEFAULT_DEADLINE = 120.0
+
+_CLUSTERS = pytest.StashKey[list[ChaosCluster]]()
+_SUMMARIES: list[str] = []
+
+ChaosFactory = Callable[..., ChaosCluster]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "deadline(seconds): fail an integration test that runs longer than this"
+    )
+
+
+class DeadlineExceeded(Exception):
+    """The test ran past its ``deadline``."""
+
+
+@pytest.fixture(autouse=True)
+def _chaos_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("deadline")
+    seconds = float(marker.args[0]) if marker else DEFAULT_DEADLINE
+
+    def expire(signum: int, frame: types.FrameType | None) -> None:
+        raise DeadlineExceeded(f"the test ran longer than its deadline of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def chaos_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosFactory]:
+    """``chaos_cluster(size=3, **kwargs)`` → a :class:`ChaosCluster` (not started)."""
+    clusters: list[ChaosCluster] = []
+    request.node.stash[_CLUSTERS] = clusters
+
+    def make(size: int = 3, **kwargs: Any) -> ChaosCluster:
+        c = ChaosCluster(tmp_path / f"cluster-{len(clusters)}", size=size, **kwargs)
+        clusters.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in clusters:
+            c.close()
+
+
+@pytest.fixture
+def summary() -> Callable[[str], None]:
+    """Record a run's summary line (terminal summary, and ``$CHAOS_SUMMARY``)."""
+
+    def record(line: str) -> None:
+        print(line)
+        _SUMMARIES.append(line)
+        path = os.environ.get("CHAOS_SUMMARY")
+        if path:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+
+    return record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        clusters: list[ChaosCluster] = item.stash.get(_CLUSTERS, [])
+        for i, c in enumerate(clusters):
+            report.sections.append((f"raftdb cluster {i} logs ({report.when})", c.log_tails(60)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SUMMARIES:
+        terminalreporter.section("raftdb chaos runs")
+        for line in _SUMMARIES:
+            terminalreporter.write_line(line)
