@@ -20,6 +20,12 @@ and taking proposals; they go into the next Ready, so one fsync covers every
 write that arrived meanwhile (group commit), and every ReadIndex request of the
 meantime shares one heartbeat round.
 
+A save that fails with an ``OSError`` (a full disk) is not fatal: the same
+Ready is saved again with backoff while the node answers ``503`` (nothing of
+it is applied or acknowledged before its save succeeds, and its entries are
+applied once, after). Any other storage or state machine error, including
+damage found by a read, stops the node for good (``_fail``).
+
 Requests wait on futures with deadlines. A write carries this node's client
 session (``client_id`` + ``seq``, Raft thesis §6.3), so it is found again when
 applied — even when proposed through another leader — and may be proposed
@@ -41,7 +47,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from raftdb.errors import (
     BadRequestError,
@@ -69,6 +75,7 @@ from raftdb.raft import (
     Ready,
     Role,
 )
+from raftdb.raft.errors import StorageError
 from raftdb.transport import Transport
 
 if TYPE_CHECKING:
@@ -81,11 +88,27 @@ __all__ = ["Node"]
 
 log = logging.getLogger("raftdb.node")
 
+_T = TypeVar("_T")
+
 # A write or conf change waiting this many ticks is proposed again (safe: see
 # the module docstring), in case a forwarded proposal was dropped on the way.
 _REPROPOSE_TICKS_FACTOR = 2
 # A learner is promoted only when it is at most this many entries behind.
 _PROMOTION_LAG = 1000
+
+
+# A save that failed with an OSError is tried again after this many seconds,
+# doubling up to the cap.
+_SAVE_RETRY_FIRST = 0.05
+_SAVE_RETRY_CAP = 2.0
+
+
+class _SaveFailedError(Exception):
+    """Saving a Ready failed with an ``OSError``; ``reason`` says why. Retryable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -152,6 +175,8 @@ class Node:
         self._waiter_seq = itertools.count()
         self._incoming_snapshots: dict[tuple[int, int], Path] = {}
         self._unsaved_hard_state: Any = None
+        self._restored: Ready | None = None  # the Ready whose snapshot is installed
+        self._disk_error: str | None = None  # saving fails now (retried): why
         self._last_snapshot_index = 0
         self._members: dict[int, str] = {}
         self._learners: frozenset[int] = frozenset()
@@ -359,8 +384,9 @@ class Node:
             transport.send(rd.messages)
         results: list[Any] = []
         if rd.entries or rd.hard_state or rd.snapshot or rd.committed_entries:
-            # Storage or state machine errors propagate: the node stops (_fail).
-            results = await loop.run_in_executor(self._executor, self._io, rd)
+            # An OSError saving rd is retried (_io_until_saved); any other storage
+            # or state machine error propagates: the node stops (_fail).
+            results = await self._io_until_saved(rd, loop)
         elif rd.messages_after_save:
             transport.send(rd.messages_after_save)
         raw.advance(rd)
@@ -371,20 +397,68 @@ class Node:
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
 
+    async def _io_until_saved(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> list[Any]:
+        """Run ``_io(rd)`` on the I/O thread; while saving ``rd`` fails with an
+        ``OSError`` (a full disk), answer requests ``503`` and try again with backoff.
+
+        Nothing moves meanwhile: ``rd`` is not advanced, so the core keeps it (and
+        stacks new work behind it) and no entry is applied, nor any message that
+        waits for the save sent. The same Ready is saved again, and its entries
+        are applied once, after the save that succeeded. A storage that refuses
+        every call after a failed write (LevelDB's, which cannot tell what
+        reached the disk) answers the retry with a ``StorageError``: the node
+        then stops serving (``_fail``), as for any other storage error.
+        """
+        delay = _SAVE_RETRY_FIRST
+        failures = 0
+        while True:
+            try:
+                results: list[Any] = await loop.run_in_executor(self._executor, self._io, rd)
+            except _SaveFailedError as e:
+                failures += 1
+                if self._disk_error is None:
+                    log.error(
+                        "node %d cannot save to its storage: %s; answering 503 and retrying",
+                        self._id,
+                        e.reason,
+                    )
+                    self._disk_error = e.reason
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _SAVE_RETRY_CAP)
+                continue
+            if self._disk_error is not None:
+                log.warning(
+                    "node %d: saving to its storage works again after %d failed tries",
+                    self._id,
+                    failures,
+                )
+                self._disk_error = None
+            return results
+
     def _io(self, rd: Ready) -> list[Any]:
-        """On the I/O thread: make ``rd`` durable, release its acks, apply its entries."""
+        """On the I/O thread: make ``rd`` durable, release its acks, apply its entries.
+
+        Raises:
+            _SaveFailedError: saving failed with an ``OSError``; nothing after the
+                save was done, and calling again with the same ``rd`` retries it.
+        """
         storage, sm, loop = self._storage, self._sm, self._loop
         assert storage is not None
         assert sm is not None
         assert loop is not None
-        if rd.snapshot is not None:
+        if rd.snapshot is not None and self._restored is not rd:
             self._restore_snapshot(rd)
+            self._restored = rd  # a retried save must not install it again
         hard_state = rd.hard_state
         if rd.entries or rd.snapshot is not None or rd.must_sync:
             started = time.perf_counter()
-            storage.save(hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
+            try:
+                storage.save(hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
+            except OSError as e:
+                raise _SaveFailedError(f"{type(e).__name__}: {e}") from e
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
             self._unsaved_hard_state = None
+            self._restored = None
         elif hard_state is not None:
             # Only the commit index moved: it need not be durable (it is volatile
             # state in Raft), so it rides along with the next save.
@@ -397,7 +471,10 @@ class Node:
             results = sm.apply(rd.committed_entries)
             applied = sm.applied_index
             if applied - self._last_snapshot_index >= self.config.snapshot_entries:
-                self._take_snapshot()
+                try:
+                    self._take_snapshot()
+                except OSError as e:  # the storage refuses writes now: try at the next apply
+                    log.warning("node %d could not record a snapshot: %s", self._id, e)
         return results
 
     def _restore_snapshot(self, rd: Ready) -> None:
@@ -629,6 +706,12 @@ class Node:
             raise NodeRemovedError("this node was removed from the cluster")
         if raw is None or self._stopping:
             raise NotReadyError("the node is starting or stopping")
+        if self._disk_error is not None:
+            raise UnavailableError(
+                f"this node cannot write to its storage ({self._disk_error}); "
+                "it retries, and serves again once a write succeeds",
+                retry_after=2,
+            )
         return raw
 
     def _no_leader(self, raw: RawNode, what: str) -> UnavailableError:
@@ -781,7 +864,8 @@ class Node:
         """See ``NodeHandle.get``."""
         index = await self._read_point(consistency)
         assert self._sm is not None
-        return self._sm.get(key), index
+        sm = self._sm
+        return self._read_state(lambda: sm.get(key)), index
 
     async def _read_point(self, consistency: Consistency) -> int:
         if consistency == "linearizable":
@@ -800,7 +884,18 @@ class Node:
         """See ``NodeHandle.range``."""
         index = await self._read_point(consistency)
         assert self._sm is not None
-        return self._sm.range(prefix, start or b"", limit), index
+        sm = self._sm
+        return self._read_state(lambda: sm.range(prefix, start or b"", limit)), index
+
+    def _read_state(self, read: Callable[[], _T]) -> _T:
+        """A read of the state machine. Damage found there (a ``StorageError``: the
+        plugin verifies what it reads) stops the node as a failed write does;
+        the read answers ``503``, never a wrong value."""
+        try:
+            return read()
+        except StorageError as e:
+            self._fail(f"{type(e).__name__}: {e}")
+            raise UnavailableError(f"node failed: {type(e).__name__}: {e}", 5) from None
 
     # -- membership ------------------------------------------------------------------
 
@@ -914,6 +1009,7 @@ class Node:
         return (
             raw is not None
             and not self._failed
+            and self._disk_error is None
             and not self._removed
             and not self._stopping
             and raw.lead != 0
