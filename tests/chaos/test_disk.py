@@ -13,6 +13,7 @@ output names the file and the damage, and it exits instead of serving.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -93,9 +94,7 @@ def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_ro
         await eventually(lambda: victim.is_ready(), "the victim to recover", 15)
         result = await victim.put(b"after", b"2")
         for node in c.nodes.values():
-            await eventually(
-                lambda node=node: node.status().applied_index >= result.index, "catch up"
-            )
+            await eventually(functools.partial(_applied, node, result.index), "catch up")
             for key, value in {**acked, b"before": b"1", b"after": b"2"}.items():
                 kv, _ = await node.get(key, "stale")
                 assert kv is not None
@@ -106,6 +105,10 @@ def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_ro
         assert applied == sorted(applied)
 
     _FaultyCluster(tmp_path, 3, "leveldb", request_timeout_s=2.0).run(body)
+
+
+def _applied(node: Node, index: int) -> bool:
+    return node.status().applied_index >= index
 
 
 async def _leader(c: LocalCluster) -> Node:
