@@ -33,6 +33,20 @@ unit: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/pytest benchmarks/ --benchmark-only -p no:cacheprovider
 
+## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
+## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills
+## each) and the fuzzers with more examples. Each run prints one summary line; they are
+## also appended to CHAOS_SUMMARY. CI (make test) runs the short set. docs/reliability.md.
+CHAOS_SECONDS ?= 120
+CHAOS_SEEDS ?= 5
+CHAOS_KILLS ?= 100
+CHAOS_SUMMARY ?= $(CURDIR)/$(VENV)/chaos-summary.txt
+.PHONY: chaos
+chaos: $(STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_KILLS=$(CHAOS_KILLS) \
+	CHAOS_SUMMARY=$(CHAOS_SUMMARY) FUZZ_EXAMPLES=20000 SCHEMATHESIS_EXAMPLES=300 \
+	$(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
+
 ## run: the local 3-node cluster of the Procfile (honcho) in the foreground; Ctrl-C stops it.
 run: $(STAMP)
 	@test -x $(BIN)/honcho || $(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -11,6 +11,7 @@ tests run it over an in-memory fake. ``docs/api.md`` is the reference.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from typing import Final
 
@@ -177,6 +178,11 @@ def create_api(node: NodeHandle, config: NodeConfig) -> Starlette:
         return error_response(exc)
 
     routes = [*explicit, *raftexample_routes(node, config, reserved)]
+    for route in routes:
+        if isinstance(route, Route) and route.path_regex.pattern.endswith("$"):
+            # Python's "$" also matches before a final newline: "/\n" was the
+            # index route, "/healthz\n" the health check, not the keys they are.
+            route.path_regex = re.compile(route.path_regex.pattern[:-1] + r"\Z")
     return Starlette(
         routes=routes,
         middleware=[Middleware(_Guard)],

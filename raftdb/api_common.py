@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -32,6 +33,7 @@ from raftdb.handle import Consistency
 
 __all__ = [
     "JSON_TYPE",
+    "KEY_CONVERTOR",
     "MAX_IDEMPOTENCY_KEY_BYTES",
     "MethodNotAllowedError",
     "NotFoundError",
@@ -53,6 +55,28 @@ logger = logging.getLogger("raftdb.api")
 JSON_TYPE: Final = "application/json"
 #: Longest ``Idempotency-Key`` header (it becomes the client id of a session, see raftdb.kv).
 MAX_IDEMPOTENCY_KEY_BYTES: Final = 128
+
+
+class _KeyConvertor(Convertor[str]):
+    """``{key:anykey}``: the rest of the path, whatever it holds.
+
+    Starlette's ``path`` convertor (``.*``) stops at a newline, so a key holding
+    byte 0x0A (``%0A``) matched no route at all (a 404 "no endpoint"). Keys may
+    be any bytes; :func:`path_key` reads them from the raw path.
+    """
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+#: The name of the route convertor for keys (``{key:anykey}``), registered at import.
+KEY_CONVERTOR: Final = "anykey"
+register_url_convertor(KEY_CONVERTOR, _KeyConvertor())
 
 
 class NotFoundError(NodeError):

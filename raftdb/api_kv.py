@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.api_common import (
+    KEY_CONVERTOR,
     MethodNotAllowedError,
     NotFoundError,
     error_response,
@@ -205,7 +206,12 @@ def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return await endpoints.get(request, key)  # GET, HEAD
 
     return [
-        Route("/v1/kv/{key:path}", kv_key, methods=["GET", "PUT", "DELETE"], name="kv_key"),
+        Route(
+            f"/v1/kv/{{key:{KEY_CONVERTOR}}}",
+            kv_key,
+            methods=["GET", "PUT", "DELETE"],
+            name="kv_key",
+        ),
         Route("/v1/kv", endpoints.list, methods=["GET"], name="kv_list"),
     ]
 
@@ -266,5 +272,10 @@ def raftexample_routes(
         )
 
     return [
-        Route("/{key:path}", root_key, methods=["GET", "PUT", "POST", "DELETE"], name="raftexample")
+        Route(
+            f"/{{key:{KEY_CONVERTOR}}}",
+            root_key,
+            methods=["GET", "PUT", "POST", "DELETE"],
+            name="raftexample",
+        )
     ]

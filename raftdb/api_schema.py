@@ -73,6 +73,17 @@ _KEY_PARAM: Final = {
     "description": "The key: the rest of the path, percent-decoded to bytes (may contain `/`).",
     "schema": {"type": "string"},
 }
+#: A raftexample-style key (``/{key}``): anything but a path under a reserved root,
+#: which is the API's own (``GET /readyz`` is the readiness check, not a key).
+_ROOT_KEY_PARAM: Final = {
+    **_KEY_PARAM,
+    "description": "The key, as for /v1/kv/{key}; it may not start with a reserved root "
+    "(v1, healthz, readyz, metrics, docs, openapi.json) followed by `/` or the end.",
+    "schema": {
+        "type": "string",
+        "pattern": "^(?!(v1|healthz|readyz|metrics|docs|openapi\\.json)(/|$))",
+    },
+}
 _CONSISTENCY_PARAM: Final = {
     "name": "consistency",
     "in": "query",
@@ -114,12 +125,14 @@ def _written(description: str, delete: bool = False) -> dict[str, Any]:
     return {"description": description, "headers": headers}
 
 
-def _kv_get(summary: str, operation: str, tag: str) -> dict[str, Any]:
+def _kv_get(
+    summary: str, operation: str, tag: str, key: dict[str, Any] = _KEY_PARAM
+) -> dict[str, Any]:
     return {
         "summary": summary,
         "operationId": operation,
         "tags": [tag],
-        "parameters": [_KEY_PARAM, _CONSISTENCY_PARAM],
+        "parameters": [key, _CONSISTENCY_PARAM],
         "responses": {
             "200": {
                 "description": "The raw value.",
@@ -138,12 +151,14 @@ def _kv_get(summary: str, operation: str, tag: str) -> dict[str, Any]:
     }
 
 
-def _kv_put(summary: str, operation: str, tag: str) -> dict[str, Any]:
+def _kv_put(
+    summary: str, operation: str, tag: str, key: dict[str, Any] = _KEY_PARAM
+) -> dict[str, Any]:
     return {
         "summary": summary,
         "operationId": operation,
         "tags": [tag],
-        "parameters": [_KEY_PARAM, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
+        "parameters": [key, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
         "requestBody": {
             "required": False,
             "description": "The raw value (any bytes; `max_value_bytes`).",
@@ -454,16 +469,22 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
         },
         "/{key}": {
             "get": _kv_get(
-                "raftexample: read a key (as GET /v1/kv/{key})", "raftexample_get", "raftexample"
+                "raftexample: read a key (as GET /v1/kv/{key})",
+                "raftexample_get",
+                "raftexample",
+                _ROOT_KEY_PARAM,
             ),
             "put": _kv_put(
-                "raftexample: write a key (as PUT /v1/kv/{key})", "raftexample_put", "raftexample"
+                "raftexample: write a key (as PUT /v1/kv/{key})",
+                "raftexample_put",
+                "raftexample",
+                _ROOT_KEY_PARAM,
             ),
             "post": {
                 "summary": "raftexample: add member {key} (an id); the body is its peer URL",
                 "operationId": "raftexample_add_member",
                 "tags": ["raftexample"],
-                "parameters": [_KEY_PARAM],
+                "parameters": [_ROOT_KEY_PARAM],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -481,7 +502,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
                 "summary": "raftexample: remove member {key} (an id)",
                 "operationId": "raftexample_remove_member",
                 "tags": ["raftexample"],
-                "parameters": [_KEY_PARAM],
+                "parameters": [_ROOT_KEY_PARAM],
                 "responses": {
                     "204": {"description": "The change is committed."},
                     "404": _error("404", "No such member (`member_not_found`)."),
