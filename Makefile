@@ -43,9 +43,10 @@ CHAOS_KILLS ?= 100
 CHAOS_SUMMARY ?= $(CURDIR)/$(VENV)/chaos-summary.txt
 .PHONY: chaos
 chaos: $(STAMP)
+	FUZZ_EXAMPLES=20000 SCHEMATHESIS_EXAMPLES=300 \
+	$(BIN)/pytest tests/chaos/test_fuzz.py tests/chaos/test_api_schema.py -p no:cacheprovider
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_KILLS=$(CHAOS_KILLS) \
-	CHAOS_SUMMARY=$(CHAOS_SUMMARY) FUZZ_EXAMPLES=20000 SCHEMATHESIS_EXAMPLES=300 \
-	$(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
+	CHAOS_SUMMARY=$(CHAOS_SUMMARY) $(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
 
 ## run: the local 3-node cluster of the Procfile (honcho) in the foreground; Ctrl-C stops it.
 run: $(STAMP)
