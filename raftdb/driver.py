@@ -528,6 +528,24 @@ class Node:
                 rd.soft_state.lead,
                 raw.term,
             )
+            if rd.soft_state.lead:
+                # Reads sent to a former leader will not be answered: ask the new one.
+                self._reissue_reads()
+
+    def _reissue_reads(self) -> None:
+        """Ask for the read index of every waiting read again (same context).
+
+        Whichever answer comes first serves the read; a later one finds no
+        waiter. Safe: any confirmed read index at or after the request's start
+        gives a linearizable read.
+        """
+        raw = self._raw
+        if raw is None or raw.lead == 0:
+            return
+        for ctx, fut in self._reads.items():
+            if not fut.done():
+                with contextlib.suppress(ProposalDroppedError):
+                    raw.read_index(ctx)
 
     def _after_apply(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer the requests whose entries were applied; wake reads waiting for them."""
@@ -641,6 +659,8 @@ class Node:
                 with contextlib.suppress(ProposalDroppedError):
                     raw.propose_conf_change(conf.change)
                     conf.proposed_at = self._ticks
+        # A read index request or its answer may have been lost the same way.
+        self._reissue_reads()
 
     # -- transport handler ----------------------------------------------------------
 
