@@ -134,12 +134,15 @@ class Raft:
         self.become_follower(self.term, 0)
 
     def _load_hard_state(self, hs: HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        if hs.commit > self.log.last_index():
             raise InvariantError(
-                f"saved commit index {hs.commit} is outside [{self.log.committed}, "
-                f"{self.log.last_index()}]: the log is corrupt or truncated"
+                f"saved commit index {hs.commit} is beyond the last index "
+                f"{self.log.last_index()}: the log is corrupt or truncated"
             )
-        self.log.committed = hs.commit
+        # A saved commit index below the snapshot's is stale, not wrong: the commit
+        # index is volatile state (Figure 2), which a driver may save lazily, and
+        # the snapshot is committed by definition.
+        self.log.committed = max(hs.commit, self.log.committed)
         self.term = hs.term
         self.vote = hs.vote
 

@@ -19,6 +19,7 @@ from raftdb.raft import (
     Config,
     ConfState,
     Entry,
+    EntryType,
     HardState,
     InvalidMessageError,
     InvariantError,
@@ -650,3 +651,23 @@ def test_restart_with_applied_zero_starts_after_the_snapshot(compact_to: int | N
     restarted = RawNode(Config(id=1, storage=storage, rng=Random(1)))
     assert restarted.applied_index == 6
     assert [e.index for e in _run_single(restarted, storage)] == [7, 8]
+
+
+def test_a_saved_commit_index_behind_the_snapshot_is_raised_to_it() -> None:
+    """A driver may save a commit-only hard state change lazily (raftdb's does): after
+    a crash the saved commit index can be behind a snapshot taken of applied entries.
+    The snapshot is committed by definition, so the node starts from it. Found by the
+    chaos suite (a node refused to start: "saved commit index 299 is outside [300, 300]")."""
+    storage = MemoryStorage()
+    entries = [Entry(1, i, EntryType.NORMAL, b"x") for i in range(1, 7)]
+    storage.save(HardState(term=1, vote=1, commit=5), entries)
+    storage.create_snapshot(6, ConfState(voters=(1,)))
+    storage.compact(6)
+    node, _ = new_node(1, storage=storage)
+    assert node.commit_index == 6
+    assert node.applied_index == 6
+    # A commit index beyond the log is still refused: that log lost entries.
+    broken = MemoryStorage()
+    broken.save(HardState(term=1, vote=1, commit=9), entries)
+    with pytest.raises(InvariantError, match="beyond the last index"):
+        new_node(1, storage=broken)
