@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint typecheck unit bench-core clean
+.PHONY: test run lint typecheck unit bench-core bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,20 @@ unit: $(STAMP)
 ## bench-core: pytest-benchmark suites (components, no servers).
 bench-core: $(STAMP)
 	$(BIN)/pytest benchmarks/ --benchmark-only -p no:cacheprovider
+
+## bench: the cluster benchmark (issue 6): raftdb, etcd, PySyncObj and the trivial apps
+## side by side under wrk; writes docs/benchmarks.md's section and docs/benchmarks/cluster.png.
+## Installs the bench extra, and wrk and etcd-server with apt-get when missing.
+## Options: make bench BENCH_ARGS='--repeats 1 --duration 5' (python -m benchmarks.cluster run -h).
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.cluster run $(BENCH_ARGS)
 
 ## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
 ## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills
