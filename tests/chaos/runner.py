@@ -106,6 +106,7 @@ class ChaosReport:
     faults: Counter[str] = field(default_factory=Counter)
     recoveries: list[float] = field(default_factory=list)
     applied_index: int = 0
+    links: dict[str, int] = field(default_factory=dict)
     check_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -117,6 +118,8 @@ class ChaosReport:
         """The one line a run prints."""
         ops = self.ops
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items())) or "none"
+        shown = ("dropped", "delayed", "refused", "cut", "snapshot_cut")
+        links = " ".join(f"{k}={self.links[k]}" for k in shown if self.links.get(k))
         worst = max(self.recoveries, default=0.0)
         result = "PASS" if self.ok else f"FAIL ({len(self.problems)}: {self.problems[0][:200]})"
         return (
@@ -126,6 +129,7 @@ class ChaosReport:
             f"reads refused), ledger {sum(self.ledger.values())} "
             f"({self.ledger['ok']} ok, {self.ledger['unknown']} unknown, "
             f"{self.ledger['failed']} refused); faults {faults}; "
+            f"proxy frames {links or 'untouched'}; "
             f"recovery max {worst:.1f}s; converged at index {self.applied_index}; "
             f"check {self.check_seconds:.1f}s: {result}"
         )
@@ -162,6 +166,7 @@ def run_chaos(
         report.faults = nemesis.counts
         report.recoveries = nemesis.recoveries
     report.seconds = time.monotonic() - started
+    report.links = c.proxy.stats()
     report.ops = Counter(workload.counts)
     report.ledger = workload.ledger_counts()
     report.problems += workload.errors
