@@ -288,3 +288,40 @@ def test_a_damaged_state_machine_table_stops_the_node_at_the_first_read(tmp_path
     assert len(failed) == 1, log.read_text()[-2000:]
     assert "orruption" in failed[0], failed[0]
     assert str(data / "state") in failed[0], failed[0]
+
+
+def test_a_snapshot_is_installed_once_when_saving_it_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Ready that failed to save carried a snapshot: the state machine was
+    restored from it before the save; the retried save must not restore again."""
+    restore = Node._restore_snapshot
+
+    def restore_then_fill_the_disk(self: Node, rd: Any) -> None:
+        restore(self, rd)
+        if self.id == 3:
+            fill_disk(self.data_dir)  # the save of the same Ready fails next
+
+    monkeypatch.setattr(Node, "_restore_snapshot", restore_then_fill_the_disk)
+
+    async def body(c: LocalCluster) -> None:
+        await c.stop(3)
+        for i in range(60):  # past two snapshots: node 3 can only catch up from one
+            await c.nodes[1].put(f"k{i}".encode(), str(i).encode())
+        node3 = await c.start(3)
+        await eventually(lambda: node3._disk_error is not None, "node 3 to fail its save", 15)
+        restored = node3.metrics.snapshots_restored
+        assert _value(restored) == 1
+        free_disk(node3.data_dir)
+        await eventually(node3.is_ready, "node 3 to recover", 15)
+        assert _value(restored) == 1
+        for i in range(60):
+            kv, _ = await node3.get(f"k{i}".encode(), "stale")
+            assert kv is not None
+            assert kv.value == str(i).encode()
+
+    _FaultyCluster(tmp_path, 3, "leveldb", snapshot_entries=20, snapshot_keep_entries=0).run(body)
+
+
+def _value(counter: Any) -> float:
+    return float(counter._value.get())
