@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-import signal
-import types
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.deadline import MARKER as DEADLINE_MARKER
+from tests.deadline import deadline
 from tests.integration.harness import ProcessCluster
 
 #: Seconds an integration test may run unless it says otherwise.
@@ -29,30 +29,13 @@ ClusterFactory = Callable[..., ProcessCluster]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "deadline(seconds): fail an integration test that runs longer than this"
-    )
-
-
-class DeadlineExceeded(Exception):
-    """The test ran past its ``deadline``."""
+    config.addinivalue_line("markers", DEADLINE_MARKER)
 
 
 @pytest.fixture(autouse=True)
 def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    marker = request.node.get_closest_marker("deadline")
-    seconds = float(marker.args[0]) if marker else DEFAULT_DEADLINE
-
-    def expire(signum: int, frame: types.FrameType | None) -> None:
-        raise DeadlineExceeded(f"the test ran longer than its deadline of {seconds:g}s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
+    with deadline(request, DEFAULT_DEADLINE):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
