@@ -235,7 +235,15 @@ def test_a_damaged_byte_is_found_at_start(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-    damaged = _damage(data / where, pattern, values[len(values) // 2])
+    needle = values[len(values) // 2]
+    try:
+        damaged = _damage(data / where, pattern, needle)
+    except AssertionError:
+        if not restart_first:
+            raise
+        # LevelDB did not move this record into a table on that reopen (seen now
+        # and then): damage it where it is, in the write-ahead log, instead.
+        damaged = _damage(data / where, "*.log", needle)
 
     done = subprocess.run(argv, capture_output=True, timeout=60)
     output = done.stdout.decode() + done.stderr.decode()
