@@ -48,7 +48,10 @@ __all__ = ["CATEGORIES", "add_arguments", "categorize", "command_profile", "pars
 
 #: Components, tried on each frame from the innermost out; the first match wins.
 CATEGORIES: Final[list[tuple[str, tuple[str, ...]]]] = [
-    ("LevelDB storage save (Raft log)", ("raftdb_leveldb/storage", "raftdb_sqlite/")),
+    (
+        "LevelDB storage save (Raft log)",
+        ("raftdb_leveldb/storage", "raftdb_sqlite/", "raftdb/disk_storage", "raftdb/logindex"),
+    ),
     (
         "state machine apply and reads (LevelDB)",
         ("raftdb_leveldb/state_machine", "raftdb/applier", "raftdb/kv.py", "raftdb_leveldb/_db"),
@@ -100,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-py-spy", action="store_true", help="CPU and metrics only")
     parser.add_argument(
         "--gil", action="store_true", help="sample only the thread holding the GIL (py-spy --gil)"
+    )
+    parser.add_argument(
+        "--idle", action="store_true", help="keep idle samples too (py-spy --idle): waits"
     )
 
 
@@ -319,7 +325,7 @@ def _profile_summary(
         "role": "leader" if node == running.leader else "follower",
         "samples_by_thread": dict(by_thread),
         "main_thread": main,
-        "mode": "GIL held (py-spy --gil)" if gil else "not blocked (py-spy default)",
+        "mode": "GIL held (py-spy --gil)" if gil else "py-spy samples (default or --idle)",
         "main_thread_us_per_request": us(main_total),
         "main_thread_by_component": [
             {"component": k, "percent": round(100 * v / main_total, 1), "us_per_request": us(v)}
@@ -393,7 +399,8 @@ def command_profile(args: argparse.Namespace) -> None:
         loader.start()
         time.sleep(args.warmup + 1)
         before = _snapshot(running)
-        stem = f"{op}-{args.connections}-{args.node}{'-gil' if args.gil else ''}"
+        mode = ("-gil" if args.gil else "") + ("-idle" if args.idle else "")
+        stem = f"{op}-{args.connections}-{args.node}{mode}"
         raw = out / f"{stem}.raw"
         if args.no_py_spy:
             time.sleep(args.seconds)
@@ -414,6 +421,7 @@ def command_profile(args: argparse.Namespace) -> None:
                     "--threads",
                     "--nonblocking",
                     *(["--gil"] if args.gil else []),
+                    *(["--idle"] if args.idle else []),
                     "-o",
                     str(raw),
                 ]

@@ -375,7 +375,8 @@ def render_section(results: Results, plot_path: str | None) -> str:
         lines += [
             "### Memory",
             "",
-            f"{memory['keys']:,} keys written ({memory['how']}), then each node's RSS "
+            f"{memory['keys']:,} keys written ({memory['how']}; raftdb "
+            f"{memory.get('raftdb', '?')}), then each node's RSS "
             "(`ps -o rss`): "
             + ", ".join(f"node {n}: **{v:.1f} MiB**" for n, v in memory["rss_mib"].items())
             + f"; target ≤ {RSS_TARGET_MIB:.0f} MiB each.",

@@ -354,6 +354,7 @@ def command_memory(args: argparse.Namespace) -> None:
         "keys": last["keys"],
         "rss_mib": last["rss_mib"],
         "how": f"wrk, {args.connections} connections to the leader, 100-byte values",
+        "raftdb": _raftdb_version(args),
         "steps": steps,
     }
     _finish(results, args)
