@@ -491,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
+    # Also when started with SIGINT ignored (a background job of a script): Ctrl-C
+    # or kill -INT must still stop everything.
+    signal.signal(signal.SIGINT, _on_signal)
     # Data directories go under a fresh directory, removed at the end (on disk:
     # fsync must mean what it means, so not on a tmpfs).
     args.workdir = Path(tempfile.mkdtemp(prefix="raftdb-bench-", dir=args.workdir))
