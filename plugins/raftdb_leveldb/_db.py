@@ -9,7 +9,7 @@ another process holding the lock).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,24 @@ __all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db"]
 
 
 @contextmanager
-def leveldb_errors(where: str) -> Iterator[None]:
-    """Turn plyvel's exceptions into raftdb's, naming ``where``."""
+def leveldb_errors(where: str | Callable[[], str]) -> Iterator[None]:
+    """Turn plyvel's exceptions into raftdb's, naming ``where``.
+
+    ``where`` may be a callable, so that a hot read path builds the name only
+    when something fails.
+    """
     try:
         yield
     except plyvel.CorruptionError as exc:
-        raise CorruptionError(f"{where}: LevelDB reports corruption: {exc}") from exc
+        raise CorruptionError(f"{_name(where)}: LevelDB reports corruption: {exc}") from exc
     except plyvel.IOError as exc:
-        raise OSError(f"{where}: LevelDB I/O error: {exc}") from exc
+        raise OSError(f"{_name(where)}: LevelDB I/O error: {exc}") from exc
     except plyvel.Error as exc:
-        raise CorruptionError(f"{where}: LevelDB error: {exc}") from exc
+        raise CorruptionError(f"{_name(where)}: LevelDB error: {exc}") from exc
+
+
+def _name(where: str | Callable[[], str]) -> str:
+    return where if isinstance(where, str) else where()
 
 
 def open_db(path: Path, *, create: bool = True, **options: Any) -> Any:

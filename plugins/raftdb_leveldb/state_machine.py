@@ -314,11 +314,13 @@ class LevelDBStateMachine:
     def get(self, key: bytes) -> KeyValue | None:
         with self._lock.read():
             self._check()
-            with leveldb_errors(self._where()):
+            with leveldb_errors(self._where):
                 raw = self._db.get(_DATA + key, verify_checksums=True)
             if raw is None:
                 return None
-            create, mod = _record(raw, key, self._where())
+            if len(raw) < _REC.size:
+                _record(raw, key, self._where())  # raises, naming the database
+            create, mod = _REC.unpack_from(raw)
             return KeyValue(key, raw[_REC.size :], create, mod)
 
     def range(
