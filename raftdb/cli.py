@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import uvicorn
@@ -20,7 +20,7 @@ import uvicorn
 from raftdb.app import CONFIG_EXIT_STATUS, RaftdbApp, warn_unknown_environment
 from raftdb.config import KEYS, ConfigError, NodeConfig, env_name, flag_name, load_config
 
-__all__ = ["build_parser", "main", "make_server"]
+__all__ = ["build_parser", "main", "loop_factory", "make_server"]
 
 #: uvicorn's exit status when the application fails to start.
 STARTUP_FAILURE: Final = 3
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="log every request (default off: it costs throughput)",
     )
+    serve.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop (default auto: uvloop when installed, as uvicorn's own CLI picks it)",
+    )
     _add_config_flags(serve)
     show = commands.add_parser(
         "config",
@@ -131,13 +137,38 @@ def make_server(app: RaftdbApp, args: argparse.Namespace) -> uvicorn.Server:
             log_level=args.log_level,
             access_log=args.access_log,
             lifespan="on",
+            loop=args.loop,
         )
     )
 
 
-async def _serve(app: RaftdbApp, args: argparse.Namespace) -> bool:
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop for ``--loop``: ``None`` is asyncio's own.
+
+    Raises:
+        SystemExit: ``uvloop`` was asked for and is not installed.
+    """
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise SystemExit("raftdb: --loop uvloop: uvloop is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _serve(app: RaftdbApp, args: argparse.Namespace) -> bool:
+    """Serve until stopped, on the event loop ``--loop`` names; whether it started.
+
+    uvloop (the default where installed) roughly halves the loop's own cost
+    per request under load: its transports write and poll in C.
+    """
     server = make_server(app, args)
-    await server.serve()
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        runner.run(server.serve())
     return server.started
 
 
@@ -154,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(config.to_toml())
         return 0
     try:
-        started = asyncio.run(_serve(RaftdbApp(config), args))
+        started = _serve(RaftdbApp(config), args)
     except KeyboardInterrupt:
         return 130
     return 0 if started else STARTUP_FAILURE
