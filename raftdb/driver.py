@@ -26,7 +26,10 @@ it is applied or acknowledged before its save succeeds, and its entries are
 applied once, after). Any other storage or state machine error, including
 damage found by a read, stops the node for good (``_fail``).
 
-Requests wait on futures with deadlines. A write carries this node's client
+Requests wait on plain futures; their time limits are entries of one heap
+(``raftdb.deadlines``) that the ticker sweeps. Writes are queued and proposed
+together at the top of the Ready loop (``propose_many``): one append message
+per follower per Ready, however many writes arrived meanwhile. A write carries this node's client
 session (``client_id`` + ``seq``, Raft thesis §6.3), so it is found again when
 applied — even when proposed through another leader — and may be proposed
 again safely if a forwarded proposal was lost: the state machine answers a
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from raftdb.deadlines import Deadlines
 from raftdb.errors import (
     BadRequestError,
     ConditionFailedError,
@@ -167,6 +171,8 @@ class Node:
         self._session_open = False
         self._seq = itertools.count(1)
         self._writes: dict[int, _PendingWrite] = {}  # seq -> pending (insertion = seq order)
+        self._queued: list[_PendingWrite] = []  # not proposed yet: see _propose_queued
+        self._deadlines = Deadlines()
         self._idem: dict[bytes, _PendingWrite] = {}  # idempotency client id -> pending
         self._confs: list[_PendingConf] = []
         self._read_ctx = itertools.count(1)
@@ -333,15 +339,18 @@ class Node:
                     f.set_exception(exc)
         self._writes.clear()
         self._idem.clear()
+        self._queued.clear()
         self._confs.clear()
         self._reads.clear()
         self._applied_waiters.clear()
+        self._deadlines.clear()
 
     # -- the loops -------------------------------------------------------------------
 
     async def _ticker(self) -> None:
         interval = self.config.tick_ms / 1000
         next_at = time.monotonic()
+        loop = asyncio.get_running_loop()
         while True:
             next_at += interval
             now = time.monotonic()
@@ -350,6 +359,7 @@ class Node:
                 # than fire them back to back and time out every election at once.
                 next_at = now
             await asyncio.sleep(max(0.0, next_at - now))
+            self._deadlines.sweep(loop.time())
             if self._failed or self._raw is None:
                 continue
             self._raw.tick()
@@ -364,6 +374,8 @@ class Node:
         assert self._loop is not None
         loop = self._loop
         while not self._stopping and not self._failed:
+            if self._queued:
+                self._propose_queued(raw)
             if not raw.has_ready():
                 self._wake.clear()
                 await self._wake.wait()
@@ -780,6 +792,7 @@ class Node:
             raise self._no_leader(raw, "take the write")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[KVResult] = loop.create_future()
+        pending: _PendingWrite
         if idempotency_key is not None:
             # Each key is a session of one request: a retry is answered from it.
             client_id = b"idem:" + idempotency_key
@@ -790,7 +803,6 @@ class Node:
             except InvalidCommandError as e:
                 raise BadRequestError(f"Idempotency-Key: {e}") from None
             pending = _PendingWrite(data, future, self._ticks)
-            self._propose(raw, data)
             self._idem[client_id] = pending
         else:
             seq = next(self._seq)
@@ -803,19 +815,15 @@ class Node:
             ack = next(iter(self._writes), seq) if self._session_open else 1
             data = _with_session(cmd, self._session, seq, ack).encode()
             pending = _PendingWrite(data, future, self._ticks)
-            self._propose(raw, data)
             self._writes[seq] = pending
+        self._queued.append(pending)
+        self._deadlines.add(
+            loop.time() + self._timeout, future, lambda: self._write_timed_out(pending)
+        )
         self.metrics.proposals.inc()
         started = time.perf_counter()
         self._wake.set()
-        try:
-            result = await asyncio.wait_for(asyncio.shield(future), self._timeout)
-        except TimeoutError:
-            self._forget(pending)
-            raise OutcomeUnknownError(
-                f"the write was not applied within {self._timeout:g}s; it may still be. "
-                "Retry with an Idempotency-Key to learn the outcome safely"
-            ) from None
+        result = await future
         self.metrics.proposal_seconds.observe(time.perf_counter() - started)
         if result.status == Status.CONDITION_FAILED:
             raise ConditionFailedError(
@@ -827,19 +835,39 @@ class Node:
             raise OutcomeUnknownError(f"the write's session answered {result.status.name}")
         return result
 
-    def _propose(self, raw: RawNode, data: bytes) -> None:
+    def _propose_queued(self, raw: RawNode) -> None:
+        """Propose every queued write in one message (see the module docstring).
+
+        A refusal (no leader, too much uncommitted) answers each of them ``503``:
+        none of them was proposed.
+        """
+        batch, self._queued = self._queued, []
         try:
-            raw.propose(data)
-        except NotLeaderError as e:
-            raise self._no_leader(raw, f"take the write ({e.reason})") from None
-        except ProposalDroppedError as e:
-            raise UnavailableError(f"the write was refused: {e.reason}", retry_after=1) from None
+            raw.propose_many([pending.data for pending in batch])
+        except (NotLeaderError, ProposalDroppedError) as e:
+            for pending in batch:
+                self._forget(pending)
+                if not pending.future.done():
+                    if isinstance(e, NotLeaderError):
+                        error = self._no_leader(raw, f"take the write ({e.reason})")
+                    else:
+                        error = UnavailableError(f"the write was refused: {e.reason}", 1)
+                    pending.future.set_exception(error)
+
+    def _write_timed_out(self, pending: _PendingWrite) -> BaseException:
+        self._forget(pending)
+        return OutcomeUnknownError(
+            f"the write was not applied within {self._timeout:g}s; it may still be. "
+            "Retry with an Idempotency-Key to learn the outcome safely"
+        )
 
     def _forget(self, pending: _PendingWrite) -> None:
         for seq in [k for k, v in self._writes.items() if v is pending]:
             del self._writes[seq]
         for client in [k for k, v in self._idem.items() if v is pending]:
             del self._idem[client]
+        if pending in self._queued:
+            self._queued.remove(pending)
 
     async def read_index(self) -> int:
         """Confirm leadership (ReadIndex) and wait until this node applied the read index."""
@@ -847,36 +875,37 @@ class Node:
         if raw.lead == 0:
             raise self._no_leader(raw, "confirm the read")
         ctx = next(self._read_ctx).to_bytes(8, "big")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         try:
             raw.read_index(ctx)
         except ProposalDroppedError as e:
             raise self._no_leader(raw, f"confirm the read ({e.reason})") from None
         self._reads[ctx] = future
         self._wake.set()
-        deadline = asyncio.get_running_loop().time() + self._timeout
-        try:
-            index = await asyncio.wait_for(future, self._timeout)
-        except TimeoutError:
-            self._reads.pop(ctx, None)
-            raise UnavailableError(
-                "could not confirm leadership with a quorum in time", retry_after=1
-            ) from None
+        deadline = loop.time() + self._timeout
+        self._deadlines.add(deadline, future, lambda: self._read_timed_out(ctx))
+        index = await future
         await self._wait_applied(index, deadline)
         return index
+
+    def _read_timed_out(self, ctx: bytes) -> BaseException:
+        self._reads.pop(ctx, None)
+        return UnavailableError("could not confirm leadership with a quorum in time", 1)
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
         if self._applied_index() >= index:
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._applied_waiters, (index, next(self._waiter_seq), fut))
-        try:
-            await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise UnavailableError(
-                f"this node has not applied up to the read index {index} in time", retry_after=1
-            ) from None
+        self._deadlines.add(
+            deadline,
+            fut,
+            lambda: UnavailableError(
+                f"this node has not applied up to the read index {index} in time", 1
+            ),
+        )
+        await fut
 
     async def get(
         self, key: bytes, consistency: Consistency = "linearizable"
@@ -959,18 +988,20 @@ class Node:
             raise self._no_leader(raw, "change the membership") from None
         except ProposalDroppedError as e:
             raise UnavailableError(f"membership change refused: {e.reason}", 2) from None
-        future: asyncio.Future[ConfChangeResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ConfChangeResult] = loop.create_future()
         pending = _PendingConf(change, future, self._ticks)
         self._confs.append(pending)
         self._wake.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
-        except TimeoutError:
-            if pending in self._confs:
-                self._confs.remove(pending)
-            raise OutcomeUnknownError(
-                "the membership change was not applied in time; it may still be"
-            ) from None
+        self._deadlines.add(
+            loop.time() + self._timeout, future, lambda: self._conf_timed_out(pending)
+        )
+        return await future
+
+    def _conf_timed_out(self, pending: _PendingConf) -> BaseException:
+        if pending in self._confs:
+            self._confs.remove(pending)
+        return OutcomeUnknownError("the membership change was not applied in time; it may still be")
 
     def members(self) -> list[Member]:
         """See ``NodeHandle.members``."""
