@@ -4,8 +4,14 @@ A request waits on a plain future; its time limit is an entry here, not an
 ``asyncio.wait_for`` around the wait. ``wait_for`` (with the ``shield`` a write
 needs, so that a timeout does not cancel the proposal's future) made two more
 futures, a timer and their callbacks for every request: about a tenth of the
-leader's event loop under write load. One heap, swept every tick, costs a push
-per request, and a timeout fires at most one tick late.
+leader's event loop under write load. Here a request costs a heap push and two
+dictionary operations, and a timeout fires at most one tick late.
+
+The heap holds only ``(deadline, token)`` pairs; the future and its error
+callback sit in a dictionary that the waiter empties as soon as its wait ends
+(:meth:`Deadlines.discard`). Holding them until the deadline instead kept
+thousands of finished requests alive under load, and the garbage collector's
+full passes over them stalled the loop for tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -23,33 +29,47 @@ class Deadlines:
     """Futures that fail with an error of their own when their deadline passes."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Future[Any], Callable[[], BaseException]]] = []
-        self._order = itertools.count()
+        self._heap: list[tuple[float, int]] = []
+        self._waiting: dict[int, tuple[asyncio.Future[Any], Callable[[], BaseException]]] = {}
+        self._tokens = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """How many waits are being timed."""
+        return len(self._waiting)
 
     def add(
         self, deadline: float, future: asyncio.Future[Any], expire: Callable[[], BaseException]
-    ) -> None:
+    ) -> int:
         """Fail ``future`` with ``expire()`` if it is not done by ``deadline`` (loop time).
 
         ``expire`` is called only then: it may also forget the request (drop it
         from the node's tables) before returning the error to raise.
+
+        Returns:
+            A token for :meth:`discard`, which the waiter calls when its wait ends.
         """
-        heapq.heappush(self._heap, (deadline, next(self._order), future, expire))
+        token = next(self._tokens)
+        self._waiting[token] = (future, expire)
+        heapq.heappush(self._heap, (deadline, token))
+        return token
+
+    def discard(self, token: int) -> None:
+        """The wait of ``token`` ended (answered, failed or cancelled): stop timing it."""
+        self._waiting.pop(token, None)
 
     def sweep(self, now: float) -> int:
         """Fail the futures whose deadline is at or before ``now``; how many were failed."""
-        heap = self._heap
+        heap, waiting = self._heap, self._waiting
         failed = 0
         while heap and heap[0][0] <= now:
-            _, _, future, expire = heapq.heappop(heap)
-            if not future.done():
-                future.set_exception(expire())
+            _, token = heapq.heappop(heap)
+            entry = waiting.pop(token, None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_exception(entry[1]())
                 failed += 1
         return failed
 
     def clear(self) -> None:
         """Forget every deadline (the futures were answered some other way)."""
         self._heap.clear()
+        self._waiting.clear()

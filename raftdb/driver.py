@@ -817,13 +817,16 @@ class Node:
             pending = _PendingWrite(data, future, self._ticks)
             self._writes[seq] = pending
         self._queued.append(pending)
-        self._deadlines.add(
+        token = self._deadlines.add(
             loop.time() + self._timeout, future, lambda: self._write_timed_out(pending)
         )
         self.metrics.proposals.inc()
         started = time.perf_counter()
         self._wake.set()
-        result = await future
+        try:
+            result = await future
+        finally:
+            self._deadlines.discard(token)
         self.metrics.proposal_seconds.observe(time.perf_counter() - started)
         if result.status == Status.CONDITION_FAILED:
             raise ConditionFailedError(
@@ -884,8 +887,11 @@ class Node:
         self._reads[ctx] = future
         self._wake.set()
         deadline = loop.time() + self._timeout
-        self._deadlines.add(deadline, future, lambda: self._read_timed_out(ctx))
-        index = await future
+        token = self._deadlines.add(deadline, future, lambda: self._read_timed_out(ctx))
+        try:
+            index = await future
+        finally:
+            self._deadlines.discard(token)
         await self._wait_applied(index, deadline)
         return index
 
@@ -898,14 +904,17 @@ class Node:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._applied_waiters, (index, next(self._waiter_seq), fut))
-        self._deadlines.add(
+        token = self._deadlines.add(
             deadline,
             fut,
             lambda: UnavailableError(
                 f"this node has not applied up to the read index {index} in time", 1
             ),
         )
-        await fut
+        try:
+            await fut
+        finally:
+            self._deadlines.discard(token)
 
     async def get(
         self, key: bytes, consistency: Consistency = "linearizable"
@@ -993,10 +1002,13 @@ class Node:
         pending = _PendingConf(change, future, self._ticks)
         self._confs.append(pending)
         self._wake.set()
-        self._deadlines.add(
+        token = self._deadlines.add(
             loop.time() + self._timeout, future, lambda: self._conf_timed_out(pending)
         )
-        return await future
+        try:
+            return await future
+        finally:
+            self._deadlines.discard(token)
 
     def _conf_timed_out(self, pending: _PendingConf) -> BaseException:
         if pending in self._confs:

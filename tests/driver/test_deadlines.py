@@ -29,9 +29,12 @@ def test_sweep_fails_only_the_expired_futures_that_are_still_waiting() -> None:
         deadlines.add(20.0, late, lambda: expire("late"))
         deadlines.add(10.0, early, lambda: expire("early"))
         deadlines.add(5.0, answered, lambda: expire("answered"))
+        discarded = deadlines.add(5.0, loop.create_future(), lambda: expire("discarded"))
         deadlines.add(5.0, cancelled, lambda: expire("cancelled"))
         answered.set_result(1)
         cancelled.cancel()
+        deadlines.discard(discarded)  # its waiter stopped waiting: no longer held
+        assert len(deadlines) == 4
         assert deadlines.sweep(4.9) == 0
         assert deadlines.sweep(10.0) == 1
         assert expired == ["early"]
