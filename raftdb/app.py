@@ -15,6 +15,7 @@ served by :func:`raftdb.api.create_api` over the running node.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -34,7 +35,14 @@ from raftdb.handle import NodeHandle
 from raftdb.plugins import PluginError
 from raftdb.raft.errors import ConfigError as RaftConfigError
 
-__all__ = ["NodeFactory", "RaftdbApp", "RunningNode", "app_from_environment", "default_node"]
+__all__ = [
+    "NodeFactory",
+    "RaftdbApp",
+    "RunningNode",
+    "app_from_environment",
+    "default_node",
+    "tune_gc",
+]
 
 logger = logging.getLogger("raftdb.app")
 
@@ -107,17 +115,50 @@ class _Padding(logging.Filter):
         return True
 
 
+#: Allocations between two young-generation collections in a server (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Make the garbage collector cheap for a long-running server, once started.
+
+    Every request allocates a few dozen container objects and frees nearly all
+    of them by reference counting; CPython's default threshold still ran a
+    young collection every 700 allocations, and its full passes walked every
+    object of the loaded modules. ``gc.freeze()`` moves what start-up made
+    (modules, the API, the node) out of the collector's sight; the higher
+    young threshold makes collections rarer (cycles are still collected, a few
+    megabytes later). Measured under the cluster benchmark (64 connections,
+    two runs each, noisy): p99 of linearizable reads ≈ 16 ms instead of ≈ 46 ms,
+    of writes ≈ 34 ms instead of ≈ 44 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 class RaftdbApp:
     """The ASGI app of one node: the node's lifespan plus the REST API.
 
     Args:
         config: the node's configuration.
         node_factory: makes the node (default :func:`default_node`); tests pass a fake.
+        tune_gc: tune the process's garbage collector once started (:func:`tune_gc`):
+            on for a server process (``raftdb serve``, ``uvicorn raftdb.app:app``),
+            off where the app shares its process (tests).
     """
 
-    def __init__(self, config: NodeConfig, node_factory: NodeFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        node_factory: NodeFactory | None = None,
+        *,
+        tune_gc: bool = False,
+    ) -> None:
         self.config = config
         self.node_factory = node_factory or default_node
+        self.tune_gc = tune_gc
         self.node: RunningNode | None = None
         self.api: ASGIApp | None = None
 
@@ -138,6 +179,8 @@ class RaftdbApp:
         self.node = node
         await node.start()
         self.api = create_api(node, self.config)
+        if self.tune_gc:
+            tune_gc()
         logger.info(
             "node %d started (data_dir %s, peers %s)",
             self.config.id,
@@ -203,7 +246,7 @@ def app_from_environment(node_factory: NodeFactory | None = None) -> RaftdbApp:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(CONFIG_EXIT_STATUS) from None
-    return RaftdbApp(config, node_factory)
+    return RaftdbApp(config, node_factory, tune_gc=True)
 
 
 _app: RaftdbApp | None = None

@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(config.to_toml())
         return 0
     try:
-        started = _serve(RaftdbApp(config), args)
+        started = _serve(RaftdbApp(config, tune_gc=True), args)
     except KeyboardInterrupt:
         return 130
     return 0 if started else STARTUP_FAILURE
