@@ -4,8 +4,10 @@ The routes live in small modules (``api_kv``, ``api_cluster``); errors become
 HTTP answers in one place (:func:`raftdb.api_common.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
-connection. The API talks to the node only through :class:`NodeHandle`, so
-tests run it over an in-memory fake. ``docs/api.md`` is the reference.
+connection. In front of it all, :class:`~raftdb.api_fast.KVFastPath` answers
+the common key-value requests without Starlette, the same way for less CPU.
+The API talks to the node only through :class:`NodeHandle`, so tests run it
+over an in-memory fake. ``docs/api.md`` is the reference.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from raftdb.api_common import (
     error_response,
     handle_error,
     json_response,
-    logger,
+    log_late_error,
 )
-from raftdb.api_kv import kv_routes, raftexample_routes
+from raftdb.api_fast import KVFastPath
+from raftdb.api_kv import RESERVED_ROOTS, kv_routes, raftexample_routes
 from raftdb.api_schema import docs_html, openapi_schema
 from raftdb.config import NodeConfig
 from raftdb.errors import NodeError, NotReadyError
@@ -73,7 +76,7 @@ class _Guard:
             await self.app(scope, receive, send_tracked)
         except Exception as exc:
             if started:  # too late for an error answer: log it, let the server close
-                logger.error("error after the answer started", exc_info=exc)
+                log_late_error(exc)
                 raise
             await error_response(exc)(scope, receive, send)
 
@@ -131,15 +134,35 @@ def _meta_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     ]
 
 
-def create_api(node: NodeHandle, config: NodeConfig) -> Starlette:
+def _check_shadowing(routes: list[Route]) -> None:
+    """Refuse a route that raftexample's ``/<key>``, as the fast path answers it, would hide.
+
+    :class:`KVFastPath` answers ``GET``/``PUT /<key>`` whenever the key's
+    first segment is not a reserved root, without asking the router; that is
+    right only while every other route but ``/`` lies under a reserved root.
+    """
+    for route in routes:
+        root = route.path[1:].partition("/")[0]
+        if route.path != "/" and root.encode() not in RESERVED_ROOTS:
+            raise RuntimeError(
+                f"route {route.path} is outside the reserved roots: add its root to "
+                "raftdb.api_kv.RESERVED_ROOTS, or raftexample's /<key> takes its requests"
+            )
+
+
+def create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool = True) -> ASGIApp:
     """The REST API over ``node``.
 
     Args:
         node: the running node (or a fake), reached only through :class:`NodeHandle`.
         config: the node's configuration (the API uses its size limits).
+        fast_path: answer the common KV requests without Starlette
+            (:class:`~raftdb.api_fast.KVFastPath`, the same answers for less
+            CPU); off, the bare Starlette app, which tests compare it with.
 
     Returns:
-        The Starlette app. It has no lifespan of its own: whoever made
+        The ASGI app: the Starlette app, behind the fast path unless
+        ``fast_path`` is false. It has no lifespan of its own: whoever made
         ``node`` starts and stops it (``raftdb.app``).
     """
     explicit: list[BaseRoute] = [
@@ -183,7 +206,7 @@ def create_api(node: NodeHandle, config: NodeConfig) -> Starlette:
             # Python's "$" also matches before a final newline: "/\n" was the
             # index route, "/healthz\n" the health check, not the keys they are.
             route.path_regex = re.compile(route.path_regex.pattern[:-1] + r"\Z")
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(_Guard)],
         exception_handlers={
@@ -192,3 +215,7 @@ def create_api(node: NodeHandle, config: NodeConfig) -> Starlette:
             ClientDisconnect: handle_error,
         },
     )
+    if not fast_path:
+        return app
+    _check_shadowing(explicit_routes)
+    return KVFastPath(app, node, config)

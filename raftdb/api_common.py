@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Message, Scope
+from starlette.types import Message, Receive, Scope
 
 from raftdb.errors import (
     BadRequestError,
@@ -38,15 +38,20 @@ __all__ = [
     "MethodNotAllowedError",
     "NotFoundError",
     "ReservedPathError",
+    "check_content_length",
+    "check_key",
     "error_response",
     "json_response",
+    "log_late_error",
     "parse_conditions",
     "parse_consistency",
     "parse_idempotency_key",
     "parse_query",
     "path_key",
+    "raw_path_key",
     "read_body",
     "read_json_object",
+    "receive_body",
     "show_key",
 ]
 
@@ -159,6 +164,15 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
     return json_response(body, status, extra)
 
 
+def log_late_error(exc: BaseException) -> None:
+    """Log ``exc``, raised once the answer had started: too late for an error answer.
+
+    The caller re-raises, so that the server closes the connection rather
+    than leave the client with half an answer.
+    """
+    logger.error("error after the answer started", exc_info=exc)
+
+
 async def handle_error(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: see :func:`error_response`."""
     if isinstance(exc, HTTPException) and exc.status_code in (404, 405):
@@ -181,25 +195,35 @@ def show_key(key: bytes) -> str:
     return repr(text) + ("…" if len(key) > 64 else "")
 
 
-def path_key(scope: Scope, prefix: bytes, max_key_bytes: int) -> bytes:
-    """The key after ``prefix`` in the request path: percent-decoded bytes.
+def raw_path_key(scope: Scope, prefix: bytes) -> bytes | None:
+    """The percent-decoded bytes after ``prefix`` in the raw path, unchecked.
 
     The raw path is decoded here (not the server's UTF-8 ``path``) so that a
     key may be any bytes (``%FF``) and may contain ``/`` (``%2F`` or plain).
+    A ``root_path`` in front of ``prefix`` is skipped.
+
+    Returns:
+        ``None`` when the raw path does not start with ``prefix`` (or the
+        server gave none): the router matched the decoded path only.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return None
+    root = scope.get("root_path", "")
+    if root and raw.startswith(root.encode("latin-1") + prefix):
+        raw = raw[len(root) :]
+    if not raw.startswith(prefix):
+        return None
+    return unquote_to_bytes(raw[len(prefix) :])
+
+
+def check_key(key: bytes, max_key_bytes: int) -> bytes:
+    """``key``, once it is known to be neither empty nor over ``max_key_bytes``.
 
     Raises:
         BadRequestError: the key is empty.
         TooLargeError: the key is over ``max_key_bytes``.
     """
-    raw: bytes | None = scope.get("raw_path")
-    if raw is not None:
-        root = scope.get("root_path", "")
-        if root and raw.startswith(root.encode("latin-1") + prefix):
-            raw = raw[len(root) :]
-    if raw is not None and raw.startswith(prefix):
-        key = unquote_to_bytes(raw[len(prefix) :])
-    else:
-        key = scope["path_params"]["key"].encode("utf-8", "surrogateescape")
     if not key:
         raise BadRequestError("the key is empty: give it in the path, as /v1/kv/<key>")
     if len(key) > max_key_bytes:
@@ -207,6 +231,22 @@ def path_key(scope: Scope, prefix: bytes, max_key_bytes: int) -> bytes:
             f"the key is {len(key)} bytes, over the limit of {max_key_bytes} (max_key_bytes)"
         )
     return key
+
+
+def path_key(scope: Scope, prefix: bytes, max_key_bytes: int) -> bytes:
+    """The key after ``prefix`` in the request path: percent-decoded bytes.
+
+    From the raw path (:func:`raw_path_key`), else from the route's
+    ``{key}`` parameter; then :func:`check_key`.
+
+    Raises:
+        BadRequestError: the key is empty.
+        TooLargeError: the key is over ``max_key_bytes``.
+    """
+    key = raw_path_key(scope, prefix)
+    if key is None:
+        key = scope["path_params"]["key"].encode("utf-8", "surrogateescape")
+    return check_key(key, max_key_bytes)
 
 
 def parse_query(scope: Scope, allowed: frozenset[str]) -> dict[str, bytes]:
@@ -311,24 +351,17 @@ def parse_idempotency_key(headers: Headers) -> bytes | None:
     return key
 
 
-async def read_body(request: Request, limit: int, what: str, setting: str) -> bytes:
-    """The request body, refusing more than ``limit`` bytes without buffering it.
-
-    ``Content-Length`` is checked before reading; the bytes are counted as
-    they arrive too, so a chunked body cannot get past the limit either.
+def check_content_length(length: str | None, limit: int, what: str, setting: str) -> None:
+    """Refuse a body whose ``Content-Length`` is over ``limit``, before reading it.
 
     Args:
-        request: the request.
-        limit: the most bytes accepted.
-        what: what the body is, for the message ("value", "request body").
-        setting: the config key behind ``limit``, for the message.
+        length: the ``Content-Length`` header (``None``: not given).
+        limit, what, setting: as for :func:`read_body`.
 
     Raises:
         BadRequestError: a malformed ``Content-Length``.
         TooLargeError: over ``limit``.
-        ClientDisconnect: the client went away.
     """
-    length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
             raise BadRequestError(f"Content-Length must be a number of bytes (got {length!r})")
@@ -336,7 +369,15 @@ async def read_body(request: Request, limit: int, what: str, setting: str) -> by
             raise TooLargeError(
                 f"the {what} is {length} bytes, over the limit of {limit} ({setting})"
             )
-    receive = request.receive
+
+
+async def receive_body(receive: Receive, limit: int, what: str, setting: str) -> bytes:
+    """The body's bytes from ``receive``, counted as they arrive (see :func:`read_body`).
+
+    Raises:
+        TooLargeError: over ``limit``.
+        ClientDisconnect: the client went away.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -355,6 +396,28 @@ async def read_body(request: Request, limit: int, what: str, setting: str) -> by
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int, what: str, setting: str) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without buffering it.
+
+    ``Content-Length`` is checked before reading (:func:`check_content_length`);
+    the bytes are counted as they arrive too (:func:`receive_body`), so a
+    chunked body cannot get past the limit either.
+
+    Args:
+        request: the request.
+        limit: the most bytes accepted.
+        what: what the body is, for the message ("value", "request body").
+        setting: the config key behind ``limit``, for the message.
+
+    Raises:
+        BadRequestError: a malformed ``Content-Length``.
+        TooLargeError: over ``limit``.
+        ClientDisconnect: the client went away.
+    """
+    check_content_length(request.headers.get("content-length"), limit, what, setting)
+    return await receive_body(request.receive, limit, what, setting)
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:

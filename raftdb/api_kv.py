@@ -37,9 +37,13 @@ from raftdb.kv import KeyValue
 __all__ = [
     "DEFAULT_LIST_LIMIT",
     "MAX_LIST_LIMIT",
+    "OCTETS",
     "RESERVED_ROOTS",
+    "key_not_found",
     "kv_routes",
     "raftexample_routes",
+    "value_headers",
+    "written_headers",
 ]
 
 #: Keys a listing returns when ``limit`` is not given.
@@ -54,18 +58,39 @@ RESERVED_ROOTS: Final = frozenset(
 _GET_QUERY: Final = frozenset({"consistency"})
 _NO_QUERY: Final = frozenset[str]()
 _LIST_QUERY: Final = frozenset({"prefix", "start", "limit", "values", "consistency"})
-_OCTETS: Final = "application/octet-stream"
+#: The content type of a value as ``GET`` answers it.
+OCTETS: Final = "application/octet-stream"
 
 
-def _written(result: WriteResult, *, delete: bool = False) -> Response:
-    """``204`` for a committed write, its index as the ``ETag``."""
+def written_headers(result: WriteResult, *, delete: bool = False) -> dict[str, str]:
+    """The headers of a committed write's ``204``: its index as the ``ETag``.
+
+    Shared with :mod:`raftdb.api_fast`, so the two paths answer alike.
+    """
     index = str(result.index)
     headers = {"etag": f'"{index}"', "x-raftdb-index": index}
     if delete:
         headers["x-raftdb-existed"] = "true" if result.existed else "false"
     if result.duplicate:
         headers["x-raftdb-duplicate"] = "true"
-    return Response(status_code=204, headers=headers)
+    return headers
+
+
+def value_headers(kv: KeyValue, read_index: int, consistency: Consistency) -> dict[str, str]:
+    """The headers of a read's ``200`` (shared with :mod:`raftdb.api_fast`)."""
+    return {
+        "etag": f'"{kv.mod_index}"',
+        "x-raftdb-index": str(read_index),
+        "x-raftdb-consistency": consistency,
+    }
+
+
+def key_not_found(key: bytes, read_index: int, consistency: Consistency) -> Response:
+    """A read's ``404``: it still says at which index and how it was read."""
+    return error_response(
+        NotFoundError(f"key {show_key(key)} not found"),
+        {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)},
+    )
 
 
 def _text_or_base64(data: bytes) -> tuple[str, bool]:
@@ -127,18 +152,9 @@ class _KeyValueEndpoints:
             consistency = parse_consistency(query.get("consistency"))
         kv, read_index = await self.node.get(key, consistency)
         if kv is None:
-            return error_response(
-                NotFoundError(f"key {show_key(key)} not found"),
-                {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)},
-            )
+            return key_not_found(key, read_index, consistency)
         return Response(
-            kv.value,
-            media_type=_OCTETS,
-            headers={
-                "etag": f'"{kv.mod_index}"',
-                "x-raftdb-index": str(read_index),
-                "x-raftdb-consistency": consistency,
-            },
+            kv.value, media_type=OCTETS, headers=value_headers(kv, read_index, consistency)
         )
 
     async def put(self, request: Request, key: bytes) -> Response:
@@ -155,7 +171,7 @@ class _KeyValueEndpoints:
             if_none_match=if_none_match,
             idempotency_key=idempotency_key,
         )
-        return _written(result)
+        return Response(status_code=204, headers=written_headers(result))
 
     async def delete(self, request: Request, key: bytes) -> Response:
         if request.scope["query_string"]:
@@ -164,7 +180,7 @@ class _KeyValueEndpoints:
         if_match, _ = parse_conditions(headers, allow_none_match=False)
         idempotency_key = parse_idempotency_key(headers)
         result = await self.node.delete(key, if_match=if_match, idempotency_key=idempotency_key)
-        return _written(result, delete=True)
+        return Response(status_code=204, headers=written_headers(result, delete=True))
 
     async def list(self, request: Request) -> Response:
         query = parse_query(request.scope, _LIST_QUERY)

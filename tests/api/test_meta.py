@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.routing import Route
 
 from raftdb.api import METRICS_CONTENT_TYPE, create_api
@@ -61,7 +62,8 @@ def _refs(value: Any) -> list[str]:
 
 def _routed(config: NodeConfig) -> set[tuple[str, str]]:
     """(OpenAPI path, method) for every route of the app."""
-    app = create_api(FakeNode(), config)
+    app = create_api(FakeNode(), config, fast_path=False)
+    assert isinstance(app, Starlette)
     found = set()
     for route in app.routes:
         assert isinstance(route, Route)
