@@ -320,8 +320,9 @@ def _register_read(r: Raft, m: Message) -> None:
 
 
 def flush_reads(r: Raft) -> None:
-    """Start one heartbeat round for every read that arrived since the last one."""
-    if r.read_only.unsent:
+    """Start one heartbeat round for every read queued, unless a round is in flight
+    (its confirmation starts the next: see ``read_only.py``)."""
+    if r.read_only.ready_to_start():
         round_no = r.read_only.start_round(r.id)
         if r.tracker.voters == {r.id}:
             _release_confirmed_reads(r)

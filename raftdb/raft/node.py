@@ -277,7 +277,7 @@ class RawNode:
             or log.unstable.snapshot is not None
             or log.has_next_committed()
             or r.read_states
-            or r.read_only.unsent
+            or r.read_only.ready_to_start()
             or r.term != prev.term
             or r.vote != prev.vote
             or log.committed != prev.commit

@@ -8,6 +8,12 @@ answers. An answer to round ``r`` proves leadership for every round up to
 ``r``, since those rounds' reads all arrived before round ``r`` was sent. So
 the periodic heartbeat carries the newest round too, and a lost heartbeat
 costs a read one heartbeat interval, never the read itself.
+
+One round at a time: while a round waits for its quorum, new reads queue for
+the next one, which starts once it is confirmed (as etcd's server keeps one
+ReadIndex in flight). Under load that makes a round per round trip rather
+than one per Ready, each carrying every read of the meantime; a read waits at
+most the round in flight plus its own.
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ class ReadOnly:
         self._rounds[self.last_round] = _Round(self.unsent, {self_id})
         self.unsent = []
         return self.last_round
+
+    def ready_to_start(self) -> bool:
+        """Whether a new round should start now: reads are queued, none in flight."""
+        return bool(self.unsent) and not self._rounds
 
     def current_context(self) -> bytes:
         """The context for a heartbeat: the newest round still waiting, if any."""
