@@ -9,16 +9,22 @@ one Ready at a time, in the order ``node.py`` requires::
 
     rd = raw.ready()
     send rd.messages                  (a leader's appends leave before its own save)
-    on the I/O thread: [restore a received snapshot], save, then
+    on the log thread: [restore a received snapshot], save, then
         send rd.messages_after_save   (votes, acks: only once durable)
-        apply rd.committed_entries    (one state machine batch)
-        [take a snapshot and compact, every snapshot_entries]
-    raw.advance(rd); answer waiting requests
+    hand rd.committed_entries to the apply thread (one state machine batch)
+    raw.advance(rd); answer waiting reads
 
-While the I/O thread saves and applies, the loop keeps stepping peer messages
-and taking proposals; they go into the next Ready, so one fsync covers every
-write that arrived meanwhile (group commit), and every ReadIndex request of the
-meantime shares one heartbeat round.
+The apply thread applies a batch while the log thread saves the next Ready
+(as etcd's server applies beside the raft loop): a Ready costs the longer of
+the two fsyncs, not their sum. At most one batch is applying; the next waits
+for it, and a snapshot to install waits for every batch before it. Requests
+are answered when their batch is applied. Every ``snapshot_entries`` applied
+entries, the log thread records a snapshot and compacts the log: it is the
+storage's only writer.
+
+While the threads save and apply, the loop keeps stepping peer messages and
+taking proposals; they go into the next Ready, so one fsync covers every
+write that arrived meanwhile (group commit).
 
 A save that fails with an ``OSError`` (a full disk) is not fatal: the same
 Ready is saved again with backoff while the node answers ``503`` (nothing of
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -151,9 +158,15 @@ class Node:
         self._sm: StateMachine | None = None
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
+        # The log thread (saves, snapshots, open and close) and the apply thread.
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"raftdb-io-{self._id}"
         )
+        self._apply_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raftdb-apply-{self._id}"
+        )
+        self._applying: asyncio.Future[list[Any]] | None = None  # the batch being applied
+        self._snapshotting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -298,6 +311,8 @@ class Node:
         if self._transport is not None:
             await self._transport.stop()
         self._fail_waiters(NotReadyError("the node is stopping"))
+        await self._applies_done()
+        self._apply_executor.shutdown(wait=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_disk)
         self._executor.shutdown(wait=True)
@@ -394,23 +409,80 @@ class Node:
         assert transport is not None
         if rd.messages:
             transport.send(rd.messages)
-        results: list[Any] = []
-        if rd.entries or rd.hard_state or rd.snapshot or rd.committed_entries:
-            # An OSError saving rd is retried (_io_until_saved); any other storage
-            # or state machine error propagates: the node stops (_fail).
-            results = await self._io_until_saved(rd, loop)
-        elif rd.messages_after_save:
-            transport.send(rd.messages_after_save)
-        raw.advance(rd)
+        if rd.snapshot is not None:
+            await self._applies_done()  # the restore must follow every earlier batch
+        if rd.entries or rd.snapshot is not None or rd.must_sync:
+            # An OSError saving rd is retried (_save_until_done); any other storage
+            # error propagates: the node stops (_fail).
+            await self._save_until_done(rd, loop)
+        else:
+            if rd.hard_state is not None:
+                # Only the commit index moved: it need not be durable (it is
+                # volatile state in Raft), so it rides along with the next save.
+                self._unsaved_hard_state = rd.hard_state
+            if rd.messages_after_save:
+                transport.send(rd.messages_after_save)
         if rd.committed_entries:
-            self._after_apply(rd.committed_entries, results)
+            await self._applies_done()  # one batch applying at a time, in order
+            self._start_apply(rd.committed_entries, loop)
+        raw.advance(rd)
         for rs in rd.read_states:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
 
-    async def _io_until_saved(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> list[Any]:
-        """Run ``_io(rd)`` on the I/O thread; while saving ``rd`` fails with an
+    async def _applies_done(self) -> None:
+        """Wait until the batch being applied (if any) is applied; never cancels it."""
+        applying = self._applying
+        if applying is not None and not applying.done():
+            await asyncio.wait((applying,))
+
+    def _start_apply(self, entries: list[Entry], loop: asyncio.AbstractEventLoop) -> None:
+        """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
+        sm = self._sm
+        assert sm is not None
+        applying = loop.run_in_executor(self._apply_executor, sm.apply, entries)
+        applying.add_done_callback(functools.partial(self._on_applied, entries))
+        self._applying = applying
+
+    def _on_applied(self, entries: list[Entry], applying: asyncio.Future[list[Any]]) -> None:
+        """On the loop, once a batch is applied: answer its requests; start a snapshot
+        on the log thread when ``snapshot_entries`` more entries were applied."""
+        if applying.cancelled():
+            return
+        error = applying.exception()
+        if error is not None:  # a state machine error: stop, never serve a state that lags
+            log.error("node %d: applying entries failed", self._id, exc_info=error)
+            self._fail(f"{type(error).__name__}: {error}")
+            return
+        self._after_apply(entries, applying.result())
+        if (
+            not self._snapshotting
+            and not self._stopping
+            and self._applied_index() - self._last_snapshot_index >= self.config.snapshot_entries
+        ):
+            assert self._loop is not None
+            self._snapshotting = True
+            job = self._loop.run_in_executor(self._executor, self._snapshot_job)
+            job.add_done_callback(self._on_snapshot_job)
+
+    def _snapshot_job(self) -> None:
+        """On the log thread: record a snapshot; a storage refusing writes is retried
+        after the next batch (any other error stops the node)."""
+        try:
+            self._take_snapshot()
+        except OSError as e:
+            log.warning("node %d could not record a snapshot: %s", self._id, e)
+
+    def _on_snapshot_job(self, job: asyncio.Future[None]) -> None:
+        self._snapshotting = False
+        if not job.cancelled() and job.exception() is not None:
+            error = job.exception()
+            log.error("node %d: taking a snapshot failed", self._id, exc_info=error)
+            self._fail(f"{type(error).__name__}: {error}")
+
+    async def _save_until_done(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``_save(rd)`` on the log thread; while saving ``rd`` fails with an
         ``OSError`` (a full disk), answer requests ``503`` and try again with backoff.
 
         Nothing moves meanwhile: ``rd`` is not advanced, so the core keeps it (and
@@ -425,7 +497,7 @@ class Node:
         failures = 0
         while True:
             try:
-                results: list[Any] = await loop.run_in_executor(self._executor, self._io, rd)
+                await loop.run_in_executor(self._executor, self._save, rd)
             except _SaveFailedError as e:
                 failures += 1
                 if self._disk_error is None:
@@ -445,49 +517,32 @@ class Node:
                     failures,
                 )
                 self._disk_error = None
-            return results
+            return
 
-    def _io(self, rd: Ready) -> list[Any]:
-        """On the I/O thread: make ``rd`` durable, release its acks, apply its entries.
+    def _save(self, rd: Ready) -> None:
+        """On the log thread: make ``rd`` durable, then release its acks.
 
         Raises:
             _SaveFailedError: saving failed with an ``OSError``; nothing after the
                 save was done, and calling again with the same ``rd`` retries it.
         """
-        storage, sm, loop = self._storage, self._sm, self._loop
+        storage, loop = self._storage, self._loop
         assert storage is not None
-        assert sm is not None
         assert loop is not None
         if rd.snapshot is not None and self._restored is not rd:
             self._restore_snapshot(rd)
             self._restored = rd  # a retried save must not install it again
-        hard_state = rd.hard_state
-        if rd.entries or rd.snapshot is not None or rd.must_sync:
-            started = time.perf_counter()
-            try:
-                storage.save(hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
-            except OSError as e:
-                raise _SaveFailedError(f"{type(e).__name__}: {e}") from e
-            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
-            self._unsaved_hard_state = None
-            self._restored = None
-        elif hard_state is not None:
-            # Only the commit index moved: it need not be durable (it is volatile
-            # state in Raft), so it rides along with the next save.
-            self._unsaved_hard_state = hard_state
+        started = time.perf_counter()
+        try:
+            storage.save(rd.hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
+        except OSError as e:
+            raise _SaveFailedError(f"{type(e).__name__}: {e}") from e
+        self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+        self._unsaved_hard_state = None
+        self._restored = None
         if rd.messages_after_save:
             assert self._transport is not None
             loop.call_soon_threadsafe(self._transport.send, rd.messages_after_save)
-        results: list[Any] = []
-        if rd.committed_entries:
-            results = sm.apply(rd.committed_entries)
-            applied = sm.applied_index
-            if applied - self._last_snapshot_index >= self.config.snapshot_entries:
-                try:
-                    self._take_snapshot()
-                except OSError as e:  # the storage refuses writes now: try at the next apply
-                    log.warning("node %d could not record a snapshot: %s", self._id, e)
-        return results
 
     def _restore_snapshot(self, rd: Ready) -> None:
         """Install a leader's snapshot: state machine first, then the log.
