@@ -363,7 +363,7 @@ def check_content_length(length: str | None, limit: int, what: str, setting: str
         TooLargeError: over ``limit``.
     """
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise BadRequestError(f"Content-Length must be a number of bytes (got {length!r})")
         if int(length) > limit:
             raise TooLargeError(
