@@ -4,11 +4,12 @@ A disk plugin keeps its log's bounds, terms and recent entries in a
 :class:`~raftdb.logindex.LogIndex`, and the hard state and snapshot in
 memory, so that the core's reads cost no I/O except for entries older than
 the cache. Everything around that index is the same whatever the database,
-and lives here: the lock, refusing calls after ``close()`` or a failed write,
+and lives here: the locks, refusing calls after ``close()`` or a failed write,
 the reads, the checks of ``save``, ``create_snapshot`` and ``compact``, the
 lazy deletion of garbage inside later writes, loading and checking the log at
-open. A plugin (a subclass) adds only what depends on its database, in five
-small methods:
+open, and the locking that lets the core read from memory while a write waits
+for its fsync (see :class:`DiskStorage`). A plugin (a subclass) adds only what
+depends on its database, in five small methods:
 
 - :meth:`DiskStorage._read_meta`: read one metadata record by name;
 - :meth:`DiskStorage._stored_entries`: every stored entry, for the check at open;
@@ -29,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from raftdb.codec import (
     CorruptionError,
@@ -63,15 +64,107 @@ GARBAGE_PER_WRITE: Final = 1024
 MetaName = Literal["hard_state", "snapshot", "log_bounds"]
 
 
+class _Batch(NamedTuple):
+    """What step 1 of a write hands to step 2: the database write, ready to go."""
+
+    garbage: list[tuple[int, int]]
+    entries: Sequence[tuple[int, bytes]]
+    meta: list[tuple[MetaName, bytes]]
+    bounds: LogBounds
+
+
 class DiskStorage(ABC):
     """A :class:`~raftdb.storage.Storage` over a database a subclass reaches.
 
-    Thread-safe: one lock, held by every public method and around every call
-    of the subclass's methods (except during ``__init__``).
+    Thread-safe, built for one writer and readers on other threads: the
+    driver's I/O thread saves while its event loop reads through the core.
+    The reads the core makes all the time (``term``, ``first_index``,
+    ``last_index``, ``snapshot``, cached ``entries``) are answered from
+    memory and never wait for a write's fsync.
+
+    **Locks.** Three, always taken in this order (an outer one may be held
+    while taking an inner one, never the reverse):
+
+    1. ``_write_lock`` serializes the writers (``save``, ``create_snapshot``,
+       ``compact``, ``close``). The Storage protocol promises a single writer
+       (the driver calls them on its I/O thread only), so it is never
+       contended there; it makes the argument below hold for any caller.
+    2. ``_lock``, the memory lock, guards the in-memory state: the
+       :class:`~raftdb.logindex.LogIndex`, ``_hard_state``, ``_snapshot``,
+       ``_written_bounds``, ``_failed``, ``_closed``. Every public method
+       takes it, briefly: never across a database write (a read from the
+       database is done under it, see below).
+    3. ``_db_lock`` guards the database handle and ``_db_error``. Every
+       database access after ``__init__`` holds it: the write
+       (:meth:`_write_batch`), reads older than the cache
+       (:meth:`_stored_range`, under the memory lock), :meth:`_close_db`,
+       a plugin's inspection methods. So the handle is never used by two
+       threads at once, which SQLite's connection requires.
+
+    No deadlock: no thread ever waits for a lock while holding an inner one.
+    Readers never take the write lock, and take the db lock only while
+    holding the memory lock (order 2 then 3). The writer takes the write
+    lock first; it takes the db lock while still holding the memory lock,
+    writes holding the db lock alone, and takes the memory lock again only
+    after releasing the db lock.
+
+    **A write in three steps** (``save``, ``create_snapshot``; ``close``
+    has only the first two):
+
+    1. Under the memory lock: the checks, the update of the LogIndex,
+       garbage and bounds taken for the write; then the db lock is taken
+       *before* the memory lock is released (see below why).
+    2. Under the db lock alone: :meth:`_write_batch`, with its fsync.
+       Readers of memory go on meanwhile (unless a reader that needs the
+       database is waiting for this write: it waits holding the memory
+       lock, the rare path of a follower far behind). A failure is kept in
+       ``_db_error`` before the db lock is released.
+    3. Under the memory lock: on success, ``_written_bounds``,
+       ``_snapshot`` and ``_hard_state`` become the written ones; on
+       failure ``_failed`` is set, so every later call refuses (memory is
+       ahead of the disk: the node must stop, as etcd panics here).
+
+    **Why readers may go on during step 2.** From step 1 on, memory answers
+    for the log as the write in flight will leave it. Of the live log, only
+    the entries that write brings (from its first entry's index on) are
+    not on disk yet; the rest is unchanged by it and durable (had an
+    earlier write failed, the storage would refuse every call). The
+    entries it deletes (garbage: compacted or truncated away) are outside
+    the live log, so the in-memory bounds refuse them (CompactedError,
+    UnavailableError) before any database read.
+
+    - The Raft core never reads what is in flight. :class:`RaftLog
+      <raftdb.raft.log.RaftLog>` reads Storage only below its unstable
+      part's ``offset`` (``term``, ``slice``), and asks Storage's
+      ``first_index``/``last_index``/``snapshot`` only while its unstable
+      part holds no snapshot / no entries. Entries being saved stay in the
+      unstable part until ``advance()``, which the driver calls after
+      ``save`` returned; a new leader's entries arriving meanwhile can only
+      lower ``offset`` (``Unstable.truncate_and_append``). So the core reads
+      only entries saved by earlier writes, and its bounds questions get the
+      same answers before and after the write.
+    - Any other reader is safe from wrong data too: ``entries`` that must
+      come from the database (older than the cache; a save larger than the
+      cache pushes even its own entries out) take the db lock while holding
+      the memory lock. If a write is in flight they wait for it (its step 1
+      took the db lock before releasing the memory lock, so there is no
+      moment where memory is ahead and the db lock free), then read the
+      database as memory describes it; no later write can begin meanwhile,
+      since it needs the memory lock. If the write failed they refuse
+      (``_db_error``) instead of reporting stale or missing entries.
+    - What such a reader may see during step 2: ``term``, ``last_index``
+      and cached ``entries`` already describe the entries in flight, and
+      during a save carrying a snapshot ``first_index`` is already past it
+      while ``snapshot`` and ``initial_state`` still give the older, durable
+      snapshot and hard state (they change in step 3). The core asks none
+      of these then (its unstable part answers), which is what the
+      protocol's "reads see durable state" rests on.
 
     A subclass's ``__init__`` calls ``super().__init__(path, location)``,
     opens its database, then calls :meth:`_load` (and closes the database if
-    that raises).
+    that raises). Until ``__init__`` returns the object is not shared, so
+    :meth:`_read_meta`, :meth:`_stored_entries` and the writes of
+    :meth:`_load` run without locks.
 
     Args:
         path: the plugin's directory (created if missing).
@@ -88,15 +181,22 @@ class DiskStorage(ABC):
         self._path = Path(path)
         self._path.mkdir(parents=True, exist_ok=True)
         self._location = location
+        self._write_lock = threading.RLock()
         self._lock = threading.RLock()
+        self._db_lock = threading.Lock()
         self._failed: BaseException | None = None
         self._closed = False
+        # The failure of the last database write, for readers holding the db
+        # lock between the write's step 2 and step 3 (``_failed`` is set then).
+        self._db_error: BaseException | None = None
 
     # -- what a subclass provides ----------------------------------------------
 
     @abstractmethod
     def _read_meta(self, name: MetaName) -> bytes | None:
         """The record stored under ``name``, or ``None`` if there is none.
+
+        Called only by :meth:`_load`, during ``__init__``.
 
         Raises:
             CorruptionError: the record is unreadable (the message need not
@@ -106,6 +206,8 @@ class DiskStorage(ABC):
     @abstractmethod
     def _stored_entries(self) -> Iterator[tuple[int, bytes]]:
         """``(index, record)`` for every stored entry, ascending, garbage included.
+
+        Called only by :meth:`_load`, during ``__init__``.
 
         Raises:
             CorruptionError: a stored key or record is malformed.
@@ -123,7 +225,8 @@ class DiskStorage(ABC):
         iterating, into :class:`CorruptionError` or ``OSError`` naming the
         database. (A context rather than a generator, so that a plugin can
         hand over its database's own iterator: this is the read path of
-        followers that fell behind the cache.)
+        followers that fell behind the cache.) Entered with the memory lock
+        and the db lock held.
         """
 
     @abstractmethod
@@ -138,7 +241,8 @@ class DiskStorage(ABC):
         Deletes the stored entries in the inclusive ranges ``garbage``, then
         stores ``(index, record)`` entries and ``(name, record)`` metadata,
         each replacing what is stored under the same index or name. A crash
-        leaves all of it or none.
+        leaves all of it or none. Called with the db lock held and the
+        memory lock not held (except from :meth:`_load`, without locks).
 
         Raises:
             CorruptionError, OSError: the database failed; the message names it.
@@ -146,7 +250,7 @@ class DiskStorage(ABC):
 
     @abstractmethod
     def _close_db(self) -> None:
-        """Close the database (called once)."""
+        """Close the database (called once, with the db lock held)."""
 
     # -- opening -----------------------------------------------------------------
 
@@ -195,10 +299,24 @@ class DiskStorage(ABC):
         self._written_bounds = bounds
 
     def _check(self) -> None:
+        """Refuse calls after ``close()`` or a failed write (memory lock held)."""
         if self._closed:
             raise UsageError("the storage is closed")
         if self._failed is not None:
             raise StorageError(f"the storage failed earlier: {self._failed!r}") from self._failed
+
+    def _check_db(self) -> None:
+        """Refuse a database read after a failed write (db lock held).
+
+        The memory lock is held too, so ``_check`` passed; but a write that
+        failed may not have reached its step 3 yet, and its entries are in
+        memory and not on disk: reading the database would report them
+        missing (a false CorruptionError) or give back the ones they replace.
+        """
+        if self._db_error is not None:
+            raise StorageError(
+                f"the storage failed earlier: {self._db_error!r}"
+            ) from self._db_error
 
     # -- read side -------------------------------------------------------------
 
@@ -218,21 +336,25 @@ class DiskStorage(ABC):
             out: list[Entry] = []
             size = 0
             if lo < cache_first:
+                # Older than the cache: from the database, under the db lock,
+                # which waits out a write in flight (see the class docstring).
                 disk_hi = min(hi, cache_first)
                 expected = lo
-                with self._stored_range(lo, disk_hi) as rows:
-                    for index, record in rows:
-                        if index != expected:
-                            break
-                        try:
-                            entry = decode_entry(record, index)
-                        except CorruptionError as exc:
-                            raise CorruptionError(f"{self._where(index)}: {exc}") from None
-                        size += entry_size(entry)
-                        if max_bytes is not None and size > max_bytes and out:
-                            return out
-                        out.append(entry)
-                        expected += 1
+                with self._db_lock:
+                    self._check_db()
+                    with self._stored_range(lo, disk_hi) as rows:
+                        for index, record in rows:
+                            if index != expected:
+                                break
+                            try:
+                                entry = decode_entry(record, index)
+                            except CorruptionError as exc:
+                                raise CorruptionError(f"{self._where(index)}: {exc}") from None
+                            size += entry_size(entry)
+                            if max_bytes is not None and size > max_bytes and out:
+                                return out
+                            out.append(entry)
+                            expected += 1
                 if expected != disk_hi:
                     raise CorruptionError(f"{self._where(expected)}: the entry is missing")
                 lo = disk_hi
@@ -265,25 +387,55 @@ class DiskStorage(ABC):
 
     # -- write side ------------------------------------------------------------------
 
-    def _write(
+    def _prepare(
         self,
         entries: Sequence[tuple[int, bytes]],
         meta: Sequence[tuple[MetaName, bytes]],
         garbage_limit: int | None,
-    ) -> None:
-        """One :meth:`_write_batch`: lazy deletes, ``entries``, ``meta`` and the log bounds.
+    ) -> _Batch:
+        """Step 1's end (memory lock held): take garbage and bounds, then the db lock.
 
-        Any failure leaves memory ahead of disk, so the storage refuses every
-        later call (the node must stop, as etcd panics on a storage error).
+        The db lock is taken here, before the caller releases the memory
+        lock, so that no reader can see the updated memory and reach the
+        database before the write does. It is free: only a reader holding the
+        memory lock, or the (single, serialized) writer, ever holds it.
+
+        The LogIndex was already updated: a failure here leaves memory ahead
+        of disk, so the storage refuses every later call.
         """
         try:
             garbage = self._log.take_garbage(garbage_limit)
             bounds = self._log.bounds()
-            self._write_batch(garbage, entries, [*meta, ("log_bounds", encode_log_bounds(bounds))])
+            batch = _Batch(
+                garbage, entries, [*meta, ("log_bounds", encode_log_bounds(bounds))], bounds
+            )
         except BaseException as exc:
             self._failed = exc
             raise
-        self._written_bounds = bounds
+        self._db_lock.acquire()
+        return batch
+
+    def _write_held(self, batch: _Batch) -> None:
+        """Step 2 of a write, called holding the db lock (not the memory lock).
+
+        Writes, then releases the db lock. On failure it also does step 3:
+        ``_db_error`` is set before the db lock is released (for readers
+        that get it next), ``_failed`` after, under the memory lock, so that
+        it never waits for the memory lock while holding the db lock (the
+        lock order). On success the caller does step 3.
+        """
+        try:
+            try:
+                self._write_batch(batch.garbage, batch.entries, batch.meta)
+            except BaseException as exc:
+                self._db_error = exc
+                raise
+            finally:
+                self._db_lock.release()
+        except BaseException as exc:
+            with self._lock:
+                self._failed = exc
+            raise
 
     def save(
         self,
@@ -293,53 +445,88 @@ class DiskStorage(ABC):
     ) -> None:
         if hard_state is None and not entries and snapshot is None:
             return
-        with self._lock:
-            self._check()
-            self._log.check_save(entries, snapshot, self._snapshot.metadata.index)
+        with self._write_lock:
+            # Encoding needs no state: done before taking the memory lock, so
+            # that readers wait only for the LogIndex update.
             records = [(e.index, encode_entry(e)) for e in entries]
             meta: list[tuple[MetaName, bytes]] = []
             if snapshot is not None:
                 meta.append(("snapshot", encode_snapshot(snapshot)))
             if hard_state is not None:
                 meta.append(("hard_state", encode_hard_state(hard_state)))
-            self._log.save(entries, snapshot)
-            self._write(records, meta, GARBAGE_PER_WRITE)
-            if snapshot is not None:
-                self._snapshot = snapshot
-            if hard_state is not None:
-                self._hard_state = hard_state
+            with self._lock:  # step 1
+                self._check()
+                self._log.check_save(entries, snapshot, self._snapshot.metadata.index)
+                self._log.save(entries, snapshot)
+                batch = self._prepare(records, meta, GARBAGE_PER_WRITE)
+            self._write_held(batch)  # step 2
+            with self._lock:  # step 3
+                self._written_bounds = batch.bounds
+                if snapshot is not None:
+                    self._snapshot = snapshot
+                if hard_state is not None:
+                    self._hard_state = hard_state
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
-        with self._lock:
-            self._check()
-            current = self._snapshot.metadata.index
-            if index <= current:
-                raise UsageError(
-                    f"snapshot at {index} is not newer than the stored one at {current}"
-                )
-            if index > self._log.last_index:
-                raise UsageError(
-                    f"snapshot at {index} is beyond the last index {self._log.last_index}"
-                )
-            snapshot = Snapshot(SnapshotMetadata(index, self._log.term(index), conf_state), data)
-            self._write((), [("snapshot", encode_snapshot(snapshot))], GARBAGE_PER_WRITE)
-            self._snapshot = snapshot
+        with self._write_lock:
+            with self._lock:  # step 1
+                self._check()
+                current = self._snapshot.metadata.index
+                if index <= current:
+                    raise UsageError(
+                        f"snapshot at {index} is not newer than the stored one at {current}"
+                    )
+                if index > self._log.last_index:
+                    raise UsageError(
+                        f"snapshot at {index} is beyond the last index {self._log.last_index}"
+                    )
+                metadata = SnapshotMetadata(index, self._log.term(index), conf_state)
+            # Encoding (``data`` may be large) needs no lock: the write lock
+            # keeps the log, and what was checked, as it is until step 1 goes on.
+            snapshot = Snapshot(metadata, data)
+            record = encode_snapshot(snapshot)
+            with self._lock:  # step 1, end
+                batch = self._prepare((), [("snapshot", record)], GARBAGE_PER_WRITE)
+            self._write_held(batch)  # step 2
+            with self._lock:  # step 3
+                self._written_bounds = batch.bounds
+                self._snapshot = snapshot
             return snapshot
 
     def compact(self, index: int) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             self._check()
             self._log.compact(index, self._snapshot.metadata.index)
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            try:
-                if self._failed is None and (
-                    self._log.has_garbage or self._log.bounds() != self._written_bounds
-                ):
-                    self._write((), (), None)
-            finally:
+        with self._write_lock:
+            with self._lock:  # step 1; from now on every call is refused
+                if self._closed:
+                    return
                 self._closed = True
-                self._close_db()
+                batch: _Batch | None = None
+                try:
+                    if self._failed is None and (
+                        self._log.has_garbage or self._log.bounds() != self._written_bounds
+                    ):
+                        batch = self._prepare((), (), None)  # takes the db lock
+                    else:
+                        self._db_lock.acquire()
+                except BaseException:
+                    with self._db_lock:
+                        self._close_db()
+                    raise
+            # Step 2, db lock held: the last write (compaction and deletions
+            # not yet on disk), then close the database whatever happens.
+            try:
+                if batch is not None:
+                    try:
+                        self._write_batch(batch.garbage, batch.entries, batch.meta)
+                    except BaseException as exc:
+                        self._db_error = exc
+                        raise
+            finally:
+                try:
+                    self._close_db()
+                finally:
+                    self._db_lock.release()

@@ -39,10 +39,26 @@ __all__ = [
 
 @runtime_checkable
 class StorageReader(Protocol):
-    """What the Raft core reads. Every method sees only durable state.
+    """What the Raft core reads. What the core asks about is durable state.
 
-    Methods are called from the driver's thread or loop, one at a time; they
-    must not block for long (a plugin keeps recent entries cached).
+    Threads: the core calls these on the driver's event loop while the
+    driver's I/O thread may be inside a write (see :class:`StorageWriter`)
+    or reading between its writes. A plugin must answer reads concurrently
+    with each other and with that one write, and should not make them wait
+    for the write's fsync: a read that blocks stops the node's whole loop.
+    Nor may reads block for long otherwise (a plugin keeps recent entries
+    cached).
+
+    What the core asks: only the log it holds as stable. It reads entries
+    and terms only below its unstable part, whose entries a Ready hands to
+    :meth:`StorageWriter.save` and which stay unstable until ``advance()``,
+    called once ``save`` returned; it asks ``first_index``, ``last_index``
+    and ``snapshot`` only when its unstable part holds no snapshot (and, for
+    ``last_index``, no entries). So it never asks about what a write in
+    flight is writing. A plugin may answer such questions (from another
+    caller) from the state that write is producing, but must never return
+    wrong data for them: not the entries being replaced, and not a
+    corruption error for entries not yet written.
     """
 
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -100,7 +116,13 @@ class StorageReader(Protocol):
 
 @runtime_checkable
 class StorageWriter(Protocol):
-    """What the driver calls to make the core's output durable."""
+    """What the driver calls to make the core's output durable.
+
+    Single writer: the driver calls ``save``, ``create_snapshot``,
+    ``compact`` and ``close`` on one thread (its I/O thread), never two at
+    once, and a plugin may rely on that; reads (:class:`StorageReader`) come
+    meanwhile from another thread.
+    """
 
     def save(
         self,

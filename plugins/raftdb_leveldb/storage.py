@@ -56,8 +56,10 @@ def _key(index: int) -> bytes:
 class LevelDBStorage(DiskStorage):
     """A :class:`~raftdb.storage.Storage` in a LevelDB database: the ``leveldb`` plugin.
 
-    Thread-safe (one lock); the core's reads are served from memory except
-    for entries older than the cache.
+    Thread-safe, for one writer and readers on other threads (see
+    :class:`~raftdb.disk_storage.DiskStorage`): the core's reads are served
+    from memory, without waiting for a write's fsync, except for entries
+    older than the cache.
 
     Args:
         path: the database directory (created if missing).
@@ -124,7 +126,11 @@ class LevelDBStorage(DiskStorage):
     def _stored_range(self, lo: int, hi: int) -> Iterator[Iterable[tuple[int, bytes]]]:
         with leveldb_errors(self._where(lo)):
             rows = self._db.iterator(start=_key(lo), stop=_key(hi), verify_checksums=True)
-            yield ((_KEY.unpack(key)[1], value) for key, value in rows)
+            try:
+                yield ((_KEY.unpack(key)[1], value) for key, value in rows)
+            finally:
+                # Now, under the db lock, not whenever the iterator is collected.
+                rows.close()
 
     def _write_batch(
         self,
@@ -156,7 +162,11 @@ class LevelDBStorage(DiskStorage):
 
     def stored_indexes(self) -> list[int]:
         """Every entry index on disk, garbage included (tests of lazy deletion)."""
-        with self._lock:
+        with self._lock, self._db_lock:
             self._check()
+            self._check_db()
             keys = self._db.iterator(prefix=_ENTRY_PREFIX, include_value=False)
-            return [_KEY.unpack(k)[1] for k in keys]
+            try:
+                return [_KEY.unpack(k)[1] for k in keys]
+            finally:
+                keys.close()

@@ -47,7 +47,10 @@ _SCHEMA: Final = (
 class SQLiteStorage(DiskStorage):
     """A :class:`~raftdb.storage.Storage` in one SQLite file.
 
-    Thread-safe (one lock; the connection is shared across threads).
+    Thread-safe, for one writer and readers on other threads (see
+    :class:`~raftdb.disk_storage.DiskStorage`). The connection is shared
+    across threads but used by one at a time: every use after ``__init__``
+    holds the db lock.
 
     Args:
         path: the directory holding ``raft.sqlite3`` (created if missing).
@@ -154,9 +157,16 @@ class SQLiteStorage(DiskStorage):
     @contextmanager
     def _stored_range(self, lo: int, hi: int) -> Iterator[Iterable[tuple[int, bytes]]]:
         with self._errors():
-            yield self._conn.execute(
+            cursor = self._conn.execute(
                 "SELECT idx, rec FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
             )
+            try:
+                yield cursor
+            finally:
+                # Ends the statement now, under the db lock: a caller that stops
+                # early (max_bytes) or raises must not leave it running while the
+                # writer's thread uses the connection.
+                cursor.close()
 
     def _write_batch(
         self,
@@ -195,6 +205,7 @@ class SQLiteStorage(DiskStorage):
 
     def stored_indexes(self) -> list[int]:
         """Every entry index on disk, garbage included (tests of lazy deletion)."""
-        with self._lock:
+        with self._lock, self._db_lock:
             self._check()
+            self._check_db()
             return [row[0] for row in self._conn.execute("SELECT idx FROM entries ORDER BY idx")]
