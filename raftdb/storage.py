@@ -220,6 +220,11 @@ class MemoryStorage:
     It is "durable" only for the life of the object: the simulation uses it as
     the disk of a node that crashes (the core is thrown away, the storage kept),
     so what a Ready had not saved is lost as it would be on a real machine.
+
+    Reads may run on one thread while the single writer saves or compacts on
+    another (the driver's log thread): every read takes ``self._entries`` once,
+    and a write that removes entries (a truncation, a compaction) swaps in a new
+    list rather than changing the one a read may be looking at.
     """
 
     def __init__(self, path: Path | None = None, *, sync: bool = True) -> None:
@@ -238,27 +243,31 @@ class MemoryStorage:
         return self._hard_state, self._snapshot.metadata.conf_state
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        offset = self._entries[0].index
+        ents = self._entries
+        offset = ents[0].index
         if lo <= offset:
             raise CompactedError(f"index {lo} is compacted (first index {offset + 1})")
-        last = offset + len(self._entries) - 1
+        last = offset + len(ents) - 1
         if hi > last + 1:
             raise UnavailableError(f"entries up to {hi - 1} requested, last index is {last}")
-        return limit_size(self._entries[lo - offset : hi - offset], max_bytes)
+        return limit_size(ents[lo - offset : hi - offset], max_bytes)
 
     def term(self, index: int) -> int:
-        offset = self._entries[0].index
+        ents = self._entries
+        offset = ents[0].index
         if index < offset:
             raise CompactedError(f"term of {index} is compacted (dummy index {offset})")
-        if index - offset >= len(self._entries):
-            raise UnavailableError(f"term of {index} requested, last index is {self.last_index()}")
-        return self._entries[index - offset].term
+        if index - offset >= len(ents):
+            last = offset + len(ents) - 1
+            raise UnavailableError(f"term of {index} requested, last index is {last}")
+        return ents[index - offset].term
 
     def first_index(self) -> int:
         return self._entries[0].index + 1
 
     def last_index(self) -> int:
-        return self._entries[0].index + len(self._entries) - 1
+        ents = self._entries
+        return ents[0].index + len(ents) - 1
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -301,10 +310,12 @@ class MemoryStorage:
         self._entries = [Entry(term=meta.term, index=meta.index)]
 
     def _append(self, entries: Sequence[Entry]) -> None:
-        offset = self._entries[0].index
-        first = entries[0].index
-        del self._entries[first - offset :]
-        self._entries.extend(entries)
+        ents = self._entries
+        keep = entries[0].index - ents[0].index
+        if keep < len(ents):  # a truncation: a new list (see the class docstring)
+            self._entries = [*ents[:keep], *entries]
+        else:
+            ents.extend(entries)
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
         if index <= self._snapshot.metadata.index:

@@ -25,7 +25,7 @@ import pytest
 from raftdb.disk_storage import DiskStorage, MetaName
 from raftdb.raft.errors import CompactedError, StorageError, UsageError
 from raftdb.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
-from raftdb.storage import limit_size
+from raftdb.storage import MemoryStorage, Storage, limit_size
 from raftdb_leveldb import LevelDBStorage
 from raftdb_sqlite import SQLiteStorage
 
@@ -366,7 +366,7 @@ class Frontier:
             self.dummy, self.hi, self.terms = dummy, hi, terms
 
 
-def _writer(storage: DiskStorage, frontier: Frontier, rng: random.Random, ops: int) -> None:
+def _writer(storage: Storage, frontier: Frontier, rng: random.Random, ops: int) -> None:
     terms: dict[int, int] = {0: 0}
     dummy = last = snap_index = 0
     term = 1
@@ -423,7 +423,7 @@ def _writer(storage: DiskStorage, frontier: Frontier, rng: random.Random, ops: i
 
 
 class _Reader:
-    def __init__(self, storage: DiskStorage, frontier: Frontier, gate: Gate) -> None:
+    def __init__(self, storage: Storage, frontier: Frontier, gate: Gate) -> None:
         self.storage = storage
         self.frontier = frontier
         self.gate = gate
@@ -505,3 +505,41 @@ def test_one_writer_one_reader_against_a_model(plugin: str, seed: int, tmp_path:
     assert reopened.entries(dummy + 1, hi + 1) == entries_of(terms, dummy + 1, hi + 1)
     assert reopened.snapshot() == snapshot
     reopened.close()
+
+
+class _YieldingMemory(MemoryStorage):
+    """Gives the reader the GIL before each write, so that reads interleave with
+    writes (a memory write is too quick to be caught in the middle otherwise)."""
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        time.sleep(0)
+        super().save(hard_state, entries, snapshot)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_memory_storage_one_writer_one_reader_against_a_model(seed: int) -> None:
+    """The same randomized run on ``MemoryStorage`` (the ``memory`` plugin, which
+    the driver also drives from two threads): every read matches the model."""
+    storage = _YieldingMemory()
+    frontier = Frontier()
+    reader = _Reader(storage, frontier, Gate())
+    reading = Call(lambda: reader.run(random.Random(seed + 1000)))
+    reading.start()
+    writing = Call(lambda: _writer(storage, frontier, random.Random(seed), ops=3000))
+    writing.start()
+    try:
+        writing.join(60)
+        assert not writing.is_alive(), "the writer did not finish"
+    finally:
+        reader.stop.set()
+    writing.outcome()
+    reading.outcome()
+    assert reader.reads > 100
+    dummy, hi, terms = frontier.dummy, frontier.hi, frontier.terms
+    assert (storage.first_index(), storage.last_index()) == (dummy + 1, hi)
+    assert storage.entries(dummy + 1, hi + 1) == entries_of(terms, dummy + 1, hi + 1)
