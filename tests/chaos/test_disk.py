@@ -29,6 +29,7 @@ import pytest
 from raftdb.config import NodeConfig
 from raftdb.driver import Node
 from raftdb.errors import UnavailableError
+from raftdb.node_disk import NodeDisk
 from tests.chaos.cluster import poll
 from tests.chaos.conftest import ChaosFactory
 from tests.chaos.faulty import fill_disk, free_disk
@@ -84,7 +85,7 @@ def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_ro
                 acked[f"during-{i}".encode()] = b"v"
             except UnavailableError:
                 pass  # no leader for a moment (the victim led)
-        await eventually(lambda: victim._disk_error is not None, "the victim to fail a save")
+        await eventually(lambda: victim._disk.save_error is not None, "the victim to fail a save")
         with pytest.raises(UnavailableError, match="cannot write to its storage .*No space"):
             await victim.put(b"refused", b"x")
         assert not victim.is_ready()
@@ -303,21 +304,21 @@ def test_a_snapshot_is_installed_once_when_saving_it_is_retried(
 ) -> None:
     """The Ready that failed to save carried a snapshot: the state machine was
     restored from it before the save; the retried save must not restore again."""
-    restore = Node._restore_snapshot
+    restore = NodeDisk._restore_snapshot
 
-    def restore_then_fill_the_disk(self: Node, rd: Any) -> None:
+    def restore_then_fill_the_disk(self: NodeDisk, rd: Any) -> None:
         restore(self, rd)
-        if self.id == 3:
+        if self.node_id == 3:
             fill_disk(self.data_dir)  # the save of the same Ready fails next
 
-    monkeypatch.setattr(Node, "_restore_snapshot", restore_then_fill_the_disk)
+    monkeypatch.setattr(NodeDisk, "_restore_snapshot", restore_then_fill_the_disk)
 
     async def body(c: LocalCluster) -> None:
         await c.stop(3)
         for i in range(60):  # past two snapshots: node 3 can only catch up from one
             await c.nodes[1].put(f"k{i}".encode(), str(i).encode())
         node3 = await c.start(3)
-        await eventually(lambda: node3._disk_error is not None, "node 3 to fail its save", 15)
+        await eventually(lambda: node3._disk.save_error is not None, "node 3 to fail its save", 15)
         restored = node3.metrics.snapshots_restored
         assert _value(restored) == 1
         free_disk(node3.data_dir)

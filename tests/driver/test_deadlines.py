@@ -70,11 +70,11 @@ def test_a_write_and_a_read_without_a_quorum_time_out_and_are_forgotten(tmp_path
             await leader.put(b"k", b"v")
         waited = time.monotonic() - started
         assert waited >= timeout  # never before its time (after it: one tick late at most)
-        assert not leader._writes
-        assert not leader._queued
+        assert not leader._requests.writes
+        assert not leader._requests.queued
         with pytest.raises(UnavailableError, match="confirm leadership"):
             await leader.get(b"k")
-        assert not leader._reads
+        assert not leader._requests.reads
         for node_id in followers:
             await c.start(node_id)
         result = await asyncio.wait_for(_put_until_ok(leader), 30)

@@ -1,0 +1,370 @@
+"""The disk half of a node's Ready loop: the Raft log's storage and the state
+machine, and the two threads that write them (``raftdb.driver`` runs the loop).
+
+Theory of operation
+-------------------
+The *log thread* opens and closes the storage and the state machine, saves
+each Ready (:meth:`NodeDisk.save`), installs a leader's snapshot just before
+the save that records it, and records snapshots: it is the storage's only
+writer. The *apply thread* applies committed entries to the state machine,
+one batch at a time (:meth:`NodeDisk.start_apply`).
+
+The apply thread applies a batch while the log thread saves the next Ready
+(as etcd's server applies beside the raft loop): a Ready costs the longer of
+the two fsyncs, not their sum. At most one batch is applying; the Ready loop
+waits for it (:meth:`NodeDisk.applies_done`) before handing over the next, and
+before a snapshot is installed, so that the restore follows every batch before
+it. Once a batch is applied, the node answers its requests (``after_apply``);
+every ``snapshot_entries`` applied entries, the log thread then records a
+snapshot and compacts the log.
+
+A save that fails with an ``OSError`` (a full disk) is not fatal: the same
+Ready is saved again with backoff while :attr:`NodeDisk.save_error` says why
+(the node answers ``503`` meanwhile); nothing of it is applied or acknowledged
+before its save succeeds, and its entries are applied once, after. Any other
+storage or state machine error stops the node for good (``fail``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raftdb.plugins import open_state_machine, open_storage
+
+if TYPE_CHECKING:
+    from raftdb.config import NodeConfig
+    from raftdb.metrics import NodeMetrics
+    from raftdb.raft import Entry, HardState, Message, Ready, SnapshotMetadata
+    from raftdb.state_machine import StateMachine
+    from raftdb.storage import Storage
+
+__all__ = ["NodeDisk"]
+
+log = logging.getLogger("raftdb.node")
+
+# A save that failed with an OSError is tried again after this many seconds,
+# doubling up to the cap.
+_SAVE_RETRY_FIRST = 0.05
+_SAVE_RETRY_CAP = 2.0
+
+
+class _SaveFailedError(Exception):
+    """Saving a Ready failed with an ``OSError``; ``reason`` says why. Retryable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NodeDisk:
+    """A node's storage and state machine, and its log and apply threads: see the
+    module docstring. Every method is called on the node's event loop, except
+    those that say they run on a thread."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        data_dir: Path,
+        metrics: NodeMetrics,
+        *,
+        after_apply: Callable[[list[Entry], list[Any]], None],
+        fail: Callable[[str], None],
+        stopping: Callable[[], bool],
+        failed: Callable[[], bool],
+    ) -> None:
+        """Args:
+        config: the node's settings (plugins, ``sync``, snapshot intervals).
+        data_dir: the node's data directory; the log and the state are in it.
+        metrics: where saves and snapshots are counted.
+        after_apply: called on the loop with each applied batch and its results,
+            to answer the requests that wait for them.
+        fail: called on the loop when a storage or state machine error must
+            stop the node.
+        stopping: whether the node is stopping (no snapshot is started then).
+        failed: whether the node has failed (then closing writes nothing).
+        """
+        self.config = config
+        self.node_id = config.id
+        self.data_dir = data_dir
+        self.metrics = metrics
+        self.storage: Storage | None = None  # both set by open()
+        self.sm: StateMachine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # What the disk asks of its node.
+        self._after_apply = after_apply
+        self._fail = fail
+        self._stopping = stopping
+        self._failed = failed
+        # The log thread (saves, snapshots, open and close) and the apply thread.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raftdb-io-{self.node_id}"
+        )
+        self._apply_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raftdb-apply-{self.node_id}"
+        )
+        self._applying: asyncio.Future[list[Any]] | None = None  # the batch being applied
+        self._snapshotting = False
+        self._incoming_snapshots: dict[tuple[int, int], Path] = {}
+        self._unsaved_hard_state: HardState | None = None
+        self._restored: Ready | None = None  # the Ready whose snapshot is installed
+        self._save_error: str | None = None  # saving fails now (retried): why
+        self._last_snapshot_index = 0
+
+    @property
+    def save_error(self) -> str | None:
+        """Why saving fails now (it is being retried), or None while saves succeed."""
+        return self._save_error
+
+    @property
+    def applied_index(self) -> int:
+        """The state machine's applied index (0 before it is open)."""
+        return self.sm.applied_index if self.sm is not None else 0
+
+    @property
+    def last_snapshot_index(self) -> int:
+        """The index of the last snapshot recorded or installed."""
+        return self._last_snapshot_index
+
+    # -- open and close --------------------------------------------------------------
+
+    async def open(self) -> tuple[Storage, StateMachine]:
+        """Open the storage and the state machine (on the log thread).
+
+        Raises:
+            RuntimeError: the state machine is behind the log's first index, so
+                it cannot catch up from this log.
+        """
+        self._loop = asyncio.get_running_loop()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        storage, sm = await self._loop.run_in_executor(self._executor, self._open_disk)
+        self.storage, self.sm = storage, sm
+        if sm.applied_index < storage.first_index() - 1:
+            raise RuntimeError(
+                f"raftdb: the state machine in {self.data_dir} is at index {sm.applied_index}, "
+                f"before the log's first index {storage.first_index()}: it cannot catch up "
+                "from this log; wipe the data directory and re-add the node"
+            )
+        self._last_snapshot_index = storage.snapshot().metadata.index
+        return storage, sm
+
+    def _open_disk(self) -> tuple[Storage, StateMachine]:
+        cfg = self.config
+        storage = open_storage(cfg.storage, self.data_dir / "log", sync=cfg.sync)
+        try:
+            sm = open_state_machine(cfg.state_machine, self.data_dir / "state", sync=cfg.sync)
+        except BaseException:
+            storage.close()
+            raise
+        return storage, sm
+
+    async def close(self) -> None:
+        """Once the Ready loop has stopped: let the batch being applied finish, then
+        (on the log thread) save a commit index still unsaved and close the files."""
+        await self.applies_done()
+        self._apply_executor.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_disk)
+        self._executor.shutdown(wait=True)
+
+    def _close_disk(self) -> None:
+        if self.storage is not None and self._unsaved_hard_state is not None and not self._failed():
+            with contextlib.suppress(Exception):
+                self.storage.save(self._unsaved_hard_state, [])
+        for closer in (self.sm, self.storage):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer.close()
+
+    # -- the apply thread ------------------------------------------------------------
+
+    async def applies_done(self) -> None:
+        """Wait until the batch being applied (if any) is applied; never cancels it."""
+        applying = self._applying
+        if applying is not None and not applying.done():
+            await asyncio.wait((applying,))
+
+    def start_apply(self, entries: list[Entry]) -> None:
+        """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
+        sm, loop = self.sm, self._loop
+        assert sm is not None
+        assert loop is not None
+        applying = loop.run_in_executor(self._apply_executor, sm.apply, entries)
+        applying.add_done_callback(functools.partial(self._on_applied, entries))
+        self._applying = applying
+
+    def _on_applied(self, entries: list[Entry], applying: asyncio.Future[list[Any]]) -> None:
+        """On the loop, once a batch is applied: answer its requests; start a snapshot
+        on the log thread when ``snapshot_entries`` more entries were applied."""
+        if applying.cancelled():
+            return
+        error = applying.exception()
+        if error is not None:  # a state machine error: stop, never serve a state that lags
+            log.error("node %d: applying entries failed", self.node_id, exc_info=error)
+            self._fail(f"{type(error).__name__}: {error}")
+            return
+        self._after_apply(entries, applying.result())
+        if (
+            not self._snapshotting
+            and not self._stopping()
+            and self.applied_index - self._last_snapshot_index >= self.config.snapshot_entries
+        ):
+            assert self._loop is not None
+            self._snapshotting = True
+            job = self._loop.run_in_executor(self._executor, self._snapshot_job)
+            job.add_done_callback(self._on_snapshot_job)
+
+    # -- the log thread --------------------------------------------------------------
+
+    def _snapshot_job(self) -> None:
+        """On the log thread: record a snapshot; a storage refusing writes is retried
+        after the next batch (any other error stops the node)."""
+        try:
+            self._take_snapshot()
+        except OSError as e:
+            log.warning("node %d could not record a snapshot: %s", self.node_id, e)
+
+    def _on_snapshot_job(self, job: asyncio.Future[None]) -> None:
+        self._snapshotting = False
+        if not job.cancelled() and job.exception() is not None:
+            error = job.exception()
+            log.error("node %d: taking a snapshot failed", self.node_id, exc_info=error)
+            self._fail(f"{type(error).__name__}: {error}")
+
+    def defer_hard_state(self, hard_state: HardState) -> None:
+        """Keep a hard state that need not be durable yet (only its commit index
+        moved): it is saved with the next Ready that is saved, or on close."""
+        self._unsaved_hard_state = hard_state
+
+    async def save(self, rd: Ready, send: Callable[[list[Message]], None]) -> None:
+        """Run ``_save(rd)`` on the log thread, which hands ``rd.messages_after_save``
+        to ``send`` once ``rd`` is durable; while saving ``rd`` fails with an
+        ``OSError`` (a full disk), set :attr:`save_error` (the node answers
+        ``503``) and try again with backoff.
+
+        Nothing moves meanwhile: ``rd`` is not advanced, so the core keeps it (and
+        stacks new work behind it) and no entry is applied, nor any message that
+        waits for the save sent. The same Ready is saved again, and its entries
+        are applied once, after the save that succeeded. A storage that refuses
+        every call after a failed write (LevelDB's, which cannot tell what
+        reached the disk) answers the retry with a ``StorageError``: it
+        propagates, and the node stops serving, as for any other storage error.
+        """
+        assert self._loop is not None
+        delay = _SAVE_RETRY_FIRST
+        failures = 0
+        while True:
+            try:
+                await self._loop.run_in_executor(self._executor, self._save, rd, send)
+            except _SaveFailedError as e:
+                failures += 1
+                if self._save_error is None:
+                    log.error(
+                        "node %d cannot save to its storage: %s; answering 503 and retrying",
+                        self.node_id,
+                        e.reason,
+                    )
+                    self._save_error = e.reason
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _SAVE_RETRY_CAP)
+                continue
+            if self._save_error is not None:
+                log.warning(
+                    "node %d: saving to its storage works again after %d failed tries",
+                    self.node_id,
+                    failures,
+                )
+                self._save_error = None
+            return
+
+    def _save(self, rd: Ready, send: Callable[[list[Message]], None]) -> None:
+        """On the log thread: make ``rd`` durable, then release its acks.
+
+        Raises:
+            _SaveFailedError: saving failed with an ``OSError``; nothing after the
+                save was done, and calling again with the same ``rd`` retries it.
+        """
+        storage, loop = self.storage, self._loop
+        assert storage is not None
+        assert loop is not None
+        if rd.snapshot is not None and self._restored is not rd:
+            self._restore_snapshot(rd)
+            self._restored = rd  # a retried save must not install it again
+        started = time.perf_counter()
+        try:
+            storage.save(rd.hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
+        except OSError as e:
+            raise _SaveFailedError(f"{type(e).__name__}: {e}") from e
+        self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+        self._unsaved_hard_state = None
+        self._restored = None
+        if rd.messages_after_save:
+            loop.call_soon_threadsafe(send, rd.messages_after_save)
+
+    def _restore_snapshot(self, rd: Ready) -> None:
+        """Install a leader's snapshot: state machine first, then the log.
+
+        In that order a crash between the two leaves a state machine ahead of
+        its log, which replays nothing it already has; the other order could
+        leave a log that starts after what the state machine holds.
+        """
+        assert rd.snapshot is not None
+        assert self.sm is not None
+        meta = rd.snapshot.metadata
+        path = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        if path is None:
+            raise RuntimeError(f"snapshot {meta.index}/{meta.term} to install was not received")
+        try:
+            info = self.sm.restore(_chunks(path))
+        finally:
+            path.unlink(missing_ok=True)
+        self._last_snapshot_index = meta.index
+        self.metrics.snapshots_restored.inc()
+        log.info(
+            "node %d installed snapshot %d (state machine at %d)",
+            self.node_id,
+            meta.index,
+            info.index,
+        )
+
+    def _take_snapshot(self) -> None:
+        """Record a snapshot point at the applied index and compact the log behind it."""
+        assert self.sm is not None
+        assert self.storage is not None
+        stream = self.sm.snapshot()
+        stream.close()  # only the durable point matters; peers get a fresh stream
+        info = stream.info
+        storage = self.storage
+        if info.index <= storage.snapshot().metadata.index or info.index > storage.last_index():
+            return
+        storage.create_snapshot(info.index, info.conf_state)
+        keep = self.config.snapshot_keep_entries
+        storage.compact(max(storage.first_index() - 1, info.index - keep))
+        self._last_snapshot_index = info.index
+        self.metrics.snapshots_taken.inc()
+        log.info("node %d took a snapshot at %d", self.node_id, info.index)
+
+    # -- received snapshots ----------------------------------------------------------
+
+    def keep_received_snapshot(self, meta: SnapshotMetadata, path: Path) -> None:
+        """A leader's snapshot stream arrived in ``path``: keep it until the Ready
+        that installs it is saved (the node then steps its message)."""
+        old = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        if old is not None and old != path:
+            old.unlink(missing_ok=True)
+        # Older received snapshots will never be installed: drop their files.
+        for key in [k for k in self._incoming_snapshots if k[0] < meta.index]:
+            self._incoming_snapshots.pop(key).unlink(missing_ok=True)
+        self._incoming_snapshots[(meta.index, meta.term)] = path
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from iter(lambda: f.read(1 << 20), b"")
