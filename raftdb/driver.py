@@ -31,7 +31,8 @@ damage found by a read, stops the node for good (``_fail``).
 Requests wait in ``raftdb.node_requests`` until they are answered or time out.
 Writes are queued and proposed together at the top of the Ready loop
 (``propose_many``), each in this node's client session, so that it is found
-again when applied and may be proposed again safely.
+again when applied and may be proposed again safely; the linearizable reads
+of the meantime share one ``read_index`` request there too.
 """
 
 from __future__ import annotations
@@ -264,6 +265,8 @@ class Node:
         while not self._stopping and not self._failed:
             if self._requests.queued:
                 self._requests.propose_queued(raw)
+            if self._requests.unasked:
+                self._requests.ask_reads(raw)
             if not raw.has_ready():
                 self._wake.clear()
                 await self._wake.wait()

@@ -9,6 +9,9 @@ Requests wait on plain futures; their time limits are entries of one heap
 Writes are queued and proposed together at the top of the Ready loop
 (:meth:`WaitingRequests.propose_queued`, one ``propose_many``): one append
 message per follower per Ready, however many writes arrived meanwhile.
+Linearizable reads likewise share one ``read_index`` request per turn
+(:meth:`WaitingRequests.ask_reads`): one context for the core to track, and on
+a follower one forwarded request to the leader, for all of them.
 
 A write carries this node's client session (``client_id`` + ``seq``, Raft
 thesis §6.3), so it is found again when applied — even when proposed through
@@ -118,7 +121,9 @@ class WaitingRequests:
         self._idem: dict[bytes, _PendingWrite] = {}  # idempotency client id -> pending
         self._confs: list[_PendingConf] = []
         self._read_ctx = itertools.count(1)
-        self.reads: dict[bytes, asyncio.Future[int]] = {}  # read index context -> waiter
+        # Reads not asked for yet (see ask_reads), and those asked: context -> waiters.
+        self.unasked: list[asyncio.Future[int]] = []
+        self.reads: dict[bytes, list[asyncio.Future[int]]] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = itertools.count()
 
@@ -163,7 +168,8 @@ class WaitingRequests:
         proposed: list[asyncio.Future[Any]] = [w.future for w in self.writes.values()]
         proposed += [w.future for w in self._idem.values()]
         proposed += [c.future for c in self._confs]
-        reads: list[asyncio.Future[Any]] = list(self.reads.values())
+        reads: list[asyncio.Future[Any]] = [f for batch in self.reads.values() for f in batch]
+        reads += self.unasked
         reads += [f for _, _, f in self._applied_waiters]
         for futures, exc in ((proposed, unknown), (reads, error)):
             for f in futures:
@@ -174,6 +180,7 @@ class WaitingRequests:
         self.queued.clear()
         self._confs.clear()
         self.reads.clear()
+        self.unasked.clear()
         self._applied_waiters.clear()
         self._deadlines.clear()
 
@@ -311,23 +318,24 @@ class WaitingRequests:
     async def read_index(self, raw: RawNode) -> int:
         """Confirm leadership (ReadIndex) and wait until this node applied the read index.
 
+        The read joins the batch that :meth:`ask_reads` asks for at the Ready
+        loop's next turn: one ``read_index`` request of the core for every read
+        that arrived meanwhile (as etcd's server batches its linearizable reads).
+        Never a batch asked for before the read arrived: that one's read index
+        may predate a write that completed before this read began.
+
         Raises:
             UnavailableError: no leader is known, or the read index was not
                 confirmed or not applied in time.
         """
         if raw.lead == 0:
             raise no_leader(raw, "confirm the read", self._config)
-        ctx = next(self._read_ctx).to_bytes(8, "big")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        try:
-            raw.read_index(ctx)
-        except ProposalDroppedError as e:
-            raise no_leader(raw, f"confirm the read ({e.reason})", self._config) from None
-        self.reads[ctx] = future
+        self.unasked.append(future)
         self._wake()
         deadline = loop.time() + self._timeout
-        token = self._deadlines.add(deadline, future, lambda: self._read_timed_out(ctx))
+        token = self._deadlines.add(deadline, future, lambda: self._read_timed_out(future))
         try:
             index = await future
         finally:
@@ -335,8 +343,34 @@ class WaitingRequests:
         await self._wait_applied(index, deadline)
         return index
 
-    def _read_timed_out(self, ctx: bytes) -> BaseException:
-        self.reads.pop(ctx, None)
+    def ask_reads(self, raw: RawNode) -> None:
+        """Ask the core for one read index for every read waiting to be asked.
+
+        A refusal (no leader known) answers each of them ``503``.
+        """
+        batch, self.unasked = self.unasked, []
+        batch = [f for f in batch if not f.done()]
+        if not batch:
+            return
+        ctx = next(self._read_ctx).to_bytes(8, "big")
+        try:
+            raw.read_index(ctx)
+        except ProposalDroppedError as e:
+            for f in batch:
+                f.set_exception(no_leader(raw, f"confirm the read ({e.reason})", self._config))
+            return
+        self.reads[ctx] = batch
+
+    def _read_timed_out(self, future: asyncio.Future[int]) -> BaseException:
+        """Forget a read whose leadership round did not come back in time."""
+        if future in self.unasked:
+            self.unasked.remove(future)
+        for ctx, batch in list(self.reads.items()):
+            if future in batch:
+                batch.remove(future)
+                if not batch:
+                    del self.reads[ctx]
+                break
         return UnavailableError("could not confirm leadership with a quorum in time", 1)
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
@@ -359,9 +393,9 @@ class WaitingRequests:
     def answer_reads(self, read_states: list[ReadState]) -> None:
         """The leader confirmed these read indexes: hand each to its read."""
         for rs in read_states:
-            fut = self.reads.pop(rs.context, None)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
+            for fut in self.reads.pop(rs.context, ()):
+                if not fut.done():
+                    fut.set_result(rs.index)
 
     def reissue_reads(self, raw: RawNode) -> None:
         """Ask for the read index of every waiting read again (same context).
@@ -372,8 +406,8 @@ class WaitingRequests:
         """
         if raw.lead == 0:
             return
-        for ctx, fut in self.reads.items():
-            if not fut.done():
+        for ctx, batch in self.reads.items():
+            if any(not fut.done() for fut in batch):
                 with contextlib.suppress(ProposalDroppedError):
                     raw.read_index(ctx)
 

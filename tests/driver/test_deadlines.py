@@ -75,6 +75,7 @@ def test_a_write_and_a_read_without_a_quorum_time_out_and_are_forgotten(tmp_path
         with pytest.raises(UnavailableError, match="confirm leadership"):
             await leader.get(b"k")
         assert not leader._requests.reads
+        assert not leader._requests.unasked
         for node_id in followers:
             await c.start(node_id)
         result = await asyncio.wait_for(_put_until_ok(leader), 30)

@@ -188,3 +188,32 @@ def _histogram_count(node: object) -> float:
             if sample.name.endswith("_count"):
                 return float(sample.value)
     return 0.0
+
+
+def test_concurrent_linearizable_reads_share_read_index_requests(tmp_path: Path) -> None:
+    """Reads arriving together ask the core for one read index between them (one
+    forwarded request, on a follower), and each still sees the latest write."""
+
+    async def body(c: LocalCluster) -> None:
+        leader = c.leader()
+        assert leader is not None
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        raw = follower._raw
+        assert raw is not None
+        asked = 0
+        read_index = raw.read_index
+
+        def counting(ctx: bytes) -> None:
+            nonlocal asked
+            asked += 1
+            read_index(ctx)
+
+        raw.read_index = counting  # type: ignore[method-assign,assignment]
+        for round_no in range(3):
+            value = f"v{round_no}".encode()
+            await leader.put(b"k", value)
+            got = await asyncio.gather(*(_get(follower, b"k") for _ in range(100)))
+            assert all(kv is not None and kv.value == value for kv in got)
+        assert asked < 3 * 100 / 10  # batches of many reads, not one request per read
+
+    LocalCluster(tmp_path, 3).run(body)
