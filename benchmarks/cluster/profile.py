@@ -62,7 +62,10 @@ CATEGORIES: Final[list[tuple[str, tuple[str, ...]]]] = [
     ),
     ("Raft core", ("raftdb/raft/",)),
     ("metrics", ("raftdb/metrics", "prometheus_client/")),
-    ("driver (Ready loop, proposals, futures)", ("raftdb/driver", "raftdb/node_", "raftdb/deadlines", "raftdb/handle")),
+    (
+        "driver (Ready loop, proposals, futures)",
+        ("raftdb/driver", "raftdb/node_", "raftdb/deadlines", "raftdb/handle"),
+    ),
     ("REST handlers (raftdb/api*)", ("raftdb/api", "raftdb/app.py")),
     ("Starlette (routing, Request, Response)", ("starlette/",)),
     ("uvicorn HTTP protocol (httptools parser callbacks, ASGI cycle)", ("uvicorn/",)),
