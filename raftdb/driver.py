@@ -16,8 +16,9 @@ one Ready at a time, in the order ``node.py`` requires::
 
 The log thread and the apply thread are the node's disk (``raftdb.node_disk``,
 with the storage and the state machine they write): a batch applies while the
-next Ready is saved, one batch at a time, and a snapshot to install waits for
-every batch before it. Requests are answered when their batch is applied.
+next Ready is saved (a few batches queued at most, applied in order), and a
+snapshot to install waits for every batch before it. Requests are answered
+when their batch is applied.
 
 While the threads save and apply, the loop keeps stepping peer messages and
 taking proposals; they go into the next Ready, so one fsync covers every
@@ -300,7 +301,7 @@ class Node:
             if rd.messages_after_save:
                 transport.send(rd.messages_after_save)
         if rd.committed_entries:
-            await disk.applies_done()  # one batch applying at a time, in order
+            await disk.apply_room()  # a few batches queued at most, applied in order
             disk.start_apply(rd.committed_entries)
         raw.advance(rd)
         self._requests.answer_reads(rd.read_states)

@@ -7,16 +7,17 @@ The *log thread* opens and closes the storage and the state machine, saves
 each Ready (:meth:`NodeDisk.save`), installs a leader's snapshot just before
 the save that records it, and records snapshots: it is the storage's only
 writer. The *apply thread* applies committed entries to the state machine,
-one batch at a time (:meth:`NodeDisk.start_apply`).
+batch after batch, in order (:meth:`NodeDisk.start_apply`).
 
 The apply thread applies a batch while the log thread saves the next Ready
 (as etcd's server applies beside the raft loop): a Ready costs the longer of
-the two fsyncs, not their sum. At most one batch is applying; the Ready loop
-waits for it (:meth:`NodeDisk.applies_done`) before handing over the next, and
-before a snapshot is installed, so that the restore follows every batch before
-it. Once a batch is applied, the node answers its requests (``after_apply``);
-every ``snapshot_entries`` applied entries, the log thread then records a
-snapshot and compacts the log.
+the two fsyncs, not their sum. Up to :data:`MAX_APPLYING` batches wait for
+the apply thread, in order (one thread: first in, first applied); the Ready
+loop waits only when that many are queued (:meth:`NodeDisk.apply_room`), and
+for all of them before a snapshot is installed (:meth:`NodeDisk.applies_done`),
+so that the restore follows every batch before it. Once a batch is applied,
+the node answers its requests (``after_apply``); every ``snapshot_entries``
+applied entries, the log thread then records a snapshot and compacts the log.
 
 A save that fails with an ``OSError`` (a full disk) is not fatal: the same
 Ready is saved again with backoff while :attr:`NodeDisk.save_error` says why
@@ -28,6 +29,7 @@ storage or state machine error stops the node for good (``fail``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -46,13 +48,17 @@ if TYPE_CHECKING:
     from raftdb.state_machine import StateMachine
     from raftdb.storage import Storage
 
-__all__ = ["NodeDisk"]
+__all__ = ["MAX_APPLYING", "NodeDisk"]
 
 log = logging.getLogger("raftdb.node")
 
 # A save that failed with an OSError is tried again after this many seconds,
 # doubling up to the cap.
 _SAVE_RETRY_FIRST = 0.05
+#: Batches of committed entries queued to the apply thread, at most, before the
+#: Ready loop waits for the oldest: enough that a slow apply does not hold the
+#: next save back, few enough to bound what is committed but not yet applied.
+MAX_APPLYING = 4
 _SAVE_RETRY_CAP = 2.0
 
 
@@ -110,7 +116,8 @@ class NodeDisk:
         self._apply_executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"raftdb-apply-{self.node_id}"
         )
-        self._applying: asyncio.Future[list[Any]] | None = None  # the batch being applied
+        # Batches handed to the apply thread and not applied yet, oldest first.
+        self._applying: collections.deque[asyncio.Future[list[Any]]] = collections.deque()
         self._snapshotting = False
         self._incoming_snapshots: dict[tuple[int, int], Path] = {}
         self._unsaved_hard_state: HardState | None = None
@@ -186,10 +193,23 @@ class NodeDisk:
     # -- the apply thread ------------------------------------------------------------
 
     async def applies_done(self) -> None:
-        """Wait until the batch being applied (if any) is applied; never cancels it."""
+        """Wait until every batch handed over is applied; never cancels one."""
         applying = self._applying
-        if applying is not None and not applying.done():
-            await asyncio.wait((applying,))
+        while applying:
+            if not applying[-1].done():  # the newest: the thread applies in order
+                await asyncio.wait((applying[-1],))
+            while applying and applying[0].done():
+                applying.popleft()
+
+    async def apply_room(self) -> None:
+        """Wait until fewer than :data:`MAX_APPLYING` batches are queued to apply."""
+        applying = self._applying
+        while applying and applying[0].done():
+            applying.popleft()
+        while len(applying) >= MAX_APPLYING:
+            await asyncio.wait((applying[0],))
+            while applying and applying[0].done():
+                applying.popleft()
 
     def start_apply(self, entries: list[Entry]) -> None:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
@@ -198,7 +218,7 @@ class NodeDisk:
         assert loop is not None
         applying = loop.run_in_executor(self._apply_executor, sm.apply, entries)
         applying.add_done_callback(functools.partial(self._on_applied, entries))
-        self._applying = applying
+        self._applying.append(applying)
 
     def _on_applied(self, entries: list[Entry], applying: asyncio.Future[list[Any]]) -> None:
         """On the loop, once a batch is applied: answer its requests; start a snapshot
