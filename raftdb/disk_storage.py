@@ -426,15 +426,21 @@ class DiskStorage(ABC):
         """
         try:
             try:
-                self._write_batch(batch.garbage, batch.entries, batch.meta)
-            except BaseException as exc:
-                self._db_error = exc
-                raise
+                self._write_recording_failure(batch)
             finally:
                 self._db_lock.release()
         except BaseException as exc:
             with self._lock:
                 self._failed = exc
+            raise
+
+    def _write_recording_failure(self, batch: _Batch) -> None:
+        """``_write_batch(batch)``, db lock held; a failure is kept in ``_db_error``
+        (while the db lock is still held) before it propagates."""
+        try:
+            self._write_batch(batch.garbage, batch.entries, batch.meta)
+        except BaseException as exc:
+            self._db_error = exc
             raise
 
     def save(
@@ -520,11 +526,7 @@ class DiskStorage(ABC):
             # not yet on disk), then close the database whatever happens.
             try:
                 if batch is not None:
-                    try:
-                        self._write_batch(batch.garbage, batch.entries, batch.meta)
-                    except BaseException as exc:
-                        self._db_error = exc
-                        raise
+                    self._write_recording_failure(batch)
             finally:
                 try:
                     self._close_db()

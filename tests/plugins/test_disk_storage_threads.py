@@ -69,10 +69,10 @@ class Gate:
             self.done += 1
 
 
-class GatedLevelDB(LevelDBStorage):
-    def __init__(self, path: Path, gate: Gate, **options: Any) -> None:
-        self.gate = gate
-        super().__init__(path, **options)
+class _GatedWrites(DiskStorage):
+    """Mixed in before a plugin class: its database writes pass through ``gate``."""
+
+    gate: Gate
 
     def _write_batch(
         self,
@@ -81,22 +81,19 @@ class GatedLevelDB(LevelDBStorage):
         meta: Sequence[tuple[MetaName, bytes]],
     ) -> None:
         with self.gate.writing():
-            super()._write_batch(garbage, entries, meta)
+            super()._write_batch(garbage, entries, meta)  # type: ignore[safe-super]
 
 
-class GatedSQLite(SQLiteStorage):
+class GatedLevelDB(_GatedWrites, LevelDBStorage):
     def __init__(self, path: Path, gate: Gate, **options: Any) -> None:
         self.gate = gate
-        super().__init__(path, **options)
+        LevelDBStorage.__init__(self, path, **options)
 
-    def _write_batch(
-        self,
-        garbage: Sequence[tuple[int, int]],
-        entries: Sequence[tuple[int, bytes]],
-        meta: Sequence[tuple[MetaName, bytes]],
-    ) -> None:
-        with self.gate.writing():
-            super()._write_batch(garbage, entries, meta)
+
+class GatedSQLite(_GatedWrites, SQLiteStorage):
+    def __init__(self, path: Path, gate: Gate, **options: Any) -> None:
+        self.gate = gate
+        SQLiteStorage.__init__(self, path, **options)
 
 
 def open_gated(plugin: str, path: Path, gate: Gate, **options: Any) -> DiskStorage:
