@@ -467,6 +467,27 @@ def entries_of(terms: dict[int, int], lo: int, hi: int) -> list[Entry]:
     return [entry(i, terms[i]) for i in range(lo, hi)]
 
 
+def _run_writer_and_reader(
+    storage: Storage, frontier: Frontier, gate: Gate, seed: int, ops: int
+) -> _Reader:
+    """``ops`` random writes on one thread while a reader checks the stable log
+    against ``frontier`` on another; the reader, once both ended without error."""
+    reader = _Reader(storage, frontier, gate)
+    reading = Call(lambda: reader.run(random.Random(seed + 1000)))
+    reading.start()
+    writing = Call(lambda: _writer(storage, frontier, random.Random(seed), ops=ops))
+    writing.start()
+    try:
+        writing.join(60)
+        assert not writing.is_alive(), "the writer did not finish (deadlock?)"
+    finally:
+        reader.stop.set()
+    writing.outcome()
+    reading.outcome()
+    assert reader.reads > 100
+    return reader
+
+
 @pytest.mark.parametrize("plugin", PLUGINS)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_one_writer_one_reader_against_a_model(plugin: str, seed: int, tmp_path: Path) -> None:
@@ -479,19 +500,7 @@ def test_one_writer_one_reader_against_a_model(plugin: str, seed: int, tmp_path:
     gate.delay = 0.0003  # a slow disk: widens the window each write is in flight
     storage = open_gated(plugin, tmp_path, gate, cache_entries=24, cache_bytes=1 << 20)
     frontier = Frontier()
-    reader = _Reader(storage, frontier, gate)
-    reading = Call(lambda: reader.run(random.Random(seed + 1000)))
-    reading.start()
-    writing = Call(lambda: _writer(storage, frontier, random.Random(seed), ops=1200))
-    writing.start()
-    try:
-        writing.join(60)
-        assert not writing.is_alive(), "the writer did not finish (deadlock?)"
-    finally:
-        reader.stop.set()
-    writing.outcome()
-    reading.outcome()
-    assert reader.reads > 100
+    reader = _run_writer_and_reader(storage, frontier, gate, seed, ops=1200)
     assert reader.overlapped > 0, "no read ever ran inside a database write"
     dummy, hi, terms = frontier.dummy, frontier.hi, frontier.terms
     snapshot = storage.snapshot()
@@ -524,19 +533,7 @@ def test_memory_storage_one_writer_one_reader_against_a_model(seed: int) -> None
     the driver also drives from two threads): every read matches the model."""
     storage = _YieldingMemory()
     frontier = Frontier()
-    reader = _Reader(storage, frontier, Gate())
-    reading = Call(lambda: reader.run(random.Random(seed + 1000)))
-    reading.start()
-    writing = Call(lambda: _writer(storage, frontier, random.Random(seed), ops=3000))
-    writing.start()
-    try:
-        writing.join(60)
-        assert not writing.is_alive(), "the writer did not finish"
-    finally:
-        reader.stop.set()
-    writing.outcome()
-    reading.outcome()
-    assert reader.reads > 100
+    _run_writer_and_reader(storage, frontier, Gate(), seed, ops=3000)
     dummy, hi, terms = frontier.dummy, frontier.hi, frontier.terms
     assert (storage.first_index(), storage.last_index()) == (dummy + 1, hi)
     assert storage.entries(dummy + 1, hi + 1) == entries_of(terms, dummy + 1, hi + 1)
