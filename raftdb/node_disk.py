@@ -173,7 +173,7 @@ class NodeDisk:
         return storage, sm
 
     async def close(self) -> None:
-        """Once the Ready loop has stopped: let the batch being applied finish, then
+        """Once the Ready loop has stopped: let the batches being applied finish, then
         (on the log thread) save a commit index still unsaved and close the files."""
         await self.applies_done()
         self._apply_executor.shutdown(wait=True)
@@ -194,22 +194,19 @@ class NodeDisk:
 
     async def applies_done(self) -> None:
         """Wait until every batch handed over is applied; never cancels one."""
-        applying = self._applying
-        while applying:
-            if not applying[-1].done():  # the newest: the thread applies in order
-                await asyncio.wait((applying[-1],))
-            while applying and applying[0].done():
-                applying.popleft()
+        await self._applied_down_to(0)
 
     async def apply_room(self) -> None:
         """Wait until fewer than :data:`MAX_APPLYING` batches are queued to apply."""
+        await self._applied_down_to(MAX_APPLYING - 1)
+
+    async def _applied_down_to(self, most: int) -> None:
+        """Wait, oldest first, until at most ``most`` batches are not applied yet."""
         applying = self._applying
-        while applying and applying[0].done():
+        while applying and (applying[0].done() or len(applying) > most):
+            if not applying[0].done():
+                await asyncio.wait((applying[0],))
             applying.popleft()
-        while len(applying) >= MAX_APPLYING:
-            await asyncio.wait((applying[0],))
-            while applying and applying[0].done():
-                applying.popleft()
 
     def start_apply(self, entries: list[Entry]) -> None:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
