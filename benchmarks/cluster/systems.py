@@ -200,7 +200,23 @@ class System(ABC):
             )
 
 
-class Raftdb(System):
+class _RaftdbShapedApi(System):
+    """A system that answers raftdb's ``/readyz`` and ``/v1/status`` (raftdb, and
+    the PySyncObj server written to the same REST shape)."""
+
+    def node_ready(self, port: int) -> bool:
+        status, _ = http_request(port, "GET", "/readyz")
+        return status == 200
+
+    def find_leader(self, ports: list[int]) -> int | None:
+        for i, port in enumerate(ports):
+            status = http_json(port, "GET", "/v1/status")
+            if status is not None and status.get("role") == "leader":
+                return i
+        return None
+
+
+class Raftdb(_RaftdbShapedApi):
     """``raftdb serve`` × 3: LevelDB plugins, fsync on.
 
     Args:
@@ -272,17 +288,6 @@ class Raftdb(System):
             pids.append(self.procs.start(f"raftdb-{i}", argv, log=log, env=env).pid)
         return api_ports, pids
 
-    def node_ready(self, port: int) -> bool:
-        status, _ = http_request(port, "GET", "/readyz")
-        return status == 200
-
-    def find_leader(self, ports: list[int]) -> int | None:
-        for i, port in enumerate(ports):
-            status = http_json(port, "GET", "/v1/status")
-            if status is not None and status.get("role") == "leader":
-                return i
-        return None
-
 
 class Etcd(System):
     """Debian's etcd 3.4 × 3 with its defaults (fsync on); the JSON gateway."""
@@ -346,7 +351,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-class PySyncObjServer(System):
+class PySyncObjServer(_RaftdbShapedApi):
     """:mod:`benchmarks.cluster.pysyncobj_server` × 3 (PySyncObj: no fsync).
 
     Args:
@@ -383,17 +388,6 @@ class PySyncObjServer(System):
             )
             pids.append(proc.pid)
         return api_ports, pids
-
-    def node_ready(self, port: int) -> bool:
-        status, _ = http_request(port, "GET", "/readyz")
-        return status == 200
-
-    def find_leader(self, ports: list[int]) -> int | None:
-        for i, port in enumerate(ports):
-            status = http_json(port, "GET", "/v1/status")
-            if status is not None and status.get("role") == "leader":
-                return i
-        return None
 
 
 class _UvicornApp(System):
