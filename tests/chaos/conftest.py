@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from tests.chaos.cluster import ChaosCluster
+from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test
 from tests.deadline import MARKER as DEADLINE_MARKER
 from tests.deadline import deadline
 
 #: Seconds a chaos test may run unless it says otherwise.
 DEFAULT_DEADLINE = 120.0
 
-_CLUSTERS = pytest.StashKey[list[ChaosCluster]]()
 _SUMMARIES: list[str] = []
 
 ChaosFactory = Callable[..., ChaosCluster]
@@ -45,19 +45,7 @@ def _chaos_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def chaos_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosFactory]:
     """``chaos_cluster(size=3, **kwargs)`` → a :class:`ChaosCluster` (not started)."""
-    clusters: list[ChaosCluster] = []
-    request.node.stash[_CLUSTERS] = clusters
-
-    def make(size: int = 3, **kwargs: Any) -> ChaosCluster:
-        c = ChaosCluster(tmp_path / f"cluster-{len(clusters)}", size=size, **kwargs)
-        clusters.append(c)
-        return c
-
-    try:
-        yield make
-    finally:
-        for c in clusters:
-            c.close()
+    yield from clusters_of_test(request, tmp_path, ChaosCluster)
 
 
 @pytest.fixture
@@ -80,10 +68,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed:
-        clusters: list[ChaosCluster] = item.stash.get(_CLUSTERS, [])
-        for i, c in enumerate(clusters):
-            report.sections.append((f"raftdb cluster {i} logs ({report.when})", c.log_tails(60)))
+    attach_cluster_logs(item, report)
     return report
 
 

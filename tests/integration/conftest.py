@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test, remember_cluster
 from tests.deadline import MARKER as DEADLINE_MARKER
 from tests.deadline import deadline
 from tests.integration.harness import ProcessCluster
@@ -23,7 +23,6 @@ from tests.integration.harness import ProcessCluster
 #: Seconds an integration test may run unless it says otherwise.
 DEFAULT_DEADLINE = 60.0
 
-_CLUSTERS = pytest.StashKey[list[ProcessCluster]]()
 
 ClusterFactory = Callable[..., ProcessCluster]
 
@@ -41,19 +40,7 @@ def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
     """``cluster_factory(size=3, **kwargs)`` → a :class:`ProcessCluster` (not started)."""
-    clusters: list[ProcessCluster] = []
-    request.node.stash[_CLUSTERS] = clusters
-
-    def make(size: int = 3, **kwargs: Any) -> ProcessCluster:
-        c = ProcessCluster(tmp_path / f"cluster-{len(clusters)}", size=size, **kwargs)
-        clusters.append(c)
-        return c
-
-    try:
-        yield make
-    finally:
-        for c in clusters:
-            c.close()
+    yield from clusters_of_test(request, tmp_path, ProcessCluster)
 
 
 @pytest.fixture
@@ -80,7 +67,7 @@ def shared_cluster(
 ) -> ProcessCluster:
     """A started 3-node cluster shared by the tests of one module (they must leave it
     serving); its logs are attached to a failing test's report."""
-    request.node.stash.setdefault(_CLUSTERS, []).append(_module_cluster)
+    remember_cluster(request, _module_cluster)
     return _module_cluster
 
 
@@ -89,8 +76,5 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed:
-        clusters: list[ProcessCluster] = item.stash.get(_CLUSTERS, [])
-        for i, c in enumerate(clusters):
-            report.sections.append((f"raftdb cluster {i} logs ({report.when})", c.log_tails(60)))
+    attach_cluster_logs(item, report)
     return report
