@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from raftdb.kv import Command
+from raftdb.kv.commands import Command
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.messages import Entry, EntryType
-from raftdb.state_machine import MemoryStateMachine
 from raftdb_leveldb import LevelDBStateMachine
 
 VALUE = os.urandom(100)

@@ -1,6 +1,6 @@
 """Encode and decode costs on the write path, one benchmark per codec.
 
-A write crosses three encodings: the client's :class:`~raftdb.kv.Command`
+A write crosses three encodings: the client's :class:`~raftdb.kv.commands.Command`
 becomes entry data (``raftdb/kv.py``), the entry becomes a checksummed
 storage record (``raftdb/codec.py``), and the leader ships entries to its
 peers in MESSAGES frames of APP messages, answered with APP_RESP
@@ -40,10 +40,10 @@ from typing import Any
 
 import pytest
 
-from raftdb.codec import decode_entry, encode_entry
-from raftdb.kv import Command, parse_command
+from raftdb.kv.commands import Command, parse_command
 from raftdb.raft.messages import Entry, EntryType, Message, MessageType
-from raftdb.wire import FRAME_HEADER, decode_messages, encode_message, messages_frame
+from raftdb.storage.records import decode_entry, encode_entry
+from raftdb.transport.frames import FRAME_HEADER, decode_messages, encode_message, messages_frame
 
 VALUE = os.urandom(100)
 #: The shape of the driver's session ids (``node-<id>-<12 hex digits>``).

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from raftdb.kv.snapshot import SnapshotStream
 from raftdb.raft.messages import Entry, EntryType, Message, MessageType
-from raftdb.snapshot_format import SnapshotStream
-from raftdb.transport import Transport
+from raftdb.transport.transport import Transport
 
 PAYLOAD = os.urandom(100)
 

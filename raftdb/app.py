@@ -7,10 +7,10 @@ configuration ends the process there with one line on stderr and exit status
 :class:`RaftdbApp` from its flags.
 
 :class:`RaftdbApp` speaks the ASGI lifespan protocol itself: on startup it
-makes the node (``raftdb.driver.Node(config)``) and awaits ``node.start()``;
+makes the node (``raftdb.node.driver.Node(config)``) and awaits ``node.start()``;
 on shutdown, ``node.stop()``. If the node cannot start, the server is told
 ``lifespan.startup.failed`` with a one-line reason and exits. Requests are
-served by :func:`raftdb.api.create_api` over the running node.
+served by :func:`raftdb.http.app.create_api` over the running node.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from raftdb.api import create_api
-from raftdb.api_common import error_response
 from raftdb.codec import CorruptionError
 from raftdb.config import ConfigError, NodeConfig, load_config, unknown_environment
-from raftdb.errors import NodeError, NotReadyError
-from raftdb.handle import NodeHandle
+from raftdb.http.app import create_api
+from raftdb.http.common import error_response
+from raftdb.node.errors import NodeError, NotReadyError
+from raftdb.node.handle import NodeHandle
 from raftdb.plugins import PluginError
-from raftdb.raft.errors import ConfigError as RaftConfigError
+from raftdb.raft.errors import RaftConfigError
 
 __all__ = [
     "NodeFactory",
@@ -51,7 +51,7 @@ CONFIG_EXIT_STATUS = 2
 
 
 class RunningNode(NodeHandle, Protocol):
-    """A :class:`NodeHandle` the app starts and stops (``raftdb.driver.Node``)."""
+    """A :class:`NodeHandle` the app starts and stops (``raftdb.node.driver.Node``)."""
 
     async def start(self) -> None:
         """Open storage, recover, start the Raft loop and the peer transport."""
@@ -76,8 +76,8 @@ _EXPECTED_START_ERRORS = (
 
 
 def default_node(config: NodeConfig) -> RunningNode:
-    """``raftdb.driver.Node(config)``, imported when the node starts."""
-    driver: Any = importlib.import_module("raftdb.driver")
+    """``raftdb.node.driver.Node(config)``, imported when the node starts."""
+    driver: Any = importlib.import_module("raftdb.node.driver")
     node: RunningNode = driver.Node(config, on_fatal=_exit_on_fatal)
     return node
 

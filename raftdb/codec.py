@@ -1,13 +1,12 @@
-"""On-disk encodings of the Raft core's values: entries, hard state, snapshots.
+"""The sealed-record encoding that storage, the state machines and the wire share.
 
-Every record a storage plugin writes goes through :func:`seal`: a one-byte
+Every record raftdb writes to disk goes through :func:`seal`: a one-byte
 record kind, a CRC-32 of the payload, then the payload in msgpack. The checksum
 is ours, not the database's, for two reasons: SQLite does not checksum its
 pages at all, and LevelDB only checks blocks it is asked to verify, so a
-damaged record could otherwise be read back as a valid, different entry. The
+damaged record could otherwise be read back as a valid, different value. The
 kind byte stops a record of one type being read as another (a hard state copied
-over an entry's key decodes, but does not pass). An entry's payload also
-carries its own index, so a record under the wrong key is caught as well.
+over an entry's key decodes, but does not pass).
 
 msgpack, never pickle: a storage file, like a peer port, must not be able to
 run code when it is read.
@@ -15,6 +14,11 @@ run code when it is read.
 Decoding is strict about types and shapes. Anything that does not decode to
 exactly what was written raises :class:`CorruptionError`; the storage plugins
 add the file and the key to the message, and refuse to start on it.
+
+This module sits below :mod:`raftdb.storage`, :mod:`raftdb.kv` and
+:mod:`raftdb.transport` (each has its own records: :mod:`raftdb.storage.records`,
+:mod:`raftdb.kv.commands` and :mod:`raftdb.kv.snapshot`, :mod:`raftdb.transport.frames`),
+so that the three stay independent of each other.
 """
 
 from __future__ import annotations
@@ -22,42 +26,23 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import msgpack
 
 from raftdb.raft.errors import StorageError
-from raftdb.raft.messages import (
-    ConfState,
-    Entry,
-    EntryType,
-    HardState,
-    Snapshot,
-    SnapshotMetadata,
-)
+from raftdb.raft.messages import ConfState
 
 __all__ = [
     "CorruptionError",
-    "LogBounds",
     "RecordKind",
     "check_bytes",
+    "check_ids",
     "check_uint",
     "conf_state_from_list",
     "conf_state_to_list",
-    "decode_conf_state",
-    "decode_entry",
-    "decode_hard_state",
-    "decode_log_bounds",
-    "decode_snapshot",
-    "encode_conf_state",
-    "encode_entries",
-    "encode_entry",
-    "encode_hard_state",
-    "encode_log_bounds",
-    "encode_snapshot",
+    "decode_record",
     "pack",
     "seal",
     "unpack",
@@ -89,7 +74,8 @@ _HEADER = struct.Struct(">BI")  # kind, crc32(payload) seeded with the kind
 _local = threading.local()
 
 
-def _packb(value: Any) -> bytes:
+def pack(value: Any) -> bytes:
+    """msgpack-encode ``value`` the way every raftdb record is encoded (bin type on)."""
     # A Packer per thread: reusing one is four times faster than msgpack.packb
     # (0.14 µs against 0.69 µs for an entry), and a Packer is not shareable.
     try:
@@ -129,7 +115,7 @@ def unseal(kind: RecordKind, record: bytes) -> bytes:
     return bytes(payload)
 
 
-def _decode(kind: RecordKind, record: bytes, length: int) -> list[Any]:
+def decode_record(kind: RecordKind, record: bytes, length: int) -> list[Any]:
     """Unseal and unpack a record whose payload is a msgpack array of ``length``."""
     payload = unseal(kind, record)
     try:
@@ -141,75 +127,32 @@ def _decode(kind: RecordKind, record: bytes, length: int) -> list[Any]:
     return value
 
 
-def _uint(value: Any, what: str) -> int:
+def check_uint(value: Any, what: str) -> int:
+    """``value`` if it is a non-negative int, else :class:`CorruptionError` naming ``what``."""
     # bool is an int subclass; msgpack never produces one for an int field we wrote.
     if type(value) is not int or value < 0:
         raise CorruptionError(f"{what} is not a non-negative integer: {value!r}")
     return value
 
 
-def _blob(value: Any, what: str) -> bytes:
+def check_bytes(value: Any, what: str) -> bytes:
+    """``value`` if it is bytes, else :class:`CorruptionError` naming ``what``."""
     if type(value) is not bytes:
         raise CorruptionError(f"{what} is not bytes: {type(value).__name__}")
     return value
 
 
-def _ids(value: Any, what: str) -> tuple[int, ...]:
+def check_ids(value: Any, what: str) -> tuple[int, ...]:
+    """``value`` if it is a sorted list of unique ids, as a tuple; else :class:`CorruptionError`."""
     if not isinstance(value, list):
         raise CorruptionError(f"{what} is not a list")
-    ids = tuple(_uint(v, what) for v in value)
+    ids = tuple(check_uint(v, what) for v in value)
     if list(ids) != sorted(set(ids)):
         raise CorruptionError(f"{what} is not sorted and unique: {ids}")
     return ids
 
 
-# -- entries ------------------------------------------------------------------
-
-
-def encode_entry(entry: Entry) -> bytes:
-    """An entry as a sealed record. The index is inside too, checked on decode."""
-    return seal(RecordKind.ENTRY, _packb([entry.index, entry.term, int(entry.type), entry.data]))
-
-
-def decode_entry(record: bytes, index: int | None = None) -> Entry:
-    """Parse :func:`encode_entry`'s output.
-
-    Args:
-        record: the stored bytes.
-        index: the index the record was stored under, if known; a record
-            carrying another index is corrupt (it is under the wrong key).
-
-    Raises:
-        CorruptionError: the record is damaged or is not the entry expected.
-    """
-    idx, term, kind, data = _decode(RecordKind.ENTRY, record, 4)
-    idx = _uint(idx, "entry index")
-    if index is not None and idx != index:
-        raise CorruptionError(f"entry stored at index {index} says it is entry {idx}")
-    if type(kind) is not int or kind not in _ENTRY_TYPES:
-        raise CorruptionError(f"entry {idx} has unknown type {kind!r}")
-    return Entry(_uint(term, "entry term"), idx, _ENTRY_TYPES[kind], _blob(data, "entry data"))
-
-
-_ENTRY_TYPES = {int(t): t for t in EntryType}
-
-
-# -- hard state, conf state, snapshot ------------------------------------------
-
-
-def encode_hard_state(hs: HardState) -> bytes:
-    """A hard state as a sealed record."""
-    return seal(RecordKind.HARD_STATE, _packb([hs.term, hs.vote, hs.commit]))
-
-
-def decode_hard_state(record: bytes) -> HardState:
-    """Parse :func:`encode_hard_state`'s output. Raises :class:`CorruptionError`."""
-    term, vote, commit = _decode(RecordKind.HARD_STATE, record, 3)
-    return HardState(
-        _uint(term, "hard state term"),
-        _uint(vote, "hard state vote"),
-        _uint(commit, "hard state commit"),
-    )
+# -- conf states (the storage records, the snapshot stream and the wire share them) --
 
 
 def conf_state_to_list(cs: ConfState) -> list[list[int]]:
@@ -221,84 +164,11 @@ def conf_state_from_list(value: Any) -> ConfState:
     """Inverse of :func:`conf_state_to_list`. Raises :class:`CorruptionError`."""
     if not isinstance(value, list) or len(value) != 2:
         raise CorruptionError("conf state has the wrong shape")
-    voters = _ids(value[0], "conf state voters")
-    learners = _ids(value[1], "conf state learners")
+    voters = check_ids(value[0], "conf state voters")
+    learners = check_ids(value[1], "conf state learners")
     if set(voters) & set(learners):
         raise CorruptionError(f"nodes {sorted(set(voters) & set(learners))} are voter and learner")
     return ConfState(voters, learners)
-
-
-def encode_conf_state(cs: ConfState) -> bytes:
-    """A conf state as a sealed record."""
-    return seal(RecordKind.CONF_STATE, _packb(conf_state_to_list(cs)))
-
-
-def decode_conf_state(record: bytes) -> ConfState:
-    """Parse :func:`encode_conf_state`'s output. Raises :class:`CorruptionError`."""
-    return conf_state_from_list(_decode(RecordKind.CONF_STATE, record, 2))
-
-
-def encode_snapshot(snapshot: Snapshot) -> bytes:
-    """A snapshot (metadata and its opaque data) as a sealed record."""
-    meta = snapshot.metadata
-    return seal(
-        RecordKind.SNAPSHOT,
-        _packb([meta.index, meta.term, conf_state_to_list(meta.conf_state), snapshot.data]),
-    )
-
-
-def decode_snapshot(record: bytes) -> Snapshot:
-    """Parse :func:`encode_snapshot`'s output. Raises :class:`CorruptionError`."""
-    index, term, conf, data = _decode(RecordKind.SNAPSHOT, record, 4)
-    meta = SnapshotMetadata(
-        _uint(index, "snapshot index"), _uint(term, "snapshot term"), conf_state_from_list(conf)
-    )
-    return Snapshot(meta, _blob(data, "snapshot data"))
-
-
-# -- log bounds -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LogBounds:
-    """Where a stored log starts and ends: the dummy position and the last index.
-
-    Storage plugins write this in the same atomic write as the entries it
-    describes. At start, it tells a gap in the log (corruption) apart from
-    entries that were compacted or truncated away but not yet deleted from
-    disk (garbage, deleted lazily).
-    """
-
-    dummy_index: int
-    dummy_term: int
-    last_index: int
-
-
-def encode_log_bounds(bounds: LogBounds) -> bytes:
-    """Log bounds as a sealed record."""
-    return seal(
-        RecordKind.LOG_BOUNDS, _packb([bounds.dummy_index, bounds.dummy_term, bounds.last_index])
-    )
-
-
-def decode_log_bounds(record: bytes) -> LogBounds:
-    """Parse :func:`encode_log_bounds`'s output. Raises :class:`CorruptionError`."""
-    dummy_index, dummy_term, last = _decode(RecordKind.LOG_BOUNDS, record, 3)
-    bounds = LogBounds(
-        _uint(dummy_index, "log dummy index"),
-        _uint(dummy_term, "log dummy term"),
-        _uint(last, "log last index"),
-    )
-    if bounds.last_index < bounds.dummy_index:
-        raise CorruptionError(
-            f"log bounds end ({bounds.last_index}) before they start ({bounds.dummy_index})"
-        )
-    return bounds
-
-
-def pack(value: Any) -> bytes:
-    """msgpack-encode ``value`` the way every raftdb record is encoded (bin type on)."""
-    return _packb(value)
 
 
 def unpack(payload: bytes) -> Any:
@@ -307,18 +177,3 @@ def unpack(payload: bytes) -> Any:
         return _unpack(payload)
     except Exception as exc:
         raise CorruptionError(f"record does not decode: {exc}") from exc
-
-
-def check_uint(value: Any, what: str) -> int:
-    """``value`` if it is a non-negative int, else :class:`CorruptionError` naming ``what``."""
-    return _uint(value, what)
-
-
-def check_bytes(value: Any, what: str) -> bytes:
-    """``value`` if it is bytes, else :class:`CorruptionError` naming ``what``."""
-    return _blob(value, what)
-
-
-def encode_entries(entries: Sequence[Entry]) -> list[bytes]:
-    """:func:`encode_entry` over a batch (one call site for plugins' hot path)."""
-    return [encode_entry(e) for e in entries]

@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+
+from raftdb.transport.address import parse_peer_url
 
 __all__ = [
     "CONFIG_ENV",
@@ -34,7 +35,7 @@ __all__ = [
     "env_name",
     "flag_name",
     "load_config",
-    "parse_peer_url",
+    "check_peer_url",
     "unknown_environment",
 ]
 
@@ -46,7 +47,7 @@ ENV_PREFIX: Final = "RAFTDB_"
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
 
-# The peer handshake's limit (raftdb.wire.MAX_TOKEN_LENGTH), checked here so a
+# The peer handshake's limit (raftdb.transport.frames.MAX_TOKEN_LENGTH), checked here so a
 # long token is a configuration error rather than a failure to start.
 _MAX_TOKEN_CHARS: Final = 256
 
@@ -74,25 +75,16 @@ def _error(key: str, why: str, origin: str = "") -> ConfigError:
     return ConfigError(f"raftdb: config key {key!r}{where} {why}", key, why)
 
 
-def parse_peer_url(url: str, key: str = "cluster") -> str:
+def check_peer_url(url: str, key: str = "cluster") -> str:
     """Check a peer URL (``http://host:port``) and return it without a trailing ``/``.
 
     Raises:
-        ConfigError: not ``http://host:port``.
+        ConfigError: naming ``key``, if it is not ``http://host:port``.
     """
-    text = url.strip()
     try:
-        parts = urlsplit(text)
-        port = parts.port
+        return parse_peer_url(url).url
     except ValueError as exc:
-        raise _error(key, f"has a bad peer URL {url!r}: {exc}") from None
-    if parts.scheme != "http":
-        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port")
-    if not parts.hostname or port is None or port == 0:
-        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port with a port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise _error(key, f"has a bad peer URL {url!r}: expected http://host:port, nothing more")
-    return text.rstrip("/")
+        raise _error(key, f"has a {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +138,7 @@ class NodeConfig:
         _check_int("id", self.id, minimum=1)
         if isinstance(self.cluster, str):
             raise _error("cluster", "must be a list of peer URLs, not one string")
-        urls = tuple(parse_peer_url(str(url)) for url in self.cluster)
+        urls = tuple(check_peer_url(str(url)) for url in self.cluster)
         object.__setattr__(self, "cluster", urls)
         seen: dict[str, int] = {}
         for number, url in enumerate(urls, start=1):
@@ -176,7 +168,7 @@ class NodeConfig:
             raise _error("listen_peer_url", "must be a peer URL or empty")
         if self.listen_peer_url:
             object.__setattr__(
-                self, "listen_peer_url", parse_peer_url(self.listen_peer_url, "listen_peer_url")
+                self, "listen_peer_url", check_peer_url(self.listen_peer_url, "listen_peer_url")
             )
         for key in ("storage", "state_machine", "cluster_token"):
             value = getattr(self, key)

@@ -23,9 +23,9 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
+from raftdb.kv.state_machine import StateMachine
 from raftdb.raft.errors import RaftError
-from raftdb.state_machine import StateMachine
-from raftdb.storage import Storage
+from raftdb.storage.protocol import Storage
 
 __all__ = [
     "STATE_MACHINE_GROUP",
@@ -52,7 +52,7 @@ class PluginError(RaftError):
 
 
 class StorageFactory(Protocol):
-    """Makes a :class:`~raftdb.storage.Storage` over the directory ``path``."""
+    """Makes a :class:`~raftdb.storage.protocol.Storage` over the directory ``path``."""
 
     def __call__(self, path: Path, *, sync: bool = True) -> Storage: ...
 

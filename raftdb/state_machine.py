@@ -1,305 +1,64 @@
-"""The StateMachine interface and :class:`MemoryStateMachine`, its in-memory version.
+"""The public API of state machine plugins: the StateMachine protocol and what it builds on.
 
-A state machine holds what the committed log means: the keys, plus the small
-replicated state an :class:`~raftdb.applier.Applier` keeps (applied index and term,
-membership, client sessions). Its contract is hashicorp raft's ``FSM`` made
-explicit (see each method):
+A state machine plugin imports what it needs from here, never from the
+modules of :mod:`raftdb.kv` (an import-linter contract in ``make test`` holds
+the shipped plugins to that), so those modules can move without breaking it:
 
-- ``apply`` is deterministic and returns each entry's result to the client;
-- reads never see part of a batch;
-- ``snapshot`` is cheap at the call and defers the slow work to the stream;
-- ``restore`` replaces all state, atomically.
-
-Threads. The driver calls ``apply`` and ``restore`` from one thread at a time
-(its apply worker). ``get``, ``range``, ``snapshot``, ``conf_state``,
-``members`` and :attr:`applied_index` may be called from any thread, at the
-same time as an ``apply``. ``close`` comes last, once the others have returned.
+- :class:`StateMachine`, the contract (its docstrings are the reference), and
+  :class:`MemoryStateMachine`, the in-memory version (the ``memory`` plugin);
+- :class:`Applier` and :class:`KVBackend`: the deterministic core a plugin
+  applies entries with, over its own storage;
+- the snapshot stream every state machine reads and writes
+  (:class:`SnapshotStream`, :class:`SnapshotReader`, :func:`encode_stream`, ...);
+- the records a plugin stores (:class:`SessionState`, :func:`encode_session`, ...)
+  and the helpers the shipped plugins use (:class:`RWLock`, :func:`prefix_end`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Protocol, runtime_checkable
-
-from raftdb.applier import Applier
-from raftdb.kv import ApplyResult, KeyValue, SessionState
-from raftdb.raft.errors import UsageError
-from raftdb.raft.messages import ConfState, Entry
-from raftdb.rwlock import RWLock
-from raftdb.snapshot_format import (
+from raftdb.codec import CorruptionError
+from raftdb.kv.applier import AppliedBatch, Applier, KVBackend
+from raftdb.kv.commands import ApplyResult, KeyValue, SessionState, decode_session, encode_session
+from raftdb.kv.rwlock import RWLock
+from raftdb.kv.snapshot import (
     DEFAULT_CHUNK_SIZE,
     KVRecord,
+    SnapshotAbortedError,
+    SnapshotFormatError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
+    decode_info,
+    encode_info,
     encode_stream,
 )
-from raftdb.sortedkeys import SortedKeys, prefix_end
+from raftdb.kv.sortedkeys import SortedKeys, prefix_end
+from raftdb.kv.state_machine import MemoryStateMachine, StateMachine, check_range_args
 
-__all__ = ["MemoryStateMachine", "StateMachine", "check_range_args"]
-
-
-@runtime_checkable
-class StateMachine(Protocol):
-    """What a state machine plugin provides. See the module docstring for threads."""
-
-    @property
-    def applied_index(self) -> int:
-        """The index of the last entry applied.
-
-        Durable together with the data it describes: after a restart the
-        state machine is exactly as it was after applying the entries up to
-        this index, so the driver replays only the log after it and nothing
-        is applied twice. (A durable plugin may come back with a smaller
-        index than it had before a crash, never a larger one, and never below
-        the index of a snapshot it handed out: see :meth:`snapshot`.)
-        """
-        ...
-
-    def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
-        """Apply committed entries, in order, as one atomic batch.
-
-        NORMAL entries with data are :class:`~raftdb.kv.Command` s; empty ones
-        are leader no-ops. CONF_CHANGE entries change the conf state with
-        :func:`~raftdb.raft.confchange.apply_conf_change` (as the core does)
-        and the members table (``ConfChange.context`` is the peer URL); a
-        change that function refuses is a no-op with an error result. The
-        outcome depends on nothing but the entries and the state before them.
-
-        Concurrent readers see the state before the batch or after it, never
-        in between. Entries at or below :attr:`applied_index` are skipped.
-
-        Args:
-            entries: consecutive committed entries, starting at or below
-                ``applied_index + 1``.
-
-        Returns:
-            One result per entry, in order.
-
-        Raises:
-            UsageError: the entries are not consecutive or leave a gap; nothing
-                was applied.
-            OSError, StorageError: the batch could not be written. The state
-                machine is then unusable (every later call raises) and the
-                node must stop: its state may be behind what it reported.
-        """
-        ...
-
-    def get(self, key: bytes) -> KeyValue | None:
-        """The key's value and indexes, or ``None``. From any thread."""
-        ...
-
-    def range(
-        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
-    ) -> list[KeyValue]:
-        """Keys that start with ``prefix`` and are ``>= start``, in ascending order.
-
-        Args:
-            prefix: only keys starting with it.
-            start: only keys at or after it (resume a listing with the last
-                key returned plus ``b"\\x00"``).
-            limit: at most this many (``None``: all).
-
-        Returns:
-            One consistent view: never part of a batch. From any thread.
-
-        Raises:
-            ValueError: ``limit`` is negative.
-        """
-        ...
-
-    def conf_state(self) -> ConfState:
-        """The membership as of :attr:`applied_index`."""
-        ...
-
-    def members(self) -> dict[int, str]:
-        """``{node id: peer URL}`` for every member as of :attr:`applied_index`.
-
-        A member added by a change with an empty context has URL ``""``.
-        """
-        ...
-
-    def snapshot(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotStream:
-        """Start a snapshot of the current state; the bulk is read lazily.
-
-        The point in time is fixed when this returns (its ``info`` says which
-        index); applies may go on while the stream is read, from any thread.
-        That point is durable when this returns: after a crash the state
-        machine comes back at or after it, so the driver may compact the log
-        up to ``info.index``.
-
-        Args:
-            chunk_size: upper bound on each chunk's size in bytes.
-
-        Returns:
-            A stream in the :mod:`raftdb.snapshot_format` format. Close it if
-            not read to the end.
-        """
-        ...
-
-    def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
-        """Replace the whole state with a snapshot stream's, atomically.
-
-        Either the new state is complete and in place (durably, for a durable
-        plugin) when this returns, or the old state is untouched: a damaged
-        or truncated stream, an error or a crash midway leaves the old state
-        whole. Called from the apply thread, never during an ``apply``.
-
-        Args:
-            chunks: the stream, split anywhere.
-
-        Returns:
-            The restored snapshot's header.
-
-        Raises:
-            SnapshotFormatError: the stream is damaged or truncated.
-        """
-        ...
-
-    def close(self) -> None:
-        """Release files and handles. Nothing may be called afterwards."""
-        ...
-
-
-def check_range_args(limit: int | None) -> None:
-    """Raise ``ValueError`` for a negative ``limit`` (shared by implementations)."""
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-
-
-class _DictBackend:
-    """The Applier's view of a MemoryStateMachine during one batch."""
-
-    __slots__ = ("data", "keys")
-
-    def __init__(self, data: dict[bytes, tuple[bytes, int, int]], keys: SortedKeys) -> None:
-        self.data = data
-        self.keys = keys
-
-    def load(self, key: bytes) -> tuple[int, int] | None:
-        record = self.data.get(key)
-        return None if record is None else (record[1], record[2])
-
-    def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
-        if key not in self.data:
-            self.keys.add(key)
-        self.data[key] = (value, create_index, mod_index)
-
-    def remove(self, key: bytes) -> None:
-        del self.data[key]
-        self.keys.discard(key)
-
-
-class MemoryStateMachine:
-    """The state machine held in process memory: the ``memory`` plugin.
-
-    Nothing survives the object: a node using it rebuilds its state from the
-    log (and snapshots) at every start. Reads take a shared lock and applies
-    an exclusive one, so a reader waits at most one batch. A snapshot copies
-    the key table under the lock (O(n) pointer copies, about 40 ms and 40 MB
-    per million keys) and encodes the copy while applies go on.
-
-    Args:
-        path, sync: ignored (accepted for the plugin factory convention).
-        session_ttl: overrides :data:`raftdb.kv.SESSION_TTL_ENTRIES`; a cluster
-            must use one value on every node.
-    """
-
-    def __init__(
-        self, path: Path | None = None, *, sync: bool = True, session_ttl: int | None = None
-    ) -> None:
-        self._lock = RWLock()
-        self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
-        self._data: dict[bytes, tuple[bytes, int, int]] = {}
-        self._keys = SortedKeys()
-        self._closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UsageError("the state machine is closed")
-
-    @property
-    def applied_index(self) -> int:
-        return self._applier.applied_index
-
-    def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
-        with self._lock.write():
-            self._check_open()
-            backend = _DictBackend(self._data, self._keys)
-            return self._applier.apply(entries, backend).results
-
-    def get(self, key: bytes) -> KeyValue | None:
-        with self._lock.read():
-            self._check_open()
-            record = self._data.get(key)
-        return None if record is None else KeyValue(key, *record)
-
-    def range(
-        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
-    ) -> list[KeyValue]:
-        check_range_args(limit)
-        if limit == 0:
-            return []
-        out: list[KeyValue] = []
-        with self._lock.read():
-            self._check_open()
-            data = self._data
-            for key in self._keys.irange(max(prefix, start), prefix_end(prefix)):
-                out.append(KeyValue(key, *data[key]))
-                if len(out) == limit:
-                    break
-        return out
-
-    def conf_state(self) -> ConfState:
-        with self._lock.read():
-            return self._applier.conf_state
-
-    def members(self) -> dict[int, str]:
-        with self._lock.read():
-            return dict(self._applier.members)
-
-    def snapshot(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotStream:
-        with self._lock.read():
-            self._check_open()
-            a = self._applier
-            info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, dict(a.members))
-            # Values are immutable tuples and sessions are copy-on-write, so
-            # shallow copies are a consistent, private view.
-            data = dict(self._data)
-            keys = self._keys.copy()
-            sessions = sorted(a.sessions.values(), key=lambda s: s.client_id)
-
-        def records() -> Iterator[KVRecord]:
-            for key in keys:
-                value, create, mod = data[key]
-                yield key, value, create, mod
-
-        return SnapshotStream(info, encode_stream(info, records(), sessions, chunk_size))
-
-    def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
-        self._check_open()
-        reader = SnapshotReader(chunks)
-        data: dict[bytes, tuple[bytes, int, int]] = {}
-        ordered: list[bytes] = []
-        for batch in reader.kv_batches():
-            for key, value, create, mod in batch:
-                data[key] = (value, create, mod)
-                ordered.append(key)
-        sessions: list[SessionState] = []
-        for session_batch in reader.session_batches():
-            sessions.extend(session_batch)
-        reader.finish()
-        info = reader.info
-        keys = SortedKeys.from_sorted(ordered)
-        with self._lock.write():
-            self._check_open()
-            self._data, self._keys = data, keys
-            self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
-        return info
-
-    def close(self) -> None:
-        with self._lock.write():
-            self._closed = True
-            self._data = {}
-            self._keys = SortedKeys()
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "AppliedBatch",
+    "Applier",
+    "ApplyResult",
+    "CorruptionError",
+    "KVBackend",
+    "KVRecord",
+    "KeyValue",
+    "MemoryStateMachine",
+    "RWLock",
+    "SessionState",
+    "SnapshotAbortedError",
+    "SnapshotFormatError",
+    "SnapshotInfo",
+    "SnapshotReader",
+    "SnapshotStream",
+    "SortedKeys",
+    "StateMachine",
+    "check_range_args",
+    "decode_info",
+    "decode_session",
+    "encode_info",
+    "encode_session",
+    "encode_stream",
+    "prefix_end",
+]

@@ -12,10 +12,10 @@ from raftdb.config import (
     KEYS,
     ConfigError,
     NodeConfig,
+    check_peer_url,
     env_name,
     flag_name,
     load_config,
-    parse_peer_url,
     unknown_environment,
 )
 
@@ -281,7 +281,7 @@ def test_direct_construction_checks_too() -> None:
 def test_names() -> None:
     assert env_name("state_machine") == "RAFTDB_STATE_MACHINE"
     assert flag_name("state_machine") == "--state-machine"
-    assert parse_peer_url("http://[::1]:5/") == "http://[::1]:5"
+    assert check_peer_url("http://[::1]:5/") == "http://[::1]:5"
     assert unknown_environment({"RAFTDB_ID": "1", "RAFTDB_CONFIG": "x", "RAFTDB_IDD": "1"}) == [
         "RAFTDB_IDD"
     ]

@@ -17,8 +17,11 @@ from raftdb.raft.messages import (
     Snapshot,
     SnapshotMetadata,
     entry_size,
+    limit_size,
 )
-from raftdb.storage import MemoryStorage, Storage, StorageReader, StorageWriter, limit_size
+from raftdb.raft.storage import StorageReader
+from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.protocol import Storage, StorageWriter
 
 Pairs = Sequence[tuple[int, int]]
 CONF = ConfState(voters=(1, 2, 3))

@@ -16,7 +16,7 @@ from typing import Any
 
 import plyvel
 
-from raftdb.codec import CorruptionError
+from raftdb.storage import CorruptionError
 
 __all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db"]
 

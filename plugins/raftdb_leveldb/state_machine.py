@@ -4,7 +4,7 @@ Layout. The state lives in ``<path>/db-NNNNNN/`` (a LevelDB database), and
 ``<path>/CURRENT`` names which one. Inside::
 
     b"d" + key        ->  create_index (8 bytes) + mod_index (8 bytes) + value
-    b"s" + client id  ->  sealed session (raftdb.kv.encode_session)
+    b"s" + client id  ->  sealed session (raftdb.kv.commands.encode_session)
     b"m/format"       ->  b"raftdb.leveldb.state_machine/1"
     b"m/state"        ->  sealed applied index, term, conf state, members
 
@@ -42,31 +42,28 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
-from raftdb.applier import Applier
-from raftdb.codec import CorruptionError
-from raftdb.kv import (
-    ApplyResult,
-    KeyValue,
-    SessionState,
-    decode_session,
-    encode_session,
-)
-from raftdb.raft.errors import StorageError, UsageError
-from raftdb.raft.messages import ConfState, Entry
-from raftdb.rwlock import RWLock
-from raftdb.snapshot_format import (
+from raftdb.raft import ConfState, Entry, StorageError, UsageError
+from raftdb.state_machine import (
     DEFAULT_CHUNK_SIZE,
+    Applier,
+    ApplyResult,
+    CorruptionError,
+    KeyValue,
     KVRecord,
+    RWLock,
+    SessionState,
     SnapshotAbortedError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
+    check_range_args,
     decode_info,
+    decode_session,
     encode_info,
+    encode_session,
     encode_stream,
+    prefix_end,
 )
-from raftdb.sortedkeys import prefix_end
-from raftdb.state_machine import check_range_args
 from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db
 
 __all__ = ["LevelDBStateMachine"]
@@ -146,7 +143,7 @@ class LevelDBStateMachine:
         sync: fsync every applied batch (the default). Off, a process crash
             loses nothing, but after a machine crash the state may not be a
             prefix of the applied batches; use it for tests and benchmarks.
-        session_ttl: overrides :data:`raftdb.kv.SESSION_TTL_ENTRIES` (one
+        session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
             value for the whole cluster).
 
     Raises:

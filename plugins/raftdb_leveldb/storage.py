@@ -19,7 +19,7 @@ keeping a newer synced one.
 
 Compaction and tail truncation only move the bounds in memory; the entries
 they drop are deleted :data:`GARBAGE_PER_WRITE` at a time inside later saves
-(see :mod:`raftdb.logindex`). At open every stored entry is read and checked
+(see :mod:`raftdb.storage.logindex`). At open every stored entry is read and checked
 (checksum, index, no gap); anything wrong stops the open with a
 :class:`~raftdb.codec.CorruptionError` naming the directory and the entry.
 """
@@ -32,8 +32,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from raftdb.codec import CorruptionError, LogBounds, encode_log_bounds
-from raftdb.disk_storage import GARBAGE_PER_WRITE, DiskStorage, MetaName
+from raftdb.storage import (
+    GARBAGE_PER_WRITE,
+    CorruptionError,
+    DiskStorage,
+    LogBounds,
+    MetaName,
+    encode_log_bounds,
+)
 from raftdb_leveldb._db import leveldb_errors, open_db
 
 __all__ = ["GARBAGE_PER_WRITE", "LevelDBStorage"]
@@ -54,10 +60,10 @@ def _key(index: int) -> bytes:
 
 
 class LevelDBStorage(DiskStorage):
-    """A :class:`~raftdb.storage.Storage` in a LevelDB database: the ``leveldb`` plugin.
+    """A :class:`~raftdb.storage.protocol.Storage` in a LevelDB database: the ``leveldb`` plugin.
 
     Thread-safe, for one writer and readers on other threads (see
-    :class:`~raftdb.disk_storage.DiskStorage`): the core's reads are served
+    :class:`~raftdb.storage.disk.DiskStorage`): the core's reads are served
     from memory, without waiting for a write's fsync, except for entries
     older than the cache.
 

@@ -29,8 +29,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from raftdb.codec import CorruptionError, LogBounds, encode_log_bounds
-from raftdb.disk_storage import GARBAGE_PER_WRITE, DiskStorage, MetaName
+from raftdb.storage import (
+    GARBAGE_PER_WRITE,
+    CorruptionError,
+    DiskStorage,
+    LogBounds,
+    MetaName,
+    encode_log_bounds,
+)
 
 __all__ = ["FILE_NAME", "GARBAGE_PER_WRITE", "SQLiteStorage"]
 
@@ -45,10 +51,10 @@ _SCHEMA: Final = (
 
 
 class SQLiteStorage(DiskStorage):
-    """A :class:`~raftdb.storage.Storage` in one SQLite file.
+    """A :class:`~raftdb.storage.protocol.Storage` in one SQLite file.
 
     Thread-safe, for one writer and readers on other threads (see
-    :class:`~raftdb.disk_storage.DiskStorage`). The connection is shared
+    :class:`~raftdb.storage.disk.DiskStorage`). The connection is shared
     across threads but used by one at a time: every use after ``__init__``
     holds the db lock.
 

@@ -1,6 +1,6 @@
 """The Raft consensus core: pure, deterministic, sans-IO.
 
-Start at :class:`RawNode` (``node.py``): its docstring gives the driving loop,
+Start at :class:`RawNode` (``rawnode.py``): its docstring gives the driving loop,
 and :class:`Ready` the persistence contract. Nothing in this package does I/O,
 reads a clock, starts a thread or uses global randomness.
 """
@@ -9,12 +9,13 @@ from raftdb.raft.confchange import ConfChangeError, apply_conf_change
 from raftdb.raft.config import Config
 from raftdb.raft.errors import (
     CompactedError,
-    ConfigError,
     InvalidMessageError,
     NotLeaderError,
     ProposalDroppedError,
+    RaftConfigError,
     RaftError,
     SnapshotTemporarilyUnavailableError,
+    StorageError,
     UnavailableError,
     UsageError,
 )
@@ -31,9 +32,9 @@ from raftdb.raft.messages import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftdb.raft.node import RawNode, Ready, SoftState, Status
-from raftdb.raft.raft import Role
+from raftdb.raft.rawnode import RawNode, Ready, SoftState, Status
 from raftdb.raft.read_only import ReadState
+from raftdb.raft.roles import Role
 
 __all__ = [
     "CompactedError",
@@ -42,7 +43,7 @@ __all__ = [
     "ConfChangeType",
     "ConfState",
     "Config",
-    "ConfigError",
+    "RaftConfigError",
     "Entry",
     "EntryType",
     "HardState",
@@ -62,6 +63,7 @@ __all__ = [
     "SnapshotTemporarilyUnavailableError",
     "SoftState",
     "Status",
+    "StorageError",
     "UnavailableError",
     "UsageError",
     "apply_conf_change",

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import TYPE_CHECKING
 
-from raftdb.raft.errors import ConfigError
+from raftdb.raft.errors import RaftConfigError
 
 if TYPE_CHECKING:
     # Only for annotations: raftdb.storage imports raftdb.raft.errors at load.
-    from raftdb.storage import StorageReader
+    from raftdb.raft.storage import StorageReader
 
 __all__ = ["Config"]
 
@@ -65,27 +65,27 @@ class Config:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("raftdb.raft"))
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field."""
+        """Raise :class:`RaftConfigError` naming the first invalid field."""
         if self.id <= 0:
-            raise ConfigError(f"id must be ≥ 1, got {self.id}")
+            raise RaftConfigError(f"id must be ≥ 1, got {self.id}")
         if self.heartbeat_tick <= 0:
-            raise ConfigError(f"heartbeat_tick must be ≥ 1, got {self.heartbeat_tick}")
+            raise RaftConfigError(f"heartbeat_tick must be ≥ 1, got {self.heartbeat_tick}")
         if self.election_tick <= self.heartbeat_tick:
-            raise ConfigError(
+            raise RaftConfigError(
                 f"election_tick ({self.election_tick}) must be greater than "
                 f"heartbeat_tick ({self.heartbeat_tick})"
             )
         if self.max_inflight_msgs <= 0:
-            raise ConfigError(f"max_inflight_msgs must be ≥ 1, got {self.max_inflight_msgs}")
+            raise RaftConfigError(f"max_inflight_msgs must be ≥ 1, got {self.max_inflight_msgs}")
         if self.max_size_per_msg <= 0:
-            raise ConfigError(f"max_size_per_msg must be ≥ 1, got {self.max_size_per_msg}")
+            raise RaftConfigError(f"max_size_per_msg must be ≥ 1, got {self.max_size_per_msg}")
         if self.max_committed_size_per_ready <= 0:
-            raise ConfigError(
+            raise RaftConfigError(
                 f"max_committed_size_per_ready must be ≥ 1, got {self.max_committed_size_per_ready}"
             )
         if self.max_inflight_bytes < 0:
-            raise ConfigError(f"max_inflight_bytes must be ≥ 0, got {self.max_inflight_bytes}")
+            raise RaftConfigError(f"max_inflight_bytes must be ≥ 0, got {self.max_inflight_bytes}")
         if self.max_uncommitted_entries_size < 0:
-            raise ConfigError("max_uncommitted_entries_size must be ≥ 0")
+            raise RaftConfigError("max_uncommitted_entries_size must be ≥ 0")
         if self.applied < 0:
-            raise ConfigError(f"applied must be ≥ 0, got {self.applied}")
+            raise RaftConfigError(f"applied must be ≥ 0, got {self.applied}")

@@ -29,7 +29,7 @@ from raftdb.raft.messages import (
     MessageType,
     Snapshot,
 )
-from raftdb.raft.node import PeerProgress, Ready, SoftState, Status
+from raftdb.raft.rawnode import PeerProgress, Ready, SoftState, Status
 from raftdb.raft.read_only import ReadState, decode_round
 
 __all__ = [

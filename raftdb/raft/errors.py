@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = [
     "CompactedError",
     "InvalidMessageError",
-    "ConfigError",
+    "RaftConfigError",
     "NotLeaderError",
     "ProposalDroppedError",
     "RaftError",
@@ -44,7 +44,7 @@ class SnapshotTemporarilyUnavailableError(StorageError):
     """The storage is preparing a snapshot; ask again later."""
 
 
-class ConfigError(RaftError):
+class RaftConfigError(RaftError):
     """The core's configuration is invalid; the message names the field."""
 
 

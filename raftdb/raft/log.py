@@ -22,7 +22,7 @@ from raftdb.raft.unstable import Unstable
 
 if TYPE_CHECKING:
     # Annotations only: raftdb.storage imports the core's value types at load.
-    from raftdb.storage import StorageReader
+    from raftdb.raft.storage import StorageReader
 
 __all__ = ["InvariantError", "RaftLog"]
 

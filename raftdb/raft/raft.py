@@ -5,7 +5,7 @@ Theory of operation
 A :class:`Raft` is driven only by :meth:`Raft.step` (a message, local or from a
 peer) and :meth:`Raft.tick` (one unit of logical time). It answers by appending
 messages to ``msgs`` / ``msgs_after_save``, changing its log, and recording
-read states; :class:`~raftdb.raft.node.RawNode` packs those into a ``Ready``.
+read states; :class:`~raftdb.raft.rawnode.RawNode` packs those into a ``Ready``.
 
 Each role has a step function and a tick function, swapped in by the
 ``become_*`` methods (as etcd's ``becomeFollower`` … ``becomeLeader`` set
@@ -22,7 +22,6 @@ server at a time; see ``docs/raft.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 
 from raftdb.raft.confchange import ConfChangeError, apply_conf_change
 from raftdb.raft.config import Config
@@ -40,8 +39,9 @@ from raftdb.raft.messages import (
 from raftdb.raft.progress import ProgressTracker
 from raftdb.raft.quorum import VoteResult
 from raftdb.raft.read_only import ReadOnly, ReadState
+from raftdb.raft.roles import CampaignType, Role
 
-__all__ = ["TRANSFER_CONTEXT", "CampaignType", "Raft", "Role"]
+__all__ = ["TRANSFER_CONTEXT", "Raft"]
 
 MT = MessageType
 
@@ -53,28 +53,11 @@ TRANSFER_CONTEXT = b"transfer"
 _AFTER_SAVE = frozenset({MT.VOTE, MT.VOTE_RESP, MT.APP_RESP})
 
 
-class Role(Enum):
-    """A node's role. A learner is a follower that is not a voter (see ``Status``)."""
-
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre-candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
-class CampaignType(Enum):
-    """Why a node campaigns."""
-
-    PRE_ELECTION = "pre-election"  # PreVote: ask first, without raising the term
-    ELECTION = "election"
-    TRANSFER = "transfer"  # the leader told us to (TimeoutNow): no pre-vote, no lease
-
-
 StepFn = Callable[["Raft", Message], None]
 
 
 class Raft:
-    """One node's Raft state. Use it through :class:`~raftdb.raft.node.RawNode`."""
+    """One node's Raft state. Use it through :class:`~raftdb.raft.rawnode.RawNode`."""
 
     def __init__(self, config: Config) -> None:
         config.validate()

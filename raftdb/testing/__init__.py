@@ -7,9 +7,9 @@ runs it as one pytest command (see ``docs/plugins.md``).
 
 from __future__ import annotations
 
-from raftdb.testing.checks import ConformanceError
-from raftdb.testing.state_machine_checks import STATE_MACHINE_CHECKS, check_state_machine
-from raftdb.testing.storage_checks import STORAGE_CHECKS, check_storage
+from raftdb.testing.conformance.checks import ConformanceError
+from raftdb.testing.conformance.state_machine import STATE_MACHINE_CHECKS, check_state_machine
+from raftdb.testing.conformance.storage import STORAGE_CHECKS, check_storage
 
 __all__ = [
     "STATE_MACHINE_CHECKS",

@@ -1,7 +1,7 @@
 """An in-process cluster of Raft cores on a perfect, synchronous network.
 
 For unit tests, examples and benchmarks of the core: every node has a
-:class:`~raftdb.storage.MemoryStorage`, messages are delivered in order with no
+:class:`~raftdb.storage.memory.MemoryStorage`, messages are delivered in order with no
 loss, and :meth:`Cluster.stabilize` runs everything to a fixed point. The
 deterministic simulation (``tests/sim``) adds faults on top of the same loop.
 """
@@ -14,7 +14,7 @@ from random import Random
 from typing import Any
 
 from raftdb.raft import Config, Entry, EntryType, Message, RawNode, ReadState, Ready, Role
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 
 __all__ = ["Cluster"]
 

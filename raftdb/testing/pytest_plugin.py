@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from raftdb.testing.state_machine_checks import STATE_MACHINE_CHECKS
-from raftdb.testing.storage_checks import STORAGE_CHECKS
+from raftdb.testing.conformance.state_machine import STATE_MACHINE_CHECKS
+from raftdb.testing.conformance.storage import STORAGE_CHECKS
 
 __all__ = ["pytest_addoption", "pytest_generate_tests"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raftdb.plugins import load_state_machine, load_storage
-from raftdb.testing.checks import Check
+from raftdb.testing.conformance.checks import Check
 
 __all__ = ["test_state_machine", "test_storage"]
 

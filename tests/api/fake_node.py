@@ -1,4 +1,4 @@
-"""An in-memory :class:`~raftdb.handle.NodeHandle` for API tests.
+"""An in-memory :class:`~raftdb.node.handle.NodeHandle` for API tests.
 
 A real little key-value store: every write takes the next log index, keys
 keep ``create_index``/``mod_index``, conditions and idempotency keys behave as
@@ -10,14 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftdb.errors import (
-    BadRequestError,
-    ConditionFailedError,
-    MemberNotFoundError,
-    NodeError,
-)
-from raftdb.handle import Consistency, Member, NodeStatus, WriteResult
-from raftdb.kv import KeyValue
+from raftdb.kv.commands import KeyValue
+from raftdb.node.errors import BadRequestError, ConditionFailedError, MemberNotFoundError, NodeError
+from raftdb.node.handle import Consistency, Member, NodeStatus, WriteResult
 
 METRICS = """\
 # HELP raftdb_term The current Raft term.
@@ -27,7 +22,7 @@ raftdb_term 3.0
 
 
 class FakeNode:
-    """A single-process stand-in for ``raftdb.driver.Node``."""
+    """A single-process stand-in for ``raftdb.node.driver.Node``."""
 
     def __init__(self, node_id: int = 1, peers: int = 3) -> None:
         self._id = node_id

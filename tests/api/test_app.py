@@ -19,7 +19,7 @@ import raftdb.app
 from raftdb.app import RaftdbApp, app_from_environment
 from raftdb.cli import build_parser, main, make_server
 from raftdb.config import KEYS, NodeConfig, env_name, flag_name
-from raftdb.errors import NodeError
+from raftdb.node.errors import NodeError
 from raftdb.plugins import PluginError
 from tests.api.fake_node import FakeNode
 from tests.api.helpers import TestClient, error_of

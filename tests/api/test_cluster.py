@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from raftdb.api import create_api
 from raftdb.config import NodeConfig
+from raftdb.http.app import create_api
 from tests.api.fake_node import FakeNode
 from tests.api.helpers import TestClient, error_of
 

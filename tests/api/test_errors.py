@@ -7,16 +7,16 @@ import logging
 
 import pytest
 
-from raftdb.api import create_api
 from raftdb.config import NodeConfig
-from raftdb.errors import (
+from raftdb.http.app import create_api
+from raftdb.node.errors import (
     BadRequestError,
     NodeError,
     NodeRemovedError,
     NotReadyError,
     OutcomeUnknownError,
+    ServiceUnavailableError,
     TooLargeError,
-    UnavailableError,
 )
 from tests.api.fake_node import FakeNode, fail_with
 from tests.api.helpers import TestClient, error_of
@@ -39,7 +39,7 @@ REQUESTS = [
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
-        (UnavailableError("no leader", retry_after=2.5), 503, "unavailable"),
+        (ServiceUnavailableError("no leader", retry_after=2.5), 503, "unavailable"),
         (NotReadyError("starting"), 503, "not_ready"),
         (NodeRemovedError("node 1 was removed from the cluster"), 503, "node_removed"),
         (OutcomeUnknownError("timed out waiting for commit"), 504, "outcome_unknown"),
@@ -68,7 +68,7 @@ def test_node_errors_map_to_http(
 
 
 def test_leader_hint_is_in_the_503(client: TestClient, node: FakeNode) -> None:
-    fail_with(node, UnavailableError("not the leader", retry_after=0.1, leader=2))
+    fail_with(node, ServiceUnavailableError("not the leader", retry_after=0.1, leader=2))
     response = client.put("/v1/kv/k", content=b"v")
     assert error_of(response, 503) == "unavailable"
     assert response.json()["leader"] == 2

@@ -22,21 +22,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from raftdb import api
-from raftdb.api import create_api
-from raftdb.api_fast import KVFastPath
 from raftdb.config import NodeConfig
-from raftdb.errors import (
+from raftdb.http import app as api
+from raftdb.http.app import create_api
+from raftdb.http.fast_path import KVFastPath
+from raftdb.kv.commands import KeyValue
+from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
     NodeRemovedError,
     NotReadyError,
     OutcomeUnknownError,
+    ServiceUnavailableError,
     TooLargeError,
-    UnavailableError,
 )
-from raftdb.handle import NodeHandle
-from raftdb.kv import KeyValue
+from raftdb.node.handle import NodeHandle
 from tests.api.fake_node import FakeNode
 from tests.api.helpers import TestClient
 
@@ -197,9 +197,11 @@ def _cases() -> list[Any]:
         Case("DELETE", "/v1/kv/missing", True),
         Case("DELETE", "/v1/kv/a%2Fb", True),
         # The node's errors, answered by the fast path as Starlette's handlers do.
-        Case("GET", "/v1/kv/k", True, fail=UnavailableError("no leader", retry_after=2.5)),
-        Case("HEAD", "/k", True, fail=UnavailableError("not the leader", 0.2, leader=3)),
-        Case("PUT", "/v1/kv/k", True, b"v", fail=UnavailableError("not the leader", leader=2)),
+        Case("GET", "/v1/kv/k", True, fail=ServiceUnavailableError("no leader", retry_after=2.5)),
+        Case("HEAD", "/k", True, fail=ServiceUnavailableError("not the leader", 0.2, leader=3)),
+        Case(
+            "PUT", "/v1/kv/k", True, b"v", fail=ServiceUnavailableError("not the leader", leader=2)
+        ),
         Case("GET", "/v1/kv/k?consistency=stale", True, fail=NotReadyError("catching up")),
         Case("PUT", "/v1/kv/k", True, b"v", fail=OutcomeUnknownError("timed out")),
         Case("DELETE", "/v1/kv/k", True, fail=NodeRemovedError("removed")),

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftdb.api_common import check_content_length
-from raftdb.errors import BadRequestError
+from raftdb.http.common import check_content_length
+from raftdb.node.errors import BadRequestError
 from tests.api.fake_node import FakeNode
 from tests.api.helpers import TestClient, error_of
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from raftdb.api_kv import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from raftdb.http.kv import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from tests.api.fake_node import FakeNode
 from tests.api.helpers import TestClient, error_of
 

@@ -8,8 +8,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from raftdb.api import METRICS_CONTENT_TYPE, create_api
 from raftdb.config import NodeConfig
+from raftdb.http.app import METRICS_CONTENT_TYPE, create_api
 from tests.api.fake_node import METRICS, FakeNode
 from tests.api.helpers import TestClient, error_of
 

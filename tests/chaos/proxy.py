@@ -53,7 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
-from raftdb.wire import FRAME_HEADER, MAX_CHUNK_FRAME, FrameKind, WireError, decode_hello
+from raftdb.transport.frames import (
+    FRAME_HEADER,
+    MAX_CHUNK_FRAME,
+    FrameKind,
+    WireError,
+    decode_hello,
+)
 
 __all__ = ["LinkRule", "Mode", "ProxyControl", "ProxyError"]
 

@@ -33,7 +33,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from raftdb.api_schema import openapi_schema
+from raftdb.http.openapi import openapi_schema
 from tests.chaos.cluster import poll
 from tests.integration.harness import free_ports
 

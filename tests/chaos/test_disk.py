@@ -27,9 +27,9 @@ import httpx
 import pytest
 
 from raftdb.config import NodeConfig
-from raftdb.driver import Node
-from raftdb.errors import UnavailableError
-from raftdb.node_disk import NodeDisk
+from raftdb.node.disk import NodeDisk
+from raftdb.node.driver import Node
+from raftdb.node.errors import ServiceUnavailableError
 from tests.chaos.cluster import poll
 from tests.chaos.conftest import ChaosFactory
 from tests.chaos.faulty import fill_disk, free_disk
@@ -83,10 +83,10 @@ def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_ro
             try:
                 await others[i % 2].put(f"during-{i}".encode(), b"v")
                 acked[f"during-{i}".encode()] = b"v"
-            except UnavailableError:
+            except ServiceUnavailableError:
                 pass  # no leader for a moment (the victim led)
         await eventually(lambda: victim._disk.save_error is not None, "the victim to fail a save")
-        with pytest.raises(UnavailableError, match="cannot write to its storage .*No space"):
+        with pytest.raises(ServiceUnavailableError, match="cannot write to its storage .*No space"):
             await victim.put(b"refused", b"x")
         assert not victim.is_ready()
         await eventually(lambda: len(acked) > 0 and c.leader() is not victim, "a new leader", 15)

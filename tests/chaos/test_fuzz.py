@@ -28,11 +28,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftdb.kv import Command, InvalidCommandError, KVResult, Op, Status, parse_command
+from raftdb.kv.commands import (
+    Command,
+    CommandStatus,
+    InvalidCommandError,
+    KVResult,
+    Op,
+    parse_command,
+)
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.messages import Entry, EntryType, Message, MessageType
-from raftdb.state_machine import MemoryStateMachine
-from raftdb.transport import Transport
-from raftdb.wire import (
+from raftdb.transport.frames import (
     FRAME_HEADER,
     PROTOCOL_VERSION,
     FrameKind,
@@ -49,6 +55,7 @@ from raftdb.wire import (
     encode_snapshot_end,
     parse_frame_header,
 )
+from raftdb.transport.transport import Transport
 from tests.transport.support import Recorder
 from tests.transport.test_wire import messages as wire_messages
 
@@ -270,7 +277,7 @@ def test_the_command_decoder_is_total_and_changes_nothing_it_refuses(data: bytes
         (result,) = sm.apply([Entry(term=1, index=1, type=EntryType.NORMAL, data=data)])
         if data:  # an empty entry is a new leader's no-op
             assert isinstance(result, KVResult)
-            assert result.status is Status.INVALID
+            assert result.status is CommandStatus.INVALID
         assert sm.range(b"", b"", None) == []
         assert sm.applied_index == 1
         return

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from raftdb.config import NodeConfig
-from raftdb.driver import Node
+from raftdb.node.driver import Node
 
 
 def free_port() -> int:

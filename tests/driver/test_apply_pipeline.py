@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftdb.config import NodeConfig
-from raftdb.kv import ApplyResult
+from raftdb.kv.commands import ApplyResult
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft import Entry
-from raftdb.state_machine import MemoryStateMachine
 
 from .cluster import LocalCluster, eventually
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from raftdb.deadlines import Deadlines
-from raftdb.driver import Node
-from raftdb.errors import OutcomeUnknownError, UnavailableError
+from raftdb.node.deadlines import Deadlines
+from raftdb.node.driver import Node
+from raftdb.node.errors import OutcomeUnknownError, ServiceUnavailableError
 
 from .cluster import LocalCluster
 
@@ -72,7 +72,7 @@ def test_a_write_and_a_read_without_a_quorum_time_out_and_are_forgotten(tmp_path
         assert waited >= timeout  # never before its time (after it: one tick late at most)
         assert not leader._requests.writes
         assert not leader._requests.queued
-        with pytest.raises(UnavailableError, match="confirm leadership"):
+        with pytest.raises(ServiceUnavailableError, match="confirm leadership"):
             await leader.get(b"k")
         assert not leader._requests.reads
         assert not leader._requests.unasked
@@ -89,5 +89,5 @@ async def _put_until_ok(node: Node) -> int:
     while True:
         try:
             return (await node.put(b"k", b"after")).index
-        except (OutcomeUnknownError, UnavailableError):
+        except (OutcomeUnknownError, ServiceUnavailableError):
             await asyncio.sleep(0.05)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from raftdb.driver import Node
-from raftdb.errors import ConditionFailedError, MemberNotFoundError
-from raftdb.handle import Consistency
-from raftdb.kv import KeyValue
+from raftdb.kv.commands import KeyValue
+from raftdb.node.driver import Node
+from raftdb.node.errors import ConditionFailedError, MemberNotFoundError
+from raftdb.node.handle import Consistency
 
 from .cluster import LocalCluster, eventually
 

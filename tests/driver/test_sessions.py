@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from raftdb.config import NodeConfig
-from raftdb.errors import OutcomeUnknownError
-from raftdb.state_machine import MemoryStateMachine
+from raftdb.kv.state_machine import MemoryStateMachine
+from raftdb.node.errors import OutcomeUnknownError
 
 from .cluster import LocalCluster
 

@@ -7,10 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftdb.codec import (
-    CorruptionError,
+from raftdb.codec import CorruptionError, RecordKind, seal, unseal
+from raftdb.raft.messages import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Snapshot,
+    SnapshotMetadata,
+)
+from raftdb.storage.records import (
     LogBounds,
-    RecordKind,
     decode_conf_state,
     decode_entry,
     decode_hard_state,
@@ -21,16 +28,6 @@ from raftdb.codec import (
     encode_hard_state,
     encode_log_bounds,
     encode_snapshot,
-    seal,
-    unseal,
-)
-from raftdb.raft.messages import (
-    ConfState,
-    Entry,
-    EntryType,
-    HardState,
-    Snapshot,
-    SnapshotMetadata,
 )
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)

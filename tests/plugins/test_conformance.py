@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from raftdb.applier import Applier
+from raftdb.kv.applier import Applier
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.plugins import load_state_machine, load_storage
 from raftdb.raft.messages import Entry
-from raftdb.state_machine import MemoryStateMachine
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 from raftdb.testing import (
     STATE_MACHINE_CHECKS,
     STORAGE_CHECKS,
     ConformanceError,
     check_storage,
 )
-from raftdb.testing.checks import Check
+from raftdb.testing.conformance.checks import Check
 
 DURABLE_STORAGE = ("leveldb", "sqlite")
 DURABLE_STATE_MACHINES = ("leveldb",)

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from raftdb.disk_storage import DiskStorage, MetaName
 from raftdb.raft.errors import CompactedError, StorageError, UsageError
-from raftdb.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
-from raftdb.storage import MemoryStorage, Storage, limit_size
+from raftdb.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMetadata, limit_size
+from raftdb.storage.disk import DiskStorage, MetaName
+from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.protocol import Storage
 from raftdb_leveldb import LevelDBStorage
 from raftdb_sqlite import SQLiteStorage
 

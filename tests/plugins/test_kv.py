@@ -1,4 +1,4 @@
-"""raftdb.kv and raftdb.applier: the command format and its deterministic semantics."""
+"""raftdb.kv and raftdb.kv.applier: the command format and its deterministic semantics."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftdb.applier import Applier
 from raftdb.codec import CorruptionError
-from raftdb.kv import (
+from raftdb.kv.applier import Applier
+from raftdb.kv.commands import (
     MAX_CLIENT_ID_BYTES,
     Command,
+    CommandStatus,
     ConfChangeResult,
     InvalidCommandError,
     KVResult,
     NoopResult,
     Op,
     SessionState,
-    Status,
     decode_session,
     encode_session,
 )
@@ -142,10 +142,10 @@ def test_results_and_indexes() -> None:
     )
     assert out.results == [
         NoopResult(1),
-        KVResult(2, Status.OK, 2, 2, 0),
-        KVResult(3, Status.OK, 2, 3, 2),
-        KVResult(4, Status.CONDITION_FAILED, 2, 3, 3),
-        KVResult(5, Status.INVALID, message=out.results[4].message),  # type: ignore[union-attr]
+        KVResult(2, CommandStatus.OK, 2, 2, 0),
+        KVResult(3, CommandStatus.OK, 2, 3, 2),
+        KVResult(4, CommandStatus.CONDITION_FAILED, 2, 3, 3),
+        KVResult(5, CommandStatus.INVALID, message=out.results[4].message),  # type: ignore[union-attr]
     ]
     assert "msgpack" in out.results[4].message  # type: ignore[union-attr]
     assert (applier.applied_index, applier.applied_term) == (5, 1)

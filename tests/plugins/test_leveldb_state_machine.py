@@ -9,11 +9,11 @@ import plyvel
 import pytest
 
 from raftdb.codec import CorruptionError
-from raftdb.kv import Command, KeyValue
+from raftdb.kv.commands import Command, KeyValue
+from raftdb.kv.snapshot import SnapshotAbortedError, SnapshotFormatError
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.errors import StorageError
 from raftdb.raft.messages import Entry
-from raftdb.snapshot_format import SnapshotAbortedError, SnapshotFormatError
-from raftdb.state_machine import MemoryStateMachine
 from raftdb_leveldb import LevelDBStateMachine
 
 

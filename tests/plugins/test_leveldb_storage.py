@@ -8,9 +8,10 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from raftdb.codec import CorruptionError, LogBounds, encode_log_bounds
+from raftdb.codec import CorruptionError
 from raftdb.raft.errors import StorageError
 from raftdb.raft.messages import ConfState, Entry, HardState
+from raftdb.storage.records import LogBounds, encode_log_bounds
 from raftdb_leveldb import LevelDBStorage
 from raftdb_leveldb.storage import GARBAGE_PER_WRITE, _key
 

@@ -1,14 +1,15 @@
-"""raftdb.logindex: term runs, the entry cache and lazy garbage, against MemoryStorage."""
+"""raftdb.storage.logindex: term runs, the entry cache and lazy garbage, against MemoryStorage."""
 
 from __future__ import annotations
 
 import pytest
 
-from raftdb.codec import CorruptionError, LogBounds, encode_entry
-from raftdb.logindex import LogIndex, load_log
+from raftdb.codec import CorruptionError
 from raftdb.raft.errors import CompactedError, UnavailableError, UsageError
 from raftdb.raft.messages import Entry, entry_size
-from raftdb.testing.workloads import StorageWorkload
+from raftdb.storage.logindex import LogIndex, load_log
+from raftdb.storage.records import LogBounds, encode_entry
+from raftdb.testing.conformance.workloads import StorageWorkload
 
 
 def live_never_garbage(index: LogIndex) -> None:

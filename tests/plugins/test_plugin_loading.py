@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from raftdb.kv.state_machine import MemoryStateMachine, StateMachine
 from raftdb.plugins import (
     STATE_MACHINE_GROUP,
     STORAGE_GROUP,
@@ -17,8 +18,8 @@ from raftdb.plugins import (
     open_storage,
     plugin_reference,
 )
-from raftdb.state_machine import MemoryStateMachine, StateMachine
-from raftdb.storage import MemoryStorage, Storage
+from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.protocol import Storage
 from raftdb_leveldb import LevelDBStateMachine, LevelDBStorage
 from raftdb_sqlite import SQLiteStorage
 

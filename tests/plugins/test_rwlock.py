@@ -1,10 +1,10 @@
-"""raftdb.rwlock: readers share, writers exclude, waiting writers go first."""
+"""raftdb.kv.rwlock: readers share, writers exclude, waiting writers go first."""
 
 from __future__ import annotations
 
 import threading
 
-from raftdb.rwlock import RWLock
+from raftdb.kv.rwlock import RWLock
 
 TIMEOUT = 10
 

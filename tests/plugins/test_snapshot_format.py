@@ -1,4 +1,4 @@
-"""raftdb.snapshot_format: the chunked snapshot stream and its validation."""
+"""raftdb.kv.snapshot: the chunked snapshot stream and its validation."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftdb.codec import CorruptionError
-from raftdb.kv import SessionState
-from raftdb.raft.messages import ConfState, SnapshotMetadata
-from raftdb.snapshot_format import (
+from raftdb.kv.commands import SessionState
+from raftdb.kv.snapshot import (
     MAGIC,
     KVRecord,
     SnapshotFormatError,
@@ -25,6 +24,7 @@ from raftdb.snapshot_format import (
     encode_info,
     encode_stream,
 )
+from raftdb.raft.messages import ConfState, SnapshotMetadata
 
 INFO = SnapshotInfo(500, 7, ConfState((1, 2), (3,)), {1: "http://a", 2: "http://b", 3: ""})
 KV: list[KVRecord] = [(b"key%04d" % i, b"v" * (i % 50), i + 1, i + 1) for i in range(300)]

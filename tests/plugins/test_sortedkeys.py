@@ -1,4 +1,4 @@
-"""raftdb.sortedkeys: the chunked sorted key set against a plain sorted list."""
+"""raftdb.kv.sortedkeys: the chunked sorted key set against a plain sorted list."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftdb.sortedkeys import SortedKeys, prefix_end
+from raftdb.kv.sortedkeys import SortedKeys, prefix_end
 
 keys = st.binary(max_size=3)
 

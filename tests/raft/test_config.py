@@ -9,8 +9,8 @@ import pytest
 
 from raftdb.raft import RawNode
 from raftdb.raft.config import Config
-from raftdb.raft.errors import ConfigError, RaftError
-from raftdb.storage import MemoryStorage
+from raftdb.raft.errors import RaftConfigError, RaftError
+from raftdb.storage.memory import MemoryStorage
 
 
 def test_defaults_are_valid() -> None:
@@ -47,10 +47,10 @@ def test_invalid_settings_name_the_field(overrides: dict[str, Any], field: str) 
     config = Config(id=1, storage=MemoryStorage())
     for name, value in overrides.items():
         setattr(config, name, value)
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(RaftConfigError, match=field):
         config.validate()
     # A node is never made from an invalid config.
-    with pytest.raises(ConfigError, match=field):
+    with pytest.raises(RaftConfigError, match=field):
         RawNode(config)
 
 
@@ -69,10 +69,10 @@ def test_boundary_settings_are_valid(overrides: dict[str, Any]) -> None:
 
 
 def test_config_error_is_a_raft_error() -> None:
-    assert issubclass(ConfigError, RaftError)
+    assert issubclass(RaftConfigError, RaftError)
 
 
 def test_negative_max_inflight_bytes_is_refused() -> None:
     config = Config(id=1, storage=MemoryStorage(), max_inflight_bytes=-1)
-    with pytest.raises(ConfigError, match="max_inflight_bytes"):
+    with pytest.raises(RaftConfigError, match="max_inflight_bytes"):
         config.validate()

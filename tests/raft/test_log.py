@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from raftdb.raft.errors import CompactedError, UnavailableError
 from raftdb.raft.log import InvariantError, RaftLog
-from raftdb.raft.messages import ConfState, Entry, Snapshot, SnapshotMetadata
-from raftdb.storage import MemoryStorage, limit_size
+from raftdb.raft.messages import ConfState, Entry, Snapshot, SnapshotMetadata, limit_size
+from raftdb.storage.memory import MemoryStorage
 
 Pairs = Sequence[tuple[int, int]]
 

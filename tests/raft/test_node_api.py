@@ -35,7 +35,7 @@ from raftdb.raft import (
     UsageError,
 )
 from raftdb.raft.messages import LOCAL_MESSAGES, ConfChange, ConfChangeType
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 
 MT = MessageType
 AFTER_SAVE = frozenset({MT.VOTE, MT.VOTE_RESP, MT.APP_RESP})

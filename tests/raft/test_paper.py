@@ -24,7 +24,7 @@ from raftdb.raft import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 from tests.scenarios.datadriven import TestCase, parse_directive
 from tests.scenarios.harness import InteractionEnv
 

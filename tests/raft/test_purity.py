@@ -184,7 +184,7 @@ def test_checker_allows_pure_imports(source: str) -> None:
 
 FIRST_IMPORTS = [
     "raftdb.raft",
-    "raftdb.raft.node",
+    "raftdb.raft.rawnode",
     "raftdb.raft.log",
     "raftdb.raft.messages",
     "raftdb.raft.errors",

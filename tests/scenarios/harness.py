@@ -45,7 +45,7 @@ from raftdb.raft.describe import (
     describe_status,
 )
 from raftdb.raft.errors import NotLeaderError
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 from tests.scenarios.datadriven import DataDrivenError, TestCase
 
 __all__ = ["InteractionEnv"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from raftdb.raft import CompactedError, Entry, RawNode, Role
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 from raftdb.testing.linearizability import (
     KVInput,
     KVModel,

@@ -2,7 +2,7 @@
 crashing disks, clients, membership changes — all driven by one seeded Random.
 
 Each node is a :class:`~raftdb.raft.RawNode` over a
-:class:`~raftdb.storage.MemoryStorage` (its disk: what was saved survives a
+:class:`~raftdb.storage.memory.MemoryStorage` (its disk: what was saved survives a
 crash) and a small key-value state machine in memory (lost on a crash, rebuilt
 from the disk's snapshot plus the log, as the real driver does). The node's
 driver handles a Ready in two separate events — first the messages that may
@@ -43,7 +43,7 @@ from raftdb.raft import (
     Role,
     apply_conf_change,
 )
-from raftdb.storage import MemoryStorage
+from raftdb.storage.memory import MemoryStorage
 from raftdb.testing.linearizability import (
     CompareAndSet,
     Delete,

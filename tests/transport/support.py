@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from raftdb.kv.snapshot import SnapshotInfo, SnapshotStream
 from raftdb.raft.messages import ConfState, Message, MessageType
-from raftdb.snapshot_format import SnapshotInfo, SnapshotStream
-from raftdb.transport import Transport
+from raftdb.transport.transport import Transport
 
 DEADLINE = 10.0
 

@@ -27,8 +27,8 @@ from raftdb.raft.messages import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftdb.transport import Transport, parse_peer_url
-from raftdb.wire import (
+from raftdb.transport.address import parse_peer_url
+from raftdb.transport.frames import (
     PROTOCOL_VERSION,
     FrameKind,
     Hello,
@@ -40,6 +40,7 @@ from raftdb.wire import (
     encode_snapshot_end,
     frame,
 )
+from raftdb.transport.transport import Transport
 
 from .support import Node, Recorder, connect_all, eventually, heartbeat, run, stop_all
 
@@ -86,7 +87,9 @@ def free_port() -> int:
     ],
 )
 def test_parse_peer_url(url: str, expected: tuple[str, int]) -> None:
-    assert parse_peer_url(url) == expected
+    parsed = parse_peer_url(url)
+    assert (parsed.host, parsed.port) == expected
+    assert parsed.url == url.rstrip("/")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +116,8 @@ def test_parse_peer_url_rejects(url: str) -> None:
 
 
 def test_listen_url_may_use_port_zero() -> None:
-    assert parse_peer_url("http://127.0.0.1:0", listen=True) == ("127.0.0.1", 0)
+    parsed = parse_peer_url("http://127.0.0.1:0", listen=True)
+    assert (parsed.host, parsed.port) == ("127.0.0.1", 0)
 
 
 def test_constructor_rejects_bad_arguments(tmp_path: Path) -> None:

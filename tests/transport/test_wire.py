@@ -1,4 +1,4 @@
-"""raftdb.wire: message encoding, frames, and total decoding (WireError or valid).
+"""raftdb.transport.frames: message encoding, frames, and total decoding (WireError or valid).
 
 Property tests run without hypothesis deadlines: the machine is a shared 2-core one.
 """
@@ -24,7 +24,7 @@ from raftdb.raft.messages import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftdb.wire import (
+from raftdb.transport.frames import (
     DEFAULT_MAX_MESSAGE_FRAME,
     FRAME_HEADER,
     MAX_CHUNK_FRAME,

@@ -1,5 +1,5 @@
 """The disk half of a node's Ready loop: the Raft log's storage and the state
-machine, and the two threads that write them (``raftdb.driver`` runs the loop).
+machine, and the two threads that write them (``raftdb.node.driver`` runs the loop).
 
 Theory of operation
 -------------------
@@ -43,10 +43,10 @@ from raftdb.plugins import open_state_machine, open_storage
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
-    from raftdb.metrics import NodeMetrics
+    from raftdb.kv.state_machine import StateMachine
+    from raftdb.node.metrics import NodeMetrics
     from raftdb.raft import Entry, HardState, Message, Ready, SnapshotMetadata
-    from raftdb.state_machine import StateMachine
-    from raftdb.storage import Storage
+    from raftdb.storage.protocol import Storage
 
 __all__ = ["MAX_APPLYING", "NodeDisk"]
 

@@ -1,11 +1,11 @@
 """Stream-level I/O under :mod:`raftdb.transport`: frames in, snapshots in and out.
 
-:mod:`raftdb.wire` says what the bytes mean; this module moves them over
+:mod:`raftdb.transport.frames` says what the bytes mean; this module moves them over
 asyncio streams and files. The transport decides what to do about failures
 (log, report, reconnect); everything here simply raises:
 
 - ``EOFError``: the connection closed cleanly between two frames;
-- :class:`~raftdb.wire.WireError`: the peer sent something broken, or cut a
+- :class:`~raftdb.transport.frames.WireError`: the peer sent something broken, or cut a
   frame or a snapshot stream short;
 - ``OSError`` (``TimeoutError`` included): the network or the disk failed.
 
@@ -23,11 +23,10 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Final, TypeVar
+from typing import Any, BinaryIO, Final, Protocol, TypeVar
 
 from raftdb.raft.messages import Message
-from raftdb.snapshot_format import SnapshotStream
-from raftdb.wire import (
+from raftdb.transport.frames import (
     FRAME_HEADER,
     FrameKind,
     SnapshotEnd,
@@ -41,6 +40,7 @@ from raftdb.wire import (
 
 __all__ = [
     "SEND_CHUNK",
+    "SnapshotChunks",
     "abort",
     "in_thread",
     "peer_address",
@@ -117,6 +117,23 @@ async def abort(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
+class SnapshotChunks(Protocol):
+    """A snapshot as the transport sends it: bytes in chunks, and a way to let go early.
+
+    The transport does not know what the bytes mean (the state machine's
+    snapshot stream, :class:`raftdb.kv.snapshot.SnapshotStream`, satisfies
+    this); it only moves them and checks that they arrive whole.
+    """
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The chunks, pulled once, in a worker thread (the pulls may block)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the chunks are read from. Idempotent; called whatever happens."""
+        ...
+
+
 def set_nodelay(writer: asyncio.StreamWriter) -> None:
     """Turn off Nagle's algorithm: frames are written whole, latency matters."""
     sock = writer.get_extra_info("socket")
@@ -147,7 +164,7 @@ async def send_snapshot(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     message: Message,
-    stream: SnapshotStream,
+    stream: SnapshotChunks,
     *,
     ack_timeout: float,
     max_message_frame: int,

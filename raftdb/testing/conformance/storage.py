@@ -1,13 +1,13 @@
-"""Conformance checks for :class:`~raftdb.storage.Storage` plugins.
+"""Conformance checks for :class:`~raftdb.storage.protocol.Storage` plugins.
 
 Every promise of the Storage protocol, checked through the protocol only:
 ordering, byte limits, truncation of conflicting tails, refused saves that
 change nothing, hard state and snapshot round trips, compaction bounds,
 snapshot installation, a long randomized run against
-:class:`~raftdb.storage.MemoryStorage` (the reference), restart recovery,
+:class:`~raftdb.storage.memory.MemoryStorage` (the reference), restart recovery,
 and crash recovery under kill -9. See ``docs/plugins.md`` to run them.
 
-    from raftdb.testing.storage_checks import check_storage
+    from raftdb.testing.conformance.storage import check_storage
     check_storage(MyStorage)                  # every check, or
     for check in STORAGE_CHECKS: ...          # one test each
 """
@@ -27,9 +27,10 @@ from raftdb.raft.messages import (
     HardState,
     Snapshot,
     SnapshotMetadata,
+    limit_size,
 )
-from raftdb.storage import MemoryStorage, limit_size
-from raftdb.testing.checks import (
+from raftdb.storage.memory import MemoryStorage
+from raftdb.testing.conformance.checks import (
     Check,
     CheckContext,
     expect,
@@ -38,8 +39,8 @@ from raftdb.testing.checks import (
     registry,
     run_checks,
 )
-from raftdb.testing.crash import run_storage_crash
-from raftdb.testing.workloads import StorageWorkload, dump_storage
+from raftdb.testing.conformance.crash import run_storage_crash
+from raftdb.testing.conformance.workloads import StorageWorkload, dump_storage
 
 __all__ = ["STORAGE_CHECKS", "check_storage"]
 

@@ -1,7 +1,7 @@
 """Errors the node server raises to its callers (the REST API maps each to HTTP).
 
 Each carries a stable ``code`` (the JSON ``error`` field) and the HTTP status
-the API answers with, so the mapping lives in one place (``raftdb.api``).
+the API answers with, so the mapping lives in one place (``raftdb.http.app``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = [
     "NotReadyError",
     "OutcomeUnknownError",
     "TooLargeError",
-    "UnavailableError",
+    "ServiceUnavailableError",
 ]
 
 
@@ -65,7 +65,7 @@ class MemberNotFoundError(NodeError):
     status = 404
 
 
-class UnavailableError(NodeError):
+class ServiceUnavailableError(NodeError):
     """No leader or no quorum now: retry after ``retry_after`` seconds. Nothing was done."""
 
     code = "unavailable"
@@ -77,13 +77,13 @@ class UnavailableError(NodeError):
         self.leader = leader
 
 
-class NotReadyError(UnavailableError):
+class NotReadyError(ServiceUnavailableError):
     """The node is starting, catching up, or stopping."""
 
     code = "not_ready"
 
 
-class NodeRemovedError(UnavailableError):
+class NodeRemovedError(ServiceUnavailableError):
     """This node was removed from the cluster and no longer serves."""
 
     code = "node_removed"

@@ -1,7 +1,7 @@
 """What every disk Storage plugin shares: :class:`DiskStorage`, a base class.
 
 A disk plugin keeps its log's bounds, terms and recent entries in a
-:class:`~raftdb.logindex.LogIndex`, and the hard state and snapshot in
+:class:`~raftdb.storage.logindex.LogIndex`, and the hard state and snapshot in
 memory, so that the core's reads cost no I/O except for entries older than
 the cache. Everything around that index is the same whatever the database,
 and lives here: the locks, refusing calls after ``close()`` or a failed write,
@@ -32,8 +32,18 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
-from raftdb.codec import (
-    CorruptionError,
+from raftdb.codec import CorruptionError
+from raftdb.raft.errors import StorageError, UsageError
+from raftdb.raft.messages import (
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMetadata,
+    entry_size,
+)
+from raftdb.storage.logindex import LogIndex, load_log
+from raftdb.storage.records import (
     LogBounds,
     decode_entry,
     decode_hard_state,
@@ -43,16 +53,6 @@ from raftdb.codec import (
     encode_hard_state,
     encode_log_bounds,
     encode_snapshot,
-)
-from raftdb.logindex import LogIndex, load_log
-from raftdb.raft.errors import StorageError, UsageError
-from raftdb.raft.messages import (
-    ConfState,
-    Entry,
-    HardState,
-    Snapshot,
-    SnapshotMetadata,
-    entry_size,
 )
 
 __all__ = ["GARBAGE_PER_WRITE", "DiskStorage", "MetaName"]
@@ -74,7 +74,7 @@ class _Batch(NamedTuple):
 
 
 class DiskStorage(ABC):
-    """A :class:`~raftdb.storage.Storage` over a database a subclass reaches.
+    """A :class:`~raftdb.storage.protocol.Storage` over a database a subclass reaches.
 
     Thread-safe, built for one writer and readers on other threads: the
     driver's I/O thread saves while its event loop reads through the core.
@@ -90,7 +90,7 @@ class DiskStorage(ABC):
        (the driver calls them on its I/O thread only), so it is never
        contended there; it makes the argument below hold for any caller.
     2. ``_lock``, the memory lock, guards the in-memory state: the
-       :class:`~raftdb.logindex.LogIndex`, ``_hard_state``, ``_snapshot``,
+       :class:`~raftdb.storage.logindex.LogIndex`, ``_hard_state``, ``_snapshot``,
        ``_written_bounds``, ``_failed``, ``_closed``. Every public method
        takes it, briefly: never across a database write (a read from the
        database is done under it, see below).
@@ -263,7 +263,7 @@ class DiskStorage(ABC):
         Raises:
             CorruptionError: a record is damaged, the bounds are missing, the
                 snapshot does not cover the start of the log, or an entry is
-                damaged or missing (see :func:`~raftdb.logindex.load_log`).
+                damaged or missing (see :func:`~raftdb.storage.logindex.load_log`).
         """
         where = self._location
         try:

@@ -4,7 +4,7 @@ Both disk storage plugins (LevelDB and SQLite) keep one :class:`LogIndex` next
 to their database, and any plugin author may too. It makes the reads the core
 does all the time free of I/O, and it holds the rules of the Storage contract
 in one place, so that every plugin refuses exactly what
-:class:`~raftdb.storage.MemoryStorage` refuses:
+:class:`~raftdb.storage.memory.MemoryStorage` refuses:
 
 - **Terms by runs.** Terms change rarely (once per election), so the log's
   terms are kept as runs ``(first index, term)``: ``term(i)`` is a bisection,
@@ -25,9 +25,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 
-from raftdb.codec import CorruptionError, LogBounds, decode_entry
+from raftdb.codec import CorruptionError
 from raftdb.raft.errors import CompactedError, UnavailableError, UsageError
 from raftdb.raft.messages import Entry, Snapshot, entry_size
+from raftdb.storage.records import LogBounds, decode_entry
 
 __all__ = ["LogIndex", "load_log"]
 

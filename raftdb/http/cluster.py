@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from raftdb.api_common import json_response, read_json_object
-from raftdb.config import ConfigError, NodeConfig, parse_peer_url
-from raftdb.errors import BadRequestError
-from raftdb.handle import Member, NodeHandle
+from raftdb.config import ConfigError, NodeConfig, check_peer_url
+from raftdb.http.common import json_response, read_json_object
+from raftdb.node.errors import BadRequestError
+from raftdb.node.handle import Member, NodeHandle
 
 __all__ = ["cluster_routes", "member_json"]
 
@@ -60,7 +60,7 @@ def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         if not isinstance(peer_url, str):
             raise BadRequestError(f"field 'peer_url' must be a string (got {peer_url!r})")
         try:
-            peer_url = parse_peer_url(peer_url, "peer_url")
+            peer_url = check_peer_url(peer_url, "peer_url")
         except ConfigError as exc:
             raise BadRequestError(f"field 'peer_url' {exc.why}") from None
         learner = data.get("learner", False)

@@ -7,7 +7,7 @@ send; what a peer sends to it arrives on the peer's own outbound connection.
 A connection opens with a HELLO each way (protocol version, node id, cluster
 token): the listener checks that the caller is a member of its cluster, the
 caller checks that it reached the node it meant to. After that the caller
-only writes MESSAGES frames (see :mod:`raftdb.wire`).
+only writes MESSAGES frames (see :mod:`raftdb.transport.frames`).
 
 Sending never blocks. :meth:`Transport.send` appends each message to its
 recipient's bounded queue and wakes that peer's writer task, which takes
@@ -24,7 +24,7 @@ peer is "down" and messages to it are dropped at once rather than queued.
 
 Snapshots: a SNAP message goes to a per-peer snapshot task with a connection
 of its own, so a large snapshot never delays heartbeats and appends. The task
-asks the handler for the state machine's :class:`SnapshotStream`, pulls its
+asks the handler for the state machine's snapshot (:class:`SnapshotChunks`), pulls its
 chunks in a worker thread (never on the event loop), sends SNAPSHOT_BEGIN,
 SNAPSHOT_CHUNK frames with ``drain()`` after each (flow control: about one
 chunk in memory), SNAPSHOT_END with the size and CRC-32, and waits for the
@@ -51,22 +51,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 from raftdb.codec import pack
-from raftdb.peer_io import (
-    abort,
-    in_thread,
-    peer_address,
-    prepare_snapshot_dir,
-    read_frame,
-    receive_snapshot,
-    send_snapshot,
-    set_nodelay,
-)
 from raftdb.raft.messages import LOCAL_MESSAGES, Message, MessageType
-from raftdb.snapshot_format import SnapshotStream
-from raftdb.wire import (
+from raftdb.transport.address import parse_peer_url
+from raftdb.transport.frames import (
     DEFAULT_MAX_MESSAGE_FRAME,
     MAX_TOKEN_LENGTH,
     PROTOCOL_VERSION,
@@ -82,8 +71,19 @@ from raftdb.wire import (
     message_to_list,
     messages_frame,
 )
+from raftdb.transport.stream import (
+    SnapshotChunks,
+    abort,
+    in_thread,
+    peer_address,
+    prepare_snapshot_dir,
+    read_frame,
+    receive_snapshot,
+    send_snapshot,
+    set_nodelay,
+)
 
-__all__ = ["Transport", "TransportHandler", "parse_peer_url"]
+__all__ = ["Transport", "TransportHandler"]
 
 _T = TypeVar("_T")
 
@@ -131,7 +131,7 @@ class TransportHandler(Protocol):
         iteration are reported once. Raft: ``report_unreachable``."""
         ...
 
-    def open_snapshot(self, message: Message) -> SnapshotStream:
+    def open_snapshot(self, message: Message) -> SnapshotChunks:
         """The state machine snapshot to send with the SNAP ``message``.
 
         The transport iterates the stream in a worker thread and closes it
@@ -159,37 +159,6 @@ class TransportHandler(Protocol):
         ...
 
 
-def parse_peer_url(url: str, *, listen: bool = False) -> tuple[str, int]:
-    """The host and port of a raftexample-style peer URL, ``http://host:port``.
-
-    Args:
-        url: the URL; an IPv6 host goes in brackets (``http://[::1]:12379``).
-        listen: accept port 0 (an ephemeral port, for a listener).
-
-    Raises:
-        ValueError: naming ``url``, if it is anything but ``http://host:port``
-            with an optional trailing slash.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad peer URL {url!r}: {exc}") from None
-    if parts.scheme != "http":
-        raise ValueError(f"bad peer URL {url!r}: expected http://host:port")
-    if not parts.hostname:
-        raise ValueError(f"bad peer URL {url!r}: no host")
-    if port is None:
-        raise ValueError(f"bad peer URL {url!r}: no port")
-    if port == 0 and not listen:
-        raise ValueError(f"bad peer URL {url!r}: port 0")
-    if parts.username or parts.password or parts.path not in ("", "/"):
-        raise ValueError(f"bad peer URL {url!r}: expected http://host:port, nothing more")
-    if parts.query or parts.fragment:
-        raise ValueError(f"bad peer URL {url!r}: expected http://host:port, nothing more")
-    return parts.hostname, port
-
-
 class _Peer:
     """Sending state for one peer: queue, writer task, snapshot task."""
 
@@ -210,7 +179,8 @@ class _Peer:
     def __init__(self, peer_id: int, url: str) -> None:
         self.id = peer_id
         self.url = url
-        self.host, self.port = parse_peer_url(url)
+        address = parse_peer_url(url)
+        self.host, self.port = address.host, address.port
         self.queue: deque[Message] = deque()
         self.wake = asyncio.Event()
         self.state = _CONNECTING
@@ -291,7 +261,8 @@ class Transport:
             raise ValueError(f"max_message_frame must be in [1024, 2**32), not {max_message_frame}")
         self.node_id = node_id
         self._listen_url = listen_url
-        self._listen_host, self._listen_port = parse_peer_url(listen_url, listen=True)
+        listen = parse_peer_url(listen_url, listen=True)
+        self._listen_host, self._listen_port = listen.host, listen.port
         self._peer_urls = self._check_peers(peers)
         self._handler = handler
         self._token = cluster_token

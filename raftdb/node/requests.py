@@ -1,11 +1,11 @@
 """The requests a node holds while they wait: writes and membership changes
 until their entries are applied, reads until their read index is confirmed
-and applied (``raftdb.driver`` serves the API through them).
+and applied (``raftdb.node.driver`` serves the API through them).
 
 Theory of operation
 -------------------
 Requests wait on plain futures; their time limits are entries of one heap
-(``raftdb.deadlines``) that the node's ticker sweeps (:meth:`WaitingRequests.expire`).
+(``raftdb.node.deadlines``) that the node's ticker sweeps (:meth:`WaitingRequests.expire`).
 Writes are queued and proposed together at the top of the Ready loop
 (:meth:`WaitingRequests.propose_queued`, one ``propose_many``): one append
 message per follower per Ready, however many writes arrived meanwhile.
@@ -34,19 +34,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raftdb.deadlines import Deadlines
-from raftdb.errors import (
+from raftdb.kv.commands import (
+    Command,
+    CommandStatus,
+    ConfChangeResult,
+    InvalidCommandError,
+    KVResult,
+)
+from raftdb.node.deadlines import Deadlines
+from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
     OutcomeUnknownError,
-    UnavailableError,
+    ServiceUnavailableError,
 )
-from raftdb.kv import Command, ConfChangeResult, InvalidCommandError, KVResult, Status
 from raftdb.raft import ConfChange, Entry, NotLeaderError, ProposalDroppedError, RawNode
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
-    from raftdb.metrics import NodeMetrics
+    from raftdb.node.metrics import NodeMetrics
     from raftdb.raft import ReadState
 
 __all__ = ["WaitingRequests", "no_leader"]
@@ -72,11 +78,11 @@ class _PendingConf:
     proposed_at: int
 
 
-def no_leader(raw: RawNode, what: str, config: NodeConfig) -> UnavailableError:
+def no_leader(raw: RawNode, what: str, config: NodeConfig) -> ServiceUnavailableError:
     """The ``503`` for a request that needs a leader while none is known; its
     ``Retry-After`` is one election timeout."""
     retry = config.election_ticks * config.tick_ms / 1000
-    return UnavailableError(f"no leader is known to {what}; retry shortly", retry, raw.lead)
+    return ServiceUnavailableError(f"no leader is known to {what}; retry shortly", retry, raw.lead)
 
 
 class WaitingRequests:
@@ -158,7 +164,7 @@ class WaitingRequests:
         # A read index request or its answer may have been lost the same way.
         self.reissue_reads(raw)
 
-    def fail_all(self, error: UnavailableError) -> None:
+    def fail_all(self, error: ServiceUnavailableError) -> None:
         """Answer every waiting request: reads with ``error``; writes and membership
         changes with ``504``, as they were proposed and may still commit through
         the other members (``error``'s ``503`` would say that nothing was done)."""
@@ -190,7 +196,7 @@ class WaitingRequests:
         """Queue ``cmd`` in this node's session (or the key's) and wait until it is applied.
 
         Raises:
-            UnavailableError: no leader is known, the key's request is in progress,
+            ServiceUnavailableError: no leader is known, the key's request is in progress,
                 or the proposal was refused (``503``: nothing was done).
             OutcomeUnknownError: not applied in time, or the session's answer was
                 not OK (``504``: it may or may not have been applied).
@@ -206,7 +212,7 @@ class WaitingRequests:
             # Each key is a session of one request: a retry is answered from it.
             client_id = b"idem:" + idempotency_key
             if client_id in self._idem:
-                raise UnavailableError("a request with this Idempotency-Key is in progress")
+                raise ServiceUnavailableError("a request with this Idempotency-Key is in progress")
             try:
                 data = _with_session(cmd, client_id, 1, 1).encode()
             except InvalidCommandError as e:
@@ -237,13 +243,13 @@ class WaitingRequests:
         finally:
             self._deadlines.discard(token)
         self._metrics.proposal_seconds.observe(time.perf_counter() - started)
-        if result.status == Status.CONDITION_FAILED:
+        if result.status == CommandStatus.CONDITION_FAILED:
             raise ConditionFailedError(
                 f"the key's modify index is {result.mod_index}", result.mod_index
             )
-        if result.status == Status.INVALID:
+        if result.status == CommandStatus.INVALID:
             raise BadRequestError(result.message or "invalid command")
-        if result.status != Status.OK:
+        if result.status != CommandStatus.OK:
             raise OutcomeUnknownError(f"the write's session answered {result.status.name}")
         return result
 
@@ -263,7 +269,7 @@ class WaitingRequests:
                     if isinstance(e, NotLeaderError):
                         error = no_leader(raw, f"take the write ({e.reason})", self._config)
                     else:
-                        error = UnavailableError(f"the write was refused: {e.reason}", 1)
+                        error = ServiceUnavailableError(f"the write was refused: {e.reason}", 1)
                     pending.future.set_exception(error)
 
     def _write_timed_out(self, pending: _PendingWrite) -> BaseException:
@@ -289,7 +295,7 @@ class WaitingRequests:
             return
         if cmd.client_id in self._sessions:
             if cmd.client_id == self._session:
-                if result.status == Status.SESSION_EXPIRED:
+                if result.status == CommandStatus.SESSION_EXPIRED:
                     self._rotate_session()
                 else:
                     self._session_open = True
@@ -325,7 +331,7 @@ class WaitingRequests:
         may predate a write that completed before this read began.
 
         Raises:
-            UnavailableError: no leader is known, or the read index was not
+            ServiceUnavailableError: no leader is known, or the read index was not
                 confirmed or not applied in time.
         """
         if raw.lead == 0:
@@ -371,7 +377,7 @@ class WaitingRequests:
                 if not batch:
                     del self.reads[ctx]
                 break
-        return UnavailableError("could not confirm leadership with a quorum in time", 1)
+        return ServiceUnavailableError("could not confirm leadership with a quorum in time", 1)
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
         if self._applied_index() >= index:
@@ -381,7 +387,7 @@ class WaitingRequests:
         token = self._deadlines.add(
             deadline,
             fut,
-            lambda: UnavailableError(
+            lambda: ServiceUnavailableError(
                 f"this node has not applied up to the read index {index} in time", 1
             ),
         )
@@ -426,7 +432,7 @@ class WaitingRequests:
         """Propose a membership change and wait until it is applied.
 
         Raises:
-            UnavailableError: no leader is known, or the change was refused.
+            ServiceUnavailableError: no leader is known, or the change was refused.
             OutcomeUnknownError: not applied in time (it may still be).
         """
         if raw.lead == 0:
@@ -436,7 +442,7 @@ class WaitingRequests:
         except NotLeaderError:
             raise no_leader(raw, "change the membership", self._config) from None
         except ProposalDroppedError as e:
-            raise UnavailableError(f"membership change refused: {e.reason}", 2) from None
+            raise ServiceUnavailableError(f"membership change refused: {e.reason}", 2) from None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ConfChangeResult] = loop.create_future()
         pending = _PendingConf(change, future, self._ticks)

@@ -14,7 +14,7 @@ one Ready at a time, in the order ``node.py`` requires::
     hand rd.committed_entries to the apply thread (one state machine batch)
     raw.advance(rd); answer waiting reads
 
-The log thread and the apply thread are the node's disk (``raftdb.node_disk``,
+The log thread and the apply thread are the node's disk (``raftdb.node.disk``,
 with the storage and the state machine they write): a batch applies while the
 next Ready is saved (a few batches queued at most, applied in order), and a
 snapshot to install waits for every batch before it. Requests are answered
@@ -26,10 +26,10 @@ write that arrived meanwhile (group commit).
 
 A save that fails with an ``OSError`` (a full disk) is not fatal: the same
 Ready is saved again with backoff while the node answers ``503``
-(``raftdb.node_disk``). Any other storage or state machine error, including
+(``raftdb.node.disk``). Any other storage or state machine error, including
 damage found by a read, stops the node for good (``_fail``).
 
-Requests wait in ``raftdb.node_requests`` until they are answered or time out.
+Requests wait in ``raftdb.node.requests`` until they are answered or time out.
 Writes are queued and proposed together at the top of the Ready loop
 (``propose_many``), each in this node's client session, so that it is found
 again when applied and may be proposed again safely; the linearizable reads
@@ -47,18 +47,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from raftdb.errors import (
+from raftdb.kv.commands import Command, ConfChangeResult, InvalidCommandError, KeyValue, KVResult
+from raftdb.node.disk import NodeDisk
+from raftdb.node.errors import (
     BadRequestError,
     MemberNotFoundError,
     NodeRemovedError,
     NotReadyError,
-    UnavailableError,
+    ServiceUnavailableError,
 )
-from raftdb.handle import Consistency, Member, NodeStatus, WriteResult
-from raftdb.kv import Command, ConfChangeResult, InvalidCommandError, KeyValue, KVResult
-from raftdb.metrics import NodeMetrics
-from raftdb.node_disk import NodeDisk
-from raftdb.node_requests import WaitingRequests, no_leader
+from raftdb.node.handle import Consistency, Member, NodeStatus, WriteResult
+from raftdb.node.metrics import NodeMetrics
+from raftdb.node.requests import WaitingRequests, no_leader
 from raftdb.raft import (
     ConfChange,
     ConfChangeType,
@@ -72,12 +72,12 @@ from raftdb.raft import (
     Role,
 )
 from raftdb.raft.errors import StorageError
-from raftdb.transport import Transport
+from raftdb.transport.transport import Transport
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
-    from raftdb.snapshot_format import SnapshotStream
-    from raftdb.state_machine import StateMachine
+    from raftdb.kv.snapshot import SnapshotStream
+    from raftdb.kv.state_machine import StateMachine
 
 __all__ = ["Node"]
 
@@ -235,7 +235,7 @@ class Node:
         if self._failed is None:
             self._failed = why
             log.critical("node %d stopped serving: %s", self._id, why)
-            self._requests.fail_all(UnavailableError(f"node failed: {why}", retry_after=5))
+            self._requests.fail_all(ServiceUnavailableError(f"node failed: {why}", retry_after=5))
             if self._on_fatal is not None:
                 self._on_fatal(why)
 
@@ -423,13 +423,13 @@ class Node:
     def _check_serving(self) -> RawNode:
         raw = self._raw
         if self._failed:
-            raise UnavailableError(f"node failed: {self._failed}", retry_after=5)
+            raise ServiceUnavailableError(f"node failed: {self._failed}", retry_after=5)
         if self._removed:
             raise NodeRemovedError("this node was removed from the cluster")
         if raw is None or self._stopping:
             raise NotReadyError("the node is starting or stopping")
         if self._disk.save_error is not None:
-            raise UnavailableError(
+            raise ServiceUnavailableError(
                 f"this node cannot write to its storage ({self._disk.save_error}); "
                 "it retries, and serves again once a write succeeds",
                 retry_after=2,
@@ -516,7 +516,7 @@ class Node:
             return read()
         except StorageError as e:
             self._fail(f"{type(e).__name__}: {e}")
-            raise UnavailableError(f"node failed: {type(e).__name__}: {e}", 5) from None
+            raise ServiceUnavailableError(f"node failed: {type(e).__name__}: {e}", 5) from None
 
     # -- membership ------------------------------------------------------------------
 
@@ -531,7 +531,7 @@ class Node:
         if not learner and node_id in self._learners and raw.role == Role.LEADER:
             progress = raw.status().progress.get(node_id)
             if progress is None or progress.match + _PROMOTION_LAG < raw.commit_index:
-                raise UnavailableError(
+                raise ServiceUnavailableError(
                     f"learner {node_id} is not caught up yet (at "
                     f"{progress.match if progress else 0} of {raw.commit_index}); retry later",
                     retry_after=2,
@@ -577,7 +577,9 @@ class Node:
             await asyncio.sleep(self.config.tick_ms / 1000)
             if raw.lead == node_id:
                 return
-        raise UnavailableError(f"leadership did not move to {node_id} in time", retry_after=1)
+        raise ServiceUnavailableError(
+            f"leadership did not move to {node_id} in time", retry_after=1
+        )
 
     # -- inspection ------------------------------------------------------------------
 

@@ -15,17 +15,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from raftdb.kv import (
+from raftdb.kv.commands import (
     MAX_SESSION_RESPONSES,
     SESSION_TTL_ENTRIES,
     ApplyResult,
+    CommandStatus,
     ConfChangeResult,
     InvalidCommandError,
     KVResult,
     NoopResult,
     Op,
     SessionState,
-    Status,
     parse_command,
 )
 from raftdb.raft.confchange import ConfChangeError, apply_conf_change
@@ -170,24 +170,24 @@ class Applier:
         try:
             _, op, key, value, expect, client_id, seq, ack = parse_command(data)
         except InvalidCommandError as exc:
-            return KVResult(index, Status.INVALID, message=str(exc))
+            return KVResult(index, CommandStatus.INVALID, message=str(exc))
         if client_id is None:
             return self._execute(index, op, key, value, expect, backend)
         session = self.sessions.get(client_id)
         if session is None:
             if ack > 1:
                 # The client had answers for seq < ack, so it had a session here.
-                return KVResult(index, Status.SESSION_EXPIRED)
+                return KVResult(index, CommandStatus.SESSION_EXPIRED)
             session = SessionState(client_id, index, 0, {})
         elif seq < session.floor:
-            return KVResult(index, Status.STALE)
+            return KVResult(index, CommandStatus.STALE)
         else:
             cached = session.responses.get(seq)
             if cached is not None:
                 self._touch(SessionState(client_id, index, session.floor, session.responses))
                 changed[client_id] = self.sessions[client_id]
                 status, create, mod, prev = cached
-                return KVResult(index, Status(status), create, mod, prev, duplicate=True)
+                return KVResult(index, CommandStatus(status), create, mod, prev, duplicate=True)
         result = self._execute(index, op, key, value, expect, backend)
         floor = max(session.floor, ack)
         responses = {s: r for s, r in session.responses.items() if s >= floor}
@@ -220,16 +220,16 @@ class Applier:
         else:
             create, prev = old
         if expect is not None and expect != prev:
-            return KVResult(index, Status.CONDITION_FAILED, create, prev, prev)
+            return KVResult(index, CommandStatus.CONDITION_FAILED, create, prev, prev)
         if op == Op.PUT:
             assert value is not None  # checked by _parse
             if old is None:
                 create = index
             backend.store(key, value, create, index)
-            return KVResult(index, Status.OK, create, index, prev)
+            return KVResult(index, CommandStatus.OK, create, index, prev)
         if old is not None:
             backend.remove(key)
-        return KVResult(index, Status.OK, 0, 0, prev)
+        return KVResult(index, CommandStatus.OK, 0, 0, prev)
 
     # -- sessions ----------------------------------------------------------------
 

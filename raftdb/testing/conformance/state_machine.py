@@ -8,7 +8,7 @@ snapshots taken while applies go on, bounded chunks, atomic restore that
 refuses damaged streams, restart recovery, and kill -9 during applies and
 during a restore. The reference is :class:`~raftdb.state_machine.MemoryStateMachine`.
 
-    from raftdb.testing.state_machine_checks import check_state_machine
+    from raftdb.testing.conformance.state_machine import check_state_machine
     check_state_machine(MyStateMachine)
 """
 
@@ -19,27 +19,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raftdb.kv import (
+from raftdb.kv.commands import (
     MAX_SESSION_RESPONSES,
     SESSION_TTL_ENTRIES,
     Command,
+    CommandStatus,
     ConfChangeResult,
     KeyValue,
     KVResult,
     NoopResult,
     SessionState,
-    Status,
 )
+from raftdb.kv.snapshot import SnapshotFormatError, SnapshotInfo, SnapshotReader, encode_stream
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
-from raftdb.snapshot_format import (
-    SnapshotFormatError,
-    SnapshotInfo,
-    SnapshotReader,
-    encode_stream,
-)
-from raftdb.state_machine import MemoryStateMachine
-from raftdb.testing.checks import (
+from raftdb.testing.conformance.checks import (
     Check,
     CheckContext,
     expect,
@@ -48,8 +43,8 @@ from raftdb.testing.checks import (
     registry,
     run_checks,
 )
-from raftdb.testing.crash import run_restore_crash, run_state_machine_crash
-from raftdb.testing.workloads import EntryWorkload
+from raftdb.testing.conformance.crash import run_restore_crash, run_state_machine_crash
+from raftdb.testing.conformance.workloads import EntryWorkload
 
 __all__ = ["STATE_MACHINE_CHECKS", "check_state_machine", "digest"]
 
@@ -67,7 +62,7 @@ def check_state_machine(
 ) -> None:
     """Run every state machine check against the plugin ``make`` builds.
 
-    Args: as :func:`raftdb.testing.storage_checks.check_storage`.
+    Args: as :func:`raftdb.testing.conformance.storage.check_storage`.
 
     Raises:
         ConformanceError: a check failed; the message names it.
@@ -153,18 +148,22 @@ def check_empty(ctx: CheckContext) -> None:
 def check_put_get_delete(ctx: CheckContext) -> None:
     """Puts set create and mod indexes; overwrites keep create; deletes forget both."""
     m, log = ctx.open(), _Log()
-    expect_equal(_kv(m, log.put(b"a", b"1")), KVResult(1, Status.OK, 1, 1, 0), "first put")
+    expect_equal(_kv(m, log.put(b"a", b"1")), KVResult(1, CommandStatus.OK, 1, 1, 0), "first put")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"1", 1, 1), "get after put")
-    expect_equal(_kv(m, log.put(b"a", b"2")), KVResult(2, Status.OK, 1, 2, 1), "overwrite")
+    expect_equal(_kv(m, log.put(b"a", b"2")), KVResult(2, CommandStatus.OK, 1, 2, 1), "overwrite")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"2", 1, 2), "get after overwrite")
-    expect_equal(_kv(m, log.put(b"b", b"")), KVResult(3, Status.OK, 3, 3, 0), "empty value")
+    expect_equal(_kv(m, log.put(b"b", b"")), KVResult(3, CommandStatus.OK, 3, 3, 0), "empty value")
     expect_equal(m.get(b"b"), KeyValue(b"b", b"", 3, 3), "get of an empty value")
-    expect_equal(_kv(m, log.delete(b"a")), KVResult(4, Status.OK, 0, 0, 2), "delete")
+    expect_equal(_kv(m, log.delete(b"a")), KVResult(4, CommandStatus.OK, 0, 0, 2), "delete")
     expect_equal(m.get(b"a"), None, "get after delete")
-    expect_equal(_kv(m, log.delete(b"a")), KVResult(5, Status.OK, 0, 0, 0), "delete of nothing")
-    expect_equal(_kv(m, log.put(b"a", b"3")), KVResult(6, Status.OK, 6, 6, 0), "recreate")
+    expect_equal(
+        _kv(m, log.delete(b"a")), KVResult(5, CommandStatus.OK, 0, 0, 0), "delete of nothing"
+    )
+    expect_equal(_kv(m, log.put(b"a", b"3")), KVResult(6, CommandStatus.OK, 6, 6, 0), "recreate")
     big = bytes(range(256)) * 4096
-    expect_equal(_kv(m, log.put(b"\x00\xff", big)).status, Status.OK, "1 MiB value, binary key")
+    expect_equal(
+        _kv(m, log.put(b"\x00\xff", big)).status, CommandStatus.OK, "1 MiB value, binary key"
+    )
     expect_equal(m.get(b"\x00\xff"), KeyValue(b"\x00\xff", big, 7, 7), "get of a 1 MiB value")
     expect_equal(m.applied_index, 7, "applied_index")
 
@@ -174,22 +173,30 @@ def check_conditions(ctx: CheckContext) -> None:
     """Compare-and-set on mod index, create-only, conditional delete; failures change nothing."""
     m, log = ctx.open(), _Log()
     created = _kv(m, log.put(b"k", b"v1", create_only=True))
-    expect_equal(created, KVResult(1, Status.OK, 1, 1, 0), "create-only of a new key")
+    expect_equal(created, KVResult(1, CommandStatus.OK, 1, 1, 0), "create-only of a new key")
     again = _kv(m, log.put(b"k", b"v2", create_only=True))
     expect_equal(
-        again, KVResult(2, Status.CONDITION_FAILED, 1, 1, 1), "create-only of an existing key"
+        again,
+        KVResult(2, CommandStatus.CONDITION_FAILED, 1, 1, 1),
+        "create-only of an existing key",
     )
     stale = _kv(m, log.put(b"k", b"v3", if_mod=2))
-    expect_equal(stale, KVResult(3, Status.CONDITION_FAILED, 1, 1, 1), "CAS on a wrong index")
+    expect_equal(
+        stale, KVResult(3, CommandStatus.CONDITION_FAILED, 1, 1, 1), "CAS on a wrong index"
+    )
     expect_equal(m.get(b"k"), KeyValue(b"k", b"v1", 1, 1), "value after failed conditions")
     swapped = _kv(m, log.put(b"k", b"v4", if_mod=1))
-    expect_equal(swapped, KVResult(4, Status.OK, 1, 4, 1), "CAS on the right index")
+    expect_equal(swapped, KVResult(4, CommandStatus.OK, 1, 4, 1), "CAS on the right index")
     missing = _kv(m, log.put(b"nope", b"x", if_mod=4))
-    expect_equal(missing, KVResult(5, Status.CONDITION_FAILED, 0, 0, 0), "CAS on a missing key")
+    expect_equal(
+        missing, KVResult(5, CommandStatus.CONDITION_FAILED, 0, 0, 0), "CAS on a missing key"
+    )
     refused = _kv(m, log.delete(b"k", if_mod=1))
-    expect_equal(refused, KVResult(6, Status.CONDITION_FAILED, 1, 4, 4), "delete on a wrong index")
+    expect_equal(
+        refused, KVResult(6, CommandStatus.CONDITION_FAILED, 1, 4, 4), "delete on a wrong index"
+    )
     deleted = _kv(m, log.delete(b"k", if_mod=4))
-    expect_equal(deleted, KVResult(7, Status.OK, 0, 0, 4), "delete on the right index")
+    expect_equal(deleted, KVResult(7, CommandStatus.OK, 0, 0, 4), "delete on the right index")
     expect_equal(m.get(b"nope"), None, "a failed CAS creates nothing")
     expect_equal(m.range(), [], "no keys left")
 
@@ -210,7 +217,9 @@ def check_results_per_entry(ctx: CheckContext) -> None:
     expect_equal(len(results), 6, "number of results")
     expect_equal([r.index for r in results], [1, 2, 3, 4, 5, 6], "result indexes")
     expect_equal(results[0], NoopResult(1), "result of a leader no-op")
-    expect(isinstance(results[2], KVResult) and results[2].status == Status.INVALID, "garbage")
+    expect(
+        isinstance(results[2], KVResult) and results[2].status == CommandStatus.INVALID, "garbage"
+    )
     expect(isinstance(results[3], ConfChangeResult) and results[3].ok, "a valid conf change")
     expect(isinstance(results[4], ConfChangeResult) and not results[4].ok, "undecodable change")
     expect_equal(m.applied_index, 6, "applied_index after a mixed batch")
@@ -266,37 +275,45 @@ def check_sessions(ctx: CheckContext) -> None:
     m, log = ctx.open(), _Log()
     c = {"client_id": b"client-1"}
     first = log.put(b"k", b"v1", seq=1, **c)
-    expect_equal(_kv(m, first).status, Status.OK, "seq 1")
+    expect_equal(_kv(m, first).status, CommandStatus.OK, "seq 1")
     _kv(m, log.put(b"k", b"other"))  # someone else writes in between
     retry = Entry(1, log.index + 1, EntryType.NORMAL, first.data)
     log.index += 1
-    expect_equal(_kv(m, retry), KVResult(3, Status.OK, 1, 1, 0, duplicate=True), "retry of seq 1")
+    expect_equal(
+        _kv(m, retry), KVResult(3, CommandStatus.OK, 1, 1, 0, duplicate=True), "retry of seq 1"
+    )
     expect_equal(m.get(b"k"), KeyValue(b"k", b"other", 1, 2), "a retry is not applied again")
     failed = log.put(b"k", b"v2", if_mod=1, seq=2, **c)
-    expect_equal(_kv(m, failed).status, Status.CONDITION_FAILED, "seq 2 fails its condition")
+    expect_equal(_kv(m, failed).status, CommandStatus.CONDITION_FAILED, "seq 2 fails its condition")
     log.index += 1
     again = _kv(m, Entry(1, log.index, EntryType.NORMAL, failed.data))
-    expect_equal(again, KVResult(5, Status.CONDITION_FAILED, 1, 2, 2, duplicate=True), "retry 2")
+    expect_equal(
+        again, KVResult(5, CommandStatus.CONDITION_FAILED, 1, 2, 2, duplicate=True), "retry 2"
+    )
     # Many in flight, answered out of order; then an ack lets seqs below it go.
     for seq in (5, 3, 4):
         expect_equal(
-            _kv(m, log.put(b"s%d" % seq, b"x", seq=seq, **c)).status, Status.OK, f"seq {seq}"
+            _kv(m, log.put(b"s%d" % seq, b"x", seq=seq, **c)).status, CommandStatus.OK, f"seq {seq}"
         )
     expect(_kv(m, log.put(b"s3", b"y", seq=3, **c)).duplicate, "retry of seq 3 in flight")
-    expect_equal(_kv(m, log.put(b"s6", b"x", seq=6, ack=4, **c)).status, Status.OK, "seq 6, ack 4")
+    expect_equal(
+        _kv(m, log.put(b"s6", b"x", seq=6, ack=4, **c)).status, CommandStatus.OK, "seq 6, ack 4"
+    )
     stale = _kv(m, log.put(b"s3", b"z", seq=3, ack=3, **c))
-    expect_equal(stale.status, Status.STALE, "seq 3 after ack 4")
+    expect_equal(stale.status, CommandStatus.STALE, "seq 3 after ack 4")
     expect(_kv(m, log.put(b"s5", b"z", seq=5, **c)).duplicate, "seq 5 still remembered")
     expect_equal(m.get(b"s3"), KeyValue(b"s3", b"x", 7, 7), "a stale retry changes nothing")
     # A session remembers at most MAX_SESSION_RESPONSES answers.
     d = {"client_id": b"client-2"}
     batch = [log.put(b"d", b"%d" % s, seq=s, **d) for s in range(1, MAX_SESSION_RESPONSES + 2)]
     m.apply(batch)
-    expect_equal(_kv(m, log.put(b"d", b"x", seq=1, **d)).status, Status.STALE, "seq 1 dropped")
+    expect_equal(
+        _kv(m, log.put(b"d", b"x", seq=1, **d)).status, CommandStatus.STALE, "seq 1 dropped"
+    )
     expect(_kv(m, log.put(b"d", b"x", seq=2, **d)).duplicate, "seq 2 still remembered")
     # A new client whose ack shows it had answers from a lost session.
     lost = _kv(m, log.put(b"e", b"x", client_id=b"client-3", seq=9, ack=5))
-    expect_equal(lost.status, Status.SESSION_EXPIRED, "unknown session with ack > 1")
+    expect_equal(lost.status, CommandStatus.SESSION_EXPIRED, "unknown session with ack > 1")
     expect_equal(m.get(b"e"), None, "an expired session's command is not applied")
 
 
@@ -306,7 +323,7 @@ def check_session_expiry(ctx: CheckContext) -> None:
     m = ctx.open()
     ttl = SESSION_TTL_ENTRIES
     index = ttl + 100
-    answer = (int(Status.OK), 3, 3, 0)
+    answer = (int(CommandStatus.OK), 3, 3, 0)
     sessions = [
         SessionState(b"old", 101, 0, {1: answer}),  # expires at entry 101 + ttl, the next
         SessionState(b"young", 102, 0, {1: answer}),  # expires at entry 102 + ttl
@@ -320,7 +337,7 @@ def check_session_expiry(ctx: CheckContext) -> None:
     expect(not retry_old.duplicate, "a session idle for the TTL has expired")
     expect_equal(m.get(b"k"), KeyValue(b"k", b"again", 3, index + 2), "applied as new")
     late = _kv(m, log.put(b"j", b"x", client_id=b"young", seq=2, ack=2))
-    expect_equal(late.status, Status.OK, "the young session was refreshed by its retry")
+    expect_equal(late.status, CommandStatus.OK, "the young session was refreshed by its retry")
     m.apply([log.noop() for _ in range(2)])
     snap = SnapshotReader(m.snapshot())
     list(snap.kv_batches())

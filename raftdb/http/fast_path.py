@@ -16,8 +16,8 @@ its own making (a bad key, an odd query), goes to the Starlette app
 unchanged, which stays the reference: the answers here must be the same
 bytes (``tests/api/test_fast_path.py`` checks it request by request). To keep
 the two paths from drifting, the pieces that decide an answer are shared:
-key parsing and body limits (:mod:`raftdb.api_common`), the answers'
-headers (:mod:`raftdb.api_kv`), and errors (:func:`error_response`, as
+key parsing and body limits (:mod:`raftdb.http.common`), the answers'
+headers (:mod:`raftdb.http.kv`), and errors (:func:`error_response`, as
 Starlette's exception handlers and its last guard give them).
 """
 
@@ -30,7 +30,8 @@ from starlette._utils import get_route_path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from raftdb.api_common import (
+from raftdb.config import NodeConfig
+from raftdb.http.common import (
     check_content_length,
     check_key,
     error_response,
@@ -38,16 +39,9 @@ from raftdb.api_common import (
     raw_path_key,
     receive_body,
 )
-from raftdb.api_kv import (
-    OCTETS,
-    RESERVED_ROOTS,
-    key_not_found,
-    value_headers,
-    written_headers,
-)
-from raftdb.config import NodeConfig
-from raftdb.errors import NodeError
-from raftdb.handle import Consistency, NodeHandle
+from raftdb.http.kv import OCTETS, RESERVED_ROOTS, key_not_found, value_headers, written_headers
+from raftdb.node.errors import NodeError
+from raftdb.node.handle import Consistency, NodeHandle
 
 __all__ = ["KVFastPath"]
 
@@ -77,7 +71,7 @@ def _raw(headers: Mapping[str, str]) -> RawHeaders:
     """``headers`` encoded as Starlette's ``Response`` encodes them.
 
     Starlette also lower-cases the names; the shared builders in
-    :mod:`raftdb.api_kv` write them lower-case already, which saves a copy
+    :mod:`raftdb.http.kv` write them lower-case already, which saves a copy
     per header (the differential test would see one that is not).
     """
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
@@ -92,9 +86,9 @@ class KVFastPath:
     """ASGI app answering the common KV requests itself; the rest goes to ``app``.
 
     Args:
-        app: the Starlette app of :func:`raftdb.api.create_api`; every route
+        app: the Starlette app of :func:`raftdb.http.app.create_api`; every route
             it has other than ``/`` and the KV routes must lie under a root
-            of :data:`~raftdb.api_kv.RESERVED_ROOTS`, or raftexample's
+            of :data:`~raftdb.http.kv.RESERVED_ROOTS`, or raftexample's
             ``/<key>`` answered here would shadow it (``create_api`` checks).
         node: the node the KV routes use.
         config: its limits (``max_key_bytes``, ``max_value_bytes``).

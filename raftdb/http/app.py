@@ -1,10 +1,10 @@
 """The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
 
 The routes live in small modules (``api_kv``, ``api_cluster``); errors become
-HTTP answers in one place (:func:`raftdb.api_common.error_response`), reached
+HTTP answers in one place (:func:`raftdb.http.common.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
-connection. In front of it all, :class:`~raftdb.api_fast.KVFastPath` answers
+connection. In front of it all, :class:`~raftdb.http.fast_path.KVFastPath` answers
 the common key-value requests without Starlette, the same way for less CPU.
 The API talks to the node only through :class:`NodeHandle`, so tests run it
 over an in-memory fake. ``docs/api.md`` is the reference.
@@ -25,8 +25,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from raftdb.api_cluster import cluster_routes
-from raftdb.api_common import (
+from raftdb.config import NodeConfig
+from raftdb.http.cluster import cluster_routes
+from raftdb.http.common import (
     JSON_TYPE,
     NotFoundError,
     ReservedPathError,
@@ -35,12 +36,11 @@ from raftdb.api_common import (
     json_response,
     log_late_error,
 )
-from raftdb.api_fast import KVFastPath
-from raftdb.api_kv import RESERVED_ROOTS, kv_routes, raftexample_routes
-from raftdb.api_schema import docs_html, openapi_schema
-from raftdb.config import NodeConfig
-from raftdb.errors import NodeError, NotReadyError
-from raftdb.handle import NodeHandle
+from raftdb.http.fast_path import KVFastPath
+from raftdb.http.kv import RESERVED_ROOTS, kv_routes, raftexample_routes
+from raftdb.http.openapi import docs_html, openapi_schema
+from raftdb.node.errors import NodeError, NotReadyError
+from raftdb.node.handle import NodeHandle
 
 __all__ = ["METRICS_CONTENT_TYPE", "create_api"]
 
@@ -146,7 +146,7 @@ def _check_shadowing(routes: list[Route]) -> None:
         if route.path != "/" and root.encode() not in RESERVED_ROOTS:
             raise RuntimeError(
                 f"route {route.path} is outside the reserved roots: add its root to "
-                "raftdb.api_kv.RESERVED_ROOTS, or raftexample's /<key> takes its requests"
+                "raftdb.http.kv.RESERVED_ROOTS, or raftexample's /<key> takes its requests"
             )
 
 
@@ -157,7 +157,7 @@ def create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool = True) 
         node: the running node (or a fake), reached only through :class:`NodeHandle`.
         config: the node's configuration (the API uses its size limits).
         fast_path: answer the common KV requests without Starlette
-            (:class:`~raftdb.api_fast.KVFastPath`, the same answers for less
+            (:class:`~raftdb.http.fast_path.KVFastPath`, the same answers for less
             CPU); off, the bare Starlette app, which tests compare it with.
 
     Returns:

@@ -1,7 +1,7 @@
 """What the REST API needs from a running node: the ``NodeHandle`` protocol.
 
-``raftdb.driver.Node`` implements it; API tests may use a fake. Every method
-raises only :mod:`raftdb.errors` exceptions for expected failures.
+``raftdb.node.driver.Node`` implements it; API tests may use a fake. Every method
+raises only :mod:`raftdb.node.errors` exceptions for expected failures.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from raftdb.kv import KeyValue
+from raftdb.kv.commands import KeyValue
 
 __all__ = ["Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
 
@@ -78,7 +78,7 @@ class NodeHandle(Protocol):
 
         Raises:
             ConditionFailedError, BadRequestError, TooLargeError,
-            UnavailableError, OutcomeUnknownError, NodeRemovedError.
+            ServiceUnavailableError, OutcomeUnknownError, NodeRemovedError.
         """
         ...
 
@@ -106,7 +106,7 @@ class NodeHandle(Protocol):
             node had applied.
 
         Raises:
-            UnavailableError: no leader to confirm a linearizable read.
+            ServiceUnavailableError: no leader to confirm a linearizable read.
         """
         ...
 
@@ -127,7 +127,7 @@ class NodeHandle(Protocol):
 
         Raises:
             BadRequestError: bad id or URL, or the id is taken by another URL.
-            UnavailableError: another change is in progress, or no leader.
+            ServiceUnavailableError: another change is in progress, or no leader.
         """
         ...
 
@@ -135,7 +135,7 @@ class NodeHandle(Protocol):
         """Remove a member once the change is committed.
 
         Raises:
-            MemberNotFoundError, UnavailableError.
+            MemberNotFoundError, ServiceUnavailableError.
         """
         ...
 
@@ -147,7 +147,7 @@ class NodeHandle(Protocol):
         """Hand leadership to voter ``node_id``; returns once it leads (or raises).
 
         Raises:
-            MemberNotFoundError, BadRequestError (a learner), UnavailableError.
+            MemberNotFoundError, BadRequestError (a learner), ServiceUnavailableError.
         """
         ...
 

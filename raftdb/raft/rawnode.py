@@ -43,8 +43,9 @@ from raftdb.raft.messages import (
     Snapshot,
 )
 from raftdb.raft.progress import ProgressState
-from raftdb.raft.raft import Raft, Role
+from raftdb.raft.raft import Raft
 from raftdb.raft.read_only import ReadState
+from raftdb.raft.roles import Role
 
 __all__ = ["PeerProgress", "RawNode", "Ready", "SoftState", "Status"]
 

@@ -2,12 +2,12 @@
 
 Theory of operation. A client's write becomes a :class:`Command`, encoded with
 msgpack into a NORMAL log entry. When the entry commits, every node's state
-machine hands it to a :class:`raftdb.applier.Applier`, which decides the outcome from the
+machine hands it to a :class:`raftdb.kv.applier.Applier`, which decides the outcome from the
 entry alone and the state before it: never from a clock, a configuration
 value or the batch the entry arrived in. So all nodes compute the same
 :class:`KVResult` for the same index, and a state machine plugin that uses the
 Applier cannot get the semantics wrong; it only supplies the storage
-(:class:`raftdb.applier.KVBackend`).
+(:class:`raftdb.kv.applier.KVBackend`).
 
 Keys carry two log indexes, as etcd's revisions: ``create_index`` (the entry
 that created the key; a delete and a new put start again) and ``mod_index``
@@ -69,7 +69,7 @@ __all__ = [
     "NoopResult",
     "Op",
     "SessionState",
-    "Status",
+    "CommandStatus",
     "decode_session",
     "encode_session",
     "parse_command",
@@ -95,7 +95,7 @@ class Op(IntEnum):
     DELETE = 2
 
 
-class Status(IntEnum):
+class CommandStatus(IntEnum):
     """The outcome of a command. Part of the log (session) format."""
 
     OK = 0
@@ -302,7 +302,7 @@ class KVResult:
     """
 
     index: int
-    status: Status
+    status: CommandStatus
     create_index: int = 0
     mod_index: int = 0
     prev_mod_index: int = 0
@@ -312,7 +312,7 @@ class KVResult:
     @property
     def ok(self) -> bool:
         """True when the command took effect (or had, for a duplicate)."""
-        return self.status == Status.OK
+        return self.status == CommandStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +422,7 @@ class SessionState:
         )
 
 
-_STATUSES = frozenset(int(s) for s in Status)
+_STATUSES = frozenset(int(s) for s in CommandStatus)
 
 
 def encode_session(session: SessionState) -> bytes:

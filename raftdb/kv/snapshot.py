@@ -47,7 +47,7 @@ from raftdb.codec import (
     unpack,
     unseal,
 )
-from raftdb.kv import SessionState
+from raftdb.kv.commands import SessionState
 from raftdb.raft.errors import RaftError
 from raftdb.raft.messages import ConfState, SnapshotMetadata
 

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from raftdb.api_common import (
+from raftdb.config import ConfigError, NodeConfig, check_peer_url
+from raftdb.http.common import (
     KEY_CONVERTOR,
     MethodNotAllowedError,
     NotFoundError,
@@ -29,10 +30,9 @@ from raftdb.api_common import (
     read_body,
     show_key,
 )
-from raftdb.config import ConfigError, NodeConfig, parse_peer_url
-from raftdb.errors import BadRequestError
-from raftdb.handle import Consistency, NodeHandle, WriteResult
-from raftdb.kv import KeyValue
+from raftdb.kv.commands import KeyValue
+from raftdb.node.errors import BadRequestError
+from raftdb.node.handle import Consistency, NodeHandle, WriteResult
 
 __all__ = [
     "DEFAULT_LIST_LIMIT",
@@ -65,7 +65,7 @@ OCTETS: Final = "application/octet-stream"
 def written_headers(result: WriteResult, *, delete: bool = False) -> dict[str, str]:
     """The headers of a committed write's ``204``: its index as the ``ETag``.
 
-    Shared with :mod:`raftdb.api_fast`, so the two paths answer alike.
+    Shared with :mod:`raftdb.http.fast_path`, so the two paths answer alike.
     """
     index = str(result.index)
     headers = {"etag": f'"{index}"', "x-raftdb-index": index}
@@ -77,7 +77,7 @@ def written_headers(result: WriteResult, *, delete: bool = False) -> dict[str, s
 
 
 def value_headers(kv: KeyValue, read_index: int, consistency: Consistency) -> dict[str, str]:
-    """The headers of a read's ``200`` (shared with :mod:`raftdb.api_fast`)."""
+    """The headers of a read's ``200`` (shared with :mod:`raftdb.http.fast_path`)."""
     return {
         "etag": f'"{kv.mod_index}"',
         "x-raftdb-index": str(read_index),
@@ -272,7 +272,7 @@ def raftexample_routes(
             node_id = _member_id(key, method)
             body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
             try:
-                url = parse_peer_url(body.decode("utf-8", "replace"), "peer_url")
+                url = check_peer_url(body.decode("utf-8", "replace"), "peer_url")
             except ConfigError as exc:
                 raise BadRequestError(
                     f"POST /{node_id}: the body must be the new member's peer URL, "

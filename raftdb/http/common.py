@@ -2,7 +2,7 @@
 
 :func:`error_response` is the one place where an exception becomes an HTTP
 answer: ``{"error": "<code>", "message": "<what and why>"}`` with the status
-the error class carries (:mod:`raftdb.errors`), plus ``Retry-After`` on 503.
+the error class carries (:mod:`raftdb.node.errors`), plus ``Retry-After`` on 503.
 Route handlers just raise.
 """
 
@@ -22,14 +22,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
-from raftdb.errors import (
+from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
     NodeError,
+    ServiceUnavailableError,
     TooLargeError,
-    UnavailableError,
 )
-from raftdb.handle import Consistency
+from raftdb.node.handle import Consistency
 
 __all__ = [
     "JSON_TYPE",
@@ -128,7 +128,7 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
     """The HTTP answer for ``exc``: the single mapping from errors to statuses.
 
     Args:
-        exc: a :class:`~raftdb.errors.NodeError` (its ``code`` and ``status``),
+        exc: a :class:`~raftdb.node.errors.NodeError` (its ``code`` and ``status``),
             a Starlette ``HTTPException`` (routing's 404/405), or anything
             else (500, logged with its traceback).
         headers: extra headers for the answer.
@@ -142,7 +142,7 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
             body["mod_index"] = exc.mod_index
             if exc.mod_index:
                 extra["etag"] = f'"{exc.mod_index}"'
-        elif isinstance(exc, UnavailableError):
+        elif isinstance(exc, ServiceUnavailableError):
             extra["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
             if exc.leader:
                 body["leader"] = exc.leader

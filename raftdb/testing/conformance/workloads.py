@@ -4,7 +4,7 @@ The conformance checks and their crash tests need the same long, varied
 sequence of operations on both sides of a process boundary: the child
 process performs it, the parent recomputes what the state must be after any
 step. So each workload is a pure function of a seed, and keeps its own
-reference model (:class:`~raftdb.storage.MemoryStorage`, or for entries
+reference model (:class:`~raftdb.storage.memory.MemoryStorage`, or for entries
 nothing: a :class:`~raftdb.state_machine.MemoryStateMachine` replays them).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from raftdb.kv import Command
+from raftdb.kv.commands import Command
 from raftdb.raft.messages import (
     ConfChange,
     ConfChangeType,
@@ -27,7 +27,8 @@ from raftdb.raft.messages import (
     Snapshot,
     SnapshotMetadata,
 )
-from raftdb.storage import MemoryStorage, Storage
+from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.protocol import Storage
 
 __all__ = [
     "EntryWorkload",

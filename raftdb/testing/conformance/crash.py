@@ -1,6 +1,6 @@
 """Crash tests: kill -9 a child process in the middle of its writes, then check.
 
-The child runs a deterministic workload (:mod:`raftdb.testing.workloads`) on
+The child runs a deterministic workload (:mod:`raftdb.testing.conformance.workloads`) on
 a real plugin and prints one line per operation that returned. The parent
 kills it with SIGKILL at a point it picks (after the k-th acknowledgement,
 or when the child says it is inside a restore), reopens the plugin itself,
@@ -18,7 +18,8 @@ and compares what it finds with the workload's model:
 No sleeps: the parent acts on the child's output, and a watchdog timer kills
 a child that stops producing it, so every run ends in bounded time.
 
-Child entry point: ``python -m raftdb.testing.crash <mode> <plugin> <path> <seed> <start>``.
+Child entry point (``python -m raftdb.testing.conformance.crash``):
+``<mode> <plugin> <path> <seed> <start>``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from raftdb.testing.checks import ConformanceError
+from raftdb.testing.conformance.checks import ConformanceError
 
 __all__ = ["run_restore_crash", "run_state_machine_crash", "run_storage_crash"]
 
@@ -48,7 +49,7 @@ class _Child:
         # chatty child can never block on a full stderr pipe.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raftdb.testing.crash", *args],
+            [sys.executable, "-m", "raftdb.testing.conformance.crash", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -105,7 +106,7 @@ def run_storage_crash(reference: str, path: Path, *, seed: int, rounds: int) -> 
     being encoded or written, not between saves.
     """
     from raftdb.plugins import open_storage
-    from raftdb.testing.workloads import StorageWorkload, dump_storage, mismatch
+    from raftdb.testing.conformance.workloads import StorageWorkload, dump_storage, mismatch
 
     rng = random.Random(seed)
     done = 0  # operations the recovered state reflects
@@ -159,7 +160,7 @@ def run_storage_crash(reference: str, path: Path, *, seed: int, rounds: int) -> 
 
 def _storage_child(reference: str, path: Path, seed: int, start: int, out: IO[str]) -> None:
     from raftdb.plugins import open_storage
-    from raftdb.testing.workloads import StorageWorkload
+    from raftdb.testing.conformance.workloads import StorageWorkload
 
     workload = StorageWorkload(seed, big=True)
     while workload.steps < start - 1:
@@ -178,8 +179,8 @@ def _storage_child(reference: str, path: Path, seed: int, start: int, out: IO[st
 
 def _reference_at(seed: int, index: int) -> Any:
     """A MemoryStateMachine with the apply workload applied up to ``index``."""
-    from raftdb.state_machine import MemoryStateMachine
-    from raftdb.testing.workloads import EntryWorkload
+    from raftdb.kv.state_machine import MemoryStateMachine
+    from raftdb.testing.conformance.workloads import EntryWorkload
 
     reference = MemoryStateMachine()
     workload = EntryWorkload(seed)
@@ -192,7 +193,7 @@ def _reference_at(seed: int, index: int) -> Any:
 def run_state_machine_crash(reference: str, path: Path, *, seed: int, rounds: int) -> None:
     """Kill -9 a child applying batches to the state machine plugin ``reference``."""
     from raftdb.plugins import open_state_machine
-    from raftdb.testing.state_machine_checks import digest
+    from raftdb.testing.conformance.state_machine import digest
 
     rng = random.Random(seed)
     for round_no in range(rounds):
@@ -233,7 +234,7 @@ def run_state_machine_crash(reference: str, path: Path, *, seed: int, rounds: in
 
 def _apply_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
     from raftdb.plugins import open_state_machine
-    from raftdb.testing.workloads import EntryWorkload
+    from raftdb.testing.conformance.workloads import EntryWorkload
 
     machine = open_state_machine(reference, path)
     workload = EntryWorkload(seed)
@@ -250,9 +251,9 @@ def _apply_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
 
 def _snapshot_chunks(seed: int, keys: int) -> list[bytes]:
     """The stream of a state (different from the apply workload's) to restore."""
-    from raftdb.kv import Command
+    from raftdb.kv.commands import Command
+    from raftdb.kv.state_machine import MemoryStateMachine
     from raftdb.raft.messages import Entry
-    from raftdb.state_machine import MemoryStateMachine
 
     source = MemoryStateMachine()
     rng = random.Random(seed)
@@ -266,9 +267,9 @@ def _snapshot_chunks(seed: int, keys: int) -> list[bytes]:
 
 def run_restore_crash(reference: str, path: Path, *, seed: int, keys: int = 20_000) -> None:
     """Kill -9 a child inside ``restore`` (old state must be whole), then after it (new state)."""
+    from raftdb.kv.state_machine import MemoryStateMachine
     from raftdb.plugins import open_state_machine
-    from raftdb.state_machine import MemoryStateMachine
-    from raftdb.testing.state_machine_checks import digest
+    from raftdb.testing.conformance.state_machine import digest
 
     prepare_restore_target(reference, path, seed)
     old = digest(_reference_at(seed, 300))
@@ -329,7 +330,7 @@ def _restore_child(
 def prepare_restore_target(reference: str, path: Path, seed: int) -> None:
     """Give the state machine at ``path`` the 'old' state the restore crash expects."""
     from raftdb.plugins import open_state_machine
-    from raftdb.testing.workloads import EntryWorkload
+    from raftdb.testing.conformance.workloads import EntryWorkload
 
     machine = open_state_machine(reference, path)
     try:

@@ -1,0 +1,1 @@
+"""The conformance suite for Storage and StateMachine plugins (``docs/plugins.md``)."""
