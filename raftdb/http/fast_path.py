@@ -14,7 +14,7 @@ nearly all traffic directly from the ASGI scope:
 Everything else, including every request it would answer with an error of
 its own making (a bad key, an odd query), goes to the Starlette app
 unchanged, which stays the reference: the answers here must be the same
-bytes (``tests/api/test_fast_path.py`` checks it request by request). To keep
+bytes (``tests/http/test_fast_path.py`` checks it request by request). To keep
 the two paths from drifting, the pieces that decide an answer are shared:
 key parsing and body limits (:mod:`raftdb.http.common`), the answers'
 headers (:mod:`raftdb.http.kv`), and errors (:func:`error_response`, as

@@ -1,6 +1,6 @@
 """The API's OpenAPI 3.1 description (``/openapi.json``) and its HTML rendering (``/docs``).
 
-Written by hand, next to the routes it describes; ``tests/api`` checks that
+Written by hand, next to the routes it describes; ``tests/http`` checks that
 every route is in it and that it describes no route the app lacks. The docs
 page is generated from the schema, self-contained (no scripts, no CDN), so it
 works on a machine without internet access.

@@ -18,8 +18,8 @@ from raftdb.node.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
-from tests.api.fake_node import FakeNode, fail_with
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import FakeNode, fail_with
+from tests.http.helpers import TestClient, error_of
 
 REQUESTS = [
     ("PUT", "/v1/kv/k", b"v"),

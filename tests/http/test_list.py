@@ -7,8 +7,8 @@ import base64
 import pytest
 
 from raftdb.http.kv import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient, error_of
 
 
 def _fill(client: TestClient, *keys: str) -> None:

@@ -37,8 +37,8 @@ from raftdb.node.errors import (
     TooLargeError,
 )
 from raftdb.node.handle import NodeHandle
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient
 
 #: What both nodes hold before each request.
 SEED = {

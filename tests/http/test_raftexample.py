@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient, error_of
 
 
 def test_readme_walkthrough(client: TestClient, node: FakeNode) -> None:

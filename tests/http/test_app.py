@@ -21,8 +21,8 @@ from raftdb.cli import build_parser, main, make_server
 from raftdb.config import KEYS, NodeConfig, env_name, flag_name
 from raftdb.node.errors import NodeError
 from raftdb.plugins import PluginError
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient, error_of
 
 CLUSTER = "http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379"
 

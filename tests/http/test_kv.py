@@ -8,8 +8,8 @@ import pytest
 
 from raftdb.http.common import check_content_length
 from raftdb.node.errors import BadRequestError
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient, error_of
 
 
 class TestPutGetDelete:

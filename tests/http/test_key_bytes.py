@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.helpers import TestClient
+from tests.http.helpers import TestClient
 
 # Before the fix, a key holding a newline (%0A) matched no route: 404 "no endpoint".
 KEYS = ["a%0Ab", "%0A", "x%0D%0Ay", "tab%09", "%00nul", "end%0A"]

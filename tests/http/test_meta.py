@@ -10,8 +10,8 @@ from starlette.routing import Route
 
 from raftdb.config import NodeConfig
 from raftdb.http.app import METRICS_CONTENT_TYPE, create_api
-from tests.api.fake_node import METRICS, FakeNode
-from tests.api.helpers import TestClient, error_of
+from tests.http.fake_node import METRICS, FakeNode
+from tests.http.helpers import TestClient, error_of
 
 
 def test_healthz(client: TestClient) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from raftdb.config import NodeConfig
 from raftdb.http.app import create_api
-from tests.api.fake_node import FakeNode
-from tests.api.helpers import TestClient
+from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient
 
 CLUSTER = ("http://127.0.0.1:12379", "http://127.0.0.1:22379", "http://127.0.0.1:32379")
 
