@@ -1,10 +1,10 @@
 """Encode and decode costs on the write path, one benchmark per codec.
 
 A write crosses three encodings: the client's :class:`~raftdb.kv.commands.Command`
-becomes entry data (``raftdb/kv.py``), the entry becomes a checksummed
-storage record (``raftdb/codec.py``), and the leader ships entries to its
+becomes entry data (``raftdb/kv/commands.py``), the entry becomes a checksummed
+storage record (``raftdb/storage/records.py``), and the leader ships entries to its
 peers in MESSAGES frames of APP messages, answered with APP_RESP
-(``raftdb/wire.py``). Each is measured alone here, so that when the core or
+(``raftdb/transport/frames.py``). Each is measured alone here, so that when the core or
 cluster figures drop, these say whether serialization is the cause and which
 layer. Every command carries a client session (``client_id``, ``seq``,
 ``ack``, as the driver writes them) and a 100-byte value; entries carry such

@@ -18,7 +18,7 @@ It prints, per request served in the window: CPU µs of each node by thread
 (the firm figure), and the profiled node's main-thread samples by
 component, each sample charged to a system call at its leaf (socket send,
 receive, epoll, the hand-off to the I/O thread) or else to the innermost
-frame of a known component (a ``msgpack`` call made by ``raftdb/wire.py``
+frame of a known component (a ``msgpack`` call made by ``raftdb/transport/frames.py``
 counts as the transport; a ``plyvel`` call from the LevelDB storage as the
 save); the hottest functions; and the save (fsync) figures. The raw profile
 and the summary are kept in ``--out``.
@@ -50,23 +50,23 @@ __all__ = ["CATEGORIES", "add_arguments", "categorize", "command_profile", "pars
 CATEGORIES: Final[list[tuple[str, tuple[str, ...]]]] = [
     (
         "LevelDB storage save (Raft log)",
-        ("raftdb_leveldb/storage", "raftdb_sqlite/", "raftdb/disk_storage", "raftdb/logindex"),
-    ),
-    (
-        "state machine apply and reads (LevelDB)",
-        ("raftdb_leveldb/state_machine", "raftdb/applier", "raftdb/kv.py", "raftdb_leveldb/_db"),
+        ("raftdb_leveldb/storage", "raftdb_sqlite/", "raftdb/storage/"),
     ),
     (
         "peer transport, wire encode/decode",
-        ("raftdb/transport", "raftdb/peer_io", "raftdb/wire", "raftdb/codec", "snapshot_format"),
+        ("raftdb/transport/", "raftdb/codec", "raftdb/kv/snapshot"),
+    ),
+    (
+        "state machine apply and reads (LevelDB)",
+        ("raftdb_leveldb/state_machine", "raftdb/kv/", "raftdb_leveldb/_db"),
     ),
     ("Raft core", ("raftdb/raft/",)),
-    ("metrics", ("raftdb/metrics", "prometheus_client/")),
+    ("metrics", ("raftdb/node/metrics", "prometheus_client/")),
     (
         "driver (Ready loop, proposals, futures)",
-        ("raftdb/driver", "raftdb/node_", "raftdb/deadlines", "raftdb/handle"),
+        ("raftdb/node/",),
     ),
-    ("REST handlers (raftdb/api*)", ("raftdb/api", "raftdb/app.py")),
+    ("REST handlers (raftdb/http/)", ("raftdb/http/", "raftdb/app.py")),
     ("Starlette (routing, Request, Response)", ("starlette/",)),
     ("uvicorn HTTP protocol (httptools parser callbacks, ASGI cycle)", ("uvicorn/",)),
     ("asyncio (tasks, futures, wait_for, call_soon)", ("asyncio/", "uvloop/")),

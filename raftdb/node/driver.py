@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 Everything that touches the core runs on one asyncio loop. Two tasks drive it:
 the *ticker* calls ``tick()`` every ``tick_ms``, and the *Ready loop* handles
-one Ready at a time, in the order ``node.py`` requires::
+one Ready at a time, in the order ``raftdb/raft/rawnode.py`` requires::
 
     rd = raw.ready()
     send rd.messages                  (a leader's appends leave before its own save)
@@ -279,7 +279,7 @@ class Node:
                 self._fail(f"{type(e).__name__}: {e}")
 
     async def _handle_ready(self, raw: RawNode) -> None:
-        """One Ready, in the order of ``node.py``'s contract (see the module docstring)."""
+        """One Ready, in the order of ``RawNode``'s contract (see the module docstring)."""
         rd = raw.ready()
         self._observe(rd)
         transport = self._transport

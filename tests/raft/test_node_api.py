@@ -1,4 +1,4 @@
-"""The RawNode contract (``raftdb/raft/node.py``): Ready/advance, input checks, and what
+"""The RawNode contract (``raftdb/raft/rawnode.py``): Ready/advance, input checks, and what
 each Ready promises about durability.
 
 A small checking driver runs clusters of RawNodes over MemoryStorage and asserts the
