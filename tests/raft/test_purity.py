@@ -114,7 +114,7 @@ def test_core_module_imports_nothing_impure(path: Path) -> None:
 
 
 def test_first_party_modules_the_core_imports_are_pure_and_inside_it() -> None:
-    """Follow the core's imports of ``raftdb.*`` (transitively): all pure, all in ``raftdb/raft``."""
+    """Follow the core's imports of ``raftdb.*`` transitively: all pure, all in ``raftdb/raft``."""
     seen: set[Path] = set()
     todo = list(core_modules())
     problems: list[str] = []

@@ -1,4 +1,4 @@
-"""The in-memory Storage (``raftdb/storage/memory.py``): bounds, truncation, snapshots, compaction."""
+"""MemoryStorage (``raftdb/storage/memory.py``): bounds, truncation, snapshots, compaction."""
 
 from __future__ import annotations
 
