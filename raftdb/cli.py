@@ -18,67 +18,52 @@ from typing import Final
 import uvicorn
 
 from raftdb.app import CONFIG_EXIT_STATUS, RaftdbApp, warn_unknown_environment
-from raftdb.config import KEYS, ConfigError, NodeConfig, env_name, flag_name, load_config
+from raftdb.config import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    KEYS,
+    ConfigError,
+    ConfigKey,
+    NodeConfig,
+    config_keys,
+    load_config,
+)
 
 __all__ = ["build_parser", "main", "loop_factory", "make_server"]
 
 #: uvicorn's exit status when the application fails to start.
 STARTUP_FAILURE: Final = 3
 
-_HELP: Final = {
-    "id": "this node's id (≥ 1); member i has the peer URL cluster[i-1]",
-    "cluster": "comma-separated peer URLs of all members, http://host:port,...",
-    "join": "join a running cluster (that has added this node) instead of bootstrapping",
-    "data_dir": "directory for the log, snapshots and state (default raftdb-<id>)",
-    "storage": "storage plugin name or package.module:attr (default leveldb)",
-    "state_machine": "state machine plugin name or package.module:attr (default leveldb)",
-    "snapshot_entries": "snapshot every N applied entries (default 10000)",
-    "snapshot_keep_entries": "entries kept after compaction for slow followers (default 5000)",
-    "tick_ms": "milliseconds per Raft tick (default 100)",
-    "election_ticks": "election timeout in ticks (default 10)",
-    "heartbeat_ticks": "heartbeat interval in ticks (default 1)",
-    "sync": "fsync before acknowledging writes (default on)",
-    "request_timeout_s": "longest wait for a leader, commit or read (default 5)",
-    "max_key_bytes": "longest key in bytes (default 4096)",
-    "max_value_bytes": "longest value in bytes (default 1048576)",
-    "max_request_bytes": "largest request body in bytes (default 1572864)",
-    "cluster_token": "shared by one cluster's members; other tokens are refused (default raftdb)",
-    "listen_peer_url": "listen for peers here instead of at this node's 'cluster' entry",
-}
-_BOOLEAN_KEYS: Final = frozenset({"join", "sync"})
-_METAVARS: Final = {
-    "cluster": "URLS",
-    "data_dir": "DIR",
-    "storage": "PLUGIN",
-    "state_machine": "PLUGIN",
-    "request_timeout_s": "SECONDS",
-    "cluster_token": "TOKEN",
-    "listen_peer_url": "URL",
-}
+
+def _help(key: ConfigKey) -> str:
+    """A key's ``--help`` line: its help, its default and its environment variable."""
+    default = "required" if key.required else f"default: {key.default_text}"
+    # argparse %-formats help strings: a literal % must be doubled.
+    return f"{key.help} ({default}) [{key.env}]".replace("%", "%%")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="TOML file with the node's settings (default: $RAFTDB_CONFIG)",
+        help=f"TOML file with the node's settings (default: ${CONFIG_ENV})",
     )
     group = parser.add_argument_group(
-        "node settings", "each overrides its RAFTDB_<KEY> variable and the TOML file"
+        "node settings", f"each overrides its {ENV_PREFIX}<KEY> variable and the TOML file"
     )
-    for key in KEYS:
-        help_text = f"{_HELP[key]} [{env_name(key)}]"
-        if key in _BOOLEAN_KEYS:
+    # No type=: values reach load_config as text, which parses them by the field's
+    # type and names the flag in a ConfigError, as it does for RAFTDB_* variables.
+    for key in config_keys():
+        if key.is_bool:
             group.add_argument(
-                flag_name(key),
-                dest=key,
+                key.flag,
+                dest=key.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=help_text,
+                help=_help(key),
             )
         else:
-            metavar = _METAVARS.get(key, "N")
-            group.add_argument(flag_name(key), dest=key, metavar=metavar, help=help_text)
+            group.add_argument(key.flag, dest=key.name, metavar=key.metavar, help=_help(key))
 
 
 def build_parser() -> argparse.ArgumentParser:

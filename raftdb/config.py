@@ -20,9 +20,9 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from raftdb.transport.address import parse_peer_url
 
@@ -31,11 +31,14 @@ __all__ = [
     "ENV_PREFIX",
     "KEYS",
     "ConfigError",
+    "ConfigKey",
     "NodeConfig",
+    "check_peer_url",
+    "config_keys",
     "env_name",
     "flag_name",
     "load_config",
-    "check_peer_url",
+    "setting",
     "unknown_environment",
 ]
 
@@ -87,52 +90,97 @@ def check_peer_url(url: str, key: str = "cluster") -> str:
         raise _error(key, f"has a {exc}") from None
 
 
+_T = TypeVar("_T")
+
+
+def _about(help: str, metavar: str = "", shown: str = "", required: bool = False) -> dict[str, Any]:
+    """A field's metadata: what :func:`config_keys` reads back (see :class:`ConfigKey`)."""
+    return {"help": help, "metavar": metavar, "shown": shown, "required": required}
+
+
+def setting(
+    default: _T, *, help: str, metavar: str = "", shown: str = "", required: bool = False
+) -> _T:
+    """Declare a :class:`NodeConfig` key: its default and what the CLI and docs say of it.
+
+    Args:
+        default: the value when no source sets the key.
+        help: one line for ``--help`` (lower case, no final period, no default).
+        metavar: the flag's value placeholder; default ``N`` for numbers.
+        shown: how the default reads when the value itself would not say it
+            (``data_dir``'s depends on ``id``).
+        required: the default is refused: some source must set the key.
+
+    Returns:
+        A dataclass field (typed as the default, so the declaration reads as one).
+    """
+    about = _about(help, metavar, shown, required)
+    return field(default=default, metadata=about)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """One node's settings. See ``docs/configuration.md`` for each key.
+
+    Each field declares its default and help text (:func:`setting`), which
+    :func:`config_keys` reads for the CLI's flags and ``--help``.
 
     ``__post_init__`` checks every value (cheaply: plugin names are checked by
     :meth:`check_plugins`, which :func:`load_config` calls) and raises
     :class:`ConfigError` naming the first wrong key.
     """
 
-    #: This node's id, ≥ 1; member *i* has the peer URL ``cluster[i - 1]``.
-    id: int
-    #: Peer URLs of the members (``http://host:port``), in id order.
-    cluster: Sequence[str] = ()
-    #: Join a running cluster (which must have added this node) instead of bootstrapping.
-    join: bool = False
-    #: Where the node keeps its log, hard state, snapshots and state machine.
-    data_dir: Path = _AUTO_DATA_DIR
-    #: Storage plugin: an entry-point name or ``"package.module:attr"``.
-    storage: str = "leveldb"
-    #: State machine plugin: an entry-point name or ``"package.module:attr"``.
-    state_machine: str = "leveldb"
-    #: Take a snapshot (and compact the log) every this many applied entries.
-    snapshot_entries: int = 10_000
-    #: Entries kept in the log after compaction, so slow followers need no snapshot.
-    snapshot_keep_entries: int = 5_000
-    #: Milliseconds per Raft tick.
-    tick_ms: int = 100
-    #: Ticks without a leader before an election (randomised in [n, 2n)).
-    election_ticks: int = 10
-    #: Ticks between a leader's heartbeats.
-    heartbeat_ticks: int = 1
-    #: fsync before acknowledging a write.
-    sync: bool = True
-    #: Longest a request waits for a leader, a commit or a read index.
-    request_timeout_s: float = 5.0
-    #: Longest key, in bytes (413 beyond).
-    max_key_bytes: int = 4 * KiB
-    #: Longest value, in bytes (413 beyond).
-    max_value_bytes: int = 1 * MiB
-    #: Largest request body, in bytes (413 beyond), as etcd's ``--max-request-bytes``.
-    max_request_bytes: int = 3 * MiB // 2
-    #: Shared by the members of one cluster; peers presenting another token are refused.
-    cluster_token: str = "raftdb"
-    #: Where to listen for peers when it differs from this node's entry in
-    #: ``cluster`` (behind a proxy or NAT, as etcd's --listen-peer-urls); "" = that entry.
-    listen_peer_url: str = ""
+    # Each key's default and help (see setting()); ``id`` has no default, so a plain
+    # field(), which mypy, like the dataclass, reads as required.
+    id: int = field(metadata=_about("this node's id (≥ 1); member i has the peer URL cluster[i-1]"))
+    cluster: Sequence[str] = setting(
+        (),
+        help="comma-separated peer URLs of all members in id order, http://host:port,...",
+        metavar="URLS",
+        required=True,
+    )
+    join: bool = setting(
+        False, help="join a running cluster (that has added this node) instead of bootstrapping"
+    )
+    data_dir: Path = setting(
+        _AUTO_DATA_DIR,
+        help="directory for the log, snapshots and state",
+        metavar="DIR",
+        shown="raftdb-<id>",
+    )
+    storage: str = setting(
+        "leveldb", help="storage plugin name or package.module:attr", metavar="PLUGIN"
+    )
+    state_machine: str = setting(
+        "leveldb", help="state machine plugin name or package.module:attr", metavar="PLUGIN"
+    )
+    snapshot_entries: int = setting(
+        10_000, help="snapshot (and compact the log) every N applied entries"
+    )
+    snapshot_keep_entries: int = setting(
+        5_000, help="entries kept after compaction, so slow followers need no snapshot"
+    )
+    tick_ms: int = setting(100, help="milliseconds per Raft tick")
+    election_ticks: int = setting(10, help="election timeout in ticks, randomised in [n, 2n)")
+    heartbeat_ticks: int = setting(1, help="heartbeat interval in ticks")
+    sync: bool = setting(True, help="fsync before acknowledging writes")
+    request_timeout_s: float = setting(
+        5.0, help="longest wait for a leader, commit or read index", metavar="SECONDS"
+    )
+    max_key_bytes: int = setting(4 * KiB, help="longest key in bytes; 413 beyond")
+    max_value_bytes: int = setting(1 * MiB, help="longest value in bytes; 413 beyond")
+    max_request_bytes: int = setting(3 * MiB // 2, help="largest request body in bytes; 413 beyond")
+    cluster_token: str = setting(
+        "raftdb",
+        help="shared by one cluster's members; peers with another token are refused",
+        metavar="TOKEN",
+    )
+    listen_peer_url: str = setting(
+        "",
+        help="where to listen for peers, as behind a proxy or NAT",
+        metavar="URL",
+        shown="this node's 'cluster' entry",
+    )
 
     def __post_init__(self) -> None:
         _check_int("id", self.id, minimum=1)
@@ -279,12 +327,73 @@ def _check_bool(key: str, value: object) -> None:
 
 # -- loading -------------------------------------------------------------------------
 
-#: Every key, in declaration order.
-KEYS: Final = tuple(spec.name for spec in fields(NodeConfig))
-_TYPES: Final = {spec.name: spec.type for spec in fields(NodeConfig)}
 
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """One key as :class:`NodeConfig` declares it, for the CLI and the docs.
+
+    Attributes:
+        name: the key (``election_ticks``), as in the TOML file.
+        type: the field's annotation (``"int"``, ``"bool"``, ``"Sequence[str]"``, ``"Path"``).
+        default: the declared default, or ``None`` when ``required`` (``data_dir``'s
+            is a placeholder for ``raftdb-<id>``: show ``default_text``).
+        required: no default: the file, the environment or a flag must set it.
+        help: one line saying what it is, without the default.
+        default_text: how the default reads (``"10000"``, ``"on"``, ``"raftdb-<id>"``,
+            ``"required"``).
+        env: its environment variable (``RAFTDB_ELECTION_TICKS``).
+        flag: its flag (``--election-ticks``; a bool also has ``--no-election-ticks``).
+        metavar: the flag's value placeholder (``""`` for a bool).
+    """
+
+    name: str
+    type: str
+    default: object
+    required: bool
+    help: str
+    default_text: str
+    env: str
+    flag: str
+    metavar: str
+
+    @property
+    def is_bool(self) -> bool:
+        """Whether it is a switch: ``--key`` / ``--no-key``, ``true``/``false``."""
+        return self.type == "bool"
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value) or "none"
+    return str(value) if value != "" else '""'
+
+
+def _config_key(spec: Field[Any]) -> ConfigKey:
+    about = spec.metadata
+    kind = str(spec.type)
+    required = spec.default is MISSING or bool(about.get("required"))
+    default = None if required else spec.default
+    metavar = about.get("metavar") or ("" if kind == "bool" else "N")
+    return ConfigKey(
+        name=spec.name,
+        type=kind,
+        default=default,
+        required=required,
+        help=about["help"],
+        default_text="required" if required else about.get("shown") or _shown(default),
+        env=env_name(spec.name),
+        flag=flag_name(spec.name),
+        metavar=metavar,
+    )
+
+
+def config_keys() -> tuple[ConfigKey, ...]:
+    """Every key of :class:`NodeConfig`, in declaration order, read from its fields."""
+    return _CONFIG_KEYS
 
 
 def env_name(key: str) -> str:
@@ -295,6 +404,15 @@ def env_name(key: str) -> str:
 def flag_name(key: str) -> str:
     """The command-line flag for ``key``: ``--key-with-dashes``."""
     return "--" + key.replace("_", "-")
+
+
+_CONFIG_KEYS: Final = tuple(_config_key(spec) for spec in fields(NodeConfig))
+#: Every key's name, in declaration order.
+KEYS: Final = tuple(key.name for key in _CONFIG_KEYS)
+_TYPES: Final = {key.name: key.type for key in _CONFIG_KEYS}
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 def _from_text(key: str, text: str, origin: str) -> Any:

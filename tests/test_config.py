@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from raftdb.config import (
     ConfigError,
     NodeConfig,
     check_peer_url,
+    config_keys,
     env_name,
     flag_name,
     load_config,
@@ -285,3 +287,51 @@ def test_names() -> None:
     assert unknown_environment({"RAFTDB_ID": "1", "RAFTDB_CONFIG": "x", "RAFTDB_IDD": "1"}) == [
         "RAFTDB_IDD"
     ]
+
+
+def test_config_keys_read_the_fields() -> None:
+    keys = config_keys()
+    assert (
+        tuple(key.name for key in keys) == KEYS == tuple(spec.name for spec in fields(NodeConfig))
+    )
+    config = NodeConfig(id=3, cluster=CLUSTER)
+    for key in keys:
+        assert key.help.strip(), key.name
+        assert key.default_text.strip(), key.name
+        assert (key.env, key.flag) == (env_name(key.name), flag_name(key.name))
+        assert key.is_bool == (key.type == "bool")
+        if key.name == "data_dir":
+            assert key.default_text == "raftdb-<id>"
+            assert config.data_dir == Path("raftdb-3")
+        elif not key.required:
+            assert getattr(config, key.name) == key.default, key.name
+    required = {key.name for key in keys if key.required}
+    assert required == {"id", "cluster"}
+    by_name = {key.name: key for key in keys}
+    assert by_name["sync"].default_text == "on"
+    assert by_name["join"].default_text == "off"
+    assert by_name["request_timeout_s"].default_text == "5"
+    assert by_name["max_value_bytes"].default_text == str(
+        NodeConfig(id=1, cluster=CLUSTER).max_value_bytes
+    )
+
+
+def _docs_table() -> dict[str, list[str]]:
+    """``docs/configuration.md``'s key table: key → its cells."""
+    text = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    section = text.split("\n## Keys\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    return {row[0].strip("`"): row for row in cells}
+
+
+def test_docs_table_names_every_key() -> None:
+    table = _docs_table()
+    assert list(table) == list(KEYS)
+    for key in config_keys():
+        _, _, env, flag, meaning = table[key.name]
+        assert env == f"`{key.env}`", key.name
+        assert flag.startswith(f"`{key.flag}`"), key.name
+        if key.is_bool:
+            assert f"`--no-{key.flag[2:]}`" in flag, key.name
+        assert meaning, key.name
