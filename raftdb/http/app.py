@@ -1,7 +1,7 @@
 """The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
 
 The routes live in small modules (``api_kv``, ``api_cluster``); errors become
-HTTP answers in one place (:func:`raftdb.http.common.error_response`), reached
+HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
 connection. In front of it all, :class:`~raftdb.http.fast_path.KVFastPath` answers
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
 from raftdb.http.cluster import cluster_routes
-from raftdb.http.common import (
+from raftdb.http.errors import (
     JSON_TYPE,
     NotFoundError,
     ReservedPathError,

@@ -9,7 +9,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import ConfigError, NodeConfig, check_peer_url
-from raftdb.http.common import json_response, read_json_object
+from raftdb.http.errors import json_response
+from raftdb.http.params import read_json_object
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import Member, NodeHandle
 

@@ -16,7 +16,7 @@ its own making (a bad key, an odd query), goes to the Starlette app
 unchanged, which stays the reference: the answers here must be the same
 bytes (``tests/http/test_fast_path.py`` checks it request by request). To keep
 the two paths from drifting, the pieces that decide an answer are shared:
-key parsing and body limits (:mod:`raftdb.http.common`), the answers'
+key parsing and body limits (:mod:`raftdb.http.params`), the answers'
 headers (:mod:`raftdb.http.kv`), and errors (:func:`error_response`, as
 Starlette's exception handlers and its last guard give them).
 """
@@ -31,15 +31,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
-from raftdb.http.common import (
-    check_content_length,
-    check_key,
-    error_response,
-    log_late_error,
-    raw_path_key,
-    receive_body,
-)
+from raftdb.http.errors import error_response, log_late_error
 from raftdb.http.kv import OCTETS, RESERVED_ROOTS, key_not_found, value_headers, written_headers
+from raftdb.http.params import check_content_length, check_key, raw_path_key, receive_body
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import Consistency, NodeHandle
 

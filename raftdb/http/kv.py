@@ -16,12 +16,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import ConfigError, NodeConfig, check_peer_url
-from raftdb.http.common import (
+from raftdb.http.errors import MethodNotAllowedError, NotFoundError, error_response, json_response
+from raftdb.http.params import (
     KEY_CONVERTOR,
-    MethodNotAllowedError,
-    NotFoundError,
-    error_response,
-    json_response,
     parse_conditions,
     parse_consistency,
     parse_idempotency_key,
