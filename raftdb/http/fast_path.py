@@ -32,8 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
 from raftdb.http.errors import error_response, log_late_error
-from raftdb.http.kv import OCTETS, RESERVED_ROOTS, key_not_found, value_headers, written_headers
+from raftdb.http.kv import OCTETS, key_not_found, value_headers, written_headers
 from raftdb.http.params import check_content_length, check_key, raw_path_key, receive_body
+from raftdb.http.raftexample import RESERVED_ROOTS
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import Consistency, NodeHandle
 
@@ -82,7 +83,7 @@ class KVFastPath:
     Args:
         app: the Starlette app of :func:`raftdb.http.app.create_api`; every route
             it has other than ``/`` and the KV routes must lie under a root
-            of :data:`~raftdb.http.kv.RESERVED_ROOTS`, or raftexample's
+            of :data:`~raftdb.http.raftexample.RESERVED_ROOTS`, or raftexample's
             ``/<key>`` answered here would shadow it (``create_api`` checks).
         node: the node the KV routes use.
         config: its limits (``max_key_bytes``, ``max_value_bytes``).

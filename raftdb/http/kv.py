@@ -1,13 +1,14 @@
-"""Key-value routes: ``/v1/kv/{key}``, ``/v1/kv`` (listing) and raftexample's ``/{key}``.
+"""Key-value routes: ``/v1/kv/{key}`` and ``/v1/kv`` (listing).
 
 This is the hot path: handlers are closures over the node and the limits,
 parse only what the request carries, and build small responses by hand.
+:class:`KeyValueEndpoints` holds the operations, so that raftexample's
+``/{key}`` (:mod:`raftdb.http.raftexample`) answers exactly as ``/v1/kv/{key}``.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote_from_bytes
 
@@ -15,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from raftdb.config import ConfigError, NodeConfig, check_peer_url
-from raftdb.http.errors import MethodNotAllowedError, NotFoundError, error_response, json_response
+from raftdb.config import NodeConfig
+from raftdb.http.errors import NotFoundError, error_response, json_response
 from raftdb.http.params import (
     KEY_CONVERTOR,
     parse_conditions,
@@ -33,12 +34,11 @@ from raftdb.node.handle import Consistency, NodeHandle, WriteResult
 
 __all__ = [
     "DEFAULT_LIST_LIMIT",
+    "KeyValueEndpoints",
     "MAX_LIST_LIMIT",
     "OCTETS",
-    "RESERVED_ROOTS",
     "key_not_found",
     "kv_routes",
-    "raftexample_routes",
     "value_headers",
     "written_headers",
 ]
@@ -47,10 +47,6 @@ __all__ = [
 DEFAULT_LIST_LIMIT: Final = 1000
 #: The largest ``limit`` a listing accepts.
 MAX_LIST_LIMIT: Final = 10_000
-#: First path segments the API keeps for itself: not raftexample-style keys.
-RESERVED_ROOTS: Final = frozenset(
-    {b"v1", b"healthz", b"readyz", b"metrics", b"docs", b"openapi.json"}
-)
 
 _GET_QUERY: Final = frozenset({"consistency"})
 _NO_QUERY: Final = frozenset[str]()
@@ -134,7 +130,7 @@ def _parse_bool(name: str, value: bytes | None) -> bool:
     raise BadRequestError(f"{name} must be 'true' or 'false' (got {shown!r})")
 
 
-class _KeyValueEndpoints:
+class KeyValueEndpoints:
     """The KV operations, shared by ``/v1/kv/{key}`` and raftexample's ``/{key}``."""
 
     def __init__(self, node: NodeHandle, config: NodeConfig) -> None:
@@ -205,7 +201,7 @@ class _KeyValueEndpoints:
 
 def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     """The ``/v1/kv`` routes."""
-    endpoints = _KeyValueEndpoints(node, config)
+    endpoints = KeyValueEndpoints(node, config)
     prefix = b"/v1/kv/"
     max_key_bytes = config.max_key_bytes
 
@@ -226,69 +222,4 @@ def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
             name="kv_key",
         ),
         Route("/v1/kv", endpoints.list, methods=["GET"], name="kv_list"),
-    ]
-
-
-def _member_id(key: bytes, method: str) -> int:
-    text = key.decode("utf-8", "replace")
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        action = "adds a member" if method == "POST" else "removes a member"
-        hint = "" if method == "POST" else "; to delete a key use DELETE /v1/kv/<key>"
-        raise BadRequestError(
-            f"raftexample's {method} /<id> {action}: {text!r} is not a member id "
-            f"(an integer ≥ 1){hint}"
-        )
-    return int(text)
-
-
-def raftexample_routes(
-    node: NodeHandle, config: NodeConfig, reserved: Callable[[Request, bytes], Response]
-) -> list[BaseRoute]:
-    """etcd raftexample's API, verbatim: ``PUT/GET /<key>``, ``POST/DELETE /<id>``.
-
-    Args:
-        node: the node.
-        config: its configuration (limits).
-        reserved: called as ``reserved(request, key)`` for a path under a
-            reserved root; returns the error answer.
-    """
-    endpoints = _KeyValueEndpoints(node, config)
-    max_key_bytes = config.max_key_bytes
-    max_request_bytes = config.max_request_bytes
-
-    async def root_key(request: Request) -> Response:
-        key = path_key(request.scope, b"/", max_key_bytes)
-        if key.partition(b"/")[0] in RESERVED_ROOTS:
-            return reserved(request, key)
-        method = request.method
-        if method == "PUT":
-            return await endpoints.put(request, key)
-        if method in ("GET", "HEAD"):
-            return await endpoints.get(request, key)
-        if method == "POST":
-            node_id = _member_id(key, method)
-            body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
-            try:
-                url = check_peer_url(body.decode("utf-8", "replace"), "peer_url")
-            except ConfigError as exc:
-                raise BadRequestError(
-                    f"POST /{node_id}: the body must be the new member's peer URL, "
-                    f"http://host:port (got {body[:100]!r}): {exc.why}"
-                ) from None
-            await node.add_member(node_id, url)
-            return Response(status_code=204)
-        if method == "DELETE":
-            await node.remove_member(_member_id(key, method))
-            return Response(status_code=204)
-        raise MethodNotAllowedError(  # pragma: no cover - the route lists its methods
-            f"{method} is not allowed here", "GET, HEAD, PUT, POST, DELETE"
-        )
-
-    return [
-        Route(
-            f"/{{key:{KEY_CONVERTOR}}}",
-            root_key,
-            methods=["GET", "PUT", "POST", "DELETE"],
-            name="raftexample",
-        )
     ]
