@@ -1,7 +1,8 @@
 """The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
 
 The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.cluster`,
-:mod:`~raftdb.http.meta`, :mod:`~raftdb.http.raftexample`); errors become
+:mod:`~raftdb.http.meta`, :mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
+each describing its operations for the OpenAPI document beside them; errors become
 HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
@@ -36,6 +37,7 @@ from raftdb.http.errors import (
 from raftdb.http.fast_path import KVFastPath
 from raftdb.http.kv import kv_routes
 from raftdb.http.meta import meta_routes
+from raftdb.http.openapi import docs_routes
 from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import NodeHandle
@@ -112,6 +114,7 @@ def create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool = True) 
         *kv_routes(node, config),
         *cluster_routes(node, config),
         *meta_routes(node, config),
+        *docs_routes(node, config),
     ]
     explicit_routes = [route for route in explicit if isinstance(route, Route)]
 

@@ -20,6 +20,7 @@ from raftdb.config import NodeConfig
 from raftdb.http.errors import NotFoundError, error_response, json_response
 from raftdb.http.params import (
     KEY_CONVERTOR,
+    MAX_IDEMPOTENCY_KEY_BYTES,
     parse_conditions,
     parse_consistency,
     parse_idempotency_key,
@@ -28,17 +29,33 @@ from raftdb.http.params import (
     read_body,
     show_key,
 )
+from raftdb.http.spec import (
+    INT,
+    Operation,
+    PathItem,
+    Schema,
+    error,
+    errors,
+    header,
+    json_body,
+    ref,
+)
 from raftdb.kv.commands import KeyValue
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import Consistency, NodeHandle, WriteResult
 
 __all__ = [
     "DEFAULT_LIST_LIMIT",
+    "KEY_ENTRY_SCHEMA",
+    "KEY_PARAM",
     "KeyValueEndpoints",
     "MAX_LIST_LIMIT",
     "OCTETS",
+    "OPENAPI_PATHS",
+    "get_operation",
     "key_not_found",
     "kv_routes",
+    "put_operation",
     "value_headers",
     "written_headers",
 ]
@@ -197,6 +214,198 @@ class KeyValueEndpoints:
                 link += "&consistency=stale"
             headers["link"] = f'<{link}>; rel="next"'
         return json_response([_entry(kv, values) for kv in found], headers=headers)
+
+
+# -- OpenAPI: what these routes answer (raftdb.http.openapi gathers it) ---------------
+
+_ETAG: Final = header("The write's (or key's) log index, quoted: `\"42\"`.")
+_INDEX: Final = header("The same index, unquoted.", INT)
+_CONSISTENCY_HEADER: Final = header(
+    "Which consistency served the read.", {"type": "string", "enum": ["linearizable", "stale"]}
+)
+#: The ``{key}`` path parameter of ``/v1/kv/{key}``.
+KEY_PARAM: Final[Schema] = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "description": "The key: the rest of the path, percent-decoded to bytes (may contain `/`).",
+    "schema": {"type": "string"},
+}
+_CONSISTENCY_PARAM: Final = {
+    "name": "consistency",
+    "in": "query",
+    "description": "`linearizable` (default: ReadIndex through the leader) or `stale` "
+    "(this node's state machine, no round trip).",
+    "schema": {"type": "string", "enum": ["linearizable", "stale"], "default": "linearizable"},
+}
+_IF_MATCH: Final = {
+    "name": "If-Match",
+    "in": "header",
+    "description": 'Compare-and-set: write only if the key\'s ETag is this `"<index>"`.',
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH: Final = {
+    "name": "If-None-Match",
+    "in": "header",
+    "description": "`*`: create only (write only if the key does not exist).",
+    "schema": {"type": "string", "enum": ["*"]},
+}
+_IDEMPOTENCY_KEY: Final = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": f"1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes naming this write: a retry with the "
+    "same key is applied at most once, and answered like the first attempt "
+    "(`X-Raftdb-Duplicate: true`).",
+    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_BYTES},
+}
+
+
+def _written(description: str, delete: bool = False) -> Schema:
+    """A committed write's ``204``, with the headers of :func:`written_headers`."""
+    headers: Schema = {
+        "ETag": _ETAG,
+        "X-Raftdb-Index": _INDEX,
+        "X-Raftdb-Duplicate": header(
+            "`true` when an `Idempotency-Key` retry was answered from the first attempt."
+        ),
+    }
+    if delete:
+        headers["X-Raftdb-Existed"] = header("`true` if the key existed.")
+    return {"description": description, "headers": headers}
+
+
+def get_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Operation:
+    """A read of one key, :meth:`KeyValueEndpoints.get`: ``key`` is its path parameter."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "parameters": [key, _CONSISTENCY_PARAM],
+        "responses": {
+            "200": {
+                "description": "The raw value.",
+                "headers": {
+                    "ETag": header('The key\'s mod index, quoted: `"42"`.'),
+                    "X-Raftdb-Index": header("The key's mod index.", INT),
+                    "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
+                },
+                "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "404": error("404", "No such key (`not_found`)."),
+            **errors("400", "413", "503"),
+        },
+    }
+
+
+def put_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Operation:
+    """A write of one key, :meth:`KeyValueEndpoints.put`: ``key`` is its path parameter."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "parameters": [key, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
+        "requestBody": {
+            "required": False,
+            "description": "The raw value (any bytes; `max_value_bytes`).",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "204": _written("Committed and applied."),
+            **errors("400", "412", "413", "503", "504"),
+        },
+    }
+
+
+#: A listing's entry, as :func:`_entry` writes it.
+KEY_ENTRY_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["key", "create_index", "mod_index"],
+    "properties": {
+        "key": {"type": "string", "description": "UTF-8 text, or base64 (see key_encoding)."},
+        "key_encoding": {
+            "type": "string",
+            "enum": ["base64"],
+            "description": "Present only when the key is not valid UTF-8.",
+        },
+        "create_index": INT,
+        "mod_index": INT,
+        "value": {
+            "type": "string",
+            "description": "With `values=true`: UTF-8 text, or base64 (see value_encoding).",
+        },
+        "value_encoding": {
+            "type": "string",
+            "enum": ["base64"],
+            "description": "Present only when the value is not valid UTF-8.",
+        },
+    },
+}
+#: The OpenAPI path items of :func:`kv_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/v1/kv/{key}": {
+        "get": get_operation("Read a key", "kv_get", "kv", KEY_PARAM),
+        "put": put_operation("Write a key", "kv_put", "kv", KEY_PARAM),
+        "delete": {
+            "summary": "Delete a key",
+            "operationId": "kv_delete",
+            "tags": ["kv"],
+            "parameters": [KEY_PARAM, _IF_MATCH, _IDEMPOTENCY_KEY],
+            "responses": {
+                "204": _written("Committed and applied (also when the key was absent).", True),
+                **errors("400", "412", "413", "503", "504"),
+            },
+        },
+    },
+    "/v1/kv": {
+        "get": {
+            "summary": "List keys by prefix, sorted",
+            "operationId": "kv_list",
+            "tags": ["kv"],
+            "parameters": [
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "description": "Only keys starting with these (percent-decoded) bytes.",
+                    "schema": {"type": "string", "default": ""},
+                },
+                {
+                    "name": "start",
+                    "in": "query",
+                    "description": "Only keys ≥ this one (pagination: see `Link`).",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many keys.",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIST_LIMIT,
+                        "default": DEFAULT_LIST_LIMIT,
+                    },
+                },
+                {
+                    "name": "values",
+                    "in": "query",
+                    "description": "Include the values.",
+                    "schema": {"type": "boolean", "default": False},
+                },
+                _CONSISTENCY_PARAM,
+            ],
+            "responses": {
+                "200": {
+                    **json_body({"type": "array", "items": ref("KeyEntry")}, "The keys."),
+                    "headers": {
+                        "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
+                        "Link": header('`<next page URL>; rel="next"` when more keys follow.'),
+                    },
+                },
+                **errors("400", "503"),
+            },
+        },
+    },
+}
 
 
 def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:

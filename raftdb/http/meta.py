@@ -1,44 +1,81 @@
-"""The node's own routes: ``/v1/status``, health, readiness, metrics, the docs, the index.
+"""The node's own routes: ``/v1/status``, ``/healthz``, ``/readyz``, ``/metrics``.
 
-Everything here is cheap and answers without the cluster (``/readyz`` says
-why the node is not ready rather than waiting). The OpenAPI document and its
-HTML page are built once, when the app is, and served as bytes.
+Everything here is cheap and answers without the cluster: ``/readyz`` says
+why the node is not ready rather than waiting for it. (The API's description,
+``/openapi.json``, ``/docs`` and the index ``/``, is :mod:`raftdb.http.openapi`'s.)
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Final
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
-from raftdb.http.errors import JSON_TYPE, json_response
-from raftdb.http.openapi import docs_html, openapi_schema
+from raftdb.http.errors import json_response
+from raftdb.http.spec import DATACLASS_COMPONENTS, PathItem, dataclass_schema, error, json_body, ref
 from raftdb.node.errors import NotReadyError
-from raftdb.node.handle import NodeHandle
+from raftdb.node.handle import NodeHandle, NodeStatus
 
-__all__ = ["METRICS_CONTENT_TYPE", "meta_routes"]
+__all__ = ["METRICS_CONTENT_TYPE", "OPENAPI_PATHS", "STATUS_SCHEMA", "meta_routes"]
 
 #: The Prometheus text exposition format's content type.
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
+# -- OpenAPI: what these routes answer (raftdb.http.openapi gathers it) ---------------
+
+#: ``Status``, from the dataclass ``/v1/status`` answers with.
+STATUS_SCHEMA: Final = dataclass_schema(NodeStatus, DATACLASS_COMPONENTS)
+#: The OpenAPI path items of :func:`meta_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/v1/status": {
+        "get": {
+            "summary": "This node's view of the cluster",
+            "operationId": "status",
+            "tags": ["node"],
+            "responses": {"200": json_body(ref("Status"), "The status.")},
+        },
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process answers",
+            "operationId": "healthz",
+            "tags": ["node"],
+            "responses": {"200": json_body({"type": "object"}, "Alive.")},
+        },
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: a leader is known and all committed entries are applied",
+            "operationId": "readyz",
+            "tags": ["node"],
+            "responses": {
+                "200": json_body({"type": "object"}, "Ready."),
+                "503": error("503", "Not ready (`not_ready`); the message says why."),
+            },
+        },
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "operationId": "metrics",
+            "tags": ["node"],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+    },
+}
+
 
 def meta_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
-    """The routes about the node itself, and the API's own description."""
-    schema = openapi_schema(config)
-    schema_body = json.dumps(schema, ensure_ascii=False, indent=1).encode()
-    docs_body = docs_html(schema)
-    index = {
-        "name": "raftdb",
-        "id": node.id,
-        "api": "/v1/",
-        "docs": "/docs",
-        "openapi": "/openapi.json",
-    }
+    """The routes about the node itself."""
 
     async def status(request: Request) -> Response:
         return json_response(asdict(node.status()))
@@ -61,21 +98,9 @@ def meta_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     async def metrics(request: Request) -> Response:
         return Response(node.metrics_text(), headers={"content-type": METRICS_CONTENT_TYPE})
 
-    async def openapi(request: Request) -> Response:
-        return Response(schema_body, media_type=JSON_TYPE)
-
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_body)
-
-    async def root(request: Request) -> Response:
-        return json_response(index)
-
     return [
         Route("/v1/status", status, methods=["GET"], name="status"),
         Route("/healthz", healthz, methods=["GET"], name="healthz"),
         Route("/readyz", readyz, methods=["GET"], name="readyz"),
         Route("/metrics", metrics, methods=["GET"], name="metrics"),
-        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
-        Route("/docs", docs, methods=["GET"], name="docs"),
-        Route("/", root, methods=["GET"], name="index"),
     ]

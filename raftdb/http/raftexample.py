@@ -9,6 +9,7 @@ answer as ``/v1/kv/{key}`` does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -18,17 +19,17 @@ from starlette.routing import BaseRoute, Route
 
 from raftdb.config import ConfigError, NodeConfig, check_peer_url
 from raftdb.http.errors import MethodNotAllowedError
-from raftdb.http.kv import KeyValueEndpoints
+from raftdb.http.kv import KEY_PARAM, KeyValueEndpoints, get_operation, put_operation
 from raftdb.http.params import KEY_CONVERTOR, path_key, read_body
+from raftdb.http.spec import PathItem, error, errors
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import NodeHandle
 
-__all__ = ["RESERVED_ROOTS", "raftexample_routes"]
+__all__ = ["OPENAPI_PATHS", "RESERVED_ROOTS", "raftexample_routes"]
 
+_RESERVED_NAMES: Final = ("v1", "healthz", "readyz", "metrics", "docs", "openapi.json")
 #: First path segments the API keeps for itself: not raftexample-style keys.
-RESERVED_ROOTS: Final = frozenset(
-    {b"v1", b"healthz", b"readyz", b"metrics", b"docs", b"openapi.json"}
-)
+RESERVED_ROOTS: Final = frozenset(name.encode("ascii") for name in _RESERVED_NAMES)
 
 
 def _member_id(key: bytes, method: str) -> int:
@@ -41,6 +42,63 @@ def _member_id(key: bytes, method: str) -> int:
             f"(an integer ≥ 1){hint}"
         )
     return int(text)
+
+
+# -- OpenAPI: what this route answers (raftdb.http.openapi gathers it) ----------------
+
+#: A raftexample-style key: anything but a path under a reserved root, which is
+#: the API's own (``GET /readyz`` is the readiness check, not a key).
+_ROOT_KEY_PARAM: Final = {
+    **KEY_PARAM,
+    "description": "The key, as for /v1/kv/{key}; it may not start with a reserved root "
+    f"({', '.join(_RESERVED_NAMES)}) followed by `/` or the end.",
+    "schema": {
+        "type": "string",
+        "pattern": f"^(?!({'|'.join(map(re.escape, _RESERVED_NAMES))})(/|$))",
+    },
+}
+_MEMBER_CHANGED: Final = {"description": "The change is committed."}
+#: The OpenAPI path item of :func:`raftexample_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/{key}": {
+        "get": get_operation(
+            "raftexample: read a key (as GET /v1/kv/{key})",
+            "raftexample_get",
+            "raftexample",
+            _ROOT_KEY_PARAM,
+        ),
+        "put": put_operation(
+            "raftexample: write a key (as PUT /v1/kv/{key})",
+            "raftexample_put",
+            "raftexample",
+            _ROOT_KEY_PARAM,
+        ),
+        "post": {
+            "summary": "raftexample: add member {key} (an id); the body is its peer URL",
+            "operationId": "raftexample_add_member",
+            "tags": ["raftexample"],
+            "parameters": [_ROOT_KEY_PARAM],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "*/*": {"schema": {"type": "string", "examples": ["http://127.0.0.1:42379"]}}
+                },
+            },
+            "responses": {"204": _MEMBER_CHANGED, **errors("400", "413", "503", "504")},
+        },
+        "delete": {
+            "summary": "raftexample: remove member {key} (an id)",
+            "operationId": "raftexample_remove_member",
+            "tags": ["raftexample"],
+            "parameters": [_ROOT_KEY_PARAM],
+            "responses": {
+                "204": _MEMBER_CHANGED,
+                "404": error("404", "No such member (`member_not_found`)."),
+                **errors("400", "503", "504"),
+            },
+        },
+    },
+}
 
 
 def raftexample_routes(
