@@ -26,14 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, TypeAlias
 
-from starlette._utils import get_route_path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
 from raftdb.http.errors import error_response, log_late_error
 from raftdb.http.kv import OCTETS, key_not_found, value_headers, written_headers
-from raftdb.http.params import check_content_length, check_key, raw_path_key, receive_body
+from raftdb.http.params import (
+    check_content_length,
+    check_key,
+    raw_path_key,
+    receive_body,
+    route_path,
+)
 from raftdb.http.raftexample import RESERVED_ROOTS
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import Consistency, NodeHandle
@@ -122,7 +127,7 @@ class KVFastPath:
         ``None`` when it would not (another route, a reserved root) or when
         the key is refused: Starlette then routes it and answers the error.
         """
-        path = get_route_path(scope)  # what Starlette's router matches
+        path = route_path(scope)  # what Starlette's router matches
         if path.startswith(_KV_ROUTE_PREFIX):
             key = raw_path_key(scope, _KV_PREFIX)
         elif (

@@ -35,6 +35,7 @@ __all__ = [
     "read_body",
     "read_json_object",
     "receive_body",
+    "route_path",
     "show_key",
 ]
 
@@ -68,6 +69,24 @@ def show_key(key: bytes) -> str:
     """A key for an error message: quoted text, undecodable bytes escaped, long keys cut."""
     text = key[:64].decode("utf-8", "backslashreplace")
     return repr(text) + ("…" if len(key) > 64 else "")
+
+
+def route_path(scope: Scope) -> str:
+    """The path as Starlette's router matches it: ``path`` without the ``root_path``.
+
+    The ``root_path`` is cut only where it ends a segment (``/api`` from
+    ``/api/k`` or ``/api``, not from ``/apix``); a path outside it is matched
+    whole. This is what Starlette does (its private ``get_route_path``),
+    written out so that the fast path, which must route exactly as it does,
+    does not depend on a private name; ``tests/http/test_params.py`` pins it.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if len(path) == len(root):
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def raw_path_key(scope: Scope, prefix: bytes) -> bytes | None:
