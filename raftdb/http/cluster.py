@@ -27,6 +27,8 @@ from raftdb.node.handle import Member, NodeHandle
 
 __all__ = [
     "LEADER_REQUEST_SCHEMA",
+    "MEMBER_CHANGED",
+    "MEMBER_NOT_FOUND",
     "MEMBER_SCHEMA",
     "NEW_MEMBER_SCHEMA",
     "OPENAPI_PATHS",
@@ -77,7 +79,9 @@ LEADER_REQUEST_SCHEMA: Final[Schema] = {
     "additionalProperties": False,
     "properties": {"id": _MEMBER_PROPERTIES["id"]},
 }
-_MEMBER_NOT_FOUND: Final = error("404", "No such member (`member_not_found`).")
+#: A membership change's answers, shared with raftexample's ``POST``/``DELETE /{id}``.
+MEMBER_CHANGED: Final[Schema] = {"description": "The change is committed."}
+MEMBER_NOT_FOUND: Final = error("404", "No such member (`member_not_found`).")
 #: The OpenAPI path items of :func:`cluster_routes`.
 OPENAPI_PATHS: Final[dict[str, PathItem]] = {
     "/v1/cluster/members": {
@@ -116,12 +120,12 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                     "name": "id",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "integer", "minimum": 1},
+                    "schema": _MEMBER_PROPERTIES["id"],
                 },
             ],
             "responses": {
-                "204": {"description": "The change is committed."},
-                "404": _MEMBER_NOT_FOUND,
+                "204": MEMBER_CHANGED,
+                "404": MEMBER_NOT_FOUND,
                 **errors("400", "503", "504"),
             },
         },
@@ -140,7 +144,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                     {"type": "object", "properties": {"leader": {"type": "integer"}}},
                     "The member now leads.",
                 ),
-                "404": _MEMBER_NOT_FOUND,
+                "404": MEMBER_NOT_FOUND,
                 **errors("400", "413", "503", "504"),
             },
         },

@@ -12,6 +12,7 @@ its HTML page (:mod:`raftdb.http.docs_page`) are built once, with the app.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any, Final
 
@@ -73,6 +74,8 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (limits from ``config`` when given).
 
     Paths come in the order the app routes them (:func:`raftdb.http.app.create_api`).
+    The document is a fresh copy: a caller may change it (a test tool
+    loading it might) without changing the route modules' tables.
     """
     limits = ""
     if config is not None:
@@ -80,7 +83,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             f" This node's limits: key {config.max_key_bytes} bytes, value "
             f"{config.max_value_bytes} bytes, request body {config.max_request_bytes} bytes."
         )
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "raftdb",
@@ -110,6 +113,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             }
         },
     }
+    return copy.deepcopy(document)
 
 
 def docs_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:

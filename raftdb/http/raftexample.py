@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import ConfigError, NodeConfig, check_peer_url
+from raftdb.http.cluster import MEMBER_CHANGED, MEMBER_NOT_FOUND, MEMBER_SCHEMA
 from raftdb.http.errors import MethodNotAllowedError
 from raftdb.http.kv import KEY_PARAM, KeyValueEndpoints, get_operation, put_operation
 from raftdb.http.params import KEY_CONVERTOR, path_key, read_body
-from raftdb.http.spec import PathItem, error, errors
+from raftdb.http.spec import PathItem, errors
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import NodeHandle
 
@@ -57,7 +58,6 @@ _ROOT_KEY_PARAM: Final = {
         "pattern": f"^(?!({'|'.join(map(re.escape, _RESERVED_NAMES))})(/|$))",
     },
 }
-_MEMBER_CHANGED: Final = {"description": "The change is committed."}
 #: The OpenAPI path item of :func:`raftexample_routes`.
 OPENAPI_PATHS: Final[dict[str, PathItem]] = {
     "/{key}": {
@@ -80,11 +80,9 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "parameters": [_ROOT_KEY_PARAM],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "*/*": {"schema": {"type": "string", "examples": ["http://127.0.0.1:42379"]}}
-                },
+                "content": {"*/*": {"schema": MEMBER_SCHEMA["properties"]["peer_url"]}},
             },
-            "responses": {"204": _MEMBER_CHANGED, **errors("400", "413", "503", "504")},
+            "responses": {"204": MEMBER_CHANGED, **errors("400", "413", "503", "504")},
         },
         "delete": {
             "summary": "raftexample: remove member {key} (an id)",
@@ -92,8 +90,8 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "tags": ["raftexample"],
             "parameters": [_ROOT_KEY_PARAM],
             "responses": {
-                "204": _MEMBER_CHANGED,
-                "404": error("404", "No such member (`member_not_found`)."),
+                "204": MEMBER_CHANGED,
+                "404": MEMBER_NOT_FOUND,
                 **errors("400", "503", "504"),
             },
         },
