@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from raftdb.codec import CorruptionError
 from raftdb.config import ConfigError, NodeConfig, load_config, unknown_environment
 from raftdb.http.app import create_api
-from raftdb.http.common import error_response
+from raftdb.http.errors import error_response
 from raftdb.node.errors import NodeError, NotReadyError
 from raftdb.node.handle import NodeHandle
 from raftdb.plugins import PluginError

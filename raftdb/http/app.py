@@ -1,7 +1,9 @@
 """The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
 
-The routes live in small modules (``api_kv``, ``api_cluster``); errors become
-HTTP answers in one place (:func:`raftdb.http.common.error_response`), reached
+The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.cluster`,
+:mod:`~raftdb.http.meta`, :mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
+each describing its operations for the OpenAPI document beside them; errors become
+HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
 connection. In front of it all, :class:`~raftdb.http.fast_path.KVFastPath` answers
@@ -12,40 +14,36 @@ over an in-memory fake. ``docs/api.md`` is the reference.
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict
 from typing import Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
 from raftdb.http.cluster import cluster_routes
-from raftdb.http.common import (
-    JSON_TYPE,
+from raftdb.http.errors import (
     NotFoundError,
     ReservedPathError,
     error_response,
     handle_error,
-    json_response,
     log_late_error,
 )
 from raftdb.http.fast_path import KVFastPath
-from raftdb.http.kv import RESERVED_ROOTS, kv_routes, raftexample_routes
-from raftdb.http.openapi import docs_html, openapi_schema
-from raftdb.node.errors import NodeError, NotReadyError
+from raftdb.http.kv import kv_routes
+from raftdb.http.meta import meta_routes
+from raftdb.http.openapi import docs_routes
+from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
+from raftdb.node.errors import NodeError
 from raftdb.node.handle import NodeHandle
 
-__all__ = ["METRICS_CONTENT_TYPE", "create_api"]
+__all__ = ["create_api"]
 
-#: The Prometheus text exposition format's content type.
-METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _RESERVED_LIST: Final = "v1/, healthz, readyz, metrics, docs and openapi.json"
 
 
@@ -81,59 +79,6 @@ class _Guard:
             await error_response(exc)(scope, receive, send)
 
 
-def _meta_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
-    schema = openapi_schema(config)
-    schema_body = json.dumps(schema, ensure_ascii=False, indent=1).encode()
-    docs_body = docs_html(schema)
-    index = {
-        "name": "raftdb",
-        "id": node.id,
-        "api": "/v1/",
-        "docs": "/docs",
-        "openapi": "/openapi.json",
-    }
-
-    async def status(request: Request) -> Response:
-        return json_response(asdict(node.status()))
-
-    async def healthz(request: Request) -> Response:
-        return json_response({"status": "ok", "id": node.id})
-
-    async def readyz(request: Request) -> Response:
-        if node.is_ready():
-            return json_response({"status": "ready", "id": node.id})
-        now = node.status()
-        if not now.leader:
-            why = "no leader is known"
-        elif now.applied_index < now.commit_index:
-            why = f"applied index {now.applied_index} is behind commit index {now.commit_index}"
-        else:
-            why = "the node is starting or stopping"
-        raise NotReadyError(f"node {now.id} is not ready: {why}")
-
-    async def metrics(request: Request) -> Response:
-        return Response(node.metrics_text(), headers={"content-type": METRICS_CONTENT_TYPE})
-
-    async def openapi(request: Request) -> Response:
-        return Response(schema_body, media_type=JSON_TYPE)
-
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_body)
-
-    async def root(request: Request) -> Response:
-        return json_response(index)
-
-    return [
-        Route("/v1/status", status, methods=["GET"], name="status"),
-        Route("/healthz", healthz, methods=["GET"], name="healthz"),
-        Route("/readyz", readyz, methods=["GET"], name="readyz"),
-        Route("/metrics", metrics, methods=["GET"], name="metrics"),
-        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
-        Route("/docs", docs, methods=["GET"], name="docs"),
-        Route("/", root, methods=["GET"], name="index"),
-    ]
-
-
 def _check_shadowing(routes: list[Route]) -> None:
     """Refuse a route that raftexample's ``/<key>``, as the fast path answers it, would hide.
 
@@ -146,7 +91,7 @@ def _check_shadowing(routes: list[Route]) -> None:
         if route.path != "/" and root.encode() not in RESERVED_ROOTS:
             raise RuntimeError(
                 f"route {route.path} is outside the reserved roots: add its root to "
-                "raftdb.http.kv.RESERVED_ROOTS, or raftexample's /<key> takes its requests"
+                "raftdb.http.raftexample.RESERVED_ROOTS, or raftexample's /<key> takes its requests"
             )
 
 
@@ -168,7 +113,8 @@ def create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool = True) 
     explicit: list[BaseRoute] = [
         *kv_routes(node, config),
         *cluster_routes(node, config),
-        *_meta_routes(node, config),
+        *meta_routes(node, config),
+        *docs_routes(node, config),
     ]
     explicit_routes = [route for route in explicit if isinstance(route, Route)]
 

@@ -9,11 +9,32 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import ConfigError, NodeConfig, check_peer_url
-from raftdb.http.common import json_response, read_json_object
+from raftdb.http.errors import json_response
+from raftdb.http.params import read_json_object
+from raftdb.http.spec import (
+    DATACLASS_COMPONENTS,
+    PathItem,
+    Schema,
+    dataclass_schema,
+    error,
+    errors,
+    header,
+    json_body,
+    ref,
+)
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import Member, NodeHandle
 
-__all__ = ["cluster_routes", "member_json"]
+__all__ = [
+    "LEADER_REQUEST_SCHEMA",
+    "MEMBER_CHANGED",
+    "MEMBER_NOT_FOUND",
+    "MEMBER_SCHEMA",
+    "NEW_MEMBER_SCHEMA",
+    "OPENAPI_PATHS",
+    "cluster_routes",
+    "member_json",
+]
 
 _MEMBER_FIELDS: Final = frozenset({"id", "peer_url", "learner"})
 
@@ -34,6 +55,101 @@ def _path_id(request: Request) -> int:
     if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise BadRequestError(f"member id must be an integer ≥ 1 (got {text!r})")
     return int(text)
+
+
+# -- OpenAPI: what these routes answer (raftdb.http.openapi gathers it) ---------------
+
+#: ``Member``, from the dataclass the routes answer with.
+MEMBER_SCHEMA: Final = dataclass_schema(Member, DATACLASS_COMPONENTS)
+_MEMBER_PROPERTIES: Final = MEMBER_SCHEMA["properties"]
+#: ``NewMember``, the body of ``POST /v1/cluster/members``: a member, ``learner`` optional.
+NEW_MEMBER_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["id", "peer_url"],
+    "additionalProperties": False,
+    "properties": {
+        **_MEMBER_PROPERTIES,
+        "learner": {**_MEMBER_PROPERTIES["learner"], "default": False},
+    },
+}
+#: ``LeaderRequest``, the body of ``POST /v1/cluster/leader``: the member to lead.
+LEADER_REQUEST_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["id"],
+    "additionalProperties": False,
+    "properties": {"id": _MEMBER_PROPERTIES["id"]},
+}
+#: A membership change's answers, shared with raftexample's ``POST``/``DELETE /{id}``.
+MEMBER_CHANGED: Final[Schema] = {"description": "The change is committed."}
+MEMBER_NOT_FOUND: Final = error("404", "No such member (`member_not_found`).")
+#: The OpenAPI path items of :func:`cluster_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/v1/cluster/members": {
+        "get": {
+            "summary": "List the members",
+            "operationId": "members_list",
+            "tags": ["cluster"],
+            "responses": {
+                "200": json_body({"type": "array", "items": ref("Member")}, "The members.")
+            },
+        },
+        "post": {
+            "summary": "Add a voter or a learner (or promote a learner)",
+            "operationId": "members_add",
+            "tags": ["cluster"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ref("NewMember")}},
+            },
+            "responses": {
+                "201": {
+                    **json_body(ref("Member"), "The change is committed."),
+                    "headers": {"Location": header("`/v1/cluster/members/<id>`.")},
+                },
+                **errors("400", "413", "503", "504"),
+            },
+        },
+    },
+    "/v1/cluster/members/{id}": {
+        "delete": {
+            "summary": "Remove a member",
+            "operationId": "members_remove",
+            "tags": ["cluster"],
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": _MEMBER_PROPERTIES["id"],
+                },
+            ],
+            "responses": {
+                "204": MEMBER_CHANGED,
+                "404": MEMBER_NOT_FOUND,
+                **errors("400", "503", "504"),
+            },
+        },
+    },
+    "/v1/cluster/leader": {
+        "post": {
+            "summary": "Transfer leadership to a voter",
+            "operationId": "leader_transfer",
+            "tags": ["cluster"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ref("LeaderRequest")}},
+            },
+            "responses": {
+                "200": json_body(
+                    {"type": "object", "properties": {"leader": {"type": "integer"}}},
+                    "The member now leads.",
+                ),
+                "404": MEMBER_NOT_FOUND,
+                **errors("400", "413", "503", "504"),
+            },
+        },
+    },
+}
 
 
 def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:

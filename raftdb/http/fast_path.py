@@ -16,7 +16,7 @@ its own making (a bad key, an odd query), goes to the Starlette app
 unchanged, which stays the reference: the answers here must be the same
 bytes (``tests/http/test_fast_path.py`` checks it request by request). To keep
 the two paths from drifting, the pieces that decide an answer are shared:
-key parsing and body limits (:mod:`raftdb.http.common`), the answers'
+key parsing and body limits (:mod:`raftdb.http.params`), the answers'
 headers (:mod:`raftdb.http.kv`), and errors (:func:`error_response`, as
 Starlette's exception handlers and its last guard give them).
 """
@@ -26,20 +26,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, TypeAlias
 
-from starlette._utils import get_route_path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
-from raftdb.http.common import (
+from raftdb.http.errors import error_response, log_late_error
+from raftdb.http.kv import OCTETS, key_not_found, value_headers, written_headers
+from raftdb.http.params import (
     check_content_length,
     check_key,
-    error_response,
-    log_late_error,
     raw_path_key,
     receive_body,
+    route_path,
 )
-from raftdb.http.kv import OCTETS, RESERVED_ROOTS, key_not_found, value_headers, written_headers
+from raftdb.http.raftexample import RESERVED_ROOTS
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import Consistency, NodeHandle
 
@@ -88,7 +88,7 @@ class KVFastPath:
     Args:
         app: the Starlette app of :func:`raftdb.http.app.create_api`; every route
             it has other than ``/`` and the KV routes must lie under a root
-            of :data:`~raftdb.http.kv.RESERVED_ROOTS`, or raftexample's
+            of :data:`~raftdb.http.raftexample.RESERVED_ROOTS`, or raftexample's
             ``/<key>`` answered here would shadow it (``create_api`` checks).
         node: the node the KV routes use.
         config: its limits (``max_key_bytes``, ``max_value_bytes``).
@@ -127,7 +127,7 @@ class KVFastPath:
         ``None`` when it would not (another route, a reserved root) or when
         the key is refused: Starlette then routes it and answers the error.
         """
-        path = get_route_path(scope)  # what Starlette's router matches
+        path = route_path(scope)  # what Starlette's router matches
         if path.startswith(_KV_ROUTE_PREFIX):
             key = raw_path_key(scope, _KV_PREFIX)
         elif (

@@ -1,13 +1,14 @@
-"""Key-value routes: ``/v1/kv/{key}``, ``/v1/kv`` (listing) and raftexample's ``/{key}``.
+"""Key-value routes: ``/v1/kv/{key}`` and ``/v1/kv`` (listing).
 
 This is the hot path: handlers are closures over the node and the limits,
 parse only what the request carries, and build small responses by hand.
+:class:`KeyValueEndpoints` holds the operations, so that raftexample's
+``/{key}`` (:mod:`raftdb.http.raftexample`) answers exactly as ``/v1/kv/{key}``.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote_from_bytes
 
@@ -15,13 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from raftdb.config import ConfigError, NodeConfig, check_peer_url
-from raftdb.http.common import (
+from raftdb.config import NodeConfig
+from raftdb.http.errors import NotFoundError, error_response, json_response
+from raftdb.http.params import (
     KEY_CONVERTOR,
-    MethodNotAllowedError,
-    NotFoundError,
-    error_response,
-    json_response,
+    MAX_IDEMPOTENCY_KEY_BYTES,
     parse_conditions,
     parse_consistency,
     parse_idempotency_key,
@@ -30,18 +29,33 @@ from raftdb.http.common import (
     read_body,
     show_key,
 )
+from raftdb.http.spec import (
+    INT,
+    Operation,
+    PathItem,
+    Schema,
+    error,
+    errors,
+    header,
+    json_body,
+    ref,
+)
 from raftdb.kv.commands import KeyValue
 from raftdb.node.errors import BadRequestError
 from raftdb.node.handle import Consistency, NodeHandle, WriteResult
 
 __all__ = [
     "DEFAULT_LIST_LIMIT",
+    "KEY_ENTRY_SCHEMA",
+    "KEY_PARAM",
+    "KeyValueEndpoints",
     "MAX_LIST_LIMIT",
     "OCTETS",
-    "RESERVED_ROOTS",
+    "OPENAPI_PATHS",
+    "get_operation",
     "key_not_found",
     "kv_routes",
-    "raftexample_routes",
+    "put_operation",
     "value_headers",
     "written_headers",
 ]
@@ -50,10 +64,6 @@ __all__ = [
 DEFAULT_LIST_LIMIT: Final = 1000
 #: The largest ``limit`` a listing accepts.
 MAX_LIST_LIMIT: Final = 10_000
-#: First path segments the API keeps for itself: not raftexample-style keys.
-RESERVED_ROOTS: Final = frozenset(
-    {b"v1", b"healthz", b"readyz", b"metrics", b"docs", b"openapi.json"}
-)
 
 _GET_QUERY: Final = frozenset({"consistency"})
 _NO_QUERY: Final = frozenset[str]()
@@ -137,7 +147,7 @@ def _parse_bool(name: str, value: bytes | None) -> bool:
     raise BadRequestError(f"{name} must be 'true' or 'false' (got {shown!r})")
 
 
-class _KeyValueEndpoints:
+class KeyValueEndpoints:
     """The KV operations, shared by ``/v1/kv/{key}`` and raftexample's ``/{key}``."""
 
     def __init__(self, node: NodeHandle, config: NodeConfig) -> None:
@@ -206,9 +216,201 @@ class _KeyValueEndpoints:
         return json_response([_entry(kv, values) for kv in found], headers=headers)
 
 
+# -- OpenAPI: what these routes answer (raftdb.http.openapi gathers it) ---------------
+
+_ETAG: Final = header("The write's (or key's) log index, quoted: `\"42\"`.")
+_INDEX: Final = header("The same index, unquoted.", INT)
+_CONSISTENCY_HEADER: Final = header(
+    "Which consistency served the read.", {"type": "string", "enum": ["linearizable", "stale"]}
+)
+#: The ``{key}`` path parameter of ``/v1/kv/{key}``.
+KEY_PARAM: Final[Schema] = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "description": "The key: the rest of the path, percent-decoded to bytes (may contain `/`).",
+    "schema": {"type": "string"},
+}
+_CONSISTENCY_PARAM: Final = {
+    "name": "consistency",
+    "in": "query",
+    "description": "`linearizable` (default: ReadIndex through the leader) or `stale` "
+    "(this node's state machine, no round trip).",
+    "schema": {"type": "string", "enum": ["linearizable", "stale"], "default": "linearizable"},
+}
+_IF_MATCH: Final = {
+    "name": "If-Match",
+    "in": "header",
+    "description": 'Compare-and-set: write only if the key\'s ETag is this `"<index>"`.',
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH: Final = {
+    "name": "If-None-Match",
+    "in": "header",
+    "description": "`*`: create only (write only if the key does not exist).",
+    "schema": {"type": "string", "enum": ["*"]},
+}
+_IDEMPOTENCY_KEY: Final = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": f"1-{MAX_IDEMPOTENCY_KEY_BYTES} bytes naming this write: a retry with the "
+    "same key is applied at most once, and answered like the first attempt "
+    "(`X-Raftdb-Duplicate: true`).",
+    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_BYTES},
+}
+
+
+def _written(description: str, delete: bool = False) -> Schema:
+    """A committed write's ``204``, with the headers of :func:`written_headers`."""
+    headers: Schema = {
+        "ETag": _ETAG,
+        "X-Raftdb-Index": _INDEX,
+        "X-Raftdb-Duplicate": header(
+            "`true` when an `Idempotency-Key` retry was answered from the first attempt."
+        ),
+    }
+    if delete:
+        headers["X-Raftdb-Existed"] = header("`true` if the key existed.")
+    return {"description": description, "headers": headers}
+
+
+def get_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Operation:
+    """A read of one key, :meth:`KeyValueEndpoints.get`: ``key`` is its path parameter."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "parameters": [key, _CONSISTENCY_PARAM],
+        "responses": {
+            "200": {
+                "description": "The raw value.",
+                "headers": {
+                    "ETag": header('The key\'s mod index, quoted: `"42"`.'),
+                    "X-Raftdb-Index": header("The key's mod index.", INT),
+                    "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
+                },
+                "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "404": error("404", "No such key (`not_found`)."),
+            **errors("400", "413", "503"),
+        },
+    }
+
+
+def put_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Operation:
+    """A write of one key, :meth:`KeyValueEndpoints.put`: ``key`` is its path parameter."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "parameters": [key, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
+        "requestBody": {
+            "required": False,
+            "description": "The raw value (any bytes; `max_value_bytes`).",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "204": _written("Committed and applied."),
+            **errors("400", "412", "413", "503", "504"),
+        },
+    }
+
+
+#: A listing's entry, as :func:`_entry` writes it.
+KEY_ENTRY_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["key", "create_index", "mod_index"],
+    "properties": {
+        "key": {"type": "string", "description": "UTF-8 text, or base64 (see key_encoding)."},
+        "key_encoding": {
+            "type": "string",
+            "enum": ["base64"],
+            "description": "Present only when the key is not valid UTF-8.",
+        },
+        "create_index": INT,
+        "mod_index": INT,
+        "value": {
+            "type": "string",
+            "description": "With `values=true`: UTF-8 text, or base64 (see value_encoding).",
+        },
+        "value_encoding": {
+            "type": "string",
+            "enum": ["base64"],
+            "description": "Present only when the value is not valid UTF-8.",
+        },
+    },
+}
+#: The OpenAPI path items of :func:`kv_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/v1/kv/{key}": {
+        "get": get_operation("Read a key", "kv_get", "kv", KEY_PARAM),
+        "put": put_operation("Write a key", "kv_put", "kv", KEY_PARAM),
+        "delete": {
+            "summary": "Delete a key",
+            "operationId": "kv_delete",
+            "tags": ["kv"],
+            "parameters": [KEY_PARAM, _IF_MATCH, _IDEMPOTENCY_KEY],
+            "responses": {
+                "204": _written("Committed and applied (also when the key was absent).", True),
+                **errors("400", "412", "413", "503", "504"),
+            },
+        },
+    },
+    "/v1/kv": {
+        "get": {
+            "summary": "List keys by prefix, sorted",
+            "operationId": "kv_list",
+            "tags": ["kv"],
+            "parameters": [
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "description": "Only keys starting with these (percent-decoded) bytes.",
+                    "schema": {"type": "string", "default": ""},
+                },
+                {
+                    "name": "start",
+                    "in": "query",
+                    "description": "Only keys ≥ this one (pagination: see `Link`).",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many keys.",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIST_LIMIT,
+                        "default": DEFAULT_LIST_LIMIT,
+                    },
+                },
+                {
+                    "name": "values",
+                    "in": "query",
+                    "description": "Include the values.",
+                    "schema": {"type": "boolean", "default": False},
+                },
+                _CONSISTENCY_PARAM,
+            ],
+            "responses": {
+                "200": {
+                    **json_body({"type": "array", "items": ref("KeyEntry")}, "The keys."),
+                    "headers": {
+                        "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
+                        "Link": header('`<next page URL>; rel="next"` when more keys follow.'),
+                    },
+                },
+                **errors("400", "503"),
+            },
+        },
+    },
+}
+
+
 def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     """The ``/v1/kv`` routes."""
-    endpoints = _KeyValueEndpoints(node, config)
+    endpoints = KeyValueEndpoints(node, config)
     prefix = b"/v1/kv/"
     max_key_bytes = config.max_key_bytes
 
@@ -229,69 +431,4 @@ def kv_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
             name="kv_key",
         ),
         Route("/v1/kv", endpoints.list, methods=["GET"], name="kv_list"),
-    ]
-
-
-def _member_id(key: bytes, method: str) -> int:
-    text = key.decode("utf-8", "replace")
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        action = "adds a member" if method == "POST" else "removes a member"
-        hint = "" if method == "POST" else "; to delete a key use DELETE /v1/kv/<key>"
-        raise BadRequestError(
-            f"raftexample's {method} /<id> {action}: {text!r} is not a member id "
-            f"(an integer ≥ 1){hint}"
-        )
-    return int(text)
-
-
-def raftexample_routes(
-    node: NodeHandle, config: NodeConfig, reserved: Callable[[Request, bytes], Response]
-) -> list[BaseRoute]:
-    """etcd raftexample's API, verbatim: ``PUT/GET /<key>``, ``POST/DELETE /<id>``.
-
-    Args:
-        node: the node.
-        config: its configuration (limits).
-        reserved: called as ``reserved(request, key)`` for a path under a
-            reserved root; returns the error answer.
-    """
-    endpoints = _KeyValueEndpoints(node, config)
-    max_key_bytes = config.max_key_bytes
-    max_request_bytes = config.max_request_bytes
-
-    async def root_key(request: Request) -> Response:
-        key = path_key(request.scope, b"/", max_key_bytes)
-        if key.partition(b"/")[0] in RESERVED_ROOTS:
-            return reserved(request, key)
-        method = request.method
-        if method == "PUT":
-            return await endpoints.put(request, key)
-        if method in ("GET", "HEAD"):
-            return await endpoints.get(request, key)
-        if method == "POST":
-            node_id = _member_id(key, method)
-            body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
-            try:
-                url = check_peer_url(body.decode("utf-8", "replace"), "peer_url")
-            except ConfigError as exc:
-                raise BadRequestError(
-                    f"POST /{node_id}: the body must be the new member's peer URL, "
-                    f"http://host:port (got {body[:100]!r}): {exc.why}"
-                ) from None
-            await node.add_member(node_id, url)
-            return Response(status_code=204)
-        if method == "DELETE":
-            await node.remove_member(_member_id(key, method))
-            return Response(status_code=204)
-        raise MethodNotAllowedError(  # pragma: no cover - the route lists its methods
-            f"{method} is not allowed here", "GET, HEAD, PUT, POST, DELETE"
-        )
-
-    return [
-        Route(
-            f"/{{key:{KEY_CONVERTOR}}}",
-            root_key,
-            methods=["GET", "PUT", "POST", "DELETE"],
-            name="raftexample",
-        )
     ]

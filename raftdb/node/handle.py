@@ -18,11 +18,26 @@ Consistency = Literal["linearizable", "stale"]
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One cluster member as ``GET /v1/cluster/members`` lists it."""
+    """One cluster member as ``GET /v1/cluster/members`` lists it.
 
-    id: int
-    peer_url: str
-    learner: bool
+    Each field's ``metadata`` is JSON Schema (a ``description``, and bounds or
+    examples the type cannot say): the API's OpenAPI document is generated
+    from these declarations (:mod:`raftdb.http.spec`).
+    """
+
+    id: int = field(metadata={"description": "The member's id.", "minimum": 1})
+    peer_url: str = field(
+        metadata={
+            "description": "Where the other members reach it (its Raft transport).",
+            "examples": ["http://127.0.0.1:42379"],
+        }
+    )
+    learner: bool = field(
+        metadata={
+            "description": "A learner receives the log but neither votes nor counts "
+            "toward a quorum."
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +59,40 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
-    """``GET /v1/status``."""
+    """``GET /v1/status``: this node's view of the cluster.
 
-    id: int
-    role: Literal["leader", "follower", "candidate", "learner"]
-    leader: int
-    term: int
-    commit_index: int
-    applied_index: int
-    first_index: int
-    last_index: int
-    members: list[Member] = field(default_factory=list)
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    id: int = field(metadata={"description": "This node's id.", "minimum": 0})
+    role: Literal["leader", "follower", "candidate", "learner"] = field(
+        metadata={"description": "This node's Raft role now."}
+    )
+    leader: int = field(
+        metadata={"description": "The leader's id; 0 when none is known.", "minimum": 0}
+    )
+    term: int = field(metadata={"description": "The current term.", "minimum": 0})
+    commit_index: int = field(
+        metadata={"description": "The highest log index known committed.", "minimum": 0}
+    )
+    applied_index: int = field(
+        metadata={
+            "description": "The highest log index applied to this node's state machine.",
+            "minimum": 0,
+        }
+    )
+    first_index: int = field(
+        metadata={
+            "description": "The first log index still held (older entries are compacted "
+            "into the snapshot).",
+            "minimum": 0,
+        }
+    )
+    last_index: int = field(metadata={"description": "The last log index held.", "minimum": 0})
+    members: list[Member] = field(
+        default_factory=list,
+        metadata={"description": "The membership as this node has applied it."},
+    )
 
 
 class NodeHandle(Protocol):

@@ -26,6 +26,7 @@ from raftdb.config import NodeConfig
 from raftdb.http import app as api
 from raftdb.http.app import create_api
 from raftdb.http.fast_path import KVFastPath
+from raftdb.http.meta import meta_routes
 from raftdb.kv.commands import KeyValue
 from raftdb.node.errors import (
     BadRequestError,
@@ -420,7 +421,6 @@ def test_a_route_outside_the_reserved_roots_is_refused(
     config: NodeConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fast path would take /<key> requests meant for it: create_api says so."""
-    meta_routes = api._meta_routes
 
     async def extra(request: object) -> Response:
         return Response()
@@ -428,7 +428,7 @@ def test_a_route_outside_the_reserved_roots_is_refused(
     def with_extra(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return [*meta_routes(node, config), Route("/extra", extra)]
 
-    monkeypatch.setattr(api, "_meta_routes", with_extra)
+    monkeypatch.setattr(api, "meta_routes", with_extra)
     with pytest.raises(RuntimeError, match="/extra is outside the reserved roots"):
         create_api(FakeNode(), config)
     create_api(FakeNode(), config, fast_path=False)  # no fast path, nothing to shadow

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftdb.http.common import check_content_length
+from raftdb.http.params import check_content_length
 from raftdb.node.errors import BadRequestError
 from tests.http.fake_node import FakeNode
 from tests.http.helpers import TestClient, error_of

@@ -9,7 +9,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from raftdb.config import NodeConfig
-from raftdb.http.app import METRICS_CONTENT_TYPE, create_api
+from raftdb.http.app import create_api
+from raftdb.http.meta import METRICS_CONTENT_TYPE
 from tests.http.fake_node import METRICS, FakeNode
 from tests.http.helpers import TestClient, error_of
 

@@ -1,48 +1,31 @@
-"""What the REST API's route modules share: errors to HTTP, bodies, keys, query strings.
+"""Request parts: keys in the path, query strings, conditions, idempotency keys, bodies.
 
-:func:`error_response` is the one place where an exception becomes an HTTP
-answer: ``{"error": "<code>", "message": "<what and why>"}`` with the status
-the error class carries (:mod:`raftdb.node.errors`), plus ``Retry-After`` on 503.
-Route handlers just raise.
+Each parser takes only what it reads (the ASGI scope, the headers, a header's
+text) so that the Starlette handlers and the raw-ASGI fast path
+(:mod:`raftdb.http.fast_path`) share them and refuse the same requests with
+the same words. They raise :mod:`raftdb.node.errors` exceptions;
+:func:`raftdb.http.errors.error_response` turns those into answers.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
-from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
-from raftdb.node.errors import (
-    BadRequestError,
-    ConditionFailedError,
-    NodeError,
-    ServiceUnavailableError,
-    TooLargeError,
-)
+from raftdb.node.errors import BadRequestError, TooLargeError
 from raftdb.node.handle import Consistency
 
 __all__ = [
-    "JSON_TYPE",
     "KEY_CONVERTOR",
     "MAX_IDEMPOTENCY_KEY_BYTES",
-    "MethodNotAllowedError",
-    "NotFoundError",
-    "ReservedPathError",
     "check_content_length",
     "check_key",
-    "error_response",
-    "json_response",
-    "log_late_error",
     "parse_conditions",
     "parse_consistency",
     "parse_idempotency_key",
@@ -52,12 +35,10 @@ __all__ = [
     "read_body",
     "read_json_object",
     "receive_body",
+    "route_path",
     "show_key",
 ]
 
-logger = logging.getLogger("raftdb.api")
-
-JSON_TYPE: Final = "application/json"
 #: Longest ``Idempotency-Key`` header (it becomes the client id of a session, see raftdb.kv).
 MAX_IDEMPOTENCY_KEY_BYTES: Final = 128
 
@@ -84,115 +65,28 @@ KEY_CONVERTOR: Final = "anykey"
 register_url_convertor(KEY_CONVERTOR, _KeyConvertor())
 
 
-class NotFoundError(NodeError):
-    """No such key or endpoint."""
-
-    code = "not_found"
-    status = 404
-
-
-class MethodNotAllowedError(NodeError):
-    """The path exists, not with this method. ``allow`` lists the methods it takes."""
-
-    code = "method_not_allowed"
-    status = 405
-
-    def __init__(self, message: str, allow: str) -> None:
-        super().__init__(message)
-        self.allow = allow
-
-
-class ReservedPathError(BadRequestError):
-    """A raftexample-style key under a root path the API keeps for itself."""
-
-    code = "reserved_path"
-
-
-_HTTP_CODES: Final = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-}
-
-
-def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """A compact JSON answer."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
-
-
-def error_response(exc: BaseException, headers: Mapping[str, str] | None = None) -> Response:
-    """The HTTP answer for ``exc``: the single mapping from errors to statuses.
-
-    Args:
-        exc: a :class:`~raftdb.node.errors.NodeError` (its ``code`` and ``status``),
-            a Starlette ``HTTPException`` (routing's 404/405), or anything
-            else (500, logged with its traceback).
-        headers: extra headers for the answer.
-    """
-    extra = dict(headers) if headers else {}
-    body: dict[str, Any]
-    if isinstance(exc, NodeError):
-        status = exc.status
-        body = {"error": exc.code, "message": exc.message}
-        if isinstance(exc, ConditionFailedError):
-            body["mod_index"] = exc.mod_index
-            if exc.mod_index:
-                extra["etag"] = f'"{exc.mod_index}"'
-        elif isinstance(exc, ServiceUnavailableError):
-            extra["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-            if exc.leader:
-                body["leader"] = exc.leader
-        elif isinstance(exc, MethodNotAllowedError):
-            extra["allow"] = exc.allow
-    elif isinstance(exc, HTTPException):
-        status = exc.status_code
-        body = {"error": _HTTP_CODES.get(status, f"http_{status}"), "message": exc.detail}
-        if exc.headers:
-            extra.update(exc.headers)
-    elif isinstance(exc, ClientDisconnect):
-        # The client went away while sending its body: nobody reads this answer.
-        status = 400
-        body = {"error": "bad_request", "message": "the client disconnected"}
-    else:
-        logger.error("internal error answering a request", exc_info=exc)
-        status = 500
-        body = {"error": "internal", "message": "internal error; the server log has the details"}
-    return json_response(body, status, extra)
-
-
-def log_late_error(exc: BaseException) -> None:
-    """Log ``exc``, raised once the answer had started: too late for an error answer.
-
-    The caller re-raises, so that the server closes the connection rather
-    than leave the client with half an answer.
-    """
-    logger.error("error after the answer started", exc_info=exc)
-
-
-async def handle_error(request: Request, exc: Exception) -> Response:
-    """Starlette exception handler: see :func:`error_response`."""
-    if isinstance(exc, HTTPException) and exc.status_code in (404, 405):
-        # Routing's own errors: say which request, rather than "Not Found".
-        where = f"{request.method} {request.url.path}"
-        if exc.status_code == 405:
-            allow = (exc.headers or {}).get("Allow", "")
-            exc = MethodNotAllowedError(f"{where} is not allowed (this path takes {allow})", allow)
-        else:
-            exc = NotFoundError(f"no endpoint {where}; /docs lists the API")
-    return error_response(exc)
-
-
-# -- request parts -----------------------------------------------------------------
-
-
 def show_key(key: bytes) -> str:
     """A key for an error message: quoted text, undecodable bytes escaped, long keys cut."""
     text = key[:64].decode("utf-8", "backslashreplace")
     return repr(text) + ("…" if len(key) > 64 else "")
+
+
+def route_path(scope: Scope) -> str:
+    """The path as Starlette's router matches it: ``path`` without the ``root_path``.
+
+    The ``root_path`` is cut only where it ends a segment (``/api`` from
+    ``/api/k`` or ``/api``, not from ``/apix``); a path outside it is matched
+    whole. This is what Starlette does (its private ``get_route_path``),
+    written out so that the fast path, which must route exactly as it does,
+    does not depend on a private name; ``tests/http/test_params.py`` pins it.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if len(path) == len(root):
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def raw_path_key(scope: Scope, prefix: bytes) -> bytes | None:
