@@ -36,8 +36,8 @@ from tests.chaos.faulty import fill_disk, free_disk
 from tests.chaos.runner import check_ledger, converge
 from tests.chaos.test_crash import check_disk
 from tests.chaos.workload import Workload
-from tests.node.cluster import LocalCluster, eventually
 from tests.integration.harness import free_ports
+from tests.node.cluster import LocalCluster, eventually
 
 FAULTY = "tests.chaos.faulty:FaultyStorage"
 
