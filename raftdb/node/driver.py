@@ -571,12 +571,27 @@ class Node:
         except ProposalDroppedError as e:
             raise BadRequestError(e.reason) from None
         self._wake.set()
+        # The request is one message that nothing resends: a follower forwards
+        # it to the leader (the transport may drop it), the leader gives up
+        # after an election timeout (TimeoutNow or a vote lost on the way, the
+        # target not caught up in time), and a leader change forgets it. So it
+        # is asked again, to whoever leads then, every election timeout until
+        # leadership moved or time is up (the leader ignores a repeat of the
+        # transfer it is doing).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
+        again = self.config.election_ticks * self.config.tick_ms / 1000
+        ask_at = loop.time() + again
         while loop.time() < deadline:
             await asyncio.sleep(self.config.tick_ms / 1000)
             if raw.lead == node_id:
                 return
+            if loop.time() >= ask_at:
+                ask_at = loop.time() + again
+                if raw.lead != 0:
+                    with contextlib.suppress(ProposalDroppedError):
+                        raw.transfer_leader(node_id)
+                        self._wake.set()
         raise ServiceUnavailableError(
             f"leadership did not move to {node_id} in time", retry_after=1
         )

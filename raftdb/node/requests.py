@@ -205,6 +205,16 @@ class WaitingRequests:
         """
         if raw.lead == 0:
             raise no_leader(raw, "take the write", self._config)
+        if idempotency_key is not None:
+            # An earlier attempt with this key may be committed but not yet applied
+            # here. Its entry carries the same session, so it would answer this
+            # retry with its own first-time result (duplicate=False) instead of
+            # the retry's entry answering from the session. Apply everything
+            # committed before this request first (ReadIndex, the barrier of a
+            # linearizable read): the entries that can answer it are then those
+            # proposed after it began, among them its own. A refusal is a 503:
+            # nothing was proposed.
+            await self.read_index(raw)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[KVResult] = loop.create_future()
         pending: _PendingWrite

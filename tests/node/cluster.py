@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from raftdb.config import NodeConfig
 from raftdb.node.driver import Node
+from tests.integration.harness import free_ports
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(taken: Iterable[int] = ()) -> int:
+    """A free port below the ephemeral range (``free_ports``), none of ``taken``.
+
+    Not one bound to 0 and released: that is in the ephemeral range, where the
+    connections of other nodes (this cluster's, retrying with backoff before the
+    node listens, or any other process's) take their source ports, so one may
+    take it, or connect to it from it (a TCP self-connection), before the node
+    binds it."""
+    avoid = set(taken)
+    while True:
+        (port,) = free_ports(1)
+        if port not in avoid:
+            return port
 
 
 async def eventually(
@@ -39,7 +47,7 @@ class LocalCluster:
         self.tmp = tmp
         self.plugin = plugin
         self.settings = {"tick_ms": 20, "request_timeout_s": 5.0, **settings}
-        self.urls = [f"http://127.0.0.1:{free_port()}" for _ in range(n)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in free_ports(n)]
         self.nodes: dict[int, Node] = {}
 
     def config(self, node_id: int, join: bool = False) -> NodeConfig:
@@ -75,7 +83,8 @@ class LocalCluster:
         shutil.rmtree(self.tmp / f"node{node_id}", ignore_errors=True)
 
     def add_url(self) -> int:
-        self.urls.append(f"http://127.0.0.1:{free_port()}")
+        taken = [int(url.rsplit(":", 1)[1]) for url in self.urls]
+        self.urls.append(f"http://127.0.0.1:{free_port(taken)}")
         return len(self.urls)
 
     def leader(self) -> Node | None:

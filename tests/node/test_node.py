@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from raftdb.kv.commands import KeyValue
 from raftdb.node.driver import Node
 from raftdb.node.errors import ConditionFailedError, MemberNotFoundError
 from raftdb.node.handle import Consistency
+from raftdb.raft import Message, MessageType
 
 from .cluster import LocalCluster, eventually
 
@@ -215,5 +217,41 @@ def test_concurrent_linearizable_reads_share_read_index_requests(tmp_path: Path)
             got = await asyncio.gather(*(_get(follower, b"k") for _ in range(100)))
             assert all(kv is not None and kv.value == value for kv in got)
         assert asked < 3 * 100 / 10  # batches of many reads, not one request per read
+
+    LocalCluster(tmp_path, 3).run(body)
+
+
+def test_a_leadership_transfer_whose_request_is_lost_still_happens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of ``test_leadership_transfer``: the driver asked once, and a
+    request lost on the way (a dropped forward, a transfer the leader aborted
+    after an election timeout, a leader change) left it waiting out the request
+    timeout (``503 leadership did not move``). The target's first forward of
+    the request to the leader is dropped here."""
+
+    async def body(c: LocalCluster) -> None:
+        leader = c.leader()
+        assert leader is not None
+        target = next(i for i in c.nodes if i != leader.id)
+        node = c.nodes[target]
+        transport = node._transport
+        assert transport is not None
+        send = transport.send
+        dropped: list[Message] = []
+
+        def lossy(messages: Sequence[Message]) -> None:
+            kept = []
+            for m in messages:
+                if m.type == MessageType.TRANSFER_LEADER and not dropped:
+                    dropped.append(m)
+                else:
+                    kept.append(m)
+            send(kept)
+
+        monkeypatch.setattr(transport, "send", lossy)
+        await node.transfer_leader(target)
+        assert dropped
+        assert node.status().role == "leader"
 
     LocalCluster(tmp_path, 3).run(body)

@@ -61,6 +61,7 @@ def test_local_messages() -> None:
         assert t not in LOCAL_MESSAGES
 
 
+@settings(deadline=None)  # a shared 2-core machine: no per-example timing
 @given(
     st.lists(
         st.builds(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -41,6 +40,7 @@ from raftdb.transport.frames import (
     frame,
 )
 from raftdb.transport.transport import Transport
+from tests.integration.harness import free_ports
 
 from .support import Node, Recorder, connect_all, eventually, heartbeat, run, stop_all
 
@@ -68,9 +68,10 @@ def delivered(recorder: Recorder, n: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on, below the ephemeral range (``free_ports``): a
+    connection to a port in that range may be given that same port as its source,
+    a TCP self-connection that "connects" the transport to itself."""
+    (port,) = free_ports(1)
     return port
 
 
