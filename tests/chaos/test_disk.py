@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from raftdb.config import NodeConfig
+from raftdb.node import Node
 from raftdb.node.disk import NodeDisk
-from raftdb.node.driver import Node
 from raftdb.node.errors import ServiceUnavailableError
 from tests.chaos.cluster import poll
 from tests.chaos.conftest import ChaosFactory
@@ -36,8 +36,8 @@ from tests.chaos.faulty import fill_disk, free_disk
 from tests.chaos.runner import check_ledger, converge
 from tests.chaos.test_crash import check_disk
 from tests.chaos.workload import Workload
-from tests.node.cluster import LocalCluster, eventually
 from tests.integration.harness import free_ports
+from tests.node.cluster import LocalCluster, eventually
 
 FAULTY = "tests.chaos.faulty:FaultyStorage"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from raftdb.config import NodeConfig
-from raftdb.node.driver import Node
+from raftdb.node import Node
 
 
 def free_port() -> int:

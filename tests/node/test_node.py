@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from raftdb.kv.commands import KeyValue
-from raftdb.node.driver import Node
+from raftdb.node import Node
 from raftdb.node.errors import ConditionFailedError, MemberNotFoundError
 from raftdb.node.handle import Consistency
 
