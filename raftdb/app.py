@@ -7,7 +7,7 @@ configuration ends the process there with one line on stderr and exit status
 :class:`RaftdbApp` from its flags.
 
 :class:`RaftdbApp` speaks the ASGI lifespan protocol itself: on startup it
-makes the node (``raftdb.node.driver.Node(config)``) and awaits ``node.start()``;
+makes the node (``raftdb.node.Node(config)``) and awaits ``node.start()``;
 on shutdown, ``node.stop()``. If the node cannot start, the server is told
 ``lifespan.startup.failed`` with a one-line reason and exits. Requests are
 served by :func:`raftdb.http.app.create_api` over the running node.
@@ -16,7 +16,6 @@ served by :func:`raftdb.http.app.create_api` over the running node.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -51,7 +50,7 @@ CONFIG_EXIT_STATUS = 2
 
 
 class RunningNode(NodeHandle, Protocol):
-    """A :class:`NodeHandle` the app starts and stops (``raftdb.node.driver.Node``)."""
+    """A :class:`NodeHandle` the app starts and stops (``raftdb.node.Node``)."""
 
     async def start(self) -> None:
         """Open storage, recover, start the Raft loop and the peer transport."""
@@ -76,9 +75,12 @@ _EXPECTED_START_ERRORS = (
 
 
 def default_node(config: NodeConfig) -> RunningNode:
-    """``raftdb.node.driver.Node(config)``, imported when the node starts."""
-    driver: Any = importlib.import_module("raftdb.node.driver")
-    node: RunningNode = driver.Node(config, on_fatal=_exit_on_fatal)
+    """``raftdb.node.Node(config)``, imported when the node starts: a process
+    that only makes the app (tests with a fake node, ``raftdb config``) does not
+    load the node's disk, transport and metrics."""
+    from raftdb.node import Node
+
+    node: RunningNode = Node(config, on_fatal=_exit_on_fatal)
     return node
 
 

@@ -1,5 +1,5 @@
 """The disk half of a node's Ready loop: the Raft log's storage and the state
-machine, and the two threads that write them (``raftdb.node.driver`` runs the loop).
+machine, and the two threads that write them (``raftdb.node.ready_loop`` runs the loop).
 
 Theory of operation
 -------------------

@@ -1,6 +1,6 @@
 """What the REST API needs from a running node: the ``NodeHandle`` protocol.
 
-``raftdb.node.driver.Node`` implements it; API tests may use a fake. Every method
+``raftdb.node.Node`` implements it; API tests may use a fake. Every method
 raises only :mod:`raftdb.node.errors` exceptions for expected failures.
 """
 

@@ -1,6 +1,6 @@
 """The requests a node holds while they wait: writes and membership changes
 until their entries are applied, reads until their read index is confirmed
-and applied (``raftdb.node.driver`` serves the API through them).
+and applied (``raftdb.node.node`` serves the API through them).
 
 Theory of operation
 -------------------

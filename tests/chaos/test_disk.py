@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from raftdb.config import NodeConfig
+from raftdb.node import Node
 from raftdb.node.disk import NodeDisk
-from raftdb.node.driver import Node
 from raftdb.node.errors import ServiceUnavailableError
 from tests.chaos.cluster import poll
 from tests.chaos.conftest import ChaosFactory

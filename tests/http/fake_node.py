@@ -22,7 +22,7 @@ raftdb_term 3.0
 
 
 class FakeNode:
-    """A single-process stand-in for ``raftdb.node.driver.Node``."""
+    """A single-process stand-in for ``raftdb.node.Node``."""
 
     def __init__(self, node_id: int = 1, peers: int = 3) -> None:
         self._id = node_id

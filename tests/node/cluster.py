@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raftdb.config import NodeConfig
-from raftdb.node.driver import Node
+from raftdb.node import Node
 from tests.integration.harness import free_ports
 
 

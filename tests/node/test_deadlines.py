@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from raftdb.node import Node
 from raftdb.node.deadlines import Deadlines
-from raftdb.node.driver import Node
 from raftdb.node.errors import OutcomeUnknownError, ServiceUnavailableError
 
 from .cluster import LocalCluster

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from raftdb.kv.commands import KeyValue
-from raftdb.node.driver import Node
+from raftdb.node import Node
 from raftdb.node.errors import ConditionFailedError, MemberNotFoundError
 from raftdb.node.handle import Consistency
 from raftdb.raft import Message, MessageType

@@ -1,39 +1,19 @@
-"""The node driver: runs a Raft core against real storage, a state machine and
-the peer transport, and serves the REST API's requests (``NodeHandle``).
+"""The node: what the REST API and the peer transport call, beside the Ready loop.
 
-Theory of operation
--------------------
-Everything that touches the core runs on one asyncio loop. Two tasks drive it:
-the *ticker* calls ``tick()`` every ``tick_ms``, and the *Ready loop* handles
-one Ready at a time, in the order ``raftdb/raft/rawnode.py`` requires::
+:class:`Node` opens the node's disk (``raftdb.node.disk``), makes the Raft core
+and the transport, and starts the :class:`~raftdb.node.ready_loop.ReadyLoop`
+that drives them (its module docstring tells the order of a Ready). The rest
+of the class is what others call on the same asyncio loop:
 
-    rd = raw.ready()
-    send rd.messages                  (a leader's appends leave before its own save)
-    on the log thread: [restore a received snapshot], save, then
-        send rd.messages_after_save   (votes, acks: only once durable)
-    hand rd.committed_entries to the apply thread (one state machine batch)
-    raw.advance(rd); answer waiting reads
-
-The log thread and the apply thread are the node's disk (``raftdb.node.disk``,
-with the storage and the state machine they write): a batch applies while the
-next Ready is saved (a few batches queued at most, applied in order), and a
-snapshot to install waits for every batch before it. Requests are answered
-when their batch is applied.
-
-While the threads save and apply, the loop keeps stepping peer messages and
-taking proposals; they go into the next Ready, so one fsync covers every
-write that arrived meanwhile (group commit).
-
-A save that fails with an ``OSError`` (a full disk) is not fatal: the same
-Ready is saved again with backoff while the node answers ``503``
-(``raftdb.node.disk``). Any other storage or state machine error, including
-damage found by a read, stops the node for good (``_fail``).
-
-Requests wait in ``raftdb.node.requests`` until they are answered or time out.
-Writes are queued and proposed together at the top of the Ready loop
-(``propose_many``), each in this node's client session, so that it is found
-again when applied and may be proposed again safely; the linearizable reads
-of the meantime share one ``read_index`` request there too.
+- the ``NodeHandle`` service methods (``raftdb.node.handle``): writes and
+  linearizable reads are handed to ``raftdb.node.requests`` and wait there
+  until the Ready loop has proposed them, in batches, and their entries are
+  applied; stale reads, membership and status read the applied state;
+- the ``TransportHandler`` callbacks (``raftdb.transport.transport``): peer
+  messages are stepped into the core at once, and the Ready loop is woken;
+- what the disk calls back: ``_after_apply`` answers the requests of an applied
+  batch and follows membership changes, ``_fail`` stops serving for good
+  (``503`` from then on) on a broken invariant or an unexpected storage error.
 """
 
 from __future__ import annotations
@@ -42,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,6 +37,7 @@ from raftdb.node.errors import (
 )
 from raftdb.node.handle import Consistency, Member, NodeStatus, WriteResult
 from raftdb.node.metrics import NodeMetrics
+from raftdb.node.ready_loop import ReadyLoop
 from raftdb.node.requests import WaitingRequests, no_leader
 from raftdb.raft import (
     ConfChange,
@@ -68,7 +48,6 @@ from raftdb.raft import (
     Message,
     ProposalDroppedError,
     RawNode,
-    Ready,
     Role,
 )
 from raftdb.raft.errors import StorageError
@@ -90,7 +69,11 @@ _PROMOTION_LAG = 1000
 
 
 class Node:
-    """A raftdb server node: see the module docstring. Implements ``NodeHandle``."""
+    """A raftdb server node: see the module docstring.
+
+    Implements ``NodeHandle`` (for the REST API) and ``TransportHandler`` (for
+    the peer transport).
+    """
 
     def __init__(
         self, config: NodeConfig, *, on_fatal: Callable[[str], None] | None = None
@@ -111,7 +94,7 @@ class Node:
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._ready_loop: ReadyLoop | None = None
         self._stopping = False
         self._failed: str | None = None
         self._removed = False
@@ -121,8 +104,8 @@ class Node:
             self.metrics,
             after_apply=self._after_apply,
             fail=self._fail,
-            stopping=lambda: self._stopping,
-            failed=lambda: bool(self._failed),
+            stopping=self._is_stopping,
+            failed=self._has_failed,
         )
         self._requests = WaitingRequests(
             config, self.metrics, wake=self._wake.set, applied_index=self._applied_index
@@ -193,10 +176,17 @@ class Node:
             snapshot_dir=self.data_dir / "snapshots-in",
         )
         await self._transport.start()
-        self._tasks = [
-            asyncio.create_task(self._ready_loop(), name=f"raftdb-ready-{self._id}"),
-            asyncio.create_task(self._ticker(), name=f"raftdb-ticker-{self._id}"),
-        ]
+        self._ready_loop = ReadyLoop(
+            self._raw,
+            self._disk,
+            self._transport,
+            self._requests,
+            self._wake,
+            tick_ms=cfg.tick_ms,
+            fail=self._fail,
+            failed=self._has_failed,
+        )
+        self._ready_loop.start()
         log.info(
             "node %d started: term %d, commit %d, applied %d, members %s",
             self._id,
@@ -218,12 +208,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._ready_loop is not None:
+            await self._ready_loop.stop()
         if self._transport is not None:
             await self._transport.stop()
         self._requests.fail_all(NotReadyError("the node is stopping"))
@@ -239,87 +225,15 @@ class Node:
             if self._on_fatal is not None:
                 self._on_fatal(why)
 
-    # -- the loops -------------------------------------------------------------------
+    def _is_stopping(self) -> bool:
+        """Whether ``stop`` has begun (asked by the disk)."""
+        return self._stopping
 
-    async def _ticker(self) -> None:
-        interval = self.config.tick_ms / 1000
-        next_at = time.monotonic()
-        loop = asyncio.get_running_loop()
-        while True:
-            next_at += interval
-            now = time.monotonic()
-            if next_at < now - interval:
-                # We were paused (SIGSTOP, a long GC): drop the missed ticks rather
-                # than fire them back to back and time out every election at once.
-                next_at = now
-            await asyncio.sleep(max(0.0, next_at - now))
-            self._requests.expire(loop.time())
-            if self._failed or self._raw is None:
-                continue
-            self._raw.tick()
-            self._requests.tick(self._raw)  # proposes again what waited long
-            self._wake.set()
+    def _has_failed(self) -> bool:
+        """Whether ``_fail`` has stopped the node (asked by the disk and the Ready loop)."""
+        return bool(self._failed)
 
-    async def _ready_loop(self) -> None:
-        raw = self._raw
-        assert raw is not None
-        while not self._stopping and not self._failed:
-            if self._requests.queued:
-                self._requests.propose_queued(raw)
-            if self._requests.unasked:
-                self._requests.ask_reads(raw)
-            if not raw.has_ready():
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                await self._handle_ready(raw)
-            except Exception as e:  # a broken invariant: stop, loudly, never half-serve
-                log.exception("node %d: Ready handling failed", self._id)
-                self._fail(f"{type(e).__name__}: {e}")
-
-    async def _handle_ready(self, raw: RawNode) -> None:
-        """One Ready, in the order of ``RawNode``'s contract (see the module docstring)."""
-        rd = raw.ready()
-        self._observe(rd)
-        transport = self._transport
-        assert transport is not None
-        disk = self._disk
-        if rd.messages:
-            transport.send(rd.messages)
-        if rd.snapshot is not None:
-            await disk.applies_done()  # the restore must follow every earlier batch
-        if rd.entries or rd.snapshot is not None or rd.must_sync:
-            # An OSError saving rd is retried (NodeDisk.save); any other storage
-            # error propagates: the node stops (_fail).
-            await disk.save(rd, transport.send)
-        else:
-            if rd.hard_state is not None:
-                # Only the commit index moved: it need not be durable (it is
-                # volatile state in Raft), so it rides along with the next save.
-                disk.defer_hard_state(rd.hard_state)
-            if rd.messages_after_save:
-                transport.send(rd.messages_after_save)
-        if rd.committed_entries:
-            await disk.apply_room()  # a few batches queued at most, applied in order
-            disk.start_apply(rd.committed_entries)
-        raw.advance(rd)
-        self._requests.answer_reads(rd.read_states)
-
-    def _observe(self, rd: Ready) -> None:
-        raw = self._raw
-        assert raw is not None
-        if rd.soft_state is not None:
-            log.info(
-                "node %d: %s, leader %d, term %d",
-                self._id,
-                rd.soft_state.role.value,
-                rd.soft_state.lead,
-                raw.term,
-            )
-            if rd.soft_state.lead:
-                # Reads sent to a former leader will not be answered: ask the new one.
-                self._requests.reissue_reads(raw)
+    # -- applied batches and membership ----------------------------------------------
 
     def _after_apply(self, entries: list[Entry], results: list[Any]) -> None:
         """Answer the requests whose entries were applied; wake reads waiting for them.
