@@ -16,13 +16,14 @@ The reference is ``docs/configuration.md``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from raftdb.transport.address import parse_peer_url
 
@@ -30,9 +31,11 @@ __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
     "KEYS",
+    "MIN_PEER_SECRET_BYTES",
     "ConfigError",
     "ConfigKey",
     "NodeConfig",
+    "PeerAuth",
     "check_peer_url",
     "config_keys",
     "env_name",
@@ -93,13 +96,27 @@ def check_peer_url(url: str, key: str = "cluster") -> str:
 _T = TypeVar("_T")
 
 
-def _about(help: str, metavar: str = "", shown: str = "", required: bool = False) -> dict[str, Any]:
+def _about(
+    help: str, metavar: str = "", shown: str = "", required: bool = False, secret: bool = False
+) -> dict[str, Any]:
     """A field's metadata: what :func:`config_keys` reads back (see :class:`ConfigKey`)."""
-    return {"help": help, "metavar": metavar, "shown": shown, "required": required}
+    return {
+        "help": help,
+        "metavar": metavar,
+        "shown": shown,
+        "required": required,
+        "secret": secret,
+    }
 
 
 def setting(
-    default: _T, *, help: str, metavar: str = "", shown: str = "", required: bool = False
+    default: _T,
+    *,
+    help: str,
+    metavar: str = "",
+    shown: str = "",
+    required: bool = False,
+    secret: bool = False,
 ) -> _T:
     """Declare a :class:`NodeConfig` key: its default and what the CLI and docs say of it.
 
@@ -110,12 +127,14 @@ def setting(
         shown: how the default reads when the value itself would not say it
             (``data_dir``'s depends on ``id``).
         required: the default is refused: some source must set the key.
+        secret: the value is never shown: not in ``repr()``, not by
+            :meth:`NodeConfig.to_toml` (``raftdb config``), not in an error.
 
     Returns:
         A dataclass field (typed as the default, so the declaration reads as one).
     """
-    about = _about(help, metavar, shown, required)
-    return field(default=default, metadata=about)
+    about = _about(help, metavar, shown, required, secret)
+    return field(default=default, metadata=about, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +200,74 @@ class NodeConfig:
         metavar="URL",
         shown="this node's 'cluster' entry",
     )
+    # -- security (docs/security.md) --------------------------------------------------
+    insecure_peers: bool = setting(
+        False,
+        help="let a peer listener on a non-loopback address run without peer authentication",
+    )
+    peer_secret: str = setting(
+        "",
+        help="secret the members prove to each other (HMAC challenge-response), never sent",
+        metavar="SECRET",
+        shown="none",
+        secret=True,
+    )
+    peer_secret_file: str = setting(
+        "", help="file holding peer_secret (its first line)", metavar="FILE", shown="none"
+    )
+    peer_cert_file: str = setting(
+        "",
+        help="this member's certificate for mutual TLS between members (PEM)",
+        metavar="FILE",
+        shown="none",
+    )
+    peer_key_file: str = setting(
+        "", help="the private key of peer_cert_file (PEM)", metavar="FILE", shown="none"
+    )
+    peer_ca_file: str = setting(
+        "",
+        help="the CA that signs every member's peer certificate (PEM)",
+        metavar="FILE",
+        shown="none",
+    )
+    tls_cert_file: str = setting(
+        "",
+        help="certificate for HTTPS on the client API (raftdb serve; PEM)",
+        metavar="FILE",
+        shown="none",
+    )
+    tls_key_file: str = setting(
+        "", help="the private key of tls_cert_file (PEM)", metavar="FILE", shown="none"
+    )
+    tls_client_ca_file: str = setting(
+        "",
+        help="require client certificates signed by this CA on the client API (PEM)",
+        metavar="FILE",
+        shown="none",
+    )
+    tokens_file: str = setting(
+        "",
+        help="bearer tokens (TOML, hashes only) with roles; without it the API is open",
+        metavar="FILE",
+        shown="none",
+    )
+    public_status: bool = setting(
+        True, help="with tokens_file, /v1/status and /metrics still answer without a token"
+    )
+    # -- admission control ------------------------------------------------------------
+    max_pending_requests: int = setting(
+        10_000, help="writes and reads one node holds waiting at once; 429 beyond"
+    )
+    max_connections: int = setting(1_000, help="open client connections (raftdb serve); 503 beyond")
+    header_timeout_s: float = setting(
+        10.0, help="longest time a client may take to send a request's headers", metavar="SECONDS"
+    )
+    body_timeout_s: float = setting(
+        30.0, help="longest time a client may take to send a request's body", metavar="SECONDS"
+    )
+    max_list_bytes: int = setting(
+        4 * MiB, help="largest listing answer in bytes; the page ends early beyond it"
+    )
 
     def __post_init__(self) -> None:
         _check_int("id", self.id, minimum=1)
@@ -239,15 +326,9 @@ class NodeConfig:
                 f"(got {self.election_ticks} ≤ {self.heartbeat_ticks})",
             )
         _check_bool("sync", self.sync)
-        timeout = self.request_timeout_s
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise _error("request_timeout_s", f"must be a number of seconds > 0 (got {timeout!r})")
-        object.__setattr__(self, "request_timeout_s", float(timeout))
+        object.__setattr__(
+            self, "request_timeout_s", _seconds("request_timeout_s", self.request_timeout_s)
+        )
         for key in ("max_key_bytes", "max_value_bytes", "max_request_bytes"):
             _check_int(key, getattr(self, key), minimum=1)
         for key in ("max_key_bytes", "max_value_bytes"):
@@ -257,6 +338,11 @@ class NodeConfig:
                     f"must be at most 'max_request_bytes' "
                     f"(got {getattr(self, key)} > {self.max_request_bytes})",
                 )
+        _check_security(self)
+        for key in ("max_pending_requests", "max_connections", "max_list_bytes"):
+            _check_int(key, getattr(self, key), minimum=1)
+        for key in ("header_timeout_s", "body_timeout_s"):
+            object.__setattr__(self, key, _seconds(key, getattr(self, key)))
 
     # -- derived values --------------------------------------------------------------
 
@@ -274,6 +360,30 @@ class NodeConfig:
     def tick_s(self) -> float:
         """Seconds per tick."""
         return self.tick_ms / 1000.0
+
+    @property
+    def listen_url(self) -> str:
+        """Where the peer listener binds: ``listen_peer_url``, else this node's own entry."""
+        return self.listen_peer_url or self.peer_url or ""
+
+    @property
+    def peer_auth(self) -> PeerAuth:
+        """How members prove who they are: ``"tls"``, ``"secret"`` or ``"none"``."""
+        if self.peer_cert_file:
+            return "tls"
+        if self.peer_secret or self.peer_secret_file:
+            return "secret"
+        return "none"
+
+    def peer_secret_bytes(self) -> bytes:
+        """The peer secret (from ``peer_secret`` or the first line of ``peer_secret_file``).
+
+        Raises:
+            ConfigError: the file cannot be read or holds a secret too short.
+        """
+        if self.peer_secret:
+            return self.peer_secret.encode("utf-8")
+        return _read_secret(self.peer_secret_file)
 
     def check_plugins(self) -> None:
         """Check that ``storage`` and ``state_machine`` name loadable plugins.
@@ -298,6 +408,9 @@ class NodeConfig:
         lines = []
         for spec in fields(self):
             value = getattr(self, spec.name)
+            if spec.metadata.get("secret") and value:
+                lines.append(f"# {spec.name} is set (not shown)")
+                continue
             lines.append(f"{spec.name} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 
@@ -323,6 +436,102 @@ def _check_int(key: str, value: object, *, minimum: int) -> None:
 def _check_bool(key: str, value: object) -> None:
     if not isinstance(value, bool):
         raise _error(key, f"must be true or false (got {value!r})")
+
+
+def _seconds(key: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _error(key, f"must be a number of seconds > 0 (got {value!r})")
+    return float(value)
+
+
+#: The shortest peer secret accepted, in bytes: 128 bits, as an HMAC key should have.
+MIN_PEER_SECRET_BYTES: Final = 16
+
+PeerAuth = Literal["tls", "secret", "none"]
+
+
+def _read_secret(path: str) -> bytes:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise _error("peer_secret_file", f"cannot be read: {reason}") from None
+    lines = text.splitlines()
+    secret = (lines[0] if lines else "").strip().encode("utf-8")
+    if len(secret) < MIN_PEER_SECRET_BYTES:
+        raise _error(
+            "peer_secret_file",
+            f"must hold a secret of at least {MIN_PEER_SECRET_BYTES} bytes on its first line",
+        )
+    return secret
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost: it may resolve anywhere
+
+
+def _check_security(config: NodeConfig) -> None:
+    """The security keys: complete pairs, readable files, and no open peer port by mistake."""
+    for key in (
+        "peer_secret",
+        "peer_secret_file",
+        "peer_cert_file",
+        "peer_key_file",
+        "peer_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "tokens_file",
+    ):
+        if not isinstance(getattr(config, key), str):
+            shown = "(not shown)" if key == "peer_secret" else repr(getattr(config, key))
+            raise _error(key, f"must be a string {shown}")
+    _check_bool("insecure_peers", config.insecure_peers)
+    _check_bool("public_status", config.public_status)
+    if config.peer_secret and config.peer_secret_file:
+        raise _error("peer_secret_file", "and 'peer_secret' are both set: give one of them")
+    if config.peer_secret and len(config.peer_secret.encode("utf-8")) < MIN_PEER_SECRET_BYTES:
+        raise _error("peer_secret", f"must be at least {MIN_PEER_SECRET_BYTES} bytes long")
+    if config.peer_secret_file:
+        config.peer_secret_bytes()  # readable, long enough
+    peer_tls = ("peer_cert_file", "peer_key_file", "peer_ca_file")
+    given = [key for key in peer_tls if getattr(config, key)]
+    if given and len(given) != len(peer_tls):
+        missing = [key for key in peer_tls if key not in given]
+        raise _error(missing[0], f"is required with {', '.join(repr(k) for k in given)}")
+    if given and (config.peer_secret or config.peer_secret_file):
+        raise _error(
+            "peer_secret", "and peer TLS are both set: give one way of peer authentication"
+        )
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        key = "tls_key_file" if config.tls_cert_file else "tls_cert_file"
+        raise _error(key, "is required with the other of 'tls_cert_file'/'tls_key_file'")
+    if config.tls_client_ca_file and not config.tls_cert_file:
+        raise _error("tls_client_ca_file", "needs 'tls_cert_file' and 'tls_key_file' (HTTPS)")
+    for key in (*peer_tls, "tls_cert_file", "tls_key_file", "tls_client_ca_file", "tokens_file"):
+        path = getattr(config, key)
+        if path and not Path(path).is_file():
+            raise _error(key, f"names {path!r}, which is not a readable file")
+    listen = config.listen_url
+    if listen and config.peer_auth == "none" and not config.insecure_peers:
+        host = parse_peer_url(listen).host
+        if not _is_loopback(host):
+            raise _error(
+                "insecure_peers",
+                f"is off and the peer listener {listen} is not on a loopback address: set "
+                "'peer_secret' (or 'peer_secret_file') or 'peer_cert_file', 'peer_key_file' "
+                "and 'peer_ca_file', or insecure_peers = true to run without peer authentication",
+            )
 
 
 # -- loading -------------------------------------------------------------------------

@@ -88,11 +88,11 @@ def test_precedence_toml_then_environment_then_flags(tmp_path: Path) -> None:
 
 def test_config_file_flag_wins_over_the_variable(tmp_path: Path) -> None:
     env_file = tmp_path / "env.toml"
-    env_file.write_text('id = 1\ncluster = ["http://a:1"]\n')
+    env_file.write_text('id = 1\ncluster = ["http://127.0.0.1:1"]\n')
     flag_file = tmp_path / "flag.toml"
-    flag_file.write_text('id = 1\ncluster = ["http://b:1"]\n')
+    flag_file.write_text('id = 1\ncluster = ["http://127.0.0.2:1"]\n')
     config = load_config(environ={CONFIG_ENV: str(env_file)}, config_file=flag_file)
-    assert config.cluster == ("http://b:1",)
+    assert config.cluster == ("http://127.0.0.2:1",)
 
 
 def test_flags_may_be_typed_values() -> None:
@@ -115,8 +115,8 @@ def test_empty_environment_values_are_unset() -> None:
 
 
 def test_cluster_list_tolerates_spaces_and_a_trailing_comma() -> None:
-    environ = {"RAFTDB_ID": "1", "RAFTDB_CLUSTER": " http://a:1/ , http://b:2 ,"}
-    assert load_config(environ=environ).cluster == ("http://a:1", "http://b:2")
+    environ = {"RAFTDB_ID": "1", "RAFTDB_CLUSTER": " http://127.0.0.1:1/ , http://127.0.0.2:2 ,"}
+    assert load_config(environ=environ).cluster == ("http://127.0.0.1:1", "http://127.0.0.2:2")
 
 
 def test_a_joining_node_lists_its_own_peer_url_too() -> None:
@@ -163,12 +163,12 @@ BAD_SETTINGS = [
     ({"cluster": ""}, "cluster", "required"),
     ({"cluster": "127.0.0.1:12379"}, "cluster", "http://host:port"),
     ({"cluster": "https://a:1"}, "cluster", "http://host:port"),
-    ({"cluster": "http://a"}, "cluster", "port"),
-    ({"cluster": "http://a:0"}, "cluster", "port"),
-    ({"cluster": "http://a:99999"}, "cluster", "out of range"),
-    ({"cluster": "http://a:1/path"}, "cluster", "nothing more"),
+    ({"cluster": "http://127.0.0.1"}, "cluster", "port"),
+    ({"cluster": "http://127.0.0.1:0"}, "cluster", "port"),
+    ({"cluster": "http://127.0.0.1:99999"}, "cluster", "out of range"),
+    ({"cluster": "http://127.0.0.1:1/path"}, "cluster", "nothing more"),
     ({"cluster": "http://u@a:1"}, "cluster", "nothing more"),
-    ({"cluster": "http://a:1,http://a:1/"}, "cluster", "twice"),
+    ({"cluster": "http://127.0.0.1:1,http://127.0.0.1:1/"}, "cluster", "twice"),
     ({"join": "maybe"}, "join", "true or false"),
     ({"sync": "2"}, "sync", "true or false"),
     ({"data_dir": " "}, "data_dir", "non-empty"),
@@ -238,7 +238,7 @@ def test_missing_id_names_every_way_to_set_it() -> None:
         ("id = 1\nsync = 1\n", "'sync' (from "),
         ("id = 1\ncluster = [1, 2]\n", "list of peer URL strings"),
         ("id = 1\nrequest_timeout_s = true\n", "'request_timeout_s'"),
-        ('id = 1\nstorage = 3\ncluster = ["http://a:1"]\n', "'storage'"),
+        ('id = 1\nstorage = 3\ncluster = ["http://127.0.0.1:1"]\n', "'storage'"),
     ],
 )
 def test_bad_toml_files_are_one_line(tmp_path: Path, text: str, phrase: str) -> None:
@@ -252,7 +252,7 @@ def test_bad_toml_files_are_one_line(tmp_path: Path, text: str, phrase: str) -> 
 
 
 def test_toml_accepts_floats_and_ints_for_seconds(tmp_path: Path) -> None:
-    path = _toml(tmp_path, 'id = 1\ncluster = ["http://a:1"]\nrequest_timeout_s = 2\n')
+    path = _toml(tmp_path, 'id = 1\ncluster = ["http://127.0.0.1:1"]\nrequest_timeout_s = 2\n')
     assert load_config(config_file=path, environ={}).request_timeout_s == 2.0
 
 
@@ -275,7 +275,7 @@ def test_direct_construction_checks_too() -> None:
     with pytest.raises(ConfigError, match="'election_ticks'"):
         NodeConfig(id=1, cluster=CLUSTER, election_ticks=2, heartbeat_ticks=2)
     with pytest.raises(ConfigError, match="'cluster' must be a list"):
-        NodeConfig(id=1, cluster="http://a:1")
+        NodeConfig(id=1, cluster="http://127.0.0.1:1")
     with pytest.raises(ConfigError, match="'id' must be an integer"):
         NodeConfig(id=True, cluster=CLUSTER)
 
@@ -335,3 +335,86 @@ def test_docs_table_names_every_key() -> None:
         if key.is_bool:
             assert f"`--no-{key.flag[2:]}`" in flag, key.name
         assert meaning, key.name
+
+
+# -- security keys -------------------------------------------------------------------
+
+REMOTE = ["http://10.0.0.1:12379", "http://10.0.0.2:12379", "http://10.0.0.3:12379"]
+SECRET = "correct horse battery staple"
+
+
+def test_a_non_loopback_peer_listener_needs_peer_authentication() -> None:
+    with pytest.raises(ConfigError, match="'insecure_peers' is off and the peer listener") as info:
+        NodeConfig(id=1, cluster=REMOTE)
+    assert "http://10.0.0.1:12379" in str(info.value)
+    assert NodeConfig(id=1, cluster=REMOTE, insecure_peers=True).peer_auth == "none"
+    assert NodeConfig(id=1, cluster=REMOTE, peer_secret=SECRET).peer_auth == "secret"
+    # The listener is what counts: a loopback listen_peer_url behind a proxy is fine.
+    local = NodeConfig(id=1, cluster=REMOTE, listen_peer_url="http://127.0.0.1:12379")
+    assert local.peer_auth == "none"
+    with pytest.raises(ConfigError, match="insecure_peers"):
+        NodeConfig(id=1, cluster=CLUSTER, listen_peer_url="http://0.0.0.0:12379")
+    with pytest.raises(ConfigError, match="insecure_peers"):
+        NodeConfig(id=1, cluster=["http://db1.example:12379"])  # a name may resolve anywhere
+    assert NodeConfig(id=1, cluster=["http://localhost:12379"]).peer_auth == "none"
+    assert NodeConfig(id=1, cluster=["http://[::1]:12379"]).peer_auth == "none"
+
+
+def test_the_peer_secret_is_long_enough_and_given_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'peer_secret' must be at least 16 bytes"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_secret="short")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\nignored\n")
+    config = NodeConfig(id=1, cluster=CLUSTER, peer_secret_file=str(secret_file))
+    assert config.peer_secret_bytes() == SECRET.encode()
+    with pytest.raises(ConfigError, match="both set"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_secret=SECRET, peer_secret_file=str(secret_file))
+    secret_file.write_text("tiny\n")
+    with pytest.raises(ConfigError, match="'peer_secret_file' must hold a secret of at least"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_secret_file=str(secret_file))
+    with pytest.raises(ConfigError, match="'peer_secret_file' cannot be read"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_secret_file=str(tmp_path / "missing"))
+
+
+def test_the_peer_secret_is_never_shown() -> None:
+    config = NodeConfig(id=1, cluster=CLUSTER, peer_secret=SECRET)
+    assert SECRET not in repr(config)
+    toml = config.to_toml()
+    assert SECRET not in toml
+    assert "# peer_secret is set (not shown)" in toml
+    assert 'peer_secret = ""' in NodeConfig(id=1, cluster=CLUSTER).to_toml()
+
+
+def test_tls_keys_come_in_complete_sets(tmp_path: Path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match="'peer_key_file' is required with 'peer_cert_file'"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_cert_file=str(pem))
+    full = {"peer_cert_file": str(pem), "peer_key_file": str(pem), "peer_ca_file": str(pem)}
+    assert NodeConfig(id=1, cluster=REMOTE, **full).peer_auth == "tls"
+    with pytest.raises(ConfigError, match="both set"):
+        NodeConfig(id=1, cluster=CLUSTER, peer_secret=SECRET, **full)
+    with pytest.raises(ConfigError, match="'tls_key_file' is required"):
+        NodeConfig(id=1, cluster=CLUSTER, tls_cert_file=str(pem))
+    with pytest.raises(ConfigError, match="'tls_client_ca_file' needs 'tls_cert_file'"):
+        NodeConfig(id=1, cluster=CLUSTER, tls_client_ca_file=str(pem))
+    with pytest.raises(ConfigError, match="'tokens_file' names .* not a readable file"):
+        NodeConfig(id=1, cluster=CLUSTER, tokens_file=str(tmp_path / "nope.toml"))
+
+
+def test_security_keys_from_the_environment(tmp_path: Path) -> None:
+    environ = {
+        "RAFTDB_ID": "1",
+        "RAFTDB_CLUSTER": ",".join(REMOTE),
+        "RAFTDB_PEER_SECRET": SECRET,
+        "RAFTDB_MAX_PENDING_REQUESTS": "50",
+        "RAFTDB_PUBLIC_STATUS": "false",
+    }
+    config = load_config(environ=environ, check_plugins=False)
+    assert (config.peer_auth, config.max_pending_requests, config.public_status) == (
+        "secret",
+        50,
+        False,
+    )
+    with pytest.raises(ConfigError, match=r"'body_timeout_s' \(from RAFTDB_BODY_TIMEOUT_S\)"):
+        load_config(environ={**environ, "RAFTDB_BODY_TIMEOUT_S": "0"}, check_plugins=False)

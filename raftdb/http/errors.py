@@ -2,7 +2,7 @@
 
 :func:`error_response` turns an exception into ``{"error": "<code>",
 "message": "<what and why>"}`` with the status the error class carries
-(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 503. Route handlers just
+(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507. Route handlers just
 raise; Starlette's exception handlers (:func:`handle_error`), the app's last
 guard and the fast path all answer through it, so the three cannot drift. The
 few errors only HTTP has (no such endpoint, a method a path does not take, a
@@ -25,6 +25,7 @@ from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
     NodeError,
+    RetryLaterError,
     ServiceUnavailableError,
 )
 
@@ -102,9 +103,9 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
             body["mod_index"] = exc.mod_index
             if exc.mod_index:
                 extra["etag"] = f'"{exc.mod_index}"'
-        elif isinstance(exc, ServiceUnavailableError):
+        elif isinstance(exc, RetryLaterError):
             extra["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-            if exc.leader:
+            if isinstance(exc, ServiceUnavailableError) and exc.leader:
                 body["leader"] = exc.leader
         elif isinstance(exc, MethodNotAllowedError):
             extra["allow"] = exc.allow

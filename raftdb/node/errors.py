@@ -1,7 +1,10 @@
 """Errors the node server raises to its callers (the REST API maps each to HTTP).
 
 Each carries a stable ``code`` (the JSON ``error`` field) and the HTTP status
-the API answers with, so the mapping lives in one place (``raftdb.http.app``).
+the API answers with, so the mapping lives in one place (``raftdb.http.errors``).
+An error that carries ``retry_after`` (:class:`RetryLaterError`) is answered
+with a ``Retry-After`` header: nothing was done, and the same request may
+succeed later.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ __all__ = [
     "BadRequestError",
     "ConditionFailedError",
     "MemberNotFoundError",
+    "NoSpaceError",
     "NodeError",
     "NodeRemovedError",
     "NotReadyError",
     "OutcomeUnknownError",
-    "TooLargeError",
+    "RequestTimeoutError",
+    "RetryLaterError",
     "ServiceUnavailableError",
+    "TooLargeError",
+    "TooManyRequestsError",
 ]
 
 
@@ -65,16 +72,41 @@ class MemberNotFoundError(NodeError):
     status = 404
 
 
-class ServiceUnavailableError(NodeError):
+class RetryLaterError(NodeError):
+    """Nothing was done, for a reason of the moment: retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailableError(RetryLaterError):
     """No leader or no quorum now: retry after ``retry_after`` seconds. Nothing was done."""
 
     code = "unavailable"
     status = 503
 
     def __init__(self, message: str, retry_after: float = 1.0, leader: int = 0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after)
         self.leader = leader
+
+
+class TooManyRequestsError(RetryLaterError):
+    """The node holds as many waiting requests as it may (or applies too far behind).
+
+    Admission control (``max_pending_requests``): a slow or hostile client
+    cannot make a node hold unbounded work. Nothing was done.
+    """
+
+    code = "too_many_requests"
+    status = 429
+
+
+class NoSpaceError(RetryLaterError):
+    """The node's disk is full: it serves reads but takes no writes until space returns."""
+
+    code = "nospace"
+    status = 507
 
 
 class NotReadyError(ServiceUnavailableError):
@@ -98,3 +130,10 @@ class OutcomeUnknownError(NodeError):
 
     code = "outcome_unknown"
     status = 504
+
+
+class RequestTimeoutError(NodeError):
+    """The client took longer than ``body_timeout_s`` to send its request's body."""
+
+    code = "request_timeout"
+    status = 408
