@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -390,10 +391,12 @@ def test_tls_keys_come_in_complete_sets(tmp_path: Path) -> None:
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ConfigError, match="'peer_key_file' is required with 'peer_cert_file'"):
         NodeConfig(id=1, cluster=CLUSTER, peer_cert_file=str(pem))
-    full = {"peer_cert_file": str(pem), "peer_key_file": str(pem), "peer_ca_file": str(pem)}
-    assert NodeConfig(id=1, cluster=REMOTE, **full).peer_auth == "tls"
+    tls = NodeConfig(
+        id=1, cluster=REMOTE, peer_cert_file=str(pem), peer_key_file=str(pem), peer_ca_file=str(pem)
+    )
+    assert tls.peer_auth == "tls"
     with pytest.raises(ConfigError, match="both set"):
-        NodeConfig(id=1, cluster=CLUSTER, peer_secret=SECRET, **full)
+        dataclasses.replace(tls, peer_secret=SECRET)
     with pytest.raises(ConfigError, match="'tls_key_file' is required"):
         NodeConfig(id=1, cluster=CLUSTER, tls_cert_file=str(pem))
     with pytest.raises(ConfigError, match="'tls_client_ca_file' needs 'tls_cert_file'"):
