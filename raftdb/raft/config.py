@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from raftdb.raft.errors import RaftConfigError
 
 if TYPE_CHECKING:
-    # Only for annotations: raftdb.storage imports raftdb.raft.errors at load.
+    # Only for annotations: the core never calls a storage at import time.
     from raftdb.raft.storage import StorageReader
 
 __all__ = ["Config"]

@@ -8,6 +8,7 @@ from raftdb.raft.errors import NotLeaderError
 from raftdb.raft.messages import Message, MessageType
 from raftdb.raft.quorum import VoteResult
 from raftdb.raft.read_only import ReadState
+from raftdb.raft.roles import CampaignType, Role
 
 if TYPE_CHECKING:
     from raftdb.raft.raft import Raft
@@ -45,8 +46,6 @@ def step_follower(r: Raft, m: Message) -> None:
             raise NotLeaderError("no leader is known to forward the transfer to", 0)
         r.send(Message(MT.TRANSFER_LEADER, to=r.lead, frm=r.id, index=m.index))
     elif t == MT.TIMEOUT_NOW:
-        from raftdb.raft.roles import CampaignType
-
         r.logger.info("%x got TimeoutNow from %x at term %d", r.id, m.frm, r.term)
         # The leader chose us: campaign at once, skipping pre-vote (it would be
         # refused: everyone still hears from the leader).
@@ -65,8 +64,6 @@ def step_follower(r: Raft, m: Message) -> None:
 
 def step_candidate(r: Raft, m: Message) -> None:
     """Handle ``m`` as a candidate or pre-candidate."""
-    from raftdb.raft.roles import CampaignType, Role
-
     t = m.type
     my_vote_resp = MT.PRE_VOTE_RESP if r.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
     if t == MT.PROP:

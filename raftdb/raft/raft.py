@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 from raftdb.raft.confchange import ConfChangeError, apply_conf_change
 from raftdb.raft.config import Config
+from raftdb.raft.follower import step_candidate, step_follower
+from raftdb.raft.leader import append_entries, bcast_append, maybe_commit, on_commit, step_leader
 from raftdb.raft.log import InvariantError, RaftLog
 from raftdb.raft.messages import (
     ConfChange,
@@ -197,7 +199,6 @@ class Raft:
 
     def become_follower(self, term: int, lead: int) -> None:
         """Follow ``lead`` (0: unknown) in ``term``."""
-        from raftdb.raft.follower import step_follower
 
         self.step_fn = step_follower
         self._reset(term)
@@ -207,7 +208,6 @@ class Raft:
 
     def become_pre_candidate(self) -> None:
         """Start a pre-election: ask for votes without changing term or vote."""
-        from raftdb.raft.follower import step_candidate
 
         if self.role == Role.LEADER:
             raise InvariantError("a leader cannot become a pre-candidate")
@@ -219,7 +219,6 @@ class Raft:
 
     def become_candidate(self) -> None:
         """Start an election in a new term, voting for ourselves."""
-        from raftdb.raft.follower import step_candidate
 
         if self.role == Role.LEADER:
             raise InvariantError("a leader cannot become a candidate")
@@ -231,7 +230,6 @@ class Raft:
 
     def become_leader(self) -> None:
         """Lead this term: replicate from a no-op entry of the term (§8)."""
-        from raftdb.raft.leader import append_entries, bcast_append, step_leader
 
         if self.role == Role.FOLLOWER:
             raise InvariantError("a follower cannot become leader without an election")
@@ -526,7 +524,6 @@ class Raft:
             return
         if self.lead_transferee and self.lead_transferee not in self.tracker.voters:
             self.abort_leader_transfer()
-        from raftdb.raft.leader import bcast_append, maybe_commit, on_commit
 
         if maybe_commit(self):
             on_commit(self)
@@ -550,11 +547,13 @@ class Raft:
         if self.role != Role.LEADER:
             return
         own = self.tracker.progress.get(self.id)
-        if own is not None and own.maybe_update(self.log.stable_last_index()):
-            from raftdb.raft.leader import maybe_commit, on_commit
-
-            if maybe_commit(self):
-                on_commit(self)
+        # maybe_update before maybe_commit: the leader's own saved entries count first.
+        if (
+            own is not None
+            and own.maybe_update(self.log.stable_last_index())
+            and maybe_commit(self)
+        ):
+            on_commit(self)
 
 
 def _not_started(r: Raft, m: Message) -> None:
