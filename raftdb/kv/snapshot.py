@@ -62,6 +62,7 @@ __all__ = [
     "encode_info",
     "SnapshotReader",
     "SnapshotStream",
+    "check_stream",
     "encode_stream",
 ]
 
@@ -412,3 +413,24 @@ class SnapshotReader:
             )
         if len(self._buffer) > self._pos or any(self._chunks):
             raise SnapshotFormatError("data follows the end of the snapshot")
+
+
+def check_stream(chunks: Iterable[bytes]) -> SnapshotInfo:
+    """Read a whole stream and check it as a restore would, keeping nothing.
+
+    For a node that must know a snapshot is whole before it commits to
+    installing it (a received one, before its message reaches the core).
+
+    Returns:
+        The stream's :class:`SnapshotInfo`.
+
+    Raises:
+        SnapshotFormatError: as :class:`SnapshotReader` does.
+    """
+    reader = SnapshotReader(chunks)
+    for _ in reader.kv_batches():
+        pass
+    for _ in reader.session_batches():
+        pass
+    reader.finish()
+    return reader.info

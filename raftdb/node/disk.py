@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raftdb.kv.snapshot import SnapshotFormatError, check_stream
 from raftdb.plugins import open_state_machine, open_storage
 
 if TYPE_CHECKING:
@@ -369,6 +370,29 @@ class NodeDisk:
         log.info("node %d took a snapshot at %d", self.node_id, info.index)
 
     # -- received snapshots ----------------------------------------------------------
+
+    def check_received_snapshot(self, meta: SnapshotMetadata, path: Path) -> str | None:
+        """What is wrong with the snapshot stream in ``path`` for ``meta``, or None.
+
+        Blocking (it reads the whole file): call it in a worker thread. The
+        stream must be whole (every frame, checksum, order and count, as a
+        restore checks them) and reach at least ``meta``'s index: the leader
+        streams its state machine as it is when the transfer starts, which
+        may be ahead of the log snapshot the message names (installing it
+        leaves the state machine ahead of the log, which replays nothing it
+        already holds), never behind.
+        """
+        try:
+            info = check_stream(_chunks(path))
+        except (SnapshotFormatError, OSError) as exc:
+            return str(exc)
+        if info.index < meta.index:
+            return f"the stream holds the state at index {info.index}, before {meta.index}"
+        return None
+
+    def drop_received_snapshot(self, path: Path) -> None:
+        """Delete a received snapshot stream that will not be installed."""
+        path.unlink(missing_ok=True)
 
     def keep_received_snapshot(self, meta: SnapshotMetadata, path: Path) -> None:
         """A leader's snapshot stream arrived in ``path``: keep it until the Ready

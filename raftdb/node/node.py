@@ -114,6 +114,7 @@ class Node:
         self._learners: frozenset[int] = frozenset()
         self._was_member = False
         self._known_urls: dict[int, str] = {}
+        self._snapshot_checks: set[asyncio.Task[None]] = set()
 
     @property
     def _sm(self) -> StateMachine | None:
@@ -212,6 +213,9 @@ class Node:
             await self._ready_loop.stop()
         if self._transport is not None:
             await self._transport.stop()
+        for check in list(self._snapshot_checks):
+            check.cancel()
+        await asyncio.gather(*self._snapshot_checks, return_exceptions=True)
         self._requests.fail_all(NotReadyError("the node is stopping"))
         await self._disk.close()
         log.info("node %d stopped", self._id)
@@ -325,11 +329,44 @@ class Node:
             self._wake.set()
 
     def on_snapshot_received(self, message: Message, path: Path) -> None:
-        """A whole snapshot stream arrived in ``path``: keep it, then step its message."""
+        """A whole snapshot stream arrived in ``path``: check it, keep it, step its message.
+
+        The transport checked that the bytes arrived as sent (size, CRC-32);
+        this checks that they are a whole snapshot, and the one the message
+        announces, before the core sees the message. Once the core takes a
+        snapshot, it must be installed: a damaged stream from a faulty or
+        hostile member would otherwise stop this node at restore. The check
+        reads the file in a worker thread; a stream that fails it is dropped
+        with a warning, and the leader, finding this node still behind, sends
+        another.
+        """
         if message.snapshot is None:
             path.unlink(missing_ok=True)
             return
-        self._disk.keep_received_snapshot(message.snapshot.metadata, path)
+        check = asyncio.get_running_loop().create_task(self._step_checked_snapshot(message, path))
+        self._snapshot_checks.add(check)
+        check.add_done_callback(self._snapshot_checks.discard)
+
+    async def _step_checked_snapshot(self, message: Message, path: Path) -> None:
+        assert message.snapshot is not None
+        meta = message.snapshot.metadata
+        try:
+            problem = await asyncio.to_thread(self._disk.check_received_snapshot, meta, path)
+        except BaseException:
+            self._disk.drop_received_snapshot(path)
+            raise
+        if problem is not None or self._stopping:
+            self._disk.drop_received_snapshot(path)
+            if problem is not None:
+                log.warning(
+                    "node %d: dropped the snapshot at index %d from peer %d: %s",
+                    self._id,
+                    meta.index,
+                    message.frm,
+                    problem,
+                )
+            return
+        self._disk.keep_received_snapshot(meta, path)
         self.on_messages([message])
 
     # -- requests --------------------------------------------------------------------
