@@ -2,8 +2,9 @@
 
 Once the core takes a snapshot it must be installed; a stream that the
 transport received intact (size and CRC-32 match what was sent) but that is
-not a whole snapshot, or holds a state older than its message announces, would stop the
-node at restore. The node checks it first and drops it with a warning.
+not a whole snapshot, or holds a state older than its message announces,
+would stop the node at restore. The node checks it first and drops it with a
+warning.
 """
 
 from __future__ import annotations
