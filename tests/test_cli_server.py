@@ -57,7 +57,8 @@ def test_make_server_gives_uvicorn_the_node_settings(tmp_path: Path) -> None:
 def test_make_server_without_tls(tmp_path: Path) -> None:
     app = RaftdbApp(NodeConfig(id=1, cluster=CLUSTER), lambda config: FakeNode())
     uv = make_server(app, _args()).config  # type: ignore[arg-type]
-    assert uv.ssl_certfile is None and uv.ssl_cert_reqs == ssl.CERT_NONE
+    assert uv.ssl_certfile is None
+    assert uv.ssl_cert_reqs == ssl.CERT_NONE
     assert uv.limit_concurrency == 1000
     assert not app.tls_applied
 
@@ -77,7 +78,7 @@ async def _server(http: str) -> AsyncIterator[int]:
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(WAIT):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
                 await asyncio.sleep(0.01)
         yield server.servers[0].sockets[0].getsockname()[1]
     finally:

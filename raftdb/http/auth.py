@@ -209,13 +209,16 @@ def _bearer(scope: Scope) -> bytes | None:
             if found is not None:
                 return None  # two of them: which one counts is anybody's guess
             found = value
-    if found is None:
+    # The scheme is case-insensitive (RFC 7235); the token is what follows it.
+    if found is None or found[:7].lower() != b"bearer ":
         return None
-    scheme, _, token = found.strip().partition(b" ")
-    token = token.strip()
-    if scheme.lower() != b"bearer" or not token:
-        return None
-    return token
+    return found[7:].strip() or None
+
+
+def _limited(token: Token) -> str:
+    """How a refusal names the token and its prefixes (built only for a refusal: it is slow)."""
+    shown = ", ".join(show_key(prefix) for prefix in token.prefixes or ())
+    return f"token {token.name!r} is limited to keys under {shown}"
 
 
 class Authorizer:
@@ -231,13 +234,23 @@ class Authorizer:
         self.app = app
         self.tokens = tokens
         self.public_status = public_status
+        # access_of, worked out once for the usual methods (a dict look-up per request).
+        templates = [*_TABLE, *_PUBLIC_STATUS, None]
+        self._access = {
+            (method, template): access_of(method, template, public_status=public_status)
+            for method in ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
+            for template in templates
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        access = access_of(method, template_of(route_path(scope)), public_status=self.public_status)
+        template = template_of(route_path(scope))
+        access = self._access.get((method, template))
+        if access is None:  # a method of its own: uncommon, worked out each time
+            access = access_of(method, template, public_status=self.public_status)
         if access.role is not None:
             refusal = self._refusal(scope, method, access)
             if refusal is not None:
@@ -272,7 +285,6 @@ class Authorizer:
 
     def _outside_prefixes(self, scope: Scope, token: Token, keys: Keys) -> str | None:
         """Why the request touches keys outside the token's prefixes (``None``: it does not)."""
-        allowed = ", ".join(show_key(prefix) for prefix in token.prefixes or ())
         if keys is Keys.PATH:
             key = _path_key(scope, _KV_RAW, len(_KV_ROUTE))
         elif keys is Keys.ROOT_PATH:
@@ -280,25 +292,17 @@ class Authorizer:
         elif keys is Keys.LISTING:
             prefixes = _listing_prefixes(scope)
             if prefixes is None:
-                return (
-                    f"token {token.name!r} is limited to keys under {allowed}: a listing may only "
-                    f"take the parameters {', '.join(sorted(_LISTING_PARAMS))}"
-                )
+                params = ", ".join(sorted(_LISTING_PARAMS))
+                return f"{_limited(token)}: a listing may only take the parameters {params}"
             for prefix in prefixes:
                 if not token.may_touch(prefix):
-                    return (
-                        f"token {token.name!r} may list only under {allowed}, not under "
-                        f"prefix {show_key(prefix)}"
-                    )
+                    return f"{_limited(token)}: it may not list under prefix {show_key(prefix)}"
             return None
         else:
-            return (
-                f"token {token.name!r} is limited to keys under {allowed}; "
-                f"{scope['method']} {scope['path']} may touch any key"
-            )
+            return f"{_limited(token)}; {scope['method']} {scope['path']} may touch any key"
         if token.may_touch(key):
             return None
-        return f"token {token.name!r} may touch only keys under {allowed}, not {show_key(key)}"
+        return f"{_limited(token)}: it may not touch {show_key(key)}"
 
     @staticmethod
     def _forbid(token: Token, why: str) -> ForbiddenError:

@@ -91,7 +91,7 @@ class Token:
     def may_touch(self, key: bytes) -> bool:
         """Whether ``key`` (or, for a listing, a ``prefix``) lies under one of the prefixes."""
         prefixes = self.prefixes
-        return prefixes is None or any(key.startswith(prefix) for prefix in prefixes)
+        return prefixes is None or key.startswith(prefixes)
 
 
 def hash_token(token: str | bytes) -> str:

@@ -8,7 +8,7 @@ below are the text a client sends; the file holds only their SHA-256.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ TOKENS = {
 }
 
 
-def tokens_toml(tokens: dict[str, tuple[str, str, list[str] | None]]) -> str:
+def tokens_toml(tokens: Mapping[str, tuple[str, str, list[str] | None]]) -> str:
     lines = []
     for name, (text, role, prefixes) in tokens.items():
         lines += ["[[token]]", f'name = "{name}"', f'sha256 = "{hash_token(text)}"']
@@ -112,7 +112,10 @@ class TestUnauthorized:
 
     def test_two_authorization_headers_are_refused(self, secured: TestClient) -> None:
         headers = httpx.Headers(
-            [("authorization", "Bearer not-a-token"), ("authorization", bearer("admin")["authorization"])]
+            [
+                ("authorization", "Bearer not-a-token"),
+                ("authorization", bearer("admin")["authorization"]),
+            ]
         )
         assert error_of(secured.get("/v1/kv/k", headers=headers), 401) == "unauthorized"
 
@@ -137,7 +140,12 @@ class TestRoles:
             ("DELETE", "/v1/kv/top", b"", {"writer", "admin"}),
             ("GET", "/top", b"", {"reader", "writer", "admin"}),
             ("PUT", "/top", b"v", {"writer", "admin"}),
-            ("POST", "/v1/cluster/members", b'{"id": 7, "peer_url": "http://127.0.0.1:7"}', {"admin"}),
+            (
+                "POST",
+                "/v1/cluster/members",
+                b'{"id": 7, "peer_url": "http://127.0.0.1:7"}',
+                {"admin"},
+            ),
             ("DELETE", "/v1/cluster/members/3", b"", {"admin"}),
             ("POST", "/v1/cluster/leader", b'{"id": 2}', {"admin"}),
             ("POST", "/8", b"http://127.0.0.1:8", {"admin"}),  # raftexample: add member
@@ -217,7 +225,9 @@ class TestPrefixes:
         response = secured.put("/v1/kv/app/x", content=b"v", headers=bearer("app-reader"))
         assert error_of(response, 403) == "forbidden"
 
-    def test_prefix_limited_admin_may_change_membership(self, tmp_path: Path, node: FakeNode) -> None:
+    def test_prefix_limited_admin_may_change_membership(
+        self, tmp_path: Path, node: FakeNode
+    ) -> None:
         path = tmp_path / "t.toml"
         path.write_text(tokens_toml({"ops": ("ops-token", "admin", ["app/"])}))
         with TestClient(create_api(node, _config(path))) as client:
@@ -258,7 +268,8 @@ class TestLogs:
             secured.put("/v1/kv/other/k", headers=bearer("app-writer"))
             secured.get("/v1/kv/k", headers={"authorization": "Bearer guess-123"})
         text = caplog.text
-        assert "reader" in text and "app-writer" in text  # the names are
+        assert "reader" in text
+        assert "app-writer" in text
         for token, _, _ in TOKENS.values():
             assert token not in text
         assert "guess-123" not in text

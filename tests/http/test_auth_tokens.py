@@ -43,8 +43,16 @@ def test_a_good_file(tmp_path: Path) -> None:
         (f'[[token]]\nsha256 = "{DIGEST}"\nrole = "read"\n', "#1", "'name'"),
         (f'[[token]]\nname = ""\nsha256 = "{DIGEST}"\nrole = "read"\n', "#1", "'name'"),
         (f'[[token]]\nname = "a"\nsha256 = "{DIGEST}"\n', "#1 ('a')", "'role'"),
-        (GOOD + '[[token]]\nname = "b"\nsha256 = "secret-2"\nrole = "read"\n', "#2 ('b')", "'sha256'"),
-        (GOOD + f'[[token]]\nname = "b"\nsha256 = "{DIGEST}"\nrole = "root"\n', "#2 ('b')", "'role'"),
+        (
+            GOOD + '[[token]]\nname = "b"\nsha256 = "secret-2"\nrole = "read"\n',
+            "#2 ('b')",
+            "'sha256'",
+        ),
+        (
+            GOOD + f'[[token]]\nname = "b"\nsha256 = "{DIGEST}"\nrole = "root"\n',
+            "#2 ('b')",
+            "'role'",
+        ),
         (GOOD + "prefixes = []\n", "#1 ('bot')", "'prefixes'"),
         (GOOD + 'prefixes = [""]\n', "#1 ('bot')", "'prefixes'"),
         (GOOD + 'prefixes = "app/"\n', "#1 ('bot')", "'prefixes'"),
@@ -85,7 +93,9 @@ def test_serve_with_a_bad_tokens_file_exits_2_with_one_line(
     assert main([*argv, "--tokens-file", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "tokens_file" in err and "'role'" in err and "('bot')" in err
+    assert "tokens_file" in err
+    assert "'role'" in err
+    assert "('bot')" in err
     assert not (tmp_path / "d").exists()  # the node never started
 
 
@@ -102,7 +112,8 @@ def test_uvicorn_entry_point_with_a_bad_tokens_file_exits_2(
         app_from_environment(lambda config: FakeNode())
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "tokens_file" in err
+    assert err.count("\n") == 1
+    assert "tokens_file" in err
 
 
 async def _start(app: RaftdbApp) -> list[dict[str, Any]]:
@@ -120,7 +131,9 @@ async def _start(app: RaftdbApp) -> list[dict[str, Any]]:
 
 
 def _security_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "raftdb.app" and "started (data_dir" not in r.msg]
+    return [
+        r for r in caplog.records if r.name == "raftdb.app" and "started (data_dir" not in r.msg
+    ]
 
 
 def test_an_open_api_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -129,7 +142,8 @@ def test_an_open_api_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> N
         asyncio.run(_start(app))
     lines = _security_lines(caplog)
     assert [r.levelname for r in lines] == ["WARNING"]
-    assert "no tokens_file" in lines[0].getMessage() and "open" in lines[0].getMessage()
+    assert "no tokens_file" in lines[0].getMessage()
+    assert "open" in lines[0].getMessage()
 
 
 def test_with_tokens_the_start_says_so_without_a_warning(
