@@ -250,7 +250,9 @@ class Authorizer:
         template = template_of(route_path(scope))
         access = self._access.get((method, template))
         if access is None:  # a method of its own: uncommon, worked out each time
-            access = access_of(method, template, public_status=self.public_status)
+            # Upper-cased, so that a handler comparing methods loosely could never
+            # serve "put" on a read token (the router itself answers it 405).
+            access = access_of(method.upper(), template, public_status=self.public_status)
         if access.role is not None:
             refusal = self._refusal(scope, method, access)
             if refusal is not None:

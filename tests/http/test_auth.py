@@ -7,16 +7,18 @@ below are the text a client sends; the file holds only their SHA-256.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from raftdb.config import NodeConfig
 from raftdb.http.app import create_api
-from raftdb.http.auth import Keys, access_of, template_of
+from raftdb.http.auth import Authorizer, Keys, access_of, template_of
 from raftdb.http.openapi import openapi_schema
 from raftdb.http.tokens import Role, TokenStore, hash_token
 from tests.http.conftest import CLUSTER
@@ -171,6 +173,35 @@ class TestRoles:
         assert error_of(response, 403) == "forbidden"
         assert "write role" in response.json()["message"]
         assert node.calls == []
+
+    def test_a_lower_case_method_needs_the_role_of_its_upper_case(self, tokens_file: Path) -> None:
+        """httpx upper-cases methods, so this one is sent to the ASGI app directly."""
+        reached: list[str] = []
+
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            reached.append(scope["method"])
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        app = Authorizer(inner, TokenStore(tokens_file), public_status=True)
+        scope = {
+            "type": "http",
+            "method": "put",
+            "path": "/v1/kv/k",
+            "raw_path": b"/v1/kv/k",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"authorization", bearer("reader")["authorization"].encode())],
+        }
+        asyncio.run(app(scope, receive, send))
+        assert reached == []
+        assert sent[0]["status"] == 403
 
     def test_a_method_the_path_does_not_take_needs_any_token(self, secured: TestClient) -> None:
         assert secured.patch("/v1/kv/k", headers=bearer("reader")).status_code == 405
