@@ -30,12 +30,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from raftdb.http.errors import ForbiddenError, UnauthorizedError, error_response
-from raftdb.http.params import raw_path_key, route_path, show_key
+from raftdb.http.params import parse_query, raw_path_key, route_path, show_key
 from raftdb.http.raftexample import RESERVED_ROOTS
 from raftdb.http.spec import errors
 from raftdb.http.tokens import Role, Token, TokenStore, match_token
@@ -182,23 +181,17 @@ def _path_key(scope: Scope, raw_prefix: bytes, route_prefix_len: int) -> bytes:
 
 
 def _listing_prefixes(scope: Scope) -> list[bytes] | None:
-    """Every ``prefix`` a listing's query gives (``[b""]`` for none); ``None``: an odd query.
+    """The listing's ``prefix`` (``b""`` for none) in a list; ``None``: a query it cannot have.
 
-    Names and values are decoded as :func:`raftdb.http.params.parse_query`
-    decodes them, so that ``pre%66ix=`` is checked as the ``prefix`` it is.
+    Parsed by :func:`raftdb.http.params.parse_query`, as the route parses it,
+    so that ``pre%66ix=`` is checked as the ``prefix`` it is; a name outside
+    :data:`_LISTING_PARAMS`, or one given twice, is no query to guess about.
     """
-    query: bytes = scope.get("query_string", b"")
-    found: list[bytes] = []
-    for part in query.split(b"&"):
-        if not part:
-            continue
-        raw_name, _, raw_value = part.partition(b"=")
-        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8", "replace")
-        if name not in _LISTING_PARAMS:
-            return None
-        if name == "prefix":
-            found.append(unquote_to_bytes(raw_value.replace(b"+", b" ")))
-    return found or [b""]
+    try:
+        query = parse_query(scope, _LISTING_PARAMS)
+    except BadRequestError:
+        return None
+    return [query.get("prefix", b"")]
 
 
 def _bearer(scope: Scope) -> bytes | None:

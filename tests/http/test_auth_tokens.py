@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +14,7 @@ from raftdb.config import ConfigError, NodeConfig
 from raftdb.http.tokens import Role, hash_token, load_tokens, match_token
 from tests.http.conftest import CLUSTER
 from tests.http.fake_node import FakeNode
+from tests.http.helpers import TestClient
 
 GOOD = f'[[token]]\nname = "bot"\nsha256 = "{hash_token("secret-1")}"\nrole = "write"\n'
 DIGEST = hash_token("secret-2")
@@ -116,18 +115,9 @@ def test_uvicorn_entry_point_with_a_bad_tokens_file_exits_2(
     assert "tokens_file" in err
 
 
-async def _start(app: RaftdbApp) -> list[dict[str, Any]]:
-    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)  # type: ignore[arg-type]
-    return sent
+def _start(app: RaftdbApp) -> None:
+    with TestClient(app):  # the lifespan: startup, then shutdown
+        pass
 
 
 def _security_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -139,7 +129,7 @@ def _security_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 def test_an_open_api_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
     app = RaftdbApp(NodeConfig(id=1, cluster=CLUSTER), lambda config: FakeNode())
     with caplog.at_level(logging.INFO, logger="raftdb"):
-        asyncio.run(_start(app))
+        _start(app)
     lines = _security_lines(caplog)
     assert [r.levelname for r in lines] == ["WARNING"]
     assert "no tokens_file" in lines[0].getMessage()
@@ -153,7 +143,7 @@ def test_with_tokens_the_start_says_so_without_a_warning(
     path.write_text(GOOD)
     config = NodeConfig(id=1, cluster=CLUSTER, tokens_file=str(path))
     with caplog.at_level(logging.INFO, logger="raftdb"):
-        asyncio.run(_start(RaftdbApp(config, lambda config: FakeNode())))
+        _start(RaftdbApp(config, lambda config: FakeNode()))
     lines = _security_lines(caplog)
     assert [r.levelname for r in lines] == ["INFO"]
     assert "1 bearer tokens" in lines[0].getMessage()
