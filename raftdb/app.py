@@ -29,6 +29,7 @@ from raftdb.codec import CorruptionError
 from raftdb.config import ConfigError, NodeConfig, load_config, unknown_environment
 from raftdb.http.app import create_api
 from raftdb.http.errors import error_response
+from raftdb.http.tokens import TokenStore
 from raftdb.node.errors import NodeError, NotReadyError
 from raftdb.node.handle import NodeHandle
 from raftdb.plugins import PluginError
@@ -149,6 +150,14 @@ class RaftdbApp:
         tune_gc: tune the process's garbage collector once started (:func:`tune_gc`):
             on for a server process (``raftdb serve``, ``uvicorn raftdb.app:app``),
             off where the app shares its process (tests).
+        tls_applied: the server was given the config's ``tls_*`` files
+            (``raftdb serve`` does it); otherwise a node with ``tls_cert_file``
+            says at start that its server must get them another way.
+
+    Raises:
+        ConfigError: the ``tokens_file`` is wrong. It is read here, before
+            anything starts, so that both entry points (``raftdb serve``,
+            :func:`app_from_environment`) stop with one line and exit status 2.
     """
 
     def __init__(
@@ -157,10 +166,13 @@ class RaftdbApp:
         node_factory: NodeFactory | None = None,
         *,
         tune_gc: bool = False,
+        tls_applied: bool = False,
     ) -> None:
         self.config = config
         self.node_factory = node_factory or default_node
         self.tune_gc = tune_gc
+        self.tls_applied = tls_applied
+        self.tokens = TokenStore(config.tokens_file) if config.tokens_file else None
         self.node: RunningNode | None = None
         self.api: ASGIApp | None = None
 
@@ -180,7 +192,7 @@ class RaftdbApp:
         node = self.node_factory(self.config)
         self.node = node
         await node.start()
-        self.api = create_api(node, self.config)
+        self.api = create_api(node, self.config, tokens=self.tokens)
         if self.tune_gc:
             tune_gc()
         logger.info(
@@ -189,6 +201,31 @@ class RaftdbApp:
             self.config.data_dir,
             ",".join(self.config.cluster),
         )
+        self._log_security()
+
+    def _log_security(self) -> None:
+        """Say once, at start, how the client API is protected, and loudly when it is not."""
+        config = self.config
+        if self.tokens is None:
+            logger.warning(
+                "no tokens_file: the client API is open: anyone who reaches it can read and "
+                "write every key and change the membership"
+            )
+        else:
+            public = ", /v1/status, /metrics" if config.public_status else ""
+            logger.info(
+                "client API: %d bearer tokens from %s; open without one: "
+                "/healthz, /readyz, /docs, /openapi.json%s",
+                len(self.tokens.tokens),
+                config.tokens_file,
+                public,
+            )
+        if config.tls_cert_file and not self.tls_applied:
+            logger.warning(
+                "tls_cert_file is set, but only raftdb serve gives it to the server: under "
+                "uvicorn, pass --ssl-certfile/--ssl-keyfile (and --ssl-ca-certs with "
+                "--ssl-cert-reqs 2 for client certificates); plain HTTP requests are refused"
+            )
 
     async def shutdown(self) -> None:
         """Stop serving and stop the node."""
@@ -245,10 +282,10 @@ def app_from_environment(node_factory: NodeFactory | None = None) -> RaftdbApp:
     warn_unknown_environment()
     try:
         config = load_config(environ=os.environ)
+        return RaftdbApp(config, node_factory, tune_gc=True)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(CONFIG_EXIT_STATUS) from None
-    return RaftdbApp(config, node_factory, tune_gc=True)
 
 
 _app: RaftdbApp | None = None

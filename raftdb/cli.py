@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -28,6 +29,7 @@ from raftdb.config import (
     config_keys,
     load_config,
 )
+from raftdb.http.protocols import header_deadline_protocol
 
 __all__ = ["build_parser", "main", "loop_factory", "make_server"]
 
@@ -113,7 +115,24 @@ def _config(args: argparse.Namespace) -> NodeConfig:
 
 
 def make_server(app: RaftdbApp, args: argparse.Namespace) -> uvicorn.Server:
-    """The uvicorn server for ``app`` on ``--host``/``--port``, the lifespan on."""
+    """The uvicorn server for ``app`` on ``--host``/``--port``, the lifespan on.
+
+    The node's settings that belong to the server go to uvicorn here:
+    ``tls_cert_file``/``tls_key_file`` (HTTPS), ``tls_client_ca_file`` (a
+    client certificate signed by that CA is required: ``CERT_REQUIRED``),
+    ``max_connections`` (``limit_concurrency``: a request beyond it is answered
+    ``503``) and ``header_timeout_s`` (the protocol class of
+    :mod:`raftdb.http.protocols`: a connection that does not complete its
+    request headers in time is closed).
+    """
+    config = app.config
+    tls: dict[str, object] = {}
+    if config.tls_cert_file:
+        tls = {"ssl_certfile": config.tls_cert_file, "ssl_keyfile": config.tls_key_file}
+        if config.tls_client_ca_file:
+            tls["ssl_ca_certs"] = config.tls_client_ca_file
+            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        app.tls_applied = True
     return uvicorn.Server(
         uvicorn.Config(
             app,
@@ -123,6 +142,9 @@ def make_server(app: RaftdbApp, args: argparse.Namespace) -> uvicorn.Server:
             access_log=args.access_log,
             lifespan="on",
             loop=args.loop,
+            http=header_deadline_protocol(config.header_timeout_s),
+            limit_concurrency=config.max_connections,
+            **tls,  # type: ignore[arg-type]
         )
     )
 
@@ -163,14 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warn_unknown_environment()
     try:
         config = _config(args)
+        if args.command == "config":
+            sys.stdout.write(config.to_toml())
+            return 0
+        app = RaftdbApp(config, tune_gc=True)  # reads the tokens_file
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return CONFIG_EXIT_STATUS
-    if args.command == "config":
-        sys.stdout.write(config.to_toml())
-        return 0
     try:
-        started = _serve(RaftdbApp(config, tune_gc=True), args)
+        started = _serve(app, args)
     except KeyboardInterrupt:
         return 130
     return 0 if started else STARTUP_FAILURE

@@ -6,8 +6,11 @@ each describing its operations for the OpenAPI document beside them; errors beco
 HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
 unexpected exception into a logged ``500`` JSON answer rather than a dropped
-connection. In front of it all, :class:`~raftdb.http.fast_path.KVFastPath` answers
-the common key-value requests without Starlette, the same way for less CPU.
+connection. In front of it, :class:`~raftdb.http.fast_path.KVFastPath` answers
+the common key-value requests without Starlette, the same way for less CPU; in
+front of everything, when the node has a ``tokens_file``,
+:class:`~raftdb.http.auth.Authorizer` checks each request's bearer token, so
+neither path serves a request it has not let through.
 The API talks to the node only through :class:`NodeHandle`, so tests run it
 over an in-memory fake. ``docs/api.md`` is the reference.
 """
@@ -26,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raftdb.config import NodeConfig
+from raftdb.http.auth import Authorizer, RequireHTTPS
 from raftdb.http.cluster import cluster_routes
 from raftdb.http.errors import (
     NotFoundError,
@@ -39,6 +43,7 @@ from raftdb.http.kv import kv_routes
 from raftdb.http.meta import meta_routes
 from raftdb.http.openapi import docs_routes
 from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
+from raftdb.http.tokens import TokenStore
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import NodeHandle
 
@@ -95,21 +100,49 @@ def _check_shadowing(routes: list[Route]) -> None:
             )
 
 
-def create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool = True) -> ASGIApp:
+def create_api(
+    node: NodeHandle,
+    config: NodeConfig,
+    *,
+    fast_path: bool = True,
+    tokens: TokenStore | None = None,
+) -> ASGIApp:
     """The REST API over ``node``.
 
     Args:
         node: the running node (or a fake), reached only through :class:`NodeHandle`.
-        config: the node's configuration (the API uses its size limits).
+        config: the node's configuration (the API uses its size limits, and
+            ``tokens_file`` and ``public_status``).
         fast_path: answer the common KV requests without Starlette
             (:class:`~raftdb.http.fast_path.KVFastPath`, the same answers for less
             CPU); off, the bare Starlette app, which tests compare it with.
+        tokens: the tokens in force; default: read from ``config.tokens_file``
+            when it is set (``raftdb.app`` reads them before the node starts,
+            so that a bad file stops it first).
 
     Returns:
         The ASGI app: the Starlette app, behind the fast path unless
-        ``fast_path`` is false. It has no lifespan of its own: whoever made
-        ``node`` starts and stops it (``raftdb.app``).
+        ``fast_path`` is false, behind the token check when there are tokens
+        (none: not a single added step per request), behind a refusal of
+        plain HTTP when ``config.tls_cert_file`` is set (:class:`RequireHTTPS`).
+        It has no lifespan of its own: whoever made ``node`` starts and stops
+        it (``raftdb.app``).
+
+    Raises:
+        ConfigError: ``config.tokens_file`` is wrong (when ``tokens`` is not given).
     """
+    if tokens is None and config.tokens_file:
+        tokens = TokenStore(config.tokens_file)
+    api = _create_api(node, config, fast_path=fast_path)
+    if tokens is not None:
+        api = Authorizer(api, tokens, public_status=config.public_status)
+    if config.tls_cert_file:
+        api = RequireHTTPS(api)
+    return api
+
+
+def _create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool) -> ASGIApp:
+    """The API without the token check: see :func:`create_api`."""
     explicit: list[BaseRoute] = [
         *kv_routes(node, config),
         *cluster_routes(node, config),

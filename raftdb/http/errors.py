@@ -2,11 +2,12 @@
 
 :func:`error_response` turns an exception into ``{"error": "<code>",
 "message": "<what and why>"}`` with the status the error class carries
-(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507. Route handlers just
+(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507 and
+``WWW-Authenticate`` on 401. Route handlers just
 raise; Starlette's exception handlers (:func:`handle_error`), the app's last
 guard and the fast path all answer through it, so the three cannot drift. The
 few errors only HTTP has (no such endpoint, a method a path does not take, a
-reserved path) live here rather than in the node's errors.
+reserved path, no token or not the right one) live here rather than in the node's errors.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from raftdb.node.errors import (
 
 __all__ = [
     "JSON_TYPE",
+    "ForbiddenError",
     "MethodNotAllowedError",
     "NotFoundError",
     "ReservedPathError",
+    "UnauthorizedError",
     "error_response",
     "handle_error",
     "json_response",
@@ -67,6 +70,28 @@ class ReservedPathError(BadRequestError):
     """A raftexample-style key under a root path the API keeps for itself."""
 
     code = "reserved_path"
+
+
+class UnauthorizedError(NodeError):
+    """No valid bearer token (:mod:`raftdb.http.auth`); the answer says how to send one.
+
+    ``invalid``: a token was sent and is unknown (RFC 6750's ``invalid_token``),
+    rather than none at all.
+    """
+
+    code = "unauthorized"
+    status = 401
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = 'Bearer realm="raftdb"' + (', error="invalid_token"' if invalid else "")
+
+
+class ForbiddenError(NodeError):
+    """A valid token without the right: its role is too low, or the key is outside its prefixes."""
+
+    code = "forbidden"
+    status = 403
 
 
 _HTTP_CODES: Final = {
@@ -109,6 +134,8 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
                 body["leader"] = exc.leader
         elif isinstance(exc, MethodNotAllowedError):
             extra["allow"] = exc.allow
+        elif isinstance(exc, UnauthorizedError):
+            extra["www-authenticate"] = exc.challenge
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         body = {"error": _HTTP_CODES.get(status, f"http_{status}"), "message": exc.detail}

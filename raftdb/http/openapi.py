@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
 from raftdb.http import cluster, kv, meta, raftexample
+from raftdb.http.auth import describe_security
 from raftdb.http.docs_page import docs_html
 from raftdb.http.errors import JSON_TYPE, json_response
 from raftdb.http.spec import ERROR_SCHEMA, PathItem, json_body
@@ -73,6 +74,10 @@ _TAGS: Final = [
 def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (limits from ``config`` when given).
 
+    With a ``tokens_file`` in ``config``, the document also has the bearer
+    security scheme, and ``401``/``403`` on the operations that need a token
+    (:func:`raftdb.http.auth.describe_security`).
+
     Paths come in the order the app routes them (:func:`raftdb.http.app.create_api`).
     The document is a fresh copy: a caller may change it (a test tool
     loading it might) without changing the route modules' tables.
@@ -113,7 +118,10 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             }
         },
     }
-    return copy.deepcopy(document)
+    document = copy.deepcopy(document)
+    if config is not None and config.tokens_file:
+        describe_security(document, public_status=config.public_status)
+    return document
 
 
 def docs_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:

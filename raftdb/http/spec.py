@@ -65,6 +65,10 @@ _JSON_ERROR: Final = {"application/json": {"schema": ref("Error")}}
 #: What each error status means, across the API (the codes are docs/api.md's).
 _ERRORS: Final = {
     "400": "Bad key, body, parameter or header (`bad_request`, `reserved_path`).",
+    "401": "No valid bearer token (`unauthorized`): send `Authorization: Bearer <token>`; "
+    "`WWW-Authenticate` names the scheme. Only when the node has a tokens_file.",
+    "403": "The token lacks the role, or the key (or listing prefix) is outside its "
+    "prefixes (`forbidden`). Only when the node has a tokens_file.",
     "404": "No such key, member or endpoint (`not_found`, `member_not_found`).",
     "412": "The `If-Match` / `If-None-Match` condition failed (`condition_failed`); "
     "`mod_index` is the key's current index, 0 when absent.",
@@ -78,12 +82,21 @@ _RETRY_AFTER: Final = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": INT}
 }
 
+_CHALLENGE: Final = {
+    "WWW-Authenticate": {
+        "description": '`Bearer realm="raftdb"` (with `error="invalid_token"` for a bad token).',
+        "schema": {"type": "string"},
+    }
+}
+
 
 def error(status: str, description: str | None = None) -> Schema:
     """The error answer with ``status``, described by ``description`` or as the API-wide one."""
     response: Schema = {"description": description or _ERRORS[status], "content": _JSON_ERROR}
     if status == "503":
         response["headers"] = _RETRY_AFTER
+    elif status == "401":
+        response["headers"] = _CHALLENGE
     return response
 
 
