@@ -310,6 +310,13 @@ class Handshake:
                 await writer.start_tls(self.auth.server_context)
             except ssl.SSLError as exc:
                 raise WireError(f"TLS handshake failed: {_ssl_reason(exc)}") from None
+            except ConnectionResetError:
+                # asyncio sometimes reports a failed server-side handshake as
+                # a lost connection, without OpenSSL's reason.
+                raise WireError(
+                    "TLS handshake failed: the connection was lost (a caller without "
+                    "peer TLS, or one that refused this node's certificate)"
+                ) from None
         try:
             return await self._accept(reader, writer, admit)
         except ssl.SSLError as exc:
