@@ -64,6 +64,25 @@ DEFAULT_MAX_INBOUND: Final = 64
 _REFUSAL_WARNING_INTERVAL: Final = 10.0
 
 
+class _AcceptProtocol(asyncio.StreamReaderProtocol):
+    """What ``asyncio.start_server`` builds, except that with ``hold`` it reads
+    nothing until the handshake starts TLS on the connection.
+
+    Without this, a caller's TLS ClientHello that arrives with the connection
+    is read into the StreamReader before ``start_tls`` runs, where TLS never
+    sees it, and the handshake hangs until the deadline.
+    """
+
+    def __init__(self, *args: Any, hold: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hold = hold
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._hold and isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()  # start_tls resumes it under TLS
+        super().connection_made(transport)
+
+
 class Inbound:
     """One accepted connection; ``sender`` is known after its HELLO."""
 
@@ -131,7 +150,15 @@ class Listener:
         Raises:
             OSError: the address cannot be bound.
         """
-        self._server = await asyncio.start_server(self._accept, host, port, limit=STREAM_LIMIT)
+        loop = asyncio.get_running_loop()
+        tls = self._handshake.auth.server_context is not None
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+            return _AcceptProtocol(reader, self._accept, loop=loop, hold=tls)
+
+        # asyncio.start_server, but able to hold the first bytes for TLS.
+        self._server = await loop.create_server(protocol, host, port)
         self._accepting = True
 
     def close(self) -> None:

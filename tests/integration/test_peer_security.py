@@ -104,7 +104,7 @@ def _attack_peer_port(port: int, member: int, target: int) -> None:
 
 
 def _messages(messages: list[Any]) -> bytes:
-    body = msgpack.packb(messages)
+    body: bytes = msgpack.packb(messages)
     return struct.pack(">IB", len(body), 2) + body
 
 
@@ -163,12 +163,12 @@ def test_a_secret_cluster_works_and_refuses_strangers(cluster_factory: ClusterFa
     assert SECRET not in logs
 
 
-def _tls_settings(root: Path, ids: list[int]) -> dict[int, dict[str, str]]:
+def _tls_settings(root: Path, ids: list[int]) -> dict[int, dict[str, Any]]:
     ca = trustme.CA()
     root.mkdir(parents=True, exist_ok=True)
     ca_file = root / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    out = {}
+    out: dict[int, dict[str, Any]] = {}
     for i in ids:
         cert = ca.issue_cert("127.0.0.1", f"raftdb-member-{i}")
         cert_file, key_file = root / f"member-{i}.crt", root / f"member-{i}.key"
