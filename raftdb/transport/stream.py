@@ -53,6 +53,16 @@ STREAM_LIMIT: Final = 1 << 20
 CLOSE_TIMEOUT: Final = 5.0
 
 
+async def _read_header(reader: asyncio.StreamReader) -> bytes:
+    """A frame's five header bytes; ``EOFError`` if the connection closed before them."""
+    try:
+        return await reader.readexactly(FRAME_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise EOFError("connection closed") from None
+        raise WireError(f"truncated frame header ({len(exc.partial)} bytes)") from None
+
+
 async def read_frame(
     reader: asyncio.StreamReader, max_message_frame: int
 ) -> tuple[FrameKind, bytes]:
@@ -63,12 +73,7 @@ async def read_frame(
         WireError: a bad header, an oversized length, or a frame cut short.
         OSError: the connection failed.
     """
-    try:
-        header = await reader.readexactly(FRAME_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise EOFError("connection closed") from None
-        raise WireError(f"truncated frame header ({len(exc.partial)} bytes)") from None
+    header = await _read_header(reader)
     kind, length = parse_frame_header(header, max_message_frame)
     if not length:
         return kind, b""
@@ -95,12 +100,7 @@ async def read_control_frame(reader: asyncio.StreamReader, kind: FrameKind) -> b
         WireError: another kind, a longer frame, or a frame cut short.
         OSError: the connection failed.
     """
-    try:
-        header = await reader.readexactly(FRAME_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise EOFError("connection closed") from None
-        raise WireError(f"truncated frame header ({len(exc.partial)} bytes)") from None
+    header = await _read_header(reader)
     length, raw_kind = FRAME_HEADER.unpack(header)
     if header[:2] == b"\x16\x03":  # a TLS handshake record
         raise WireError(f"expected {kind.name}, got TLS: the other end uses peer TLS, this one not")

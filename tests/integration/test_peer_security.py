@@ -19,9 +19,10 @@ import msgpack
 import pytest
 import trustme
 
-from raftdb.transport.frames import FRAME_HEADER, FrameKind, decode_frame
+from raftdb.transport.frames import FrameKind
 from tests.integration.conftest import ClusterFactory
 from tests.integration.harness import ProcessCluster, wait_until
+from tests.transport.test_auth import frames_of
 
 SECRET = "integration peer secret, long enough"
 
@@ -71,19 +72,6 @@ class RecordingListener:
         self.sock.close()
 
 
-def _frames(data: bytes) -> list[tuple[FrameKind, Any]]:
-    """The whole frames at the start of ``data``."""
-    out = []
-    while len(data) >= FRAME_HEADER.size:
-        length, _ = FRAME_HEADER.unpack(data[: FRAME_HEADER.size])
-        end = FRAME_HEADER.size + length
-        if len(data) < end:
-            break
-        out.append(decode_frame(data[:end]))
-        data = data[end:]
-    return out
-
-
 def _attack_peer_port(port: int, member: int, target: int) -> None:
     """Claim to be ``member``: a HELLO with a challenge, then a guessed proof and a huge vote."""
     hello = msgpack.packb([2, member, "raftdb", target, b"n" * 32])
@@ -92,12 +80,12 @@ def _attack_peer_port(port: int, member: int, target: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5.0) as s:
         s.sendall(struct.pack(">IB", len(hello), 1) + hello)
         got = b""
-        while len(_frames(got)) < 2:
+        while len(frames_of(got)) < 2:
             chunk = s.recv(65536)
             assert chunk, got
             got += chunk
         # The listener's HELLO and its proof, bound to this exchange: nothing else.
-        assert [k for k, _ in _frames(got)] == [FrameKind.HELLO, FrameKind.AUTH]
+        assert [k for k, _ in frames_of(got)] == [FrameKind.HELLO, FrameKind.AUTH]
         s.sendall(struct.pack(">IB", len(guess), 7) + guess + _messages([vote]))
         with contextlib.suppress(OSError):
             assert s.recv(65536) == b""
@@ -147,7 +135,7 @@ def test_a_secret_cluster_works_and_refuses_strangers(cluster_factory: ClusterFa
         for data in seen:
             if not data:
                 continue  # connected, not yet written
-            frames = _frames(data)
+            frames = frames_of(data)
             assert [k for k, _ in frames] == [FrameKind.HELLO], data
             hello = frames[0][1]
             assert hello.node_id in (1, 2, 3)
