@@ -51,7 +51,7 @@ from raftdb.raft import (
     Role,
 )
 from raftdb.raft.errors import StorageError
-from raftdb.transport.transport import Transport
+from raftdb.transport.transport import PeerAuth, Transport
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
@@ -174,6 +174,7 @@ class Node:
             self._peers(urls),
             self,
             cluster_token=cfg.cluster_token,
+            auth=self._peer_auth(),
             snapshot_dir=self.data_dir / "snapshots-in",
         )
         await self._transport.start()
@@ -196,6 +197,15 @@ class Node:
             sm.applied_index,
             sorted(self._members),
         )
+
+    def _peer_auth(self) -> PeerAuth:
+        """The peer credentials ``peer_auth`` names, read now (rotating them takes a restart)."""
+        cfg = self.config
+        if cfg.peer_auth == "tls":
+            return PeerAuth.with_tls(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_ca_file)
+        if cfg.peer_auth == "secret":
+            return PeerAuth.with_secret(cfg.peer_secret_bytes())
+        return PeerAuth.none()
 
     def _peers(self, fallback: dict[int, str]) -> dict[int, str]:
         self._known_urls.update({i: u for i, u in self._members.items() if u})

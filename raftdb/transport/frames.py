@@ -11,13 +11,24 @@ than the ceiling however it lies:
 ==================  ====================================================  ==========
 kind                body                                                  ceiling
 ==================  ====================================================  ==========
-HELLO (1)           msgpack ``[version, node_id, cluster_token]``         4 KiB
+HELLO (1)           msgpack ``[version, node_id, cluster_token,``          4 KiB
+                    ``peer_id, nonce]`` (the last two may be left out)
 MESSAGES (2)        msgpack array of messages (see below)                 configurable
 SNAPSHOT_BEGIN (3)  msgpack message: the SNAP being delivered             configurable
 SNAPSHOT_CHUNK (4)  raw bytes of the state machine snapshot stream        64 MiB
 SNAPSHOT_END (5)    msgpack ``[total_bytes, crc32_of_all_chunks]``        4 KiB
 SNAPSHOT_ACK (6)    msgpack ``[ok]`` (bool), receiver to sender           4 KiB
+AUTH (7)            msgpack ``[mac]``: a 32-byte HMAC-SHA256 proof        4 KiB
 ==================  ====================================================  ==========
+
+The first frame of a connection is read under the handshake ceiling (4 KiB)
+whatever kind its header declares, so a stranger cannot make a node buffer a
+large frame before it has said who it is (:func:`raftdb.transport.stream.read_control_frame`).
+HELLO and AUTH make up the handshake (:mod:`raftdb.transport.handshake`):
+``peer_id`` is the node the sender means to talk to and ``nonce`` its
+challenge (32 random bytes, or empty when no peer secret is used). A HELLO of
+three fields (no ``peer_id``, no ``nonce``) is what a node without peer
+authentication may send.
 
 A message is a msgpack array of twelve fields, in :class:`Message` order::
 
@@ -67,12 +78,14 @@ __all__ = [
     "MAX_CONTROL_FRAME",
     "MAX_TOKEN_LENGTH",
     "PROTOCOL_VERSION",
+    "NONCE_BYTES",
     "FrameKind",
     "Hello",
     "SnapshotAck",
     "SnapshotEnd",
     "WireError",
     "decode_ack",
+    "decode_auth",
     "decode_frame",
     "decode_hello",
     "decode_message",
@@ -80,6 +93,7 @@ __all__ = [
     "decode_snapshot_begin",
     "decode_snapshot_end",
     "encode_ack",
+    "encode_auth",
     "encode_hello",
     "encode_message",
     "encode_messages",
@@ -93,8 +107,9 @@ __all__ = [
     "parse_frame_header",
 ]
 
-#: The version a HELLO carries; a peer speaking another one is refused.
-PROTOCOL_VERSION: Final = 1
+#: The version a HELLO carries; a peer speaking another one is refused. Version 2
+#: added the handshake's ``peer_id`` and ``nonce`` and the AUTH frame.
+PROTOCOL_VERSION: Final = 2
 #: ``length:u32be kind:u8``.
 FRAME_HEADER: Final = struct.Struct(">IB")
 #: Ceiling on a SNAPSHOT_CHUNK body.
@@ -105,6 +120,8 @@ MAX_CONTROL_FRAME: Final = 4 << 10
 DEFAULT_MAX_MESSAGE_FRAME: Final = 16 << 20
 #: The longest cluster token a HELLO may carry, in characters.
 MAX_TOKEN_LENGTH: Final = 256
+#: The size of a handshake challenge, and of an AUTH frame's HMAC-SHA256 proof.
+NONCE_BYTES: Final = 32
 
 _MESSAGE_FIELDS: Final = 12
 _ENTRY_FIELDS: Final = 4
@@ -127,6 +144,7 @@ class FrameKind(IntEnum):
     SNAPSHOT_CHUNK = 4
     SNAPSHOT_END = 5
     SNAPSHOT_ACK = 6
+    AUTH = 7
 
 
 _FRAME_KINDS: Final = {int(k): k for k in FrameKind}
@@ -144,11 +162,18 @@ class Hello:
         cluster_token: a name for the cluster; nodes of different clusters
             refuse each other. An identifier against misconfiguration, not a
             secret.
+        peer_id: the node the sender means to talk to (0: not said, the
+            three-field form). Bound into the handshake's proofs, so that a
+            proof made for one pair of nodes is worthless for another.
+        nonce: the sender's challenge, :data:`NONCE_BYTES` random bytes, or
+            empty when the sender uses no peer secret.
     """
 
     version: int
     node_id: int
     cluster_token: str
+    peer_id: int = 0
+    nonce: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,14 +489,22 @@ def decode_ack(body: bytes) -> SnapshotAck:
 
 
 def encode_hello(hello: Hello) -> bytes:
-    """The HELLO frame.
+    """The HELLO frame: three fields without a ``peer_id``, five with one.
 
     Raises:
-        ValueError: the token is longer than :data:`MAX_TOKEN_LENGTH`.
+        ValueError: the token is longer than :data:`MAX_TOKEN_LENGTH`, or a
+            nonce without a ``peer_id``, or a nonce of the wrong size.
     """
     if len(hello.cluster_token) > MAX_TOKEN_LENGTH:
         raise ValueError(f"a cluster token is at most {MAX_TOKEN_LENGTH} characters")
-    return frame(FrameKind.HELLO, pack([hello.version, hello.node_id, hello.cluster_token]))
+    fields: list[Any] = [hello.version, hello.node_id, hello.cluster_token]
+    if hello.peer_id:
+        if len(hello.nonce) not in (0, NONCE_BYTES):
+            raise ValueError(f"a HELLO nonce is empty or {NONCE_BYTES} bytes")
+        fields += (hello.peer_id, hello.nonce)
+    elif hello.nonce:
+        raise ValueError("a HELLO with a nonce must name its peer")
+    return frame(FrameKind.HELLO, pack(fields))
 
 
 def decode_hello(body: bytes) -> Hello:
@@ -481,12 +514,35 @@ def decode_hello(body: bytes) -> Hello:
     (with a message that says which versions met).
     """
     value = _unpack(body, "HELLO")
-    if type(value) is not list or len(value) != 3:
+    if type(value) is not list or len(value) not in (3, 5):
         raise WireError("HELLO has the wrong shape")
-    version, node_id, token = value
+    version, node_id, token = value[:3]
     if type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
         raise WireError("HELLO cluster token is not a string of at most 256 characters")
-    return Hello(_uint(version, "HELLO version"), _node_id(node_id, "HELLO node id"), token)
+    hello = Hello(_uint(version, "HELLO version"), _node_id(node_id, "HELLO node id"), token)
+    if len(value) == 3:
+        return hello
+    peer_id = _node_id(value[3], "HELLO peer id")
+    nonce = _bytes(value[4], "HELLO nonce")
+    if len(nonce) not in (0, NONCE_BYTES):
+        raise WireError(f"HELLO nonce is {len(nonce)} bytes, not 0 or {NONCE_BYTES}")
+    return Hello(hello.version, hello.node_id, token, peer_id, nonce)
+
+
+def encode_auth(mac: bytes) -> bytes:
+    """The AUTH frame carrying a handshake proof (:data:`NONCE_BYTES` bytes)."""
+    return frame(FrameKind.AUTH, pack([mac]))
+
+
+def decode_auth(body: bytes) -> bytes:
+    """Parse an AUTH body: the proof. Raises :class:`WireError`."""
+    value = _unpack(body, "AUTH")
+    if type(value) is not list or len(value) != 1:
+        raise WireError("AUTH has the wrong shape")
+    mac = _bytes(value[0], "AUTH proof")
+    if len(mac) != NONCE_BYTES:
+        raise WireError(f"AUTH proof is {len(mac)} bytes, not {NONCE_BYTES}")
+    return mac
 
 
 # -- whole frames (tests, tools) ---------------------------------------------------------
@@ -501,8 +557,8 @@ def decode_frame(
 
     Returns:
         The kind and its value: :class:`Hello`, a list of messages, the SNAP
-        message of a SNAPSHOT_BEGIN, a chunk's bytes, :class:`SnapshotEnd`
-        or :class:`SnapshotAck`.
+        message of a SNAPSHOT_BEGIN, a chunk's bytes, :class:`SnapshotEnd`,
+        :class:`SnapshotAck`, or an AUTH frame's proof (bytes).
 
     Raises:
         WireError: anything else.
@@ -526,4 +582,6 @@ def decode_body(kind: FrameKind, body: bytes) -> FrameValue:
         return decode_snapshot_begin(body)
     if kind is FrameKind.SNAPSHOT_END:
         return decode_snapshot_end(body)
+    if kind is FrameKind.AUTH:
+        return decode_auth(body)
     return decode_ack(body)

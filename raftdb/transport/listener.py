@@ -3,20 +3,26 @@
 Theory of operation
 -------------------
 What a peer sends to this node arrives on the peer's own outbound connection
-(:mod:`raftdb.transport.sender`), accepted here. The caller speaks first: its
-HELLO must be valid, arrive within a deadline and come from a member
-(:class:`Handshake`, which the caller applies to this node's HELLO in turn);
-the listener answers with its own HELLO and from then on only reads, except
-for the SNAPSHOT_ACK that ends a snapshot stream
+(:mod:`raftdb.transport.sender`), accepted here. The caller speaks first, and
+the connection carries nothing but the handshake
+(:class:`~raftdb.transport.handshake.Handshake`: HELLOs, and with a peer
+secret the challenge–response, with peer TLS the certificates) until it has
+proven which member the caller is, within a deadline. From then on the
+listener only reads, except for the SNAPSHOT_ACK that ends a snapshot stream
 (:mod:`raftdb.transport.snapshots`). Each MESSAGES frame is decoded and handed
 to the handler's ``on_messages`` in one call, in the order received.
 
-Inbound, every connection is suspect: the first frame must be a valid HELLO
-within a deadline, from a member; every message must come from the node that
-said HELLO and be addressed to this node. Anything else — garbage, a
-truncated or oversized frame, a wrong token, a stranger — closes that one
-connection with one warning, and nothing of the offending frame is delivered.
-No exception leaves a connection's task.
+Inbound, every connection is suspect: its first frame is read under the
+handshake ceiling (4 KiB, whatever kind its header declares) and must be a
+valid HELLO from a member; every message must come from the member the
+handshake proved (so a member cannot speak for another, and with peer
+authentication on a proposal or a configuration change only ever comes from
+an authenticated member) and be addressed to this node. Anything else —
+garbage, a truncated or oversized frame, a wrong token or proof, a stranger —
+closes that one connection with one warning, and nothing of the offending
+frame is delivered. At most ``max_inbound`` connections are open at once;
+beyond that a new one is closed at once (one warning per ten seconds says how
+many). No exception leaves a connection's task.
 """
 
 from __future__ import annotations
@@ -24,20 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Container
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.raft.messages import MessageType
 from raftdb.transport.frames import (
-    PROTOCOL_VERSION,
     FrameKind,
-    Hello,
     WireError,
-    decode_hello,
     decode_messages,
     decode_snapshot_begin,
-    encode_hello,
 )
+from raftdb.transport.handshake import Handshake
 from raftdb.transport.stream import (
     STREAM_LIMIT,
     abort,
@@ -51,49 +55,32 @@ if TYPE_CHECKING:
     from raftdb.transport.snapshots import SnapshotTransfers
     from raftdb.transport.transport import TransportHandler
 
-__all__ = ["Handshake", "Inbound", "Listener"]
+__all__ = ["DEFAULT_MAX_INBOUND", "Inbound", "Listener"]
+
+#: Default cap on open inbound peer connections (a member holds at most two:
+#: messages and a snapshot), so a stranger cannot exhaust file descriptors.
+DEFAULT_MAX_INBOUND: Final = 64
+#: At most one warning about refused connections per this many seconds.
+_REFUSAL_WARNING_INTERVAL: Final = 10.0
 
 
-class Handshake:
-    """This node's side of the HELLO exchange, the same at both ends of a connection.
+class _AcceptProtocol(asyncio.StreamReaderProtocol):
+    """What ``asyncio.start_server`` builds, except that with ``hold`` it reads
+    nothing until the handshake starts TLS on the connection.
 
-    The caller writes :attr:`hello` and reads the listener's answer; the
-    listener reads the caller's HELLO and answers with :attr:`hello`. Each end
-    refuses a peer of another protocol version or another cluster.
+    Without this, a caller's TLS ClientHello that arrives with the connection
+    is read into the StreamReader before ``start_tls`` runs, where TLS never
+    sees it, and the handshake hangs until the deadline.
     """
 
-    __slots__ = ("cluster_token", "hello", "node_id")
+    def __init__(self, *args: Any, hold: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hold = hold
 
-    def __init__(self, node_id: int, cluster_token: str) -> None:
-        self.node_id = node_id
-        self.cluster_token = cluster_token
-        #: This node's HELLO frame, encoded once.
-        self.hello = encode_hello(Hello(PROTOCOL_VERSION, node_id, cluster_token))
-
-    async def read(self, reader: asyncio.StreamReader, max_message_frame: int) -> Hello:
-        """The other end's HELLO: the next frame, of this protocol version and cluster.
-
-        Raises:
-            EOFError: the connection closed before a frame.
-            WireError: another frame, a bad HELLO, or one of another version or
-                cluster (saying which, in words for the log).
-            OSError: the connection failed.
-        """
-        kind, body = await read_frame(reader, max_message_frame)
-        if kind is not FrameKind.HELLO:
-            raise WireError(f"expected HELLO, got a {kind.name} frame")
-        hello = decode_hello(body)
-        if hello.version != PROTOCOL_VERSION:
-            raise WireError(
-                f"node {hello.node_id} speaks protocol version {hello.version}, "
-                f"this node version {PROTOCOL_VERSION}"
-            )
-        if hello.cluster_token != self.cluster_token:
-            raise WireError(
-                f"node {hello.node_id} is in cluster {hello.cluster_token!r}, "
-                f"not {self.cluster_token!r}"
-            )
-        return hello
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._hold and isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()  # start_tls resumes it under TLS
+        super().connection_made(transport)
 
 
 class Inbound:
@@ -110,8 +97,8 @@ class Listener:
     """Accepts peers' connections and delivers what they send to the handler.
 
     Args:
-        handshake: this node's HELLO, and the checks of a caller's; its node
-            id is this node's, to which every message must be addressed.
+        handshake: this node's side of the handshake; its node id is this
+            node's, to which every message must be addressed.
         handler: receives the messages.
         members: the node ids allowed to connect (the transport's peers,
             read at each HELLO, so membership changes apply at once).
@@ -119,7 +106,9 @@ class Listener:
         call: calls a handler method, logging its exception; True if it returned.
         max_message_frame: the largest MESSAGES or SNAPSHOT_BEGIN frame body accepted.
         allow_unknown_senders: accept node ids that are not in ``members``.
-        handshake_timeout: how long an inbound connection may take to HELLO.
+        handshake_timeout: how long an inbound connection may take to
+            complete the handshake (TLS included).
+        max_inbound: the most inbound connections open at once.
         logger: where connection events go.
     """
 
@@ -134,6 +123,7 @@ class Listener:
         max_message_frame: int,
         allow_unknown_senders: bool,
         handshake_timeout: float,
+        max_inbound: int = DEFAULT_MAX_INBOUND,
         logger: logging.Logger,
     ) -> None:
         self.node_id = handshake.node_id
@@ -145,6 +135,9 @@ class Listener:
         self._max_frame = max_message_frame
         self._allow_unknown = allow_unknown_senders
         self._handshake_timeout = handshake_timeout
+        self._max_inbound = max_inbound
+        self._refused = 0
+        self._next_refusal_warning = 0.0
         self._log = logger
         self._server: asyncio.Server | None = None
         self._accepting = False
@@ -157,7 +150,15 @@ class Listener:
         Raises:
             OSError: the address cannot be bound.
         """
-        self._server = await asyncio.start_server(self._accept, host, port, limit=STREAM_LIMIT)
+        loop = asyncio.get_running_loop()
+        tls = self._handshake.auth.server_context is not None
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+            return _AcceptProtocol(reader, self._accept, loop=loop, hold=tls)
+
+        # asyncio.start_server, but able to hold the first bytes for TLS.
+        self._server = await loop.create_server(protocol, host, port)
         self._accepting = True
 
     def close(self) -> None:
@@ -190,6 +191,10 @@ class Listener:
         """The listener's callback: serve one inbound connection. Never raises."""
         if not self._accepting:
             writer.transport.abort()
+            return
+        if len(self.connections) >= self._max_inbound:
+            writer.transport.abort()
+            self._refuse(peer_address(writer))
             return
         task = asyncio.current_task()
         assert task is not None
@@ -233,22 +238,39 @@ class Listener:
             with contextlib.suppress(BaseException):
                 await abort(writer)
 
+    def _refuse(self, address: str) -> None:
+        """Count a connection refused over the cap; warn at most every ten seconds."""
+        self._refused += 1
+        now = time.monotonic()
+        if now < self._next_refusal_warning:
+            return
+        self._next_refusal_warning = now + _REFUSAL_WARNING_INTERVAL
+        self._log.warning(
+            "node %d: refusing peer connections (%d, the last from %s): "
+            "%d inbound connections are open, the limit",
+            self.node_id,
+            self._refused,
+            address,
+            len(self.connections),
+        )
+        self._refused = 0
+
+    def _admit(self, sender: int) -> None:
+        """Refuse a caller that is not a member (read now: membership changes apply at once)."""
+        if sender not in self._members and not self._allow_unknown:
+            raise WireError(f"node {sender} is not a member")
+
     async def _serve(
         self, conn: Inbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """The HELLO exchange, then every frame the peer sends, until it closes."""
+        """The handshake, then every frame the peer sends, until it closes."""
         try:
             async with asyncio.timeout(self._handshake_timeout):
-                hello = await self._handshake.read(reader, self._max_frame)
+                sender = await self._handshake.accept(reader, writer, self._admit)
         except EOFError:
             raise WireError("closed before HELLO") from None
-        sender = hello.node_id
-        if sender == self.node_id:
-            raise WireError(f"the caller claims to be this node ({sender})")
-        if sender not in self._members and not self._allow_unknown:
-            raise WireError(f"node {sender} is not a member")
+        # From here on the connection speaks for ``sender`` and for nobody else.
         conn.sender = sender
-        writer.write(self._handshake.hello)
         self._log.debug("node %d: accepted peer %d from %s", self.node_id, sender, conn.address)
         me = self.node_id
         while True:

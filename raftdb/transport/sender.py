@@ -3,8 +3,10 @@
 Theory of operation
 -------------------
 Every node keeps one outbound connection to each peer (a :class:`Peer`) and
-uses it only to send. :meth:`Sender.connect` dials it and exchanges HELLOs,
-checking that it reached the node it meant to; after that the writer task
+uses it only to send. :meth:`Sender.connect` dials it and runs the handshake
+(:class:`~raftdb.transport.handshake.Handshake`), checking that it reached the
+node it meant to, and with peer authentication that the node proved it is
+that member before this one sends it anything more; after that the writer task
 (:meth:`Sender.run`) only writes MESSAGES frames
 (see :mod:`raftdb.transport.frames`).
 
@@ -21,7 +23,7 @@ Raft resends, so the transport never has to, and memory stays bounded by
 A lost connection is retried with exponential backoff (capped, with jitter
 from an injected ``random.Random``). Until the handshake succeeds again the
 peer is :data:`DOWN` and messages to it are dropped at once rather than queued.
-The peer never writes on this connection after its HELLO, so a watcher
+The peer never writes on this connection after its handshake, so a watcher
 reading it learns at once when the connection is gone.
 """
 
@@ -40,8 +42,8 @@ from raftdb.codec import pack
 from raftdb.raft.messages import Message
 from raftdb.transport.address import parse_peer_url
 from raftdb.transport.frames import WireError, message_to_list, messages_frame
-from raftdb.transport.listener import Handshake
-from raftdb.transport.stream import STREAM_LIMIT, abort, describe_error, set_nodelay
+from raftdb.transport.handshake import Handshake
+from raftdb.transport.stream import abort, describe_error
 
 __all__ = ["CONNECTING", "DOWN", "UP", "Peer", "Sender"]
 
@@ -94,10 +96,9 @@ class Sender:
     share (limits, timeouts, backoff, the HELLO to send) and the code they run.
 
     Args:
-        handshake: this node's HELLO, and the checks of a peer's answer.
+        handshake: this node's side of the handshake (as the dialer).
         report_unreachable: called with a peer id when a message to it is dropped.
-        max_message_frame: the largest MESSAGES frame body written, and the
-            largest frame accepted in answer to the HELLO.
+        max_message_frame: the largest MESSAGES frame body written.
         connect_timeout: for a TCP connect plus the HELLO exchange.
         backoff_base, backoff_cap: reconnection delays (see :meth:`backoff`).
         rng: jitter for the reconnection delays.
@@ -189,19 +190,13 @@ class Sender:
                 await asyncio.sleep(self.backoff(peer.failures))
 
     async def connect(self, peer: Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to ``peer`` after a successful HELLO exchange."""
+        """A connection to ``peer`` after a successful handshake, within ``connect_timeout``.
+
+        Raises:
+            WireError, EOFError, OSError: see :meth:`Handshake.dial`.
+        """
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(peer.host, peer.port, limit=STREAM_LIMIT)
-            try:
-                set_nodelay(writer)
-                writer.write(self._handshake.hello)
-                hello = await self._handshake.read(reader, self._max_frame)
-                if hello.node_id != peer.id:
-                    raise WireError(f"{peer.url} is node {hello.node_id}, not node {peer.id}")
-            except BaseException:
-                await abort(writer)
-                raise
-        return reader, writer
+            return await self._handshake.dial(peer.host, peer.port, peer.id, peer.url)
 
     async def _pump(
         self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -223,7 +218,7 @@ class Sender:
             await asyncio.gather(watch, return_exceptions=True)
 
     async def _watch(self, peer: Peer, reader: asyncio.StreamReader) -> None:
-        # The listener never writes after its HELLO: any read returning means
+        # The listener never writes after the handshake: any read returning means
         # the connection is over (EOF, reset, or a misbehaving peer).
         with contextlib.suppress(OSError):
             await reader.read(1)

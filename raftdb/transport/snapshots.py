@@ -19,6 +19,15 @@ a partial file in the snapshot directory, checks size and CRC-32, fsyncs and
 renames it, and acknowledges once the handler has taken it. A crash leaves at
 most partial files, removed at the next start (:func:`prepare_snapshot_dir`).
 
+What a peer may make this node store is bounded: one stream at a time per
+sender (a second while one is in flight is refused), at most
+``max_snapshot_bytes`` per stream (:data:`MAX_SNAPSHOT_BYTES` by default; the
+sender streams the state machine without knowing the total in advance, so the
+cap is the receiver's), and never so much that the disk would keep less than
+``disk_reserve`` bytes free (checked before each chunk is written). A stream
+over either bound is cut and its partial file deleted; the sender reports the
+failure and Raft tries again later.
+
 The stream-level functions (:func:`send_snapshot`, :func:`receive_snapshot`)
 only raise, as :mod:`raftdb.transport.stream` does; :class:`SnapshotTransfers`
 logs and reports.
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import tempfile
@@ -56,7 +66,9 @@ if TYPE_CHECKING:
     from raftdb.transport.transport import TransportHandler
 
 __all__ = [
+    "MAX_SNAPSHOT_BYTES",
     "SEND_CHUNK",
+    "SNAPSHOT_DISK_RESERVE",
     "SnapshotChunks",
     "SnapshotTransfers",
     "prepare_snapshot_dir",
@@ -67,6 +79,10 @@ __all__ = [
 #: Snapshot chunks are cut to at most this many bytes per frame: the unit of
 #: flow control (the sender drains after each, so about one is in flight).
 SEND_CHUNK: Final = 1 << 20
+#: Default ceiling on one received snapshot stream, bytes.
+MAX_SNAPSHOT_BYTES: Final = 64 << 30
+#: Default free space a received snapshot must leave on its disk, bytes.
+SNAPSHOT_DISK_RESERVE: Final = 256 << 20
 #: Received snapshots being written: ``<prefix><sender>-<index>-<random><suffix>``.
 PART_PREFIX: Final = "incoming-"
 PART_SUFFIX: Final = ".part"
@@ -171,7 +187,15 @@ def _create_part(directory: Path, sender: int, index: int) -> tuple[BinaryIO, Pa
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def _write_chunk(file: BinaryIO, chunk: bytes, crc: int) -> int:
+def _write_chunk(file: BinaryIO, directory: Path, chunk: bytes, crc: int, reserve: int) -> int:
+    """Write one chunk unless it would leave less than ``reserve`` bytes free. Worker thread."""
+    stat = os.statvfs(directory)
+    if stat.f_bavail * stat.f_frsize - len(chunk) < reserve:
+        raise OSError(
+            errno.ENOSPC,
+            f"refusing the rest of the snapshot: it would leave less than {reserve} bytes "
+            f"free in {directory}",
+        )
     file.write(chunk)
     return zlib.crc32(chunk, crc)
 
@@ -204,6 +228,8 @@ async def receive_snapshot(
     *,
     idle_timeout: float,
     max_message_frame: int,
+    max_bytes: int = MAX_SNAPSHOT_BYTES,
+    disk_reserve: int = 0,
 ) -> tuple[Path, int]:
     """Receive the chunks after a SNAPSHOT_BEGIN into a new file in ``directory``.
 
@@ -215,9 +241,11 @@ async def receive_snapshot(
         The final path and the snapshot's size in bytes.
 
     Raises:
-        WireError: the stream was cut, damaged, or interleaved with other frames.
-        OSError: the connection or the disk failed; ``TimeoutError`` if the
-            sender stayed silent for ``idle_timeout`` seconds.
+        WireError: the stream was cut, damaged, interleaved with other frames,
+            or longer than ``max_bytes``.
+        OSError: the connection or the disk failed, or the disk would keep
+            less than ``disk_reserve`` bytes free (``ENOSPC``); ``TimeoutError``
+            if the sender stayed silent for ``idle_timeout`` seconds.
     """
     assert message.snapshot is not None
     # Created on the loop (one quick syscall), so that a cancellation cannot
@@ -234,7 +262,9 @@ async def receive_snapshot(
             except EOFError:
                 raise WireError(f"snapshot stream cut after {size} bytes") from None
             if kind is FrameKind.SNAPSHOT_CHUNK:
-                crc = await in_thread(_write_chunk, file, body, crc)
+                if size + len(body) > max_bytes:
+                    raise WireError(f"snapshot stream is over the limit of {max_bytes} bytes")
+                crc = await in_thread(_write_chunk, file, directory, body, crc, disk_reserve)
                 size += len(body)
             elif kind is FrameKind.SNAPSHOT_END:
                 end = decode_snapshot_end(body)
@@ -271,6 +301,8 @@ class SnapshotTransfers:
         snapshot_timeout: the longest silence inside a snapshot stream, and
             the longest wait for the receiver's acknowledgement.
         max_message_frame: the largest SNAPSHOT_BEGIN frame body sent or accepted.
+        max_snapshot_bytes: the largest snapshot stream accepted.
+        disk_reserve: the free bytes a received snapshot must leave on its disk.
         logger: where transfers are logged.
     """
 
@@ -285,6 +317,8 @@ class SnapshotTransfers:
         snapshot_dir: Path,
         snapshot_timeout: float,
         max_message_frame: int,
+        max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
+        disk_reserve: int = SNAPSHOT_DISK_RESERVE,
         logger: logging.Logger,
     ) -> None:
         self.node_id = node_id
@@ -295,6 +329,10 @@ class SnapshotTransfers:
         self._snapshot_dir = snapshot_dir
         self._snapshot_timeout = snapshot_timeout
         self._max_frame = max_message_frame
+        self._max_bytes = max_snapshot_bytes
+        self._disk_reserve = disk_reserve
+        #: Senders whose snapshot stream is being received: one at a time each.
+        self._receiving: set[int] = set()
         self._log = logger
 
     async def send(self, peer: Peer, m: Message) -> None:
@@ -357,16 +395,26 @@ class SnapshotTransfers:
     ) -> None:
         """Receive one snapshot stream into a file, hand it over, acknowledge.
 
-        Called by the listener after a SNAPSHOT_BEGIN carrying the SNAP ``m``;
-        raises as :func:`receive_snapshot` does.
+        Called by the listener after a SNAPSHOT_BEGIN carrying the SNAP ``m``
+        (from the connection's proven sender); raises as :func:`receive_snapshot`
+        does, and :class:`WireError` if a stream from that sender is already
+        being received (each would otherwise hold a file and a disk's worth).
         """
-        path, size = await receive_snapshot(
-            reader,
-            self._snapshot_dir,
-            m,
-            idle_timeout=self._snapshot_timeout,
-            max_message_frame=self._max_frame,
-        )
+        if m.frm in self._receiving:
+            raise WireError(f"a snapshot from node {m.frm} is already arriving; refusing another")
+        self._receiving.add(m.frm)
+        try:
+            path, size = await receive_snapshot(
+                reader,
+                self._snapshot_dir,
+                m,
+                idle_timeout=self._snapshot_timeout,
+                max_message_frame=self._max_frame,
+                max_bytes=self._max_bytes,
+                disk_reserve=self._disk_reserve,
+            )
+        finally:
+            self._receiving.discard(m.frm)
         self._log.info(
             "node %d: received snapshot at index %d from peer %d (%d bytes)",
             self.node_id,

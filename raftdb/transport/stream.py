@@ -22,7 +22,13 @@ import socket
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from raftdb.transport.frames import FRAME_HEADER, FrameKind, WireError, parse_frame_header
+from raftdb.transport.frames import (
+    FRAME_HEADER,
+    MAX_CONTROL_FRAME,
+    FrameKind,
+    WireError,
+    parse_frame_header,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -31,6 +37,7 @@ __all__ = [
     "describe_error",
     "in_thread",
     "peer_address",
+    "read_control_frame",
     "read_frame",
     "set_nodelay",
 ]
@@ -46,6 +53,16 @@ STREAM_LIMIT: Final = 1 << 20
 CLOSE_TIMEOUT: Final = 5.0
 
 
+async def _read_header(reader: asyncio.StreamReader) -> bytes:
+    """A frame's five header bytes; ``EOFError`` if the connection closed before them."""
+    try:
+        return await reader.readexactly(FRAME_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise EOFError("connection closed") from None
+        raise WireError(f"truncated frame header ({len(exc.partial)} bytes)") from None
+
+
 async def read_frame(
     reader: asyncio.StreamReader, max_message_frame: int
 ) -> tuple[FrameKind, bytes]:
@@ -56,12 +73,7 @@ async def read_frame(
         WireError: a bad header, an oversized length, or a frame cut short.
         OSError: the connection failed.
     """
-    try:
-        header = await reader.readexactly(FRAME_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise EOFError("connection closed") from None
-        raise WireError(f"truncated frame header ({len(exc.partial)} bytes)") from None
+    header = await _read_header(reader)
     kind, length = parse_frame_header(header, max_message_frame)
     if not length:
         return kind, b""
@@ -72,6 +84,41 @@ async def read_frame(
             f"truncated {kind.name} frame ({len(exc.partial)} of {length} bytes)"
         ) from None
     return kind, body
+
+
+async def read_control_frame(reader: asyncio.StreamReader, kind: FrameKind) -> bytes:
+    """The body of the next frame, which must be a ``kind`` frame of at most 4 KiB.
+
+    For the handshake, where the other end is not yet trusted: the header is
+    judged before anything else is read, by the handshake ceiling
+    (:data:`~raftdb.transport.frames.MAX_CONTROL_FRAME`) and not by the ceiling
+    of the kind it declares, so a stranger's first frame costs at most 4 KiB
+    of memory whatever it claims to be.
+
+    Raises:
+        EOFError: the connection closed cleanly before a new frame.
+        WireError: another kind, a longer frame, or a frame cut short.
+        OSError: the connection failed.
+    """
+    header = await _read_header(reader)
+    length, raw_kind = FRAME_HEADER.unpack(header)
+    if header[:2] == b"\x16\x03":  # a TLS handshake record
+        raise WireError(f"expected {kind.name}, got TLS: the other end uses peer TLS, this one not")
+    if raw_kind != kind:
+        known = raw_kind in FrameKind._value2member_map_
+        what = f"a {FrameKind(raw_kind).name} frame" if known else f"a frame of kind {raw_kind}"
+        raise WireError(f"expected {kind.name}, got {what}")
+    if length > MAX_CONTROL_FRAME:
+        raise WireError(
+            f"{kind.name} frame of {length} bytes is over the handshake limit "
+            f"of {MAX_CONTROL_FRAME}"
+        )
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise WireError(
+            f"truncated {kind.name} frame ({len(exc.partial)} of {length} bytes)"
+        ) from None
 
 
 async def in_thread(fn: Callable[..., _T], *args: Any) -> _T:

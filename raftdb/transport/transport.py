@@ -4,10 +4,15 @@ Theory of operation
 -------------------
 Every node keeps one outbound connection to each peer and uses it only to
 send; what a peer sends to it arrives on the peer's own outbound connection.
-A connection opens with a HELLO each way (protocol version, node id, cluster
-token): the listener checks that the caller is a member of its cluster, the
-caller checks that it reached the node it meant to. After that the caller
-only writes MESSAGES frames (see :mod:`raftdb.transport.frames`).
+A connection opens with a handshake (:mod:`raftdb.transport.handshake`): a
+HELLO each way (protocol version, node id, cluster token), so that the
+listener knows the caller is a member of its cluster and the caller that it
+reached the node it meant to; and, as the :class:`PeerAuth` given says, a
+mutual challenge–response over a shared secret or mutual TLS with
+certificates naming the members, so that neither end can be an impostor.
+After that the caller only writes MESSAGES frames (see
+:mod:`raftdb.transport.frames`), each message carrying the proven id as its
+sender; the per-message path costs the same whatever the mode.
 
 :class:`Transport` is the facade over three parts, as etcd's ``rafthttp``
 splits its transport into peers, streams and a snapshot sender:
@@ -42,11 +47,18 @@ from typing import Any, Protocol
 from raftdb.raft.messages import LOCAL_MESSAGES, Message, MessageType
 from raftdb.transport.address import parse_peer_url
 from raftdb.transport.frames import DEFAULT_MAX_MESSAGE_FRAME, MAX_TOKEN_LENGTH
-from raftdb.transport.listener import Handshake, Listener
+from raftdb.transport.handshake import Handshake, PeerAuth
+from raftdb.transport.listener import DEFAULT_MAX_INBOUND, Listener
 from raftdb.transport.sender import DOWN, Peer, Sender
-from raftdb.transport.snapshots import SnapshotChunks, SnapshotTransfers, prepare_snapshot_dir
+from raftdb.transport.snapshots import (
+    MAX_SNAPSHOT_BYTES,
+    SNAPSHOT_DISK_RESERVE,
+    SnapshotChunks,
+    SnapshotTransfers,
+    prepare_snapshot_dir,
+)
 
-__all__ = ["Transport", "TransportHandler"]
+__all__ = ["PeerAuth", "Transport", "TransportHandler"]
 
 
 class TransportHandler(Protocol):
@@ -109,6 +121,8 @@ class Transport:
             is ignored.
         handler: receives messages and reports (:class:`TransportHandler`).
         cluster_token: nodes with different tokens refuse each other.
+        auth: how peers prove who they are (:class:`PeerAuth`; default none,
+            HELLO only, fit for loopback).
         snapshot_dir: where received snapshots are written (created if needed;
             leftover partial files from a crash are removed at start).
         max_queue: messages queued per peer before dropping.
@@ -119,7 +133,13 @@ class Transport:
             to the leader's peers before it is sent anything).
         rng: jitter for reconnection backoff.
         connect_timeout: for a TCP connect plus the HELLO exchange.
-        handshake_timeout: how long an inbound connection may take to HELLO.
+        handshake_timeout: how long an inbound connection may take to
+            complete its handshake.
+        max_inbound_connections: inbound connections open at once; beyond
+            it a new one is closed at once (with a rate-limited warning).
+        max_snapshot_bytes: the largest snapshot stream accepted.
+        snapshot_disk_reserve: a snapshot stream is refused once writing it
+            would leave less than this many bytes free in ``snapshot_dir``.
         snapshot_timeout: the longest silence inside a snapshot stream, and
             the longest wait for the receiver's acknowledgement.
         backoff_base, backoff_cap: reconnection delays, seconds: ``base * 2**n``
@@ -138,6 +158,7 @@ class Transport:
         handler: TransportHandler,
         *,
         cluster_token: str = "raftdb",
+        auth: PeerAuth | None = None,
         snapshot_dir: Path,
         max_queue: int = 4096,
         max_message_frame: int = DEFAULT_MAX_MESSAGE_FRAME,
@@ -145,6 +166,9 @@ class Transport:
         rng: random.Random | None = None,
         connect_timeout: float = 2.0,
         handshake_timeout: float = 5.0,
+        max_inbound_connections: int = DEFAULT_MAX_INBOUND,
+        max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
+        snapshot_disk_reserve: int = SNAPSHOT_DISK_RESERVE,
         snapshot_timeout: float = 30.0,
         backoff_base: float = 0.05,
         backoff_cap: float = 1.0,
@@ -154,6 +178,8 @@ class Transport:
             raise ValueError(f"node id must be an integer >= 1, not {node_id!r}")
         if len(cluster_token) > MAX_TOKEN_LENGTH:
             raise ValueError(f"cluster token is longer than {MAX_TOKEN_LENGTH} characters")
+        if max_inbound_connections < 1:
+            raise ValueError(f"max_inbound_connections must be >= 1, not {max_inbound_connections}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {max_queue}")
         if not 1024 <= max_message_frame <= 0xFFFFFFFF:
@@ -164,7 +190,7 @@ class Transport:
         self._listen_host, self._listen_port = listen.host, listen.port
         self._peer_urls = self._check_peers(peers)
         self._handler = handler
-        handshake = Handshake(node_id, cluster_token)
+        handshake = Handshake(node_id, cluster_token, auth if auth is not None else PeerAuth.none())
         self._snapshot_dir = Path(snapshot_dir)
         self._max_queue = max_queue
         self._log = logger if logger is not None else logging.getLogger("raftdb.transport")
@@ -197,6 +223,8 @@ class Transport:
             snapshot_dir=self._snapshot_dir,
             snapshot_timeout=snapshot_timeout,
             max_message_frame=max_message_frame,
+            max_snapshot_bytes=max_snapshot_bytes,
+            disk_reserve=snapshot_disk_reserve,
             logger=self._log,
         )
         self._listener = Listener(
@@ -208,6 +236,7 @@ class Transport:
             max_message_frame=max_message_frame,
             allow_unknown_senders=allow_unknown_senders,
             handshake_timeout=handshake_timeout,
+            max_inbound=max_inbound_connections,
             logger=self._log,
         )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import trustme
 
 from tests.chaos.proxy import LinkRule, ProxyControl
 from tests.integration.harness import (
@@ -61,12 +62,15 @@ def poll(what: str, probe: Callable[[], T | None], timeout: float, interval: flo
 class ChaosCluster(ProcessCluster):
     """N nodes behind a link proxy; see the module docstring."""
 
+    #: Peer TLS: every node gets a certificate naming it, from a CA of the cluster's own.
+    peer_tls: bool = False
     proxy: ProxyControl = field(init=False)
     private_ports: dict[int, int] = field(default_factory=dict, init=False)
     #: Node ids that are members as far as the test knows (joined, not removed).
     membership: set[int] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
+        self._ca: trustme.CA | None = None
         self.root.mkdir(parents=True, exist_ok=True)
         self.proxy = ProxyControl(self.root / "proxy.log")
         super().__post_init__()
@@ -84,7 +88,20 @@ class ChaosCluster(ProcessCluster):
             (private,) = free_ports(1)
         self.private_ports[node_id] = private
         self.proxy.listen(node_id, node.peer_port, private)
+        if self.peer_tls:
+            self._issue_certificate(node_id)
         return node
+
+    def _issue_certificate(self, node_id: int) -> None:
+        """``raftdb-member-<id>`` and 127.0.0.1, signed by the cluster's CA (made once)."""
+        pki = self.root / "pki"
+        pki.mkdir(exist_ok=True)
+        if self._ca is None:
+            self._ca = trustme.CA()
+            self._ca.cert_pem.write_to_path(str(pki / "ca.pem"))
+        cert = self._ca.issue_cert("127.0.0.1", f"raftdb-member-{node_id}")
+        cert.cert_chain_pems[0].write_to_path(str(pki / f"member-{node_id}.crt"))
+        cert.private_key_pem.write_to_path(str(pki / f"member-{node_id}.key"))
 
     def command(
         self, node: NodeProc, cluster: list[str], join: bool, launcher: Launcher
@@ -108,6 +125,11 @@ class ChaosCluster(ProcessCluster):
         """Start node ``node_id`` listening on its private peer port (see ``ProcessCluster``)."""
         self.add_node(node_id)
         settings.setdefault("listen_peer_url", f"http://127.0.0.1:{self.private_ports[node_id]}")
+        if self.peer_tls:
+            pki = self.root / "pki"
+            settings.setdefault("peer_cert_file", str(pki / f"member-{node_id}.crt"))
+            settings.setdefault("peer_key_file", str(pki / f"member-{node_id}.key"))
+            settings.setdefault("peer_ca_file", str(pki / "ca.pem"))
         return super().start(
             node_id, join=join, wait=wait, cluster=cluster, launcher=launcher, **settings
         )

@@ -68,6 +68,8 @@ Link = tuple[int, int]
 
 #: Frames held per connection before the proxy stops reading from the sender.
 _QUEUE_FRAMES: Final = 4096
+#: The first bytes of a TLS handshake record (a caller using peer TLS).
+_TLS_RECORD: Final = b"\x16\x03"
 #: Longest a caller may take to send its HELLO.
 _HELLO_TIMEOUT: Final = 5.0
 #: Longest a connection to a node's private port may take.
@@ -155,16 +157,23 @@ class _Proxy:
         try:
             async with asyncio.timeout(_HELLO_TIMEOUT):
                 header = await reader.readexactly(FRAME_HEADER.size)
-                length, kind = FRAME_HEADER.unpack(header)
-                if kind != FrameKind.HELLO or length > 4096:
-                    raise WireError("not a HELLO")
-                body = await reader.readexactly(length)
-            hello = decode_hello(body)
+                tls = header[:2] == _TLS_RECORD
+                if not tls:
+                    length, kind = FRAME_HEADER.unpack(header)
+                    if kind != FrameKind.HELLO or length > 4096:
+                        raise WireError("not a HELLO")
+                    body = await reader.readexactly(length)
+                    caller = decode_hello(body).node_id
         except (OSError, EOFError, asyncio.IncompleteReadError, WireError, TimeoutError):
             self.stats["bad_hello"] += 1
             writer.transport.abort()
             return
-        link = (hello.node_id, node)
+        if tls:
+            # Peer TLS: the HELLO is encrypted, so the caller is unknown (link
+            # rules, keyed by caller, cannot apply) and bytes pass as they are.
+            body, caller = b"", 0
+            self.stats["tls"] += 1
+        link = (caller, node)
         if self.rule(link).mode == "refuse":
             self.stats["refused"] += 1
             writer.transport.abort()
@@ -180,7 +189,10 @@ class _Proxy:
         conn = _Conn(link, writer, up_writer)
         self.conns.add(conn)
         self.stats["connections"] += 1
-        forward = asyncio.create_task(self.forward(conn, reader, up_writer))
+        if tls:
+            forward = asyncio.create_task(self.pipe(reader, up_writer))
+        else:
+            forward = asyncio.create_task(self.forward(conn, reader, up_writer))
         back = asyncio.create_task(self.pipe(up_reader, writer))
         conn.tasks = [forward, back]
         try:

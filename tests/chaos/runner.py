@@ -69,6 +69,8 @@ class Scenario:
     faults: tuple[str, ...]
     clients: int = 4
     settings: tuple[tuple[str, Any], ...] = ()
+    #: Members authenticate each other with certificates (mutual TLS).
+    peer_tls: bool = False
 
 
 #: Small snapshots so that restarted and re-added nodes catch up through them.
@@ -81,6 +83,10 @@ SCENARIOS: Final = {
         Scenario("partition", 3, ("partition", "partition", "pause"), settings=_SNAPSHOTS),
         Scenario("slow", 3, ("slow", "transfer", "pause"), settings=_SNAPSHOTS),
         Scenario("membership", 3, ("member", "transfer"), settings=_SNAPSHOTS),
+        # Over peer TLS the proxy cannot tell callers apart: faults of whole nodes only.
+        Scenario(
+            "tls", 3, ("kill", "stop", "pause", "restart_all"), settings=_SNAPSHOTS, peer_tls=True
+        ),
         Scenario(
             "mixed",
             5,
@@ -151,6 +157,7 @@ def run_chaos(
         tick_ms=50,
         election_ticks=10,
         settings={"request_timeout_s": 2.0, **dict(scenario.settings)},
+        **({"peer_tls": True} if scenario.peer_tls else {}),
     )
     c.start_all()
     c.wait_leader()
