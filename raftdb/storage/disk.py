@@ -298,6 +298,7 @@ class DiskStorage(ABC):
                 reopen; the database must then still serve reads as before.
                 Anything else is fatal.
         """
+        return None  # a hook: nothing to do for a database that goes on
 
     # -- opening -----------------------------------------------------------------
 
