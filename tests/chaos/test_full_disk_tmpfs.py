@@ -110,7 +110,7 @@ def _alarm_metric(http: httpx.Client, url: str) -> float:
     for line in http.get(f"{url}/metrics").text.splitlines():
         if line.startswith('raftdb_alarm{alarm="nospace"}'):
             return float(line.split()[-1])
-    raise AssertionError("no raftdb_alarm{alarm=\"nospace\"} in /metrics")
+    raise AssertionError('no raftdb_alarm{alarm="nospace"} in /metrics')
 
 
 @pytest.mark.deadline(120)
