@@ -21,54 +21,28 @@ from pathlib import Path
 import httpx
 import pytest
 
+from raftdb.testing.conformance.checks import fill, small_filesystem
 from tests.chaos.cluster import poll
 from tests.integration.harness import free_ports
 
-# The filesystem is this big, and the filler leaves this much free: a few
-# hundred writes fill it. Large enough that freeing the filler leaves room
-# for LevelDB to reopen (it replays its write-ahead log into a table).
+# The filesystem is this big (the filler leaves 256 KiB free: a few dozen
+# writes fill it). Large enough that freeing the filler leaves room for
+# LevelDB to reopen (it replays its write-ahead log into a table).
 _SIZE = 48 << 20
-_LEFT_FREE = 1 << 20
 _VALUE = 4096  # random bytes: LevelDB cannot compress them
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     """A fresh tmpfs of :data:`_SIZE` bytes mounted on ``tmp_path/data`` (the
-    whole data directory) or, with the ``on`` parameter ``"state"``, on
+    whole data directory) or, with the parameter ``"state"``, on
     ``tmp_path/data/state`` alone (the log stays on the ordinary disk, so the
-    state machine is what runs out of space); unmounted after."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (os.geteuid() != 0)")
+    state machine is what runs out of space); unmounted after. Skipped
+    without root or where mounting is not permitted."""
     on = getattr(request, "param", "all")
     mount = tmp_path / "data" if on == "all" else tmp_path / "data" / "state"
-    mount.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={_SIZE}", "tmpfs", str(mount)],
-        capture_output=True,
-        timeout=30,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_filesystem(mount, _SIZE):
         yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True, timeout=30).returncode:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
-
-
-def _fill(mount: Path) -> Path:
-    """Write a filler file that leaves about :data:`_LEFT_FREE` bytes free."""
-    st = os.statvfs(mount)
-    free = st.f_bavail * st.f_frsize
-    filler = mount / "filler"
-    with filler.open("wb") as f:
-        remaining = max(0, free - _LEFT_FREE)
-        block = b"\0" * (1 << 20)
-        while remaining > 0:
-            n = f.write(block[: min(len(block), remaining)])
-            remaining -= n
-    return filler
 
 
 class _Server:
@@ -132,7 +106,7 @@ def test_a_full_disk_makes_the_node_read_only_until_space_returns(
                 value = os.urandom(_VALUE)
                 assert http.put(f"{server.url}/v1/kv/k{n}", content=value).status_code == 204
                 acked[f"k{n}"] = value
-            filler = _fill(small_disk)
+            filler = fill(small_disk)
 
             # Write until the disk refuses: each write is acknowledged or refused.
             refused: httpx.Response | None = None

@@ -111,6 +111,15 @@ class CheckContext:
             with contextlib.suppress(Exception):
                 self.opened.pop().close()
 
+    def on_small_filesystem(self, run: Callable[[CheckContext, Path], None]) -> None:
+        """``run(self, mount)`` with a :func:`small_filesystem` mounted in the check's
+        directory; whatever ``run`` opened is closed before the unmount."""
+        with small_filesystem(self.path("small")) as small:
+            try:
+                run(self, small)
+            finally:
+                self.close_all()
+
     def require_reference(self) -> str:
         """The reference for a child process, or a clear failure."""
         reference = self.reference or plugin_reference(self.make)

@@ -44,7 +44,6 @@ from raftdb.testing.conformance.checks import (
     fill,
     registry,
     run_checks,
-    small_filesystem,
 )
 from raftdb.testing.conformance.crash import run_restore_crash, run_state_machine_crash
 from raftdb.testing.conformance.workloads import EntryWorkload
@@ -608,11 +607,7 @@ def check_full_disk(ctx: CheckContext) -> None:
     raises OSError with errno ENOSPC or EDQUOT and is not applied: reads and
     ``applied_index`` show the state before it; applied again once space
     returns, it gives its results once, in order; everything survives a reopen."""
-    with small_filesystem(ctx.path("small")) as small:
-        try:
-            _fill_then_recover(ctx, small)
-        finally:
-            ctx.close_all()  # before the unmount
+    ctx.on_small_filesystem(_fill_then_recover)
 
 
 def _fill_then_recover(ctx: CheckContext, small: Path) -> None:

@@ -41,7 +41,6 @@ from raftdb.testing.conformance.checks import (
     fill,
     registry,
     run_checks,
-    small_filesystem,
 )
 from raftdb.testing.conformance.crash import run_storage_crash
 from raftdb.testing.conformance.workloads import StorageWorkload, dump_storage
@@ -388,11 +387,7 @@ def check_full_disk(ctx: CheckContext) -> None:
     raises OSError with errno ENOSPC or EDQUOT and breaks nothing: reads answer
     as before it, the same save succeeds once space returns, and every
     acknowledged save survives a reopen."""
-    with small_filesystem(ctx.path("small")) as small:
-        try:
-            _fill_then_recover(ctx, small)
-        finally:
-            ctx.close_all()  # before the unmount
+    ctx.on_small_filesystem(_fill_then_recover)
 
 
 def _fill_then_recover(ctx: CheckContext, small: Path) -> None:
