@@ -4,10 +4,20 @@ Shared by the LevelDB storage and state machine. Every failure to open names
 the directory and says whether the data is damaged (:class:`CorruptionError`,
 the node must not start) or could not be reached (``OSError``: permissions,
 another process holding the lock).
+
+A full disk. LevelDB reports a write it could not make for lack of space as
+an I/O error whose text is ``strerror(ENOSPC)``; :func:`leveldb_errors` makes
+it an ``OSError`` with that errno, the one failure a node survives
+(:mod:`raftdb.storage.nospace`). The batch was not applied (LevelDB adds a
+batch to its memtable only once its log record is written), but LevelDB
+keeps the error and refuses every later write: :func:`reopen` closes and
+opens the database again, which replays its log (the records written whole;
+a record torn by the full disk is dropped as at a crash) and clears it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +26,13 @@ from typing import Any
 
 import plyvel
 
-from raftdb.storage import CorruptionError
+from raftdb.storage import CorruptionError, free_bytes, no_space_error
 
-__all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db"]
+__all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db", "reopen"]
+
+# Room kept beyond LevelDB's own files before a reopen is tried: its new log,
+# manifest and info log, a few pages each.
+_REOPEN_MARGIN = 64 << 10
 
 
 @contextmanager
@@ -33,13 +47,58 @@ def leveldb_errors(where: str | Callable[[], str]) -> Iterator[None]:
     except plyvel.CorruptionError as exc:
         raise CorruptionError(f"{_name(where)}: LevelDB reports corruption: {exc}") from exc
     except plyvel.IOError as exc:
-        raise OSError(f"{_name(where)}: LevelDB I/O error: {exc}") from exc
+        text = _text(exc)
+        full = no_space_error(f"{_name(where)}: LevelDB", text)
+        if full is not None:
+            raise full from exc
+        raise OSError(f"{_name(where)}: LevelDB I/O error: {text}") from exc
     except plyvel.Error as exc:
         raise CorruptionError(f"{_name(where)}: LevelDB error: {exc}") from exc
 
 
 def _name(where: str | Callable[[], str]) -> str:
     return where if isinstance(where, str) else where()
+
+
+def _text(exc: BaseException) -> str:
+    """plyvel's message, which comes as ``bytes``."""
+    arg = exc.args[0] if exc.args else ""
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def reopen(db: Any, path: Path, **options: Any) -> Any:
+    """Close ``db`` (the database in ``path``) and open it again, after a write it
+    refused for lack of space, so that it takes writes again.
+
+    Opening replays LevelDB's log into a new table and writes a new manifest,
+    which needs about the log's size on disk. While the filesystem has less
+    free, this raises at once and leaves ``db`` open: it still serves reads
+    (LevelDB keeps no error for reads), which a closed database would not.
+
+    Returns:
+        The reopened database (``db`` is closed then).
+
+    Raises:
+        OSError: ENOSPC: not enough room yet (``db`` is still open), or the
+            open itself ran out of space (``db`` is closed: there was room,
+            by the check, and someone else took it; the next call opens it).
+        CorruptionError: the database is damaged.
+    """
+    needed = _REOPEN_MARGIN + sum(
+        f.stat().st_size
+        for f in path.iterdir()
+        if f.suffix == ".log" or f.name.startswith("MANIFEST")
+    )
+    free = free_bytes(path)
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"{path}: LevelDB: {os.strerror(errno.ENOSPC)} "
+            f"(reopening needs about {needed} bytes, {free} free)",
+        )
+    if db is not None:
+        db.close()
+    return open_db(path, create=False, **options)
 
 
 def open_db(path: Path, *, create: bool = True, **options: Any) -> Any:

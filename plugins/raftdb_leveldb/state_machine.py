@@ -15,6 +15,19 @@ readers all at once. With ``sync`` on (the default) the batch is fsynced:
 LevelDB keeps a database a prefix of its writes across a power loss only if
 every write is synced (it does not fsync a log file it rotates away from).
 
+A full disk. A batch LevelDB refuses for lack of space
+(``OSError(ENOSPC)``, :mod:`raftdb.storage.nospace`) was not applied: LevelDB
+adds a batch to what readers see only once its log record is written, so
+reads go on seeing the state before it. The Applier's memory ran ahead, and
+LevelDB refuses every write after a failed one; so the next ``apply`` (the
+driver retries the same batch, in order) first reopens the database
+(:func:`raftdb_leveldb._db.reopen`, once there is room) and reloads the
+applied state from it, then applies. Had the batch reached the disk after
+all (its log record was written whole and only the fsync was refused), the
+reopened database is at the batch's last index: the batch is not applied
+again, and the results computed the first time are returned. Any other
+failure still makes the state machine refuse every later call.
+
 Damage. At open the format marker, the state record and every session are
 read and checked; the keys are not (a state may be gigabytes), but every
 read of them verifies LevelDB's block checksums, so a damaged block is an
@@ -33,6 +46,7 @@ directory is removed at the next open.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -64,7 +78,8 @@ from raftdb.state_machine import (
     encode_stream,
     prefix_end,
 )
-from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db
+from raftdb.storage import is_no_space
+from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db, reopen
 
 __all__ = ["LevelDBStateMachine"]
 
@@ -92,6 +107,21 @@ _OPTIONS: Final[dict[str, int]] = {
     "write_buffer_size": 32 << 20,
     "max_file_size": 8 << 20,
 }
+
+
+class _Refused:
+    """A batch LevelDB refused for lack of space: where the state was before it,
+    and what applying it computed (returned if the batch reached the disk after all)."""
+
+    __slots__ = ("before", "error", "last", "results")
+
+    def __init__(
+        self, before: int, last: int, results: list[ApplyResult] | None, error: OSError
+    ) -> None:
+        self.before = before
+        self.last = last
+        self.results = results
+        self.error = error
 
 
 def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
@@ -160,6 +190,7 @@ class LevelDBStateMachine:
         self._lock = RWLock()
         self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
         self._failed: BaseException | None = None
+        self._refused: _Refused | None = None  # the last batch, refused for lack of space
         self._closed = False
         self._generation = self._open_current()
         self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
@@ -269,6 +300,59 @@ class LevelDBStateMachine:
         if self._failed is not None:
             raise StorageError(f"the state machine failed earlier: {self._failed!r}")
 
+    def _db_for_reads(self) -> Any:
+        """The database handle, or ENOSPC if reopening it after a refused batch
+        closed it and ran out of space (the next ``apply`` opens it)."""
+        db = self._db
+        if db is None:
+            raise OSError(
+                errno.ENOSPC,
+                f"{self._where()}: {os.strerror(errno.ENOSPC)} (reopening the database failed)",
+            )
+        return db
+
+    def _recover(self, entries: Sequence[Entry]) -> list[ApplyResult] | None:
+        """Before applying after a batch refused for lack of space: reopen the
+        database and reload the applied state from it (see the module docstring).
+
+        Returns:
+            The results of the refused batch if it reached the disk after all
+            and ``entries`` is that batch; ``None``: apply ``entries`` now.
+
+        Raises:
+            OSError: ENOSPC, still no room (nothing changed; reads go on).
+            StorageError: the database is at neither end of the refused batch.
+        """
+        refused = self._refused
+        assert refused is not None
+        with self._lock.write():
+            self._check()
+            path = self._db_path(self._generation)
+            try:
+                with leveldb_errors(self._where):
+                    try:
+                        self._db = reopen(self._db, path, **_OPTIONS)
+                    except OSError:
+                        if self._db is not None and self._db.closed:
+                            self._db = None
+                        raise
+                    self._load()
+            except BaseException as exc:
+                if not (isinstance(exc, OSError) and is_no_space(exc)):
+                    self._failed = exc
+                raise
+            self._refused = None
+            index = self._info.index
+            if index == refused.before:
+                return None
+            if index == refused.last and entries and entries[-1].index == refused.last:
+                return refused.results
+            self._failed = StorageError(
+                f"{self._where()}: after a batch refused for lack of space the state is at "
+                f"{index}, neither before it ({refused.before}) nor after it ({refused.last})"
+            )
+            raise self._failed
+
     # -- apply -------------------------------------------------------------------------
 
     @property
@@ -276,13 +360,18 @@ class LevelDBStateMachine:
         return self._info.index
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
-        with self._lock.read():  # shared: only restore and close are exclusive
+        if self._refused is not None:
+            landed = self._recover(entries)
+            if landed is not None:
+                return landed
+        with self._lock.read():  # shared: only restore, close and _recover are exclusive
             self._check()
             where = self._where()
             batch = self._db.write_batch(sync=self._sync)
             backend = _BatchBackend(self._db, batch, where)
             a = self._applier
             before = a.applied_index
+            out = None
             try:
                 with leveldb_errors(where):
                     out = a.apply(entries, backend)
@@ -299,6 +388,15 @@ class LevelDBStateMachine:
                     batch.write()
             except UsageError:
                 raise  # refused before anything changed
+            except OSError as exc:
+                if not is_no_space(exc):
+                    self._failed = exc
+                    raise
+                # Not applied; the Applier's memory is ahead: the next apply
+                # reopens and reloads first (see the module docstring).
+                results = out.results if out is not None else None
+                self._refused = _Refused(before, a.applied_index, results, exc)
+                raise
             except BaseException as exc:
                 # The Applier's memory is ahead of the disk now: refuse all further use.
                 self._failed = exc
@@ -312,7 +410,7 @@ class LevelDBStateMachine:
         with self._lock.read():
             self._check()
             with leveldb_errors(self._where):
-                raw = self._db.get(_DATA + key, verify_checksums=True)
+                raw = self._db_for_reads().get(_DATA + key, verify_checksums=True)
             if raw is None:
                 return None
             if len(raw) < _REC.size:
@@ -336,7 +434,8 @@ class LevelDBStateMachine:
             with leveldb_errors(where):
                 # One iterator: LevelDB gives it an implicit snapshot, so the
                 # result is one consistent view even while applies go on.
-                for raw_key, raw in self._db.iterator(start=lo, stop=hi, verify_checksums=True):
+                rows = self._db_for_reads().iterator(start=lo, stop=hi, verify_checksums=True)
+                for raw_key, raw in rows:
                     key = raw_key[1:]
                     create, mod = _record(raw, key, where)
                     out.append(KeyValue(key, raw[_REC.size :], create, mod))
@@ -358,7 +457,7 @@ class LevelDBStateMachine:
             where = self._where()
             generation = self._generation
             with leveldb_errors(where):
-                view = self._db.snapshot()
+                view = self._db_for_reads().snapshot()
                 if not self._sync:
                     # A durable point to hand out: the driver may compact the
                     # log up to it. (Synced applies are durable already.)
@@ -446,7 +545,9 @@ class LevelDBStateMachine:
                 raise
             self._db, self._generation, self._info = db, generation, info
             self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
-            old_db.close()
+            self._refused = None  # the new state replaces what a refused batch left behind
+            if old_db is not None:
+                old_db.close()
         shutil.rmtree(old_path, ignore_errors=True)
         return info
 
@@ -455,7 +556,8 @@ class LevelDBStateMachine:
             if self._closed:
                 return
             self._closed = True
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     # -- inspection (tests) ----------------------------------------------------------------
 

@@ -17,6 +17,11 @@ of entries costs one fsync (group commit). All writes are synced when
 mixing synced and unsynced writes could lose an older unsynced write while
 keeping a newer synced one.
 
+A save refused for lack of space left nothing of its batch in the database;
+before the next write the database is reopened (:func:`raftdb_leveldb._db.reopen`:
+LevelDB refuses every write after a failed one until then) and the base class
+rebuilds its memory from what is stored (``DiskStorage._recover``).
+
 Compaction and tail truncation only move the bounds in memory; the entries
 they drop are deleted :data:`GARBAGE_PER_WRITE` at a time inside later saves
 (see :mod:`raftdb.storage.logindex`). At open every stored entry is read and checked
@@ -26,6 +31,8 @@ they drop are deleted :data:`GARBAGE_PER_WRITE` at a time inside later saves
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +47,7 @@ from raftdb.storage import (
     MetaName,
     encode_log_bounds,
 )
-from raftdb_leveldb._db import leveldb_errors, open_db
+from raftdb_leveldb._db import leveldb_errors, open_db, reopen
 
 __all__ = ["GARBAGE_PER_WRITE", "LevelDBStorage"]
 
@@ -131,6 +138,8 @@ class LevelDBStorage(DiskStorage):
     @contextmanager
     def _stored_range(self, lo: int, hi: int) -> Iterator[Iterable[tuple[int, bytes]]]:
         with leveldb_errors(self._where(lo)):
+            if self._db is None:
+                raise self._unopened()
             rows = self._db.iterator(start=_key(lo), stop=_key(hi), verify_checksums=True)
             try:
                 yield ((_KEY.unpack(key)[1], value) for key, value in rows)
@@ -157,7 +166,25 @@ class LevelDBStorage(DiskStorage):
             batch.write()
 
     def _close_db(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+
+    def _reopen_db(self) -> None:
+        """Close and reopen the database (LevelDB keeps a failed write's error and
+        refuses every write after it), once the filesystem has room for it."""
+        with leveldb_errors(self._location):
+            try:
+                self._db = reopen(self._db, self._path)
+            except OSError:
+                if self._db is not None and self._db.closed:
+                    self._db = None  # closed, and the open ran out of space: next time
+                raise
+
+    def _unopened(self) -> OSError:
+        return OSError(
+            errno.ENOSPC,
+            f"{self._location}: {os.strerror(errno.ENOSPC)} (reopening the database failed)",
+        )
 
     # -- inspection (tests) ------------------------------------------------------------
 
@@ -171,6 +198,7 @@ class LevelDBStorage(DiskStorage):
         with self._lock, self._db_lock:
             self._check()
             self._check_db()
+            assert self._db is not None
             keys = self._db.iterator(prefix=_ENTRY_PREFIX, include_value=False)
             try:
                 return [_KEY.unpack(k)[1] for k in keys]

@@ -16,6 +16,14 @@ entries it carries, and a crash leaves each transaction whole or absent.
 ``locking_mode=EXCLUSIVE`` holds the file's lock for the life of the
 connection, so a second process (or a second open) cannot write the same log.
 
+A full disk. SQLite answers a write it has no room for with ``SQLITE_FULL``
+and rolls the transaction back (or leaves it for :meth:`_write_batch`'s
+``ROLLBACK``): nothing of it reached the database, and the connection goes
+on serving reads and, once there is room, writes. So ``SQLITE_FULL`` is
+reported as ``OSError(ENOSPC)``, the failure a node survives, and no reopen is
+needed (``DiskStorage._recover`` only rebuilds memory from the file). SQLite
+reports a quota (``EDQUOT``) as a plain I/O error, which stays fatal.
+
 SQLite does not checksum its pages, so the entries carry raftdb's own
 checksums; at open ``PRAGMA quick_check`` checks the file's structure and every
 entry is read back and checked, as for LevelDB.
@@ -23,6 +31,7 @@ entry is read back and checked, as for LevelDB.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +112,8 @@ class SQLiteStorage(DiskStorage):
         try:
             yield
         except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise OSError(errno.ENOSPC, f"{where}: {exc}") from exc
             # Locking, I/O and permission problems: the data may be fine.
             raise OSError(f"{where}: {exc}") from exc
         except sqlite3.DatabaseError as exc:

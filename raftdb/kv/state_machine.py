@@ -80,9 +80,17 @@ class StateMachine(Protocol):
         Raises:
             UsageError: the entries are not consecutive or leave a gap; nothing
                 was applied.
-            OSError, StorageError: the batch could not be written. The state
-                machine is then unusable (every later call raises) and the
-                node must stop: its state may be behind what it reported.
+            OSError: with ``errno`` ``ENOSPC`` or ``EDQUOT`` (``raftdb.storage.nospace``):
+                the batch was refused for lack of space and **not applied**:
+                readers still see the state before it, :attr:`applied_index`
+                has not moved, and the driver calls ``apply`` again with the
+                same batch, in order, until it succeeds (the node is read-only
+                meanwhile). The plugin must then apply it exactly once, or, if
+                it turns out to have been stored after all, return its results
+                without applying it again.
+            OSError, StorageError: any other failure to write the batch. The
+                state machine is then unusable (every later call raises) and
+                the node must stop: its state may be behind what it reported.
         """
         ...
 

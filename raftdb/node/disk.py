@@ -19,11 +19,28 @@ so that the restore follows every batch before it. Once a batch is applied,
 the node answers its requests (``after_apply``); every ``snapshot_entries``
 applied entries, the log thread then records a snapshot and compacts the log.
 
-A save that fails with an ``OSError`` (a full disk) is not fatal: the same
-Ready is saved again with backoff while :attr:`NodeDisk.save_error` says why
-(the node answers ``503`` meanwhile); nothing of it is applied or acknowledged
-before its save succeeds, and its entries are applied once, after. Any other
-storage or state machine error stops the node for good (``fail``).
+A full disk makes the node read-only, never dead. A save refused for lack
+of space (an ``OSError`` with errno ``ENOSPC``/``EDQUOT``,
+:mod:`raftdb.storage.nospace`) is saved again, the same Ready, with backoff
+while :attr:`NodeDisk.save_error` says why and :attr:`NodeDisk.alarms` holds
+``"nospace"`` (the node answers writes ``507``); nothing of it is applied or
+acknowledged before its save succeeds, and its entries are applied once,
+after. A batch the state machine refuses for lack of space was not applied:
+the apply thread applies the same batch again with backoff, so later batches
+wait behind it (never skipped, never reordered) and reads see the state
+before it meanwhile. Once a retry succeeds the alarm clears by itself.
+
+Any other ``OSError`` from a save is retried the same way (``503``; a plugin
+that cannot tell what reached its disk refuses the retry, and the node
+stops). Any other storage or state machine error stops the node for good
+(``fail``).
+
+While the log's save is retried the Ready loop waits for it, so the core
+makes no new Ready: this node sends nothing, confirms no read index and
+applies nothing; while a batch is retried, nothing after it is applied.
+Either way a linearizable read cannot be answered here (its read index is at
+or past what is stuck): the node refuses it at once, and serves stale reads
+(``raftdb.node.node``).
 """
 
 from __future__ import annotations
@@ -33,14 +50,17 @@ import collections
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.kv.snapshot import SnapshotFormatError, check_stream
+from raftdb.node.handle import Alarm
 from raftdb.plugins import open_state_machine, open_storage
+from raftdb.storage import is_no_space
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
@@ -49,7 +69,7 @@ if TYPE_CHECKING:
     from raftdb.raft import Entry, HardState, Message, Ready, SnapshotMetadata
     from raftdb.storage.protocol import Storage
 
-__all__ = ["MAX_APPLYING", "NodeDisk"]
+__all__ = ["MAX_APPLYING", "NOSPACE", "NodeDisk"]
 
 log = logging.getLogger("raftdb.node")
 
@@ -61,14 +81,26 @@ _SAVE_RETRY_FIRST = 0.05
 #: next save back, few enough to bound what is committed but not yet applied.
 MAX_APPLYING = 4
 _SAVE_RETRY_CAP = 2.0
+#: The alarm a full disk raises (``/v1/status`` ``alarms``, ``raftdb_alarm``).
+NOSPACE: Final[Alarm] = "nospace"
 
 
 class _SaveFailedError(Exception):
-    """Saving a Ready failed with an ``OSError``; ``reason`` says why. Retryable."""
+    """Saving a Ready failed with an ``OSError``; ``reason`` says why. Retryable.
 
-    def __init__(self, reason: str) -> None:
+    ``no_space``: the disk (or a quota) is full: the node is read-only meanwhile.
+    """
+
+    def __init__(self, reason: str, no_space: bool) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.no_space = no_space
+
+
+class _ApplyAbandonedError(Exception):
+    """The node stopped while a batch waited for space: it stays unapplied
+    (it is in the log, and is applied after the restart), and so does every
+    batch behind it."""
 
 
 class NodeDisk:
@@ -124,12 +156,31 @@ class NodeDisk:
         self._unsaved_hard_state: HardState | None = None
         self._restored: Ready | None = None  # the Ready whose snapshot is installed
         self._save_error: str | None = None  # saving fails now (retried): why
+        self._save_no_space = False  # ... for lack of space
+        # Applying fails now for lack of space (retried on the apply thread): why.
+        # Written by the apply thread, read on the loop (one reference: atomic).
+        self._apply_no_space: str | None = None
+        self._stop_retrying = threading.Event()  # set by close(): give up waiting for space
+        self._abandoned = False  # a batch was given up: so is every later one
         self._last_snapshot_index = 0
 
     @property
     def save_error(self) -> str | None:
         """Why saving fails now (it is being retried), or None while saves succeed."""
         return self._save_error
+
+    @property
+    def no_space(self) -> str | None:
+        """Why the disk refuses writes for lack of space now (the log's save or the
+        state machine's apply is being retried), or None."""
+        if self._save_no_space and self._save_error is not None:
+            return self._save_error
+        return self._apply_no_space
+
+    @property
+    def alarms(self) -> list[Alarm]:
+        """The alarms raised now: ``["nospace"]`` while :attr:`no_space`, else ``[]``."""
+        return [NOSPACE] if self.no_space is not None else []
 
     @property
     def applied_index(self) -> int:
@@ -175,7 +226,9 @@ class NodeDisk:
 
     async def close(self) -> None:
         """Once the Ready loop has stopped: let the batches being applied finish, then
-        (on the log thread) save a commit index still unsaved and close the files."""
+        (on the log thread) save a commit index still unsaved and close the files.
+        A batch waiting for space gives up (it is applied after the restart)."""
+        self._stop_retrying.set()
         await self.applies_done()
         self._apply_executor.shutdown(wait=True)
         loop = asyncio.get_running_loop()
@@ -214,9 +267,54 @@ class NodeDisk:
         sm, loop = self.sm, self._loop
         assert sm is not None
         assert loop is not None
-        applying = loop.run_in_executor(self._apply_executor, sm.apply, entries)
+        applying = loop.run_in_executor(self._apply_executor, self._apply_batch, sm, entries)
         applying.add_done_callback(functools.partial(self._on_applied, entries))
         self._applying.append(applying)
+
+    def _apply_batch(self, sm: StateMachine, entries: list[Entry]) -> list[Any]:
+        """On the apply thread: apply one batch; while the state machine refuses it
+        for lack of space, apply it again with backoff (see the module docstring).
+
+        The later batches queue behind this one on the same thread, so none is
+        applied before it, and none is skipped.
+
+        Raises:
+            _ApplyAbandonedError: the node is stopping while this batch (or one
+                before it) waits for space.
+        """
+        if self._abandoned:
+            raise _ApplyAbandonedError()
+        delay = _SAVE_RETRY_FIRST
+        failures = 0
+        while True:
+            try:
+                results = sm.apply(entries)
+            except OSError as e:
+                if not is_no_space(e):
+                    raise
+                failures += 1
+                if self._apply_no_space is None:
+                    log.error(
+                        "node %d cannot apply entries %d..%d: %s; read-only (507) and retrying",
+                        self.node_id,
+                        entries[0].index,
+                        entries[-1].index,
+                        e,
+                    )
+                    self._apply_no_space = f"{type(e).__name__}: {e}"
+                if self._stop_retrying.wait(delay):
+                    self._abandoned = True
+                    raise _ApplyAbandonedError() from e
+                delay = min(delay * 2, _SAVE_RETRY_CAP)
+                continue
+            if self._apply_no_space is not None:
+                log.warning(
+                    "node %d: applying works again after %d failed tries",
+                    self.node_id,
+                    failures,
+                )
+                self._apply_no_space = None
+            return results
 
     def _on_applied(self, entries: list[Entry], applying: asyncio.Future[list[Any]]) -> None:
         """On the loop, once a batch is applied: answer its requests; start a snapshot
@@ -224,6 +322,8 @@ class NodeDisk:
         if applying.cancelled():
             return
         error = applying.exception()
+        if isinstance(error, _ApplyAbandonedError):
+            return  # stopping: the entries stay in the log, applied after the restart
         if error is not None:  # a state machine error: stop, never serve a state that lags
             log.error("node %d: applying entries failed", self.node_id, exc_info=error)
             self._fail(f"{type(error).__name__}: {error}")
@@ -264,8 +364,8 @@ class NodeDisk:
     async def save(self, rd: Ready, send: Callable[[list[Message]], None]) -> None:
         """Run ``_save(rd)`` on the log thread, which hands ``rd.messages_after_save``
         to ``send`` once ``rd`` is durable; while saving ``rd`` fails with an
-        ``OSError`` (a full disk), set :attr:`save_error` (the node answers
-        ``503``) and try again with backoff.
+        ``OSError``, set :attr:`save_error` (and for a full disk :attr:`alarms`:
+        the node answers writes ``507``, else ``503``) and try again with backoff.
 
         Nothing moves meanwhile: ``rd`` is not advanced, so the core keeps it (and
         stacks new work behind it) and no entry is applied, nor any message that
@@ -283,13 +383,15 @@ class NodeDisk:
                 await self._loop.run_in_executor(self._executor, self._save, rd, send)
             except _SaveFailedError as e:
                 failures += 1
-                if self._save_error is None:
+                if self._save_error is None or self._save_no_space != e.no_space:
                     log.error(
-                        "node %d cannot save to its storage: %s; answering 503 and retrying",
+                        "node %d cannot save to its storage: %s; %s and retrying",
                         self.node_id,
                         e.reason,
+                        "read-only (507)" if e.no_space else "answering 503",
                     )
                     self._save_error = e.reason
+                    self._save_no_space = e.no_space
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _SAVE_RETRY_CAP)
                 continue
@@ -300,6 +402,7 @@ class NodeDisk:
                     failures,
                 )
                 self._save_error = None
+                self._save_no_space = False
             return
 
     def _save(self, rd: Ready, send: Callable[[list[Message]], None]) -> None:
@@ -312,14 +415,18 @@ class NodeDisk:
         storage, loop = self.storage, self._loop
         assert storage is not None
         assert loop is not None
-        if rd.snapshot is not None and self._restored is not rd:
-            self._restore_snapshot(rd)
-            self._restored = rd  # a retried save must not install it again
-        started = time.perf_counter()
         try:
+            if rd.snapshot is not None and self._restored is not rd:
+                # A restore refused for lack of space left the old state whole
+                # (StateMachine.restore is atomic): it is tried again, only it.
+                self._restore_snapshot(rd)
+                self._restored = rd  # a retried save must not install it again
+            started = time.perf_counter()
             storage.save(rd.hard_state or self._unsaved_hard_state, rd.entries, rd.snapshot)
         except OSError as e:
-            raise _SaveFailedError(f"{type(e).__name__}: {e}") from e
+            if rd.snapshot is not None and self._restored is not rd and not is_no_space(e):
+                raise  # restoring failed otherwise: fatal, as before
+            raise _SaveFailedError(f"{type(e).__name__}: {e}", is_no_space(e)) from e
         self.metrics.fsync_seconds.observe(time.perf_counter() - started)
         self._unsaved_hard_state = None
         self._restored = None
@@ -336,13 +443,16 @@ class NodeDisk:
         assert rd.snapshot is not None
         assert self.sm is not None
         meta = rd.snapshot.metadata
-        path = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        path = self._incoming_snapshots.get((meta.index, meta.term))
         if path is None:
             raise RuntimeError(f"snapshot {meta.index}/{meta.term} to install was not received")
         try:
             info = self.sm.restore(_chunks(path))
-        finally:
-            path.unlink(missing_ok=True)
+        except BaseException as e:
+            if not (isinstance(e, OSError) and is_no_space(e)):
+                self._drop_received(meta)
+            raise  # refused for lack of space: kept for the retry (the old state is whole)
+        self._drop_received(meta)
         self._last_snapshot_index = meta.index
         self.metrics.snapshots_restored.inc()
         log.info(
@@ -351,6 +461,11 @@ class NodeDisk:
             meta.index,
             info.index,
         )
+
+    def _drop_received(self, meta: SnapshotMetadata) -> None:
+        path = self._incoming_snapshots.pop((meta.index, meta.term), None)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _take_snapshot(self) -> None:
         """Record a snapshot point at the applied index and compact the log behind it."""

@@ -11,9 +11,11 @@ from typing import Literal, Protocol
 
 from raftdb.kv.commands import KeyValue
 
-__all__ = ["Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
+__all__ = ["Alarm", "Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
 
 Consistency = Literal["linearizable", "stale"]
+#: An alarm a node raises (``NodeStatus.alarms``). ``nospace``: its disk is full.
+Alarm = Literal["nospace"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,23 @@ class NodeStatus:
     members: list[Member] = field(
         default_factory=list,
         metadata={"description": "The membership as this node has applied it."},
+    )
+    alarms: list[Alarm] = field(
+        default_factory=list,
+        metadata={
+            "description": "Alarms raised on this node now. `nospace`: its disk (or quota) "
+            "is full, so it is read-only: writes and membership changes answer 507, "
+            "linearizable reads too; stale reads are served. It clears by itself once "
+            "space returns and a retried write succeeds."
+        },
+    )
+    sync: bool = field(
+        default=True,
+        metadata={
+            "description": "Whether this node fsyncs before acknowledging (`sync` setting). "
+            "False: a power loss can lose acknowledged writes and its vote (two leaders "
+            "become possible); for tests and benchmarks only."
+        },
     )
 
 

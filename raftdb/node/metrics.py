@@ -7,6 +7,8 @@ metrics are scraped rather than on every change, which keeps the hot path free.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from raftdb.raft import Role, Status
@@ -61,6 +63,13 @@ class NodeMetrics:
         self.peer_queue = Gauge(
             "raftdb_peer_send_queue", "Messages queued for a peer.", ["peer"], registry=r
         )
+        self.alarm = Gauge(
+            "raftdb_alarm",
+            "1 while the alarm is raised on this node (nospace: the disk is full, read-only).",
+            ["alarm"],
+            registry=r,
+        )
+        self.alarm.labels(alarm="nospace").set(0)
         self.node_id = node_id
 
     def update(self, status: Status, applied: int, queues: dict[int, int]) -> None:
@@ -73,6 +82,12 @@ class NodeMetrics:
         self.last.set(status.last_index)
         for peer, length in queues.items():
             self.peer_queue.labels(peer=str(peer)).set(length)
+
+    def set_alarms(self, raised: Sequence[str]) -> None:
+        """Refresh ``raftdb_alarm``: 1 for each alarm in ``raised``, 0 for the others
+        (every alarm is always exported, so a dashboard sees it clear)."""
+        for alarm in {"nospace", *raised}:
+            self.alarm.labels(alarm=alarm).set(1 if alarm in raised else 0)
 
     def render(self) -> str:
         """The Prometheus text exposition."""

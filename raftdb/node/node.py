@@ -14,6 +14,14 @@ of the class is what others call on the same asyncio loop:
 - what the disk calls back: ``_after_apply`` answers the requests of an applied
   batch and follows membership changes, ``_fail`` stops serving for good
   (``503`` from then on) on a broken invariant or an unexpected storage error.
+
+A full disk makes the node read-only (``raftdb.node.disk``: the ``nospace``
+alarm): writes and membership changes answer ``507`` before anything is
+proposed, stale reads are served from the state applied before the disk
+filled, and linearizable reads answer ``507`` at once, since this node can
+neither confirm a read index nor apply up to one until its disk takes writes
+again (read stale, or from another node). The alarm clears by itself when a
+retried write succeeds.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from raftdb.node.errors import (
     BadRequestError,
     MemberNotFoundError,
     NodeRemovedError,
+    NoSpaceError,
     NotReadyError,
     ServiceUnavailableError,
 )
@@ -51,6 +60,7 @@ from raftdb.raft import (
     Role,
 )
 from raftdb.raft.errors import StorageError
+from raftdb.storage import is_no_space
 from raftdb.transport.transport import PeerAuth, Transport
 
 if TYPE_CHECKING:
@@ -66,6 +76,16 @@ _T = TypeVar("_T")
 
 # A learner is promoted only when it is at most this many entries behind.
 _PROMOTION_LAG = 1000
+# Retry-After of a 507: space comes back when an operator frees some, not in
+# a moment; the node itself retries every couple of seconds.
+_NOSPACE_RETRY_AFTER = 5.0
+# Printed once at start when sync is off: what the operator gives up.
+_SYNC_OFF_WARNING = (
+    "WARNING: node %d runs with sync = false: writes are acknowledged before they are "
+    "on disk, so a power loss can lose acknowledged writes and this node's vote; a node "
+    "that forgets its vote can vote twice in one term, and two leaders become possible. "
+    "Use it only for tests and benchmarks."
+)
 
 
 class Node:
@@ -189,6 +209,8 @@ class Node:
             failed=self._has_failed,
         )
         self._ready_loop.start()
+        if not cfg.sync:
+            log.warning(_SYNC_OFF_WARNING, self._id)
         log.info(
             "node %d started: term %d, commit %d, applied %d, members %s",
             self._id,
@@ -382,6 +404,7 @@ class Node:
     # -- requests --------------------------------------------------------------------
 
     def _check_serving(self) -> RawNode:
+        """The core, if this node serves at all (stale reads need nothing more)."""
         raw = self._raw
         if self._failed:
             raise ServiceUnavailableError(f"node failed: {self._failed}", retry_after=5)
@@ -389,9 +412,30 @@ class Node:
             raise NodeRemovedError("this node was removed from the cluster")
         if raw is None or self._stopping:
             raise NotReadyError("the node is starting or stopping")
-        if self._disk.save_error is not None:
+        return raw
+
+    def _check_disk(self, refused: str) -> RawNode:
+        """The core, if this node serves and its disk takes writes: what writes,
+        membership changes and linearizable reads need (see the module docstring).
+
+        Args:
+            refused: what is refused while the disk is full, for the message.
+
+        Raises:
+            NoSpaceError: the disk is full (``507``); the node retries by itself.
+            ServiceUnavailableError: saving fails for another reason, retried.
+        """
+        raw = self._check_serving()
+        disk = self._disk
+        if disk.no_space is not None:
+            raise NoSpaceError(
+                f"this node's disk is full: it cannot write to its storage ({disk.no_space}); "
+                f"it is read-only until space returns, so {refused}; it retries by itself",
+                retry_after=_NOSPACE_RETRY_AFTER,
+            )
+        if disk.save_error is not None:
             raise ServiceUnavailableError(
-                f"this node cannot write to its storage ({self._disk.save_error}); "
+                f"this node cannot write to its storage ({disk.save_error}); "
                 "it retries, and serves again once a write succeeds",
                 retry_after=2,
             )
@@ -434,11 +478,16 @@ class Node:
         return WriteResult(result.index, result.prev_mod_index > 0, result.duplicate)
 
     async def _write(self, cmd: Command, idempotency_key: bytes | None) -> KVResult:
-        return await self._requests.write(self._check_serving(), cmd, idempotency_key)
+        raw = self._check_disk("writes are refused (stale reads are served)")
+        return await self._requests.write(raw, cmd, idempotency_key)
 
     async def read_index(self) -> int:
         """Confirm leadership (ReadIndex) and wait until this node applied the read index."""
-        return await self._requests.read_index(self._check_serving())
+        raw = self._check_disk(
+            "it cannot answer a linearizable read (read with consistency=stale, "
+            "or from another node)"
+        )
+        return await self._requests.read_index(raw)
 
     async def get(
         self, key: bytes, consistency: Consistency = "linearizable"
@@ -472,9 +521,19 @@ class Node:
     def _read_state(self, read: Callable[[], _T]) -> _T:
         """A read of the state machine. Damage found there (a ``StorageError``: the
         plugin verifies what it reads) stops the node as a failed write does;
-        the read answers ``503``, never a wrong value."""
+        the read answers ``503``, never a wrong value. A state machine that
+        cannot read for lack of space (its database could not be reopened
+        after a refused batch) answers ``507``."""
         try:
             return read()
+        except OSError as e:
+            if not is_no_space(e):
+                raise
+            raise NoSpaceError(
+                f"this node's disk is full and its state cannot be read now ({e}); "
+                "read from another node",
+                retry_after=_NOSPACE_RETRY_AFTER,
+            ) from None
         except StorageError as e:
             self._fail(f"{type(e).__name__}: {e}")
             raise ServiceUnavailableError(f"node failed: {type(e).__name__}: {e}", 5) from None
@@ -483,7 +542,7 @@ class Node:
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
         """See ``NodeHandle.add_member``."""
-        raw = self._check_serving()
+        raw = self._check_disk("membership changes are refused")
         if node_id <= 0:
             raise BadRequestError(f"member id must be a positive integer, got {node_id}")
         current = self._members.get(node_id)
@@ -505,7 +564,7 @@ class Node:
 
     async def remove_member(self, node_id: int) -> None:
         """See ``NodeHandle.remove_member``."""
-        raw = self._check_serving()
+        raw = self._check_disk("membership changes are refused")
         if node_id not in self._members:
             raise MemberNotFoundError(f"no member with id {node_id}")
         result = await self._requests.change(raw, ConfChange(ConfChangeType.REMOVE_NODE, node_id))
@@ -578,6 +637,8 @@ class Node:
             first_index=st.first_index,
             last_index=st.last_index,
             members=self.members(),
+            alarms=self._disk.alarms,
+            sync=self.config.sync,
         )
 
     def is_ready(self) -> bool:
@@ -602,4 +663,5 @@ class Node:
         if raw is not None:
             queues = self._transport.queue_lengths() if self._transport is not None else {}
             self.metrics.update(raw.status(), self._applied_index(), queues)
+        self.metrics.set_alarms(self._disk.alarms)
         return self.metrics.render()

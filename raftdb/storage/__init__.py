@@ -8,6 +8,8 @@ needs from here, never from the modules inside (an import-linter contract in
   :mod:`raftdb.raft.storage`) + the driver's write side (:class:`StorageWriter`);
 - :class:`MemoryStorage`, the in-memory version (the ``memory`` plugin);
 - :class:`DiskStorage`, the base of the disk plugins, with its :class:`LogIndex`;
+- a full disk as plugins report it (:mod:`raftdb.storage.nospace`: an
+  ``OSError`` with ``errno`` ``ENOSPC``/``EDQUOT``, the one error a node survives);
 - the on-disk records (:mod:`raftdb.storage.records`) and :class:`CorruptionError`.
 """
 
@@ -18,11 +20,13 @@ from raftdb.raft.storage import StorageReader
 from raftdb.storage.disk import GARBAGE_PER_WRITE, DiskStorage, MetaName
 from raftdb.storage.logindex import LogIndex, load_log
 from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.nospace import NO_SPACE_ERRNOS, free_bytes, is_no_space, no_space_error
 from raftdb.storage.protocol import Storage, StorageWriter
 from raftdb.storage.records import LogBounds, decode_log_bounds, encode_log_bounds
 
 __all__ = [
     "GARBAGE_PER_WRITE",
+    "NO_SPACE_ERRNOS",
     "CorruptionError",
     "DiskStorage",
     "LogBounds",
@@ -34,5 +38,8 @@ __all__ = [
     "StorageWriter",
     "decode_log_bounds",
     "encode_log_bounds",
+    "free_bytes",
+    "is_no_space",
     "load_log",
+    "no_space_error",
 ]

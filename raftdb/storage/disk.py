@@ -16,7 +16,18 @@ depends on its database, in five small methods:
 - :meth:`DiskStorage._stored_range`: the stored entries of a range, for reads
   older than the cache;
 - :meth:`DiskStorage._write_batch`: one atomic, durable write;
-- :meth:`DiskStorage._close_db`: close the database.
+- :meth:`DiskStorage._close_db`: close the database;
+- optionally :meth:`DiskStorage._reopen_db`: make the database writable again
+  after a write refused for lack of space (LevelDB refuses every write after
+  one failed; SQLite rolls the transaction back and goes on, so it needs none).
+
+**A full disk is survived.** A write that fails with an ``OSError`` whose
+errno is ``ENOSPC``/``EDQUOT`` (:mod:`raftdb.storage.nospace`) did not reach
+the database (the write is atomic), so it does not break the storage: reads
+go on, and the next write first makes memory match the disk again
+(:meth:`DiskStorage._recover`: :meth:`_reopen_db`, then the log index is rebuilt
+from what is stored) and then tries. Any other failed write still makes
+the storage refuse every later call.
 
 Entries and metadata are stored as :mod:`raftdb.codec` records, the metadata
 under the names of :data:`MetaName`. LevelDB (``raftdb_leveldb``) and SQLite
@@ -43,6 +54,7 @@ from raftdb.raft.messages import (
     entry_size,
 )
 from raftdb.storage.logindex import LogIndex, load_log
+from raftdb.storage.nospace import is_no_space
 from raftdb.storage.records import (
     LogBounds,
     decode_entry,
@@ -91,10 +103,11 @@ class DiskStorage(ABC):
        contended there; it makes the argument below hold for any caller.
     2. ``_lock``, the memory lock, guards the in-memory state: the
        :class:`~raftdb.storage.logindex.LogIndex`, ``_hard_state``, ``_snapshot``,
-       ``_written_bounds``, ``_failed``, ``_closed``. Every public method
+       ``_written_bounds``, ``_failed``, ``_nospace``, ``_closed``. Every public method
        takes it, briefly: never across a database write (a read from the
        database is done under it, see below).
-    3. ``_db_lock`` guards the database handle and ``_db_error``. Every
+    3. ``_db_lock`` guards the database handle, ``_db_error`` and
+       ``_db_nospace``. Every
        database access after ``__init__`` holds it: the write
        (:meth:`_write_batch`), reads older than the cache
        (:meth:`_stored_range`, under the memory lock), :meth:`_close_db`,
@@ -122,7 +135,17 @@ class DiskStorage(ABC):
     3. Under the memory lock: on success, ``_written_bounds``,
        ``_snapshot`` and ``_hard_state`` become the written ones; on
        failure ``_failed`` is set, so every later call refuses (memory is
-       ahead of the disk: the node must stop, as etcd panics here).
+       ahead of the disk: the node must stop, as etcd panics here), unless
+       the database refused the write for lack of space: then ``_nospace``
+       is set instead, reads go on (below), and the next write starts with
+       :meth:`_recover`.
+
+    **Reads while a write is refused for lack of space.** Memory is ahead of
+    the disk by that one write, exactly as during its step 2, so the
+    argument below still holds: the core reads only entries saved by
+    earlier writes, which are on disk and unchanged. A database read is
+    refused (the ``OSError``) only if it reaches the entries of the refused
+    write (``_db_nospace``), which no reader of the core asks for.
 
     **Why readers may go on during step 2.** From step 1 on, memory answers
     for the log as the write in flight will leave it. Of the live log, only
@@ -185,10 +208,19 @@ class DiskStorage(ABC):
         self._lock = threading.RLock()
         self._db_lock = threading.Lock()
         self._failed: BaseException | None = None
+        # The last write was refused for lack of space: memory is ahead of the
+        # disk by that write, and the next write first calls _recover().
+        self._nospace: OSError | None = None
         self._closed = False
         # The failure of the last database write, for readers holding the db
         # lock between the write's step 2 and step 3 (``_failed`` is set then).
         self._db_error: BaseException | None = None
+        # The last write was refused for lack of space: the error, and the
+        # first entry index it carried (database reads from there on would
+        # not find what memory describes).
+        self._db_nospace: tuple[OSError, int] | None = None
+        self._cache_entries = 8192
+        self._cache_bytes = 32 << 20
 
     # -- what a subclass provides ----------------------------------------------
 
@@ -252,6 +284,22 @@ class DiskStorage(ABC):
     def _close_db(self) -> None:
         """Close the database (called once, with the db lock held)."""
 
+    def _reopen_db(self) -> None:
+        """Make the database take writes again after one was refused for lack of space.
+
+        Called with the db lock (and the memory lock) held, before the next
+        write, while memory may be ahead of the disk; :meth:`_recover` then
+        rebuilds memory from what is stored. A database that goes on after a
+        refused write (SQLite rolls the transaction back) needs nothing: the
+        default does nothing.
+
+        Raises:
+            OSError: with errno ``ENOSPC``/``EDQUOT``, there is still no room to
+                reopen; the database must then still serve reads as before.
+                Anything else is fatal.
+        """
+        return None  # a hook: nothing to do for a database that goes on
+
     # -- opening -----------------------------------------------------------------
 
     def _where(self, index: int) -> str:
@@ -265,19 +313,29 @@ class DiskStorage(ABC):
                 snapshot does not cover the start of the log, or an entry is
                 damaged or missing (see :func:`~raftdb.storage.logindex.load_log`).
         """
+        self._cache_entries, self._cache_bytes = cache_entries, cache_bytes
+        self._hard_state, self._snapshot, self._log, garbage = self._read_stored()
+        if garbage:
+            # Leftovers of a compaction or truncation: finish deleting them.
+            self._write_batch(garbage, (), ())
+        self._written_bounds = self._log.bounds()
+
+    def _read_stored(self) -> tuple[HardState, Snapshot, LogIndex, list[tuple[int, int]]]:
+        """What the database holds: hard state, snapshot, the log index rebuilt
+        from every stored entry (checked), and the garbage ranges found."""
         where = self._location
         try:
             raw = self._read_meta("hard_state")
-            self._hard_state = HardState() if raw is None else decode_hard_state(raw)
+            hard_state = HardState() if raw is None else decode_hard_state(raw)
             raw = self._read_meta("snapshot")
-            self._snapshot = Snapshot() if raw is None else decode_snapshot(raw)
+            snapshot = Snapshot() if raw is None else decode_snapshot(raw)
             raw = self._read_meta("log_bounds")
             if raw is None:
                 raise CorruptionError("the log bounds record is missing")
             bounds = decode_log_bounds(raw)
         except CorruptionError as exc:
             raise CorruptionError(f"{where}: {exc}") from None
-        snap = self._snapshot.metadata
+        snap = snapshot.metadata
         if bounds.dummy_index > snap.index or (
             bounds.dummy_index == snap.index and bounds.dummy_term != snap.term
         ):
@@ -286,17 +344,49 @@ class DiskStorage(ABC):
                 f"{bounds.dummy_term}), which the snapshot at {snap.index} (term "
                 f"{snap.term}) does not cover"
             )
-        self._log, garbage = load_log(
+        log, garbage = load_log(
             bounds,
             self._stored_entries(),
             self._where,
-            cache_entries=cache_entries,
-            cache_bytes=cache_bytes,
+            cache_entries=self._cache_entries,
+            cache_bytes=self._cache_bytes,
         )
-        if garbage:
-            # Leftovers of a compaction or truncation: finish deleting them.
-            self._write_batch(garbage, (), ())
-        self._written_bounds = bounds
+        return hard_state, snapshot, log, garbage
+
+    def _recover(self) -> None:
+        """Before a write, after one was refused for lack of space (write lock held):
+        reopen the database if it needs it, then make memory what the disk holds.
+
+        The refused write is not on disk (it is atomic), and memory described
+        the log as if it were; the retried write (the node saves the same Ready
+        again) recomputes everything from the rebuilt index. A compaction
+        done in memory meanwhile is kept (it is only ever made durable with a
+        later write anyway).
+
+        Raises:
+            OSError: still no room to reopen (the storage stays as it was:
+                reads go on, the next write tries again).
+        """
+        with self._lock:
+            self._check()
+            compacted_to = self._log.dummy_index
+            with self._db_lock:
+                try:
+                    self._reopen_db()
+                    hard_state, snapshot, log, garbage = self._read_stored()
+                except BaseException as exc:
+                    if not (isinstance(exc, OSError) and is_no_space(exc)):
+                        self._failed = self._db_error = exc
+                    raise
+                self._db_nospace = None
+            written = log.bounds()
+            snap_index = snapshot.metadata.index
+            if log.dummy_index < compacted_to <= min(snap_index, log.last_index):
+                log.compact(compacted_to, snap_index)
+            log.add_garbage(garbage)
+            self._hard_state, self._snapshot, self._log = hard_state, snapshot, log
+            self._written_bounds = written
+            self._nospace = None
 
     def _check(self) -> None:
         """Refuse calls after ``close()`` or a failed write (memory lock held)."""
@@ -305,18 +395,25 @@ class DiskStorage(ABC):
         if self._failed is not None:
             raise StorageError(f"the storage failed earlier: {self._failed!r}") from self._failed
 
-    def _check_db(self) -> None:
+    def _check_db(self, hi: int | None = None) -> None:
         """Refuse a database read after a failed write (db lock held).
 
         The memory lock is held too, so ``_check`` passed; but a write that
         failed may not have reached its step 3 yet, and its entries are in
         memory and not on disk: reading the database would report them
         missing (a false CorruptionError) or give back the ones they replace.
+        After a write refused for lack of space, only a read that reaches its
+        entries (``[lo, hi)`` with ``hi`` past its first one) is refused, with
+        that ``OSError``; ``hi=None`` reaches everything.
         """
         if self._db_error is not None:
             raise StorageError(
                 f"the storage failed earlier: {self._db_error!r}"
             ) from self._db_error
+        nospace = self._db_nospace
+        if nospace is not None and (hi is None or hi > nospace[1]):
+            exc, _ = nospace
+            raise OSError(exc.errno, f"{exc.strerror} (a write was refused; retry later)")
 
     # -- read side -------------------------------------------------------------
 
@@ -341,7 +438,7 @@ class DiskStorage(ABC):
                 disk_hi = min(hi, cache_first)
                 expected = lo
                 with self._db_lock:
-                    self._check_db()
+                    self._check_db(disk_hi)
                     with self._stored_range(lo, disk_hi) as rows:
                         for index, record in rows:
                             if index != expected:
@@ -431,16 +528,24 @@ class DiskStorage(ABC):
                 self._db_lock.release()
         except BaseException as exc:
             with self._lock:
-                self._failed = exc
+                if isinstance(exc, OSError) and is_no_space(exc):
+                    self._nospace = exc
+                else:
+                    self._failed = exc
             raise
 
     def _write_recording_failure(self, batch: _Batch) -> None:
         """``_write_batch(batch)``, db lock held; a failure is kept in ``_db_error``
-        (while the db lock is still held) before it propagates."""
+        (or ``_db_nospace``, for lack of space) while the db lock is still held,
+        before it propagates."""
         try:
             self._write_batch(batch.garbage, batch.entries, batch.meta)
         except BaseException as exc:
-            self._db_error = exc
+            if isinstance(exc, OSError) and is_no_space(exc):
+                first = batch.entries[0][0] if batch.entries else batch.bounds.last_index + 1
+                self._db_nospace = (exc, first)
+            else:
+                self._db_error = exc
             raise
 
     def save(
@@ -452,6 +557,8 @@ class DiskStorage(ABC):
         if hard_state is None and not entries and snapshot is None:
             return
         with self._write_lock:
+            if self._nospace is not None:
+                self._recover()
             # Encoding needs no state: done before taking the memory lock, so
             # that readers wait only for the LogIndex update.
             records = [(e.index, encode_entry(e)) for e in entries]
@@ -475,6 +582,8 @@ class DiskStorage(ABC):
 
     def create_snapshot(self, index: int, conf_state: ConfState, data: bytes = b"") -> Snapshot:
         with self._write_lock:
+            if self._nospace is not None:
+                self._recover()
             with self._lock:  # step 1
                 self._check()
                 current = self._snapshot.metadata.index
@@ -512,8 +621,12 @@ class DiskStorage(ABC):
                 self._closed = True
                 batch: _Batch | None = None
                 try:
-                    if self._failed is None and (
-                        self._log.has_garbage or self._log.bounds() != self._written_bounds
+                    # After a refused write memory is ahead of the disk: its
+                    # bounds would name entries that are not stored.
+                    if (
+                        self._failed is None
+                        and self._nospace is None
+                        and (self._log.has_garbage or self._log.bounds() != self._written_bounds)
                     ):
                         batch = self._prepare((), (), None)  # takes the db lock
                     else:

@@ -234,6 +234,14 @@ class LogIndex:
                 clipped.append((live_hi + 1, hi))
         self._garbage = clipped
 
+    def add_garbage(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Stored entries outside the log (inclusive ranges) to delete in later saves:
+        the leftovers :func:`load_log` finds, when the index is rebuilt on a
+        running storage (after a write refused for lack of space)."""
+        for lo, hi in ranges:
+            self._add_garbage(lo, hi)
+        self._clip_garbage()
+
     @property
     def has_garbage(self) -> bool:
         """True while stored entries outside the log wait to be deleted."""

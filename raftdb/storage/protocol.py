@@ -63,8 +63,13 @@ class StorageWriter(Protocol):
         Raises:
             UsageError: the entries leave a gap or reach into the compacted log,
                 or the snapshot is not newer; nothing was written.
-            OSError, StorageError: the write failed. The storage may then
-                refuse every later call: the node must stop.
+            OSError: with ``errno`` ``ENOSPC`` or ``EDQUOT``
+                (:mod:`raftdb.storage.nospace`): refused for lack of space,
+                nothing of it was written. The storage keeps serving reads,
+                and the driver calls ``save`` again with the same arguments
+                until it succeeds (the node is read-only meanwhile).
+            OSError, StorageError: any other failed write. The storage may
+                then refuse every later call: the node must stop.
         """
         ...
 

@@ -1,7 +1,8 @@
 """Disk trouble: a full disk (injected ENOSPC) and damaged files.
 
 A full disk (``tests.chaos.faulty:FaultyStorage``): while a node cannot save,
-its requests answer ``503`` saying so, the rest of the cluster goes on, and
+its writes answer ``507`` saying so (it is read-only, never dead; a real full
+disk is in ``test_full_disk_tmpfs``), the rest of the cluster goes on, and
 once space returns the node saves the very Ready that failed, applies its
 entries once, and catches up. Never a damaged log: the disks are checked
 offline at the end.
@@ -29,7 +30,7 @@ import pytest
 from raftdb.config import NodeConfig
 from raftdb.node import Node
 from raftdb.node.disk import NodeDisk
-from raftdb.node.errors import ServiceUnavailableError
+from raftdb.node.errors import NoSpaceError, ServiceUnavailableError
 from tests.chaos.cluster import poll
 from tests.chaos.conftest import ChaosFactory
 from tests.chaos.faulty import fill_disk, free_disk
@@ -64,7 +65,7 @@ def _record_applies(node: Node) -> list[int]:
 
 
 @pytest.mark.parametrize("victim_role", ["leader", "follower"])
-def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_role: str) -> None:
+def test_full_disk_answers_507_and_recovers_in_process(tmp_path: Path, victim_role: str) -> None:
     async def body(c: LocalCluster) -> None:
         leader = await _leader(c)
         victim = (
@@ -86,7 +87,7 @@ def test_full_disk_answers_503_and_recovers_in_process(tmp_path: Path, victim_ro
             except ServiceUnavailableError:
                 pass  # no leader for a moment (the victim led)
         await eventually(lambda: victim._disk.save_error is not None, "the victim to fail a save")
-        with pytest.raises(ServiceUnavailableError, match="cannot write to its storage .*No space"):
+        with pytest.raises(NoSpaceError, match="cannot write to its storage .*No space"):
             await victim.put(b"refused", b"x")
         assert not victim.is_ready()
         await eventually(lambda: len(acked) > 0 and c.leader() is not victim, "a new leader", 15)
@@ -136,11 +137,11 @@ def test_full_disk_on_the_leader_under_load(
 
         def refused() -> httpx.Response | None:
             r = c.put(victim, "probe", b"x")
-            return r if r.status_code == 503 and "storage" in r.text else None
+            return r if r.status_code == 507 and "storage" in r.text else None
 
         r = poll("the full disk to be reported", refused, 20.0)
         body = r.json()
-        assert body["error"] == "unavailable", body
+        assert body["error"] == "nospace", body
         assert "No space left on device" in body["message"], body
         assert "retry-after" in r.headers
         c.wait_leader(among=[i for i in c.nodes if i != victim], exclude=victim, timeout=20.0)

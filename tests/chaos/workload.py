@@ -27,7 +27,7 @@ Outcomes. Each write carries an ``Idempotency-Key`` and is retried with it
   conditional write), even from a retry: the node answers a retry from the
   first attempt's session, so the one application lies within the interval;
 - *failed* (left out: it had no effect) if every attempt was definitely not
-  applied: ``503`` (the contract: nothing was done) or a connection that was
+  applied: ``503`` or ``507`` (the contract: nothing was done) or a connection that was
   never made;
 - *unknown* otherwise (a ``504``, a timeout, a connection lost mid-request):
   it may take effect at any later time, or never (Jepsen's ``:info``).
@@ -281,7 +281,7 @@ class Workload:
         elif r.status_code == 404:
             state.seen.pop(key, None)
             self._record(client, Get(key), call, None, ret)
-        elif r.status_code in (503, 504):
+        elif r.status_code in (503, 504, 507):
             self.counts["read_failed"] += 1
         else:
             self.errors.append(f"GET {key}: unexpected {r.status_code} {r.text[:200]}")
@@ -346,7 +346,7 @@ class Workload:
             return _Answer("definite", output, index, status)
         if status == 412 and conditional:
             return _Answer("definite", False, 0, status)
-        if status == 503:
+        if status in (503, 507):  # 507: a full disk refused it before proposing
             return _Answer("refused")
         if status == 504:
             return _Answer("unknown")

@@ -168,4 +168,6 @@ def test_status(client: TestClient) -> None:
             {"id": 2, "peer_url": "http://127.0.0.1:22379", "learner": False},
             {"id": 3, "peer_url": "http://127.0.0.1:32379", "learner": False},
         ],
+        "alarms": [],
+        "sync": True,
     }

@@ -9,8 +9,11 @@ function returns. Checks are registered in a suite (``STORAGE_CHECKS``,
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import tempfile
+import unittest
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 from raftdb.plugins import plugin_reference
 
 __all__ = [
+    "FILLER_LEAVES",
     "Check",
     "CheckContext",
     "ConformanceError",
@@ -26,7 +30,11 @@ __all__ = [
     "expect_equal",
     "expect_raises",
     "run_checks",
+    "small_filesystem",
 ]
+
+#: Bytes :func:`fill` leaves free on a :func:`small_filesystem`.
+FILLER_LEAVES = 256 << 10
 
 
 class ConformanceError(AssertionError):
@@ -103,6 +111,15 @@ class CheckContext:
             with contextlib.suppress(Exception):
                 self.opened.pop().close()
 
+    def on_small_filesystem(self, run: Callable[[CheckContext, Path], None]) -> None:
+        """``run(self, mount)`` with a :func:`small_filesystem` mounted in the check's
+        directory; whatever ``run`` opened is closed before the unmount."""
+        with small_filesystem(self.path("small")) as small:
+            try:
+                run(self, small)
+            finally:
+                self.close_all()
+
     def require_reference(self) -> str:
         """The reference for a child process, or a clear failure."""
         reference = self.reference or plugin_reference(self.make)
@@ -143,6 +160,44 @@ class Check:
             self.run(context)
         finally:
             context.close_all()
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: int = 16 << 20) -> Iterator[Path]:
+    """A fresh tmpfs of ``size`` bytes mounted on ``path``, for the full-disk checks:
+    a real ``ENOSPC`` from the kernel, no injection. Unmounted at the end.
+
+    Raises:
+        unittest.SkipTest: not root, or mounting is not permitted here (pytest
+            reports a skip; :func:`run_checks` goes on with the next check).
+    """
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("the full-disk checks mount a small tmpfs: they need root")
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        raise unittest.SkipTest(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(path: Path) -> Path:
+    """A filler file on the filesystem of ``path`` that leaves :data:`FILLER_LEAVES`
+    bytes free; delete it to give the space back."""
+    st = os.statvfs(path)
+    left = max(0, st.f_bavail * st.f_frsize - FILLER_LEAVES)
+    filler = path / "filler"
+    with filler.open("wb") as f:
+        while left > 0:
+            left -= f.write(b"\0" * min(left, 1 << 20))
+    return filler
 
 
 CheckFunction = Callable[[CheckContext], None]
@@ -191,5 +246,7 @@ def run_checks(
                 shutil.rmtree(where)
             try:
                 check(make, where, reference)
+            except unittest.SkipTest:
+                continue  # e.g. the full-disk checks, where nothing may be mounted
             except ConformanceError as exc:
                 raise ConformanceError(f"check {check.name!r} failed: {exc}") from exc

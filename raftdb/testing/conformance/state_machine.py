@@ -34,12 +34,14 @@ from raftdb.kv.snapshot import SnapshotFormatError, SnapshotInfo, SnapshotReader
 from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from raftdb.storage.nospace import is_no_space
 from raftdb.testing.conformance.checks import (
     Check,
     CheckContext,
     expect,
     expect_equal,
     expect_raises,
+    fill,
     registry,
     run_checks,
 )
@@ -597,6 +599,60 @@ def check_restore_survives_reopen(ctx: CheckContext) -> None:
     m.restore(source.snapshot(chunk_size=1000))
     m = ctx.reopen(m)
     expect(digest(m) == digest(source), "restored state after reopen")
+
+
+@_register(durable=True)
+def check_full_disk(ctx: CheckContext) -> None:
+    """A batch refused by a real full disk (a small tmpfs; root only, else skipped)
+    raises OSError with errno ENOSPC or EDQUOT and is not applied: reads and
+    ``applied_index`` show the state before it; applied again once space
+    returns, it gives its results once, in order; everything survives a reopen."""
+    ctx.on_small_filesystem(_fill_then_recover)
+
+
+def _fill_then_recover(ctx: CheckContext, small: Path) -> None:
+    m = ctx.open("small/sm")
+    log = _Log()
+    value = bytes(range(256)) * 16  # 4 KiB
+    m.apply([log.put(b"k%d" % (log.index + 1), value) for _ in range(10)])  # k1..k10
+    filler = fill(small)
+    refused: OSError | None = None
+    batch: list[Entry] = []
+    while log.index < 20_000 and refused is None:
+        batch = [log.put(b"k%d" % (log.index + 1), value) for _ in range(4)]
+        try:
+            m.apply(batch)
+        except OSError as exc:
+            refused = exc
+    expect(refused is not None, "20,000 puts of 4 KiB were all applied on a full 16 MiB disk")
+    assert refused is not None
+    expect(
+        is_no_space(refused),
+        "a batch refused by a full disk must raise OSError with errno ENOSPC or EDQUOT "
+        f"(raftdb.storage.nospace), got {refused!r}",
+    )
+    before = batch[0].index - 1
+    expect_equal(m.applied_index, before, "applied_index after a refused batch")
+    expect(m.get(b"k%d" % before) is not None, "a key applied before the refused batch")
+    expect_equal(m.get(b"k%d" % batch[0].index), None, "a key of the refused batch")
+    filler.unlink()
+    results = m.apply(batch)
+    expect_equal(len(results), len(batch), "results of the batch applied once space returned")
+    expect(
+        all(
+            isinstance(r, KVResult) and r.index == e.index
+            for r, e in zip(results, batch, strict=True)
+        ),
+        f"the batch applied once space returned gives its own results: {results!r}",
+    )
+    after = [log.put(b"after", b"1")]
+    m.apply(after)
+    m = ctx.reopen(m, "small/sm")
+    expect_equal(m.applied_index, after[0].index, "applied_index after space returned and a reopen")
+    for e in [*batch, *after]:
+        key = b"after" if e is after[0] else b"k%d" % e.index
+        found = m.get(key)
+        expect(found is not None and found.mod_index == e.index, f"key {key!r} after a reopen")
 
 
 @_register(durable=True)

@@ -14,6 +14,7 @@ and crash recovery under kill -9. See ``docs/plugins.md`` to run them.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,14 @@ from raftdb.raft.messages import (
     limit_size,
 )
 from raftdb.storage.memory import MemoryStorage
+from raftdb.storage.nospace import is_no_space
 from raftdb.testing.conformance.checks import (
     Check,
     CheckContext,
     expect,
     expect_equal,
     expect_raises,
+    fill,
     registry,
     run_checks,
 )
@@ -376,6 +379,58 @@ def check_reopen_after_compaction(ctx: CheckContext) -> None:
     s.save(None, _entries(980, 990, 3))
     s = ctx.reopen(s)
     expect_equal(s.last_index(), 989, "last_index() after appending post-reopen")
+
+
+@_register(durable=True)
+def check_full_disk(ctx: CheckContext) -> None:
+    """A save refused by a real full disk (a small tmpfs; root only, else skipped)
+    raises OSError with errno ENOSPC or EDQUOT and breaks nothing: reads answer
+    as before it, the same save succeeds once space returns, and every
+    acknowledged save survives a reopen."""
+    ctx.on_small_filesystem(_fill_then_recover)
+
+
+def _fill_then_recover(ctx: CheckContext, small: Path) -> None:
+    s = ctx.open("small/db")
+    hard = HardState(1, 1, 0)
+    s.save(hard, _entries(1, 11, 1, size=4096))
+    filler = fill(small)
+    index = 11  # the next entry to save
+    refused: OSError | None = None
+    while index < 10_000 and refused is None:
+        try:
+            s.save(HardState(1, 1, index - 1), _entries(index, index + 4, 1, size=4096))
+        except OSError as exc:
+            refused = exc
+        else:
+            hard = HardState(1, 1, index - 1)
+            index += 4
+    expect(refused is not None, "10,000 entries of 4 KiB were all saved on a full 16 MiB disk")
+    assert refused is not None
+    expect(
+        is_no_space(refused),
+        "a save refused by a full disk must raise OSError with errno ENOSPC or EDQUOT "
+        f"(raftdb.storage.nospace), got {refused!r}",
+    )
+    expect_equal(s.initial_state()[0], hard, "the hard state after a refused save")
+    expect_equal(
+        s.entries(1, index, None),
+        _entries(1, index, 1, size=4096),
+        "the entries saved before a refused save, read after it",
+    )
+    with contextlib.suppress(OSError):  # still full: refused again, harmlessly
+        s.save(HardState(1, 1, index - 1), _entries(index, index + 4, 1, size=4096))
+    filler.unlink()
+    s.save(HardState(1, 1, index - 1), _entries(index, index + 4, 1, size=4096))
+    s.save(HardState(1, 1, index + 3), _entries(index + 4, index + 8, 1, size=4096))
+    s = ctx.reopen(s, "small/db")
+    expect_equal(s.last_index(), index + 7, "last_index() after space returned and a reopen")
+    expect_equal(
+        s.entries(1, index + 8, None),
+        _entries(1, index + 8, 1, size=4096),
+        "every acknowledged entry, after space returned and a reopen",
+    )
+    expect_equal(s.initial_state()[0], HardState(1, 1, index + 3), "the hard state after it")
 
 
 @_register(durable=True)
