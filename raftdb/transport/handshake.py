@@ -76,7 +76,14 @@ from raftdb.transport.frames import (
 )
 from raftdb.transport.stream import STREAM_LIMIT, abort, read_control_frame, set_nodelay
 
-__all__ = ["MEMBER_NAME_PREFIX", "Handshake", "PeerAuth", "certificate_names", "member_name"]
+__all__ = [
+    "MEMBER_NAME_PREFIX",
+    "Handshake",
+    "PeerAuth",
+    "certificate_names",
+    "member_name",
+    "ssl_reason",
+]
 
 #: A member's certificate names it ``raftdb-member-<id>`` (DNS name or common name).
 MEMBER_NAME_PREFIX: Final = "raftdb-member-"
@@ -122,7 +129,7 @@ def _tls_contexts(cert_file: str, key_file: str, ca_file: str) -> tuple[ssl.SSLC
     return server, client
 
 
-def _ssl_reason(exc: ssl.SSLError) -> str:
+def ssl_reason(exc: ssl.SSLError) -> str:
     """Why a TLS handshake failed, in a few words (OpenSSL's verify message if any)."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return f"certificate verify failed: {exc.verify_message}"
@@ -236,13 +243,13 @@ class Handshake:
                 server_hostname=host if context is not None else None,
             )
         except ssl.SSLError as exc:
-            raise WireError(f"TLS handshake with {where} failed: {_ssl_reason(exc)}") from None
+            raise WireError(f"TLS handshake with {where} failed: {ssl_reason(exc)}") from None
         try:
             set_nodelay(writer)
             await self._dial(reader, writer, peer_id, where)
         except ssl.SSLError as exc:
             await abort(writer)
-            raise WireError(f"TLS with {where} failed: {_ssl_reason(exc)}") from None
+            raise WireError(f"TLS with {where} failed: {ssl_reason(exc)}") from None
         except BaseException:
             await abort(writer)
             raise
@@ -305,11 +312,11 @@ class Handshake:
             WireError: a bad or refused handshake (TLS failures included), saying why.
             EOFError, OSError: the connection closed or failed.
         """
-        if self.auth.server_context is not None:
+        if self.auth.server_context is not None and writer.get_extra_info("ssl_object") is None:
             try:
                 await writer.start_tls(self.auth.server_context)
             except ssl.SSLError as exc:
-                raise WireError(f"TLS handshake failed: {_ssl_reason(exc)}") from None
+                raise WireError(f"TLS handshake failed: {ssl_reason(exc)}") from None
             except ConnectionResetError:
                 # asyncio sometimes reports a failed server-side handshake as
                 # a lost connection, without OpenSSL's reason.
@@ -320,7 +327,7 @@ class Handshake:
         try:
             return await self._accept(reader, writer, admit)
         except ssl.SSLError as exc:
-            raise WireError(f"TLS failed: {_ssl_reason(exc)}") from None
+            raise WireError(f"TLS failed: {ssl_reason(exc)}") from None
 
     async def _accept(
         self,

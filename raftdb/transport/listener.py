@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any, Final
@@ -41,7 +43,7 @@ from raftdb.transport.frames import (
     decode_messages,
     decode_snapshot_begin,
 )
-from raftdb.transport.handshake import Handshake
+from raftdb.transport.handshake import Handshake, ssl_reason
 from raftdb.transport.stream import (
     STREAM_LIMIT,
     abort,
@@ -62,25 +64,6 @@ __all__ = ["DEFAULT_MAX_INBOUND", "Inbound", "Listener"]
 DEFAULT_MAX_INBOUND: Final = 64
 #: At most one warning about refused connections per this many seconds.
 _REFUSAL_WARNING_INTERVAL: Final = 10.0
-
-
-class _AcceptProtocol(asyncio.StreamReaderProtocol):
-    """What ``asyncio.start_server`` builds, except that with ``hold`` it reads
-    nothing until the handshake starts TLS on the connection.
-
-    Without this, a caller's TLS ClientHello that arrives with the connection
-    is read into the StreamReader before ``start_tls`` runs, where TLS never
-    sees it, and the handshake hangs until the deadline.
-    """
-
-    def __init__(self, *args: Any, hold: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._hold = hold
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._hold and isinstance(transport, asyncio.ReadTransport):
-            transport.pause_reading()  # start_tls resumes it under TLS
-        super().connection_made(transport)
 
 
 class Inbound:
@@ -140,6 +123,9 @@ class Listener:
         self._next_refusal_warning = 0.0
         self._log = logger
         self._server: asyncio.Server | None = None
+        # With peer TLS: the listening sockets and the tasks accepting on them.
+        self._sockets: list[socket.socket] = []
+        self._accept_loops: list[asyncio.Task[None]] = []
         self._accepting = False
         #: The task serving each accepted connection, while it lasts.
         self.connections: dict[asyncio.Task[Any], Inbound] = {}
@@ -147,18 +133,25 @@ class Listener:
     async def listen(self, host: str, port: int) -> None:
         """Bind ``host:port`` and start accepting.
 
+        Without peer TLS this is ``asyncio.start_server``. With it, the
+        listener accepts the sockets itself and starts TLS on each with
+        ``connect_accepted_socket``, so that TLS owns the connection's first
+        byte (uvloop starts reading a connection as soon as it is made,
+        whatever the protocol asks, so a TLS layer added afterwards would miss
+        the caller's ClientHello) and a failed handshake reaches this code,
+        which logs why.
+
         Raises:
             OSError: the address cannot be bound.
         """
         loop = asyncio.get_running_loop()
-        tls = self._handshake.auth.server_context is not None
-
-        def protocol() -> asyncio.StreamReaderProtocol:
-            reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-            return _AcceptProtocol(reader, self._accept, loop=loop, hold=tls)
-
-        # asyncio.start_server, but able to hold the first bytes for TLS.
-        self._server = await loop.create_server(protocol, host, port)
+        if self._handshake.auth.server_context is None:
+            self._server = await asyncio.start_server(self._accept, host, port, limit=STREAM_LIMIT)
+        else:
+            self._sockets = await _bind(loop, host, port)
+            self._accept_loops = [
+                loop.create_task(self._accept_tls(sock)) for sock in self._sockets
+            ]
         self._accepting = True
 
     def close(self) -> None:
@@ -166,19 +159,29 @@ class Listener:
         self._accepting = False
         if self._server is not None:
             self._server.close()
+        for accept_loop in self._accept_loops:
+            accept_loop.cancel()
+        for sock in self._sockets:
+            sock.close()
 
     async def wait_closed(self) -> None:
         """Wait until the listening socket is closed (after :meth:`close`)."""
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        await asyncio.gather(*self._accept_loops, return_exceptions=True)
+        self._accept_loops = []
+        self._sockets = []
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)``, once listening."""
-        if self._server is None or not self._server.sockets:
+        if self._server is not None and self._server.sockets:
+            name = self._server.sockets[0].getsockname()
+        elif self._sockets:
+            name = self._sockets[0].getsockname()
+        else:
             raise RuntimeError("the transport is not listening")
-        name = self._server.sockets[0].getsockname()
         return str(name[0]), int(name[1])
 
     def close_connections_from(self, peer_id: int) -> None:
@@ -188,19 +191,53 @@ class Listener:
                 task.cancel()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The listener's callback: serve one inbound connection. Never raises."""
-        if not self._accepting:
+        """The plain listener's callback: serve one inbound connection. Never raises."""
+        address = peer_address(writer)
+        if not self._admitted(address):
             writer.transport.abort()
-            return
-        if len(self.connections) >= self._max_inbound:
-            writer.transport.abort()
-            self._refuse(peer_address(writer))
             return
         task = asyncio.current_task()
         assert task is not None
-        conn = Inbound(peer_address(writer))
-        self.connections[task] = conn
+        conn = self.connections[task] = Inbound(address)
+        await self._run(conn, None, reader, writer)
+
+    async def _accept_tls(self, listening: socket.socket) -> None:
+        """Accept connections on ``listening``; serve each, TLS first, in a task of its own."""
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, _ = await loop.sock_accept(listening)
+            address = _socket_address(sock)
+            if not self._admitted(address):
+                sock.close()
+                continue
+            conn = Inbound(address)
+            # Registered before it runs, so stop() also cancels a TLS handshake in progress.
+            self.connections[loop.create_task(self._run(conn, sock, None, None))] = conn
+
+    def _admitted(self, address: str) -> bool:
+        """Whether a new connection may be served (accepting, and under the cap)."""
+        if not self._accepting:
+            return False
+        if len(self.connections) >= self._max_inbound:
+            self._refuse(address)
+            return False
+        return True
+
+    async def _run(
+        self,
+        conn: Inbound,
+        sock: socket.socket | None,
+        reader: asyncio.StreamReader | None,
+        writer: asyncio.StreamWriter | None,
+    ) -> None:
+        """Serve one registered connection, TLS first if ``sock`` is given; log how it ended."""
+        task = asyncio.current_task()
+        assert task is not None
         try:
+            if sock is not None:
+                reader, writer = await self._start_tls(sock)
+            assert reader is not None
+            assert writer is not None
             set_nodelay(writer)
             await self._serve(conn, reader, writer)
         except asyncio.CancelledError:
@@ -234,9 +271,44 @@ class Listener:
                 "node %d: peer connection from %s failed", self.node_id, conn.address
             )
         finally:
-            del self.connections[task]
-            with contextlib.suppress(BaseException):
-                await abort(writer)
+            self.connections.pop(task, None)
+            if writer is not None:
+                with contextlib.suppress(BaseException):
+                    await abort(writer)
+            elif sock is not None:
+                sock.close()
+
+    async def _start_tls(
+        self, sock: socket.socket
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The server side of TLS on an accepted socket, within the handshake deadline.
+
+        Raises:
+            WireError: the handshake failed, saying why (an expired or unknown
+                certificate, a caller without TLS).
+            TimeoutError: it did not finish within the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        context = self._handshake.auth.server_context
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except ssl.SSLError as exc:
+            raise WireError(f"TLS handshake failed: {ssl_reason(exc)}") from None
+        except ConnectionError:
+            # asyncio reports some failed server-side handshakes as a lost
+            # connection, without OpenSSL's reason.
+            raise WireError(
+                "TLS handshake failed: the connection was lost (a caller without "
+                "peer TLS, or one that refused this node's certificate)"
+            ) from None
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     def _refuse(self, address: str) -> None:
         """Count a connection refused over the cap; warn at most every ten seconds."""
@@ -294,3 +366,42 @@ class Listener:
                 await self._snapshots.receive(m, reader, writer)
             else:
                 raise WireError(f"unexpected {kind.name} frame")
+
+
+async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of ``host`` (as ``create_server`` binds them).
+
+    With port 0 the first address picks the port and the others use it too.
+    """
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(100)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _socket_address(sock: socket.socket) -> str:
+    """``host:port`` of the other end of an accepted socket, for logs."""
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{name[0]}:{name[1]}"

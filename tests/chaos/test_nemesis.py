@@ -25,7 +25,7 @@ LONG_SEEDS = (
 
 
 @pytest.mark.deadline(CI_SECONDS + 150)
-@pytest.mark.parametrize("name", ["crash", "partition", "slow", "membership"])
+@pytest.mark.parametrize("name", ["crash", "partition", "slow", "membership", "tls"])
 def test_chaos(name: str, chaos_cluster: ChaosFactory, summary: Callable[[str], None]) -> None:
     report = run_chaos(chaos_cluster, SCENARIOS[name], seed=1, seconds=CI_SECONDS, log=summary)
     assert report.ok, "\n".join(report.problems[:20])

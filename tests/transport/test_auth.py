@@ -38,7 +38,7 @@ from raftdb.transport.frames import (
 from raftdb.transport.handshake import Handshake, PeerAuth
 from raftdb.transport.stream import abort
 
-from .support import Node, connect_all, eventually, heartbeat, run, stop_all
+from .support import LOOPS, Node, connect_all, eventually, heartbeat, run, stop_all
 
 SECRET = b"correct horse battery staple, 32b"
 TOKEN = "raftdb"
@@ -114,7 +114,8 @@ async def exchange(port: int, data: bytes, *, wait: float = 5.0) -> bytes:
 # -- a shared secret ----------------------------------------------------------------------
 
 
-def test_secret_cluster_delivers_messages_and_snapshots(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_secret_cluster_delivers_messages_and_snapshots(tmp_path: Path, loop: str) -> None:
     async def body() -> None:
         nodes = [secret_node(i, tmp_path, chunks=chunks_of(b"s" * 5000)) for i in (1, 2, 3)]
         await connect_all(nodes)
@@ -132,7 +133,7 @@ def test_secret_cluster_delivers_messages_and_snapshots(tmp_path: Path) -> None:
         finally:
             await stop_all(nodes)
 
-    run(body)
+    run(body, loop=loop)
 
 
 @pytest.mark.parametrize(
@@ -563,7 +564,10 @@ class Certs:
         return self.auth(f"raftdb-member-{node_id}", **options)
 
 
-def test_a_tls_cluster_delivers_messages_and_snapshots(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_tls_cluster_delivers_messages_and_snapshots(tmp_path: Path, loop: str) -> None:
+    """Also on uvloop, which reads a connection as soon as it is made: TLS must own
+    its first byte (a TLS layer started on it afterwards missed the ClientHello)."""
     certs = Certs(tmp_path / "pki")
 
     async def body() -> None:
@@ -585,7 +589,7 @@ def test_a_tls_cluster_delivers_messages_and_snapshots(tmp_path: Path) -> None:
         finally:
             await stop_all(nodes)
 
-    run(body, timeout=40)
+    run(body, timeout=40, loop=loop)
 
 
 def _expired() -> dict[str, datetime.datetime]:
@@ -609,8 +613,9 @@ def _expired() -> dict[str, datetime.datetime]:
         ("no TLS", "closed the connection", "TLS handshake failed"),
     ],
 )
+@pytest.mark.parametrize("loop", LOOPS)
 def test_tls_refuses_a_bad_dialer_and_says_why(
-    tmp_path: Path, case: str, dialer_says: str, listener_says: str
+    tmp_path: Path, case: str, dialer_says: str, listener_says: str, loop: str
 ) -> None:
     certs = Certs(tmp_path / "pki")
     other = Certs(tmp_path / "other", trustme.CA())
@@ -638,7 +643,7 @@ def test_tls_refuses_a_bad_dialer_and_says_why(
         finally:
             await stop_all([a, b])
 
-    run(body)
+    run(body, loop=loop)
 
 
 @pytest.mark.parametrize(
