@@ -155,6 +155,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
 def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     """The ``/v1/cluster`` routes."""
     limit = config.max_request_bytes
+    body_timeout = config.body_timeout_s
 
     async def members(request: Request) -> Response:
         if request.method == "POST":
@@ -162,7 +163,7 @@ def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return json_response([member_json(member) for member in node.members()])
 
     async def add_member(request: Request) -> Response:
-        data = await read_json_object(request, limit)
+        data = await read_json_object(request, limit, time_limit=body_timeout)
         unknown = sorted(set(data) - _MEMBER_FIELDS)
         if unknown:
             raise BadRequestError(
@@ -192,7 +193,7 @@ def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return Response(status_code=204)
 
     async def transfer_leader(request: Request) -> Response:
-        data = await read_json_object(request, limit)
+        data = await read_json_object(request, limit, time_limit=body_timeout)
         unknown = sorted(set(data) - {"id"})
         if unknown:
             raise BadRequestError(f'unknown field {unknown[0]!r} (the body is {{"id": <n>}})')

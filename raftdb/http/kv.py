@@ -154,6 +154,7 @@ class KeyValueEndpoints:
         self.node = node
         self.max_key_bytes = config.max_key_bytes
         self.max_value_bytes = config.max_value_bytes
+        self.body_timeout = config.body_timeout_s
 
     async def get(self, request: Request, key: bytes) -> Response:
         consistency: Consistency = "linearizable"
@@ -173,7 +174,9 @@ class KeyValueEndpoints:
         headers = request.headers
         if_match, if_none_match = parse_conditions(headers, allow_none_match=True)
         idempotency_key = parse_idempotency_key(headers)
-        value = await read_body(request, self.max_value_bytes, "value", "max_value_bytes")
+        value = await read_body(
+            request, self.max_value_bytes, "value", "max_value_bytes", time_limit=self.body_timeout
+        )
         result = await self.node.put(
             key,
             value,

@@ -113,6 +113,7 @@ def raftexample_routes(
     endpoints = KeyValueEndpoints(node, config)
     max_key_bytes = config.max_key_bytes
     max_request_bytes = config.max_request_bytes
+    body_timeout = config.body_timeout_s
 
     async def root_key(request: Request) -> Response:
         key = path_key(request.scope, b"/", max_key_bytes)
@@ -125,7 +126,13 @@ def raftexample_routes(
             return await endpoints.get(request, key)
         if method == "POST":
             node_id = _member_id(key, method)
-            body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
+            body = await read_body(
+                request,
+                max_request_bytes,
+                "request body",
+                "max_request_bytes",
+                time_limit=body_timeout,
+            )
             try:
                 url = check_peer_url(body.decode("utf-8", "replace"), "peer_url")
             except ConfigError as exc:
