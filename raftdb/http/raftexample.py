@@ -82,7 +82,10 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                 "required": True,
                 "content": {"*/*": {"schema": MEMBER_SCHEMA["properties"]["peer_url"]}},
             },
-            "responses": {"204": MEMBER_CHANGED, **errors("400", "413", "503", "504")},
+            "responses": {
+                "204": MEMBER_CHANGED,
+                **errors("400", "408", "413", "429", "503", "504"),
+            },
         },
         "delete": {
             "summary": "raftexample: remove member {key} (an id)",
@@ -92,7 +95,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "responses": {
                 "204": MEMBER_CHANGED,
                 "404": MEMBER_NOT_FOUND,
-                **errors("400", "503", "504"),
+                **errors("400", "429", "503", "504"),
             },
         },
     },

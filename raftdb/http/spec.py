@@ -66,9 +66,14 @@ _JSON_ERROR: Final = {"application/json": {"schema": ref("Error")}}
 _ERRORS: Final = {
     "400": "Bad key, body, parameter or header (`bad_request`, `reserved_path`).",
     "404": "No such key, member or endpoint (`not_found`, `member_not_found`).",
+    "408": "The body took longer than `body_timeout_s` to arrive (`request_timeout`); "
+    "the connection is closed.",
     "412": "The `If-Match` / `If-None-Match` condition failed (`condition_failed`); "
     "`mod_index` is the key's current index, 0 when absent.",
-    "413": "Key, value or body over its limit (`too_large`).",
+    "413": "Key, value or body over its limit (`too_large`); the connection is closed.",
+    "429": "The node holds `max_pending_requests` waiting requests, applies too far "
+    "behind its commit index, or builds as many large listings as it may "
+    "(`too_many_requests`); nothing was done: retry after `Retry-After` seconds.",
     "503": "No leader or quorum now, the node is not ready, or it was removed "
     "(`unavailable`, `not_ready`, `node_removed`); retry after `Retry-After` seconds.",
     "504": "The write's outcome is unknown (`outcome_unknown`): it may still commit; "
@@ -82,7 +87,7 @@ _RETRY_AFTER: Final = {
 def error(status: str, description: str | None = None) -> Schema:
     """The error answer with ``status``, described by ``description`` or as the API-wide one."""
     response: Schema = {"description": description or _ERRORS[status], "content": _JSON_ERROR}
-    if status == "503":
+    if status in ("429", "503"):
         response["headers"] = _RETRY_AFTER
     return response
 
