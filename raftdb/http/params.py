@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from asyncio import current_task, get_running_loop
+from time import monotonic
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
@@ -295,16 +297,14 @@ class _BodyWatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        # task -> deadline (loop time), or _TIMED_OUT once cancelled for being late
+        # task -> deadline (monotonic()), or _TIMED_OUT once cancelled for being late
         self.reading: dict[asyncio.Task[Any], float] = {}
         self.interval = _SWEEP_MAX_S
         self.sweeper: asyncio.Task[None] | None = None
 
-    def start(self, task: asyncio.Task[Any], timeout: float) -> None:
-        """Time the body read of ``task``: it may take ``timeout`` seconds."""
-        self.reading[task] = self.loop.time() + timeout
-        if timeout < 10 * self.interval:
-            self.interval = timeout / 10
+    def watch(self, time_limit: float) -> None:
+        """Sweep often enough for ``time_limit``, and start sweeping if idle."""
+        self.interval = min(self.interval, time_limit / 10)
         if self.sweeper is None:
             self.sweeper = self.loop.create_task(self._sweep(), name="raftdb body deadlines")
 
@@ -313,7 +313,7 @@ class _BodyWatch:
         try:
             while reading:
                 await asyncio.sleep(self.interval)
-                now = self.loop.time()
+                now = monotonic()
                 late = [t for t, deadline in reading.items() if 0 <= deadline <= now]
                 for task in late:
                     reading[task] = _TIMED_OUT
@@ -343,43 +343,43 @@ async def receive_body(
         RequestTimeoutError: the body took longer than ``time_limit`` (``body_timeout_s``).
         ClientDisconnect: the client went away.
     """
-    loop = asyncio.get_running_loop()
+    # (Names imported, not looked up in their modules: this runs for every PUT.)
+    loop = get_running_loop()
     watch = _WATCHES.get(loop)
     if watch is None:
         watch = _WATCHES[loop] = _BodyWatch(loop)
-    task = asyncio.current_task()
+    task = current_task(loop)
     assert task is not None
-    watch.start(task, time_limit)
+    reading = watch.reading
+    reading[task] = monotonic() + time_limit
+    if watch.sweeper is None or time_limit < 10 * watch.interval:
+        watch.watch(time_limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await _receive_chunks(receive, limit, what, setting)
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise TooLargeError(
+                        f"the {what} is over the limit of {limit} bytes ({setting}); "
+                        f"{size} bytes were sent before the server stopped reading"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
     except asyncio.CancelledError:
-        if watch.reading.get(task) != _TIMED_OUT or task.uncancel() > 0:
+        if reading.get(task) != _TIMED_OUT or task.uncancel() > 0:
             raise  # cancelled by someone else (too)
         raise RequestTimeoutError(
             f"the {what} did not arrive within {time_limit:g}s (body_timeout_s)"
         ) from None
     finally:
-        watch.reading.pop(task, None)
-
-
-async def _receive_chunks(receive: Receive, limit: int, what: str, setting: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise TooLargeError(
-                    f"the {what} is over the limit of {limit} bytes ({setting}); "
-                    f"{size} bytes were sent before the server stopped reading"
-                )
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+        del reading[task]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
