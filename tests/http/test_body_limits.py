@@ -114,6 +114,40 @@ def test_a_body_that_stops_coming_is_refused_408_and_the_connection_closed(
 
 
 @pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize("route", ["fast path PUT", "Starlette PUT"])
+def test_a_trickled_body_is_refused_408(route: str, http: str) -> None:
+    """A byte every 20 ms of a 600-byte body (12 s to send it): ``408``.
+
+    The client trickles for the first 60% of ``body_timeout_s`` only, then
+    waits: bytes still arriving after the server closed would make it reset
+    the connection, which can drop the answer before the client reads it.
+    """
+
+    async def test() -> None:
+        async with _server(http) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = f"{REQUESTS[route]}\r\nHost: x\r\nContent-Length: 600\r\n\r\n"
+            writer.write(head.encode())
+            loop = asyncio.get_running_loop()
+            stop = loop.time() + 0.6 * BODY_TIMEOUT
+            sent = 0
+            while loop.time() < stop:
+                writer.write(b"x")
+                sent += 1
+                await asyncio.sleep(0.02)  # the client's pace, not a synchronisation
+            status, headers, body = await _answer(reader)
+            assert sent < 600
+            assert (status, body["error"], headers["connection"]) == (
+                408,
+                "request_timeout",
+                "close",
+            )
+            writer.close()
+
+    _run(test)
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
 @pytest.mark.parametrize("route", list(REQUESTS))
 def test_a_huge_declared_body_is_refused_413_without_reading_it(route: str, http: str) -> None:
     """Content-Length says 10 GiB; 16 KiB follow and then nothing: the answer
