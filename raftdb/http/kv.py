@@ -263,33 +263,28 @@ class KeyValueEndpoints:
         values = _parse_bool("values", query.get("values"))
         consistency = parse_consistency(query.get("consistency"))
         max_bytes = self.max_list_bytes
-        if not values and limit <= _INLINE_LIST_KEYS:
-            found, read_index = await self.node.range(
-                prefix,
-                start=start,
-                limit=limit + 1,
-                consistency=consistency,
-                values=False,
-                max_bytes=max_bytes,
-            )
-            body, after = list_page(found, limit, values, max_bytes)
-        else:
+        large = values or limit > _INLINE_LIST_KEYS
+        if large:
             if self._large_listings >= _LARGE_LISTINGS_AT_ONCE:
                 raise TooManyRequestsError(
                     f"{self._large_listings} large listings are being built; retry shortly", 1
                 )
             self._large_listings += 1
-            try:
-                found, read_index = await self.node.range(
-                    prefix,
-                    start=start,
-                    limit=limit + 1,
-                    consistency=consistency,
-                    values=values,
-                    max_bytes=max_bytes,
-                )
+        try:
+            found, read_index = await self.node.range(
+                prefix,
+                start=start,
+                limit=limit + 1,
+                consistency=consistency,
+                values=values,
+                max_bytes=max_bytes,
+            )
+            if large:  # the node read it in a thread too (Node.range)
                 body, after = await asyncio.to_thread(list_page, found, limit, values, max_bytes)
-            finally:
+            else:
+                body, after = list_page(found, limit, values, max_bytes)
+        finally:
+            if large:
                 self._large_listings -= 1
         headers = {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)}
         if after is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,12 +39,6 @@ class _GatedApply(MemoryStateMachine):
 
 def gated_memory(path: Path | None = None, *, sync: bool = True) -> MemoryStateMachine:
     return _GatedApply(path, sync=sync)
-
-
-class _GatedCluster(LocalCluster):
-    def config(self, node_id: int, join: bool = False) -> NodeConfig:
-        config = super().config(node_id, join)
-        return dataclasses.replace(config, state_machine=f"{__name__}:gated_memory")
 
 
 def test_a_flood_of_writes_beyond_the_limit_is_refused_429_and_the_rest_succeed(
@@ -91,7 +84,13 @@ def test_a_flood_of_writes_beyond_the_limit_is_refused_429_and_the_rest_succeed(
             assert (await client.get("/readyz")).status_code == 200
 
     try:
-        _GatedCluster(tmp_path, 1, "memory", max_pending_requests=LIMIT).run(body)
+        LocalCluster(
+            tmp_path,
+            1,
+            "memory",
+            state_machine=f"{__name__}:gated_memory",
+            max_pending_requests=LIMIT,
+        ).run(body)
     finally:
         _GatedApply.open.set()
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from raftdb.config import NodeConfig
 from raftdb.http.app import create_api
 from raftdb.kv.commands import KeyValue
 from raftdb.kv.state_machine import MemoryStateMachine
@@ -34,12 +32,6 @@ class _GatedRange(MemoryStateMachine):
 
 def gated_range_memory(path: Path | None = None, *, sync: bool = True) -> MemoryStateMachine:
     return _GatedRange(path, sync=sync)
-
-
-class _GatedCluster(LocalCluster):
-    def config(self, node_id: int, join: bool = False) -> NodeConfig:
-        config = super().config(node_id, join)
-        return dataclasses.replace(config, state_machine=f"{__name__}:gated_range_memory")
 
 
 async def _fill(node: Any, count: int, size: int) -> None:
@@ -78,7 +70,9 @@ def test_the_event_loop_keeps_serving_while_a_large_listing_is_built(tmp_path: P
             assert entries[7]["value"] == "0007" * 25
 
     try:
-        _GatedCluster(tmp_path, 1, "memory").run(body)
+        LocalCluster(tmp_path, 1, "memory", state_machine=f"{__name__}:gated_range_memory").run(
+            body
+        )
     finally:
         _GatedRange.open.set()
 
