@@ -419,11 +419,18 @@ class LevelDBStateMachine:
             return KeyValue(key, raw[_REC.size :], create, mod)
 
     def range(
-        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
+        self,
+        prefix: bytes = b"",
+        start: bytes = b"",
+        limit: int | None = None,
+        *,
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> list[KeyValue]:
-        check_range_args(limit)
+        check_range_args(limit, max_bytes)
         if limit == 0:
             return []
+        budget = -1 if max_bytes is None else max_bytes  # -1: unbounded
         end = prefix_end(prefix)
         lo = _DATA + max(prefix, start)
         hi = _DATA_END if end is None else _DATA + end
@@ -438,9 +445,14 @@ class LevelDBStateMachine:
                 for raw_key, raw in rows:
                     key = raw_key[1:]
                     create, mod = _record(raw, key, where)
-                    out.append(KeyValue(key, raw[_REC.size :], create, mod))
+                    value = raw[_REC.size :] if values else b""
+                    out.append(KeyValue(key, value, create, mod))
                     if len(out) == limit:
                         break
+                    if budget >= 0:
+                        budget -= len(key) + len(value)
+                        if budget <= 0:
+                            break
         return out
 
     def conf_state(self) -> ConfState:

@@ -106,7 +106,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                     **json_body(ref("Member"), "The change is committed."),
                     "headers": {"Location": header("`/v1/cluster/members/<id>`.")},
                 },
-                **errors("400", "413", "503", "504"),
+                **errors("400", "408", "413", "429", "503", "504"),
             },
         },
     },
@@ -126,7 +126,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "responses": {
                 "204": MEMBER_CHANGED,
                 "404": MEMBER_NOT_FOUND,
-                **errors("400", "503", "504"),
+                **errors("400", "429", "503", "504"),
             },
         },
     },
@@ -145,7 +145,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                     "The member now leads.",
                 ),
                 "404": MEMBER_NOT_FOUND,
-                **errors("400", "413", "503", "504"),
+                **errors("400", "408", "413", "503", "504"),
             },
         },
     },
@@ -155,6 +155,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
 def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     """The ``/v1/cluster`` routes."""
     limit = config.max_request_bytes
+    body_timeout = config.body_timeout_s
 
     async def members(request: Request) -> Response:
         if request.method == "POST":
@@ -162,7 +163,7 @@ def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return json_response([member_json(member) for member in node.members()])
 
     async def add_member(request: Request) -> Response:
-        data = await read_json_object(request, limit)
+        data = await read_json_object(request, limit, time_limit=body_timeout)
         unknown = sorted(set(data) - _MEMBER_FIELDS)
         if unknown:
             raise BadRequestError(
@@ -192,7 +193,7 @@ def cluster_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         return Response(status_code=204)
 
     async def transfer_leader(request: Request) -> Response:
-        data = await read_json_object(request, limit)
+        data = await read_json_object(request, limit, time_limit=body_timeout)
         unknown = sorted(set(data) - {"id"})
         if unknown:
             raise BadRequestError(f'unknown field {unknown[0]!r} (the body is {{"id": <n>}})')

@@ -2,8 +2,8 @@
 
 :func:`error_response` turns an exception into ``{"error": "<code>",
 "message": "<what and why>"}`` with the status the error class carries
-(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507 and
-``WWW-Authenticate`` on 401. Route handlers just
+(:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507,
+``WWW-Authenticate`` on 401 and ``Connection: close`` on 408 and 413. Route handlers just
 raise; Starlette's exception handlers (:func:`handle_error`), the app's last
 guard and the fast path all answer through it, so the three cannot drift. The
 few errors only HTTP has (no such endpoint, a method a path does not take, a
@@ -26,8 +26,10 @@ from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
     NodeError,
+    RequestTimeoutError,
     RetryLaterError,
     ServiceUnavailableError,
+    TooLargeError,
 )
 
 __all__ = [
@@ -136,6 +138,11 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
             extra["allow"] = exc.allow
         elif isinstance(exc, UnauthorizedError):
             extra["www-authenticate"] = exc.challenge
+        elif isinstance(exc, (RequestTimeoutError, TooLargeError)):
+            # The body was not read, or not whole: the server would read (and
+            # drop) the rest before the next request on the connection, which a
+            # huge or trickled body must not get. uvicorn closes it after this.
+            extra["connection"] = "close"
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         body = {"error": _HTTP_CODES.get(status, f"http_{status}"), "message": exc.detail}

@@ -91,7 +91,7 @@ class KVFastPath:
             of :data:`~raftdb.http.raftexample.RESERVED_ROOTS`, or raftexample's
             ``/<key>`` answered here would shadow it (``create_api`` checks).
         node: the node the KV routes use.
-        config: its limits (``max_key_bytes``, ``max_value_bytes``).
+        config: its limits (``max_key_bytes``, ``max_value_bytes``, ``body_timeout_s``).
     """
 
     def __init__(self, app: ASGIApp, node: NodeHandle, config: NodeConfig) -> None:
@@ -99,6 +99,7 @@ class KVFastPath:
         self.node = node
         self.max_key_bytes = config.max_key_bytes
         self.max_value_bytes = config.max_value_bytes
+        self.body_timeout = config.body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: Answer | None = None
@@ -180,6 +181,8 @@ class KVFastPath:
         limit = self.max_value_bytes
         if length is not None:
             check_content_length(length.decode("latin-1"), limit, "value", "max_value_bytes")
-        value = await receive_body(receive, limit, "value", "max_value_bytes")
+        value = await receive_body(
+            receive, limit, "value", "max_value_bytes", time_limit=self.body_timeout
+        )
         result = await self.node.put(key, value)
         return 204, _raw(written_headers(result)), _NO_BODY

@@ -4,11 +4,21 @@ This is the hot path: handlers are closures over the node and the limits,
 parse only what the request carries, and build small responses by hand.
 :class:`KeyValueEndpoints` holds the operations, so that raftexample's
 ``/{key}`` (:mod:`raftdb.http.raftexample`) answers exactly as ``/v1/kv/{key}``.
+
+A listing page is bounded in keys (``limit``) and in bytes (``max_list_bytes``,
+its JSON): the state machine hands over one page bounded so, and the page
+ends before the entry that would take its JSON past the limit (at least one
+entry). A large listing (values, or more than :data:`_INLINE_LIST_KEYS` keys)
+is read and encoded in threads, off the event loop that drives Raft, and at
+most :data:`_LARGE_LISTINGS_AT_ONCE` are built at a time (``429`` beyond), so
+that what listings hold in memory stays bounded however many clients ask.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 from typing import Any, Final
 from urllib.parse import quote_from_bytes
 
@@ -17,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
-from raftdb.http.errors import NotFoundError, error_response, json_response
+from raftdb.http.errors import JSON_TYPE, NotFoundError, error_response
 from raftdb.http.params import (
     KEY_CONVERTOR,
     MAX_IDEMPOTENCY_KEY_BYTES,
@@ -41,7 +51,7 @@ from raftdb.http.spec import (
     ref,
 )
 from raftdb.kv.commands import KeyValue
-from raftdb.node.errors import BadRequestError
+from raftdb.node.errors import BadRequestError, TooManyRequestsError
 from raftdb.node.handle import Consistency, NodeHandle, WriteResult
 
 __all__ = [
@@ -64,6 +74,13 @@ __all__ = [
 DEFAULT_LIST_LIMIT: Final = 1000
 #: The largest ``limit`` a listing accepts.
 MAX_LIST_LIMIT: Final = 10_000
+#: A listing of more keys than this, or with values, is read and encoded off the loop.
+_INLINE_LIST_KEYS: Final = 256
+#: Large listings a node builds at once; one more is refused ``429``. Each holds
+#: up to about three times ``max_list_bytes`` (its page, entries and JSON).
+_LARGE_LISTINGS_AT_ONCE: Final = 8
+#: The encoder of :func:`raftdb.http.errors.json_response`, one entry at a time.
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _GET_QUERY: Final = frozenset({"consistency"})
 _NO_QUERY: Final = frozenset[str]()
@@ -129,6 +146,47 @@ def _entry(kv: KeyValue, values: bool) -> dict[str, Any]:
     return entry
 
 
+def list_page(
+    found: list[KeyValue], limit: int, values: bool, max_bytes: int
+) -> tuple[bytes, bytes | None]:
+    """The JSON body of a listing page, and the key the next page starts at.
+
+    Args:
+        found: what ``NodeHandle.range`` gave for ``limit + 1`` keys and
+            ``max_bytes``: one more than the page, or fewer where it ended
+            early on ``max_bytes`` or on the last key.
+        limit, values: the listing's parameters.
+        max_bytes: ``max_list_bytes``: the page ends before the entry that
+            would take its JSON over it (the first entry is kept, whatever its size).
+
+    Returns:
+        ``(body, start)``: ``start`` is the last key returned plus ``b"\\x00"``
+        when more may follow, else ``None``. It is exact but in one case: a
+        page of a single entry of ``max_bytes`` stored bytes or more, where the
+        range stopped on bytes, is always followed (perhaps by an empty page).
+    """
+    page = found[:limit]
+    entries = [_entry(kv, values) for kv in page]
+    body = _JSON.encode(entries).encode()
+    kept = len(page)
+    if len(body) > max_bytes:
+        parts: list[bytes] = []
+        size = 1  # "[", then each entry with the "," or "]" after it
+        for entry in entries:
+            part = _JSON.encode(entry).encode()
+            if parts and size + len(part) + 1 > max_bytes:
+                break
+            parts.append(part)
+            size += len(part) + 1
+        kept = len(parts)
+        body = b"[" + b",".join(parts) + b"]"
+    # A page's JSON is larger than the bytes it lists, so a range that stopped
+    # on max_bytes has an entry past what fits, unless it gave one entry only.
+    if kept < len(found) or (kept and sum(len(kv.key) + len(kv.value) for kv in page) >= max_bytes):
+        return body, page[kept - 1].key + b"\x00"
+    return body, None
+
+
 def _parse_limit(value: bytes | None) -> int:
     if value is None:
         return DEFAULT_LIST_LIMIT
@@ -154,6 +212,9 @@ class KeyValueEndpoints:
         self.node = node
         self.max_key_bytes = config.max_key_bytes
         self.max_value_bytes = config.max_value_bytes
+        self.body_timeout = config.body_timeout_s
+        self.max_list_bytes = config.max_list_bytes
+        self._large_listings = 0  # being built now (see _LARGE_LISTINGS_AT_ONCE)
 
     async def get(self, request: Request, key: bytes) -> Response:
         consistency: Consistency = "linearizable"
@@ -173,7 +234,9 @@ class KeyValueEndpoints:
         headers = request.headers
         if_match, if_none_match = parse_conditions(headers, allow_none_match=True)
         idempotency_key = parse_idempotency_key(headers)
-        value = await read_body(request, self.max_value_bytes, "value", "max_value_bytes")
+        value = await read_body(
+            request, self.max_value_bytes, "value", "max_value_bytes", time_limit=self.body_timeout
+        )
         result = await self.node.put(
             key,
             value,
@@ -199,21 +262,43 @@ class KeyValueEndpoints:
         limit = _parse_limit(query.get("limit"))
         values = _parse_bool("values", query.get("values"))
         consistency = parse_consistency(query.get("consistency"))
-        found, read_index = await self.node.range(
-            prefix, start=start, limit=limit + 1, consistency=consistency
-        )
+        max_bytes = self.max_list_bytes
+        large = values or limit > _INLINE_LIST_KEYS
+        if large:
+            if self._large_listings >= _LARGE_LISTINGS_AT_ONCE:
+                raise TooManyRequestsError(
+                    f"{self._large_listings} large listings are being built; retry shortly", 1
+                )
+            self._large_listings += 1
+        try:
+            found, read_index = await self.node.range(
+                prefix,
+                start=start,
+                limit=limit + 1,
+                consistency=consistency,
+                values=values,
+                max_bytes=max_bytes,
+            )
+            if large:  # the node read it in a thread too (Node.range)
+                body, after = await asyncio.to_thread(list_page, found, limit, values, max_bytes)
+            else:
+                body, after = list_page(found, limit, values, max_bytes)
+        finally:
+            if large:
+                self._large_listings -= 1
         headers = {"x-raftdb-consistency": consistency, "x-raftdb-index": str(read_index)}
-        if len(found) > limit:
-            found = found[:limit]
+        if after is not None:
             # The next page starts just after the last key returned.
-            after = quote_from_bytes(found[-1].key + b"\x00", safe="")
-            link = f"/v1/kv?prefix={quote_from_bytes(prefix, safe='')}&start={after}&limit={limit}"
+            link = (
+                f"/v1/kv?prefix={quote_from_bytes(prefix, safe='')}"
+                f"&start={quote_from_bytes(after, safe='')}&limit={limit}"
+            )
             if values:
                 link += "&values=true"
             if consistency == "stale":
                 link += "&consistency=stale"
             headers["link"] = f'<{link}>; rel="next"'
-        return json_response([_entry(kv, values) for kv in found], headers=headers)
+        return Response(body, media_type=JSON_TYPE, headers=headers)
 
 
 # -- OpenAPI: what these routes answer (raftdb.http.openapi gathers it) ---------------
@@ -292,7 +377,7 @@ def get_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Ope
                 "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
             },
             "404": error("404", "No such key (`not_found`)."),
-            **errors("400", "413", "503"),
+            **errors("400", "413", "429", "503"),
         },
     }
 
@@ -311,7 +396,7 @@ def put_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Ope
         },
         "responses": {
             "204": _written("Committed and applied."),
-            **errors("400", "412", "413", "503", "504"),
+            **errors("400", "408", "412", "413", "429", "503", "504"),
         },
     }
 
@@ -352,7 +437,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "parameters": [KEY_PARAM, _IF_MATCH, _IDEMPOTENCY_KEY],
             "responses": {
                 "204": _written("Committed and applied (also when the key was absent).", True),
-                **errors("400", "412", "413", "503", "504"),
+                **errors("400", "412", "413", "429", "503", "504"),
             },
         },
     },
@@ -401,7 +486,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                         "Link": header('`<next page URL>; rel="next"` when more keys follow.'),
                     },
                 },
-                **errors("400", "503"),
+                **errors("400", "429", "503"),
             },
         },
     },

@@ -5,11 +5,21 @@ text) so that the Starlette handlers and the raw-ASGI fast path
 (:mod:`raftdb.http.fast_path`) share them and refuse the same requests with
 the same words. They raise :mod:`raftdb.node.errors` exceptions;
 :func:`raftdb.http.errors.error_response` turns those into answers.
+
+Bodies are read under two limits that a slow or hostile client cannot
+stretch: a size (``Content-Length`` checked before reading, then the bytes
+counted as they arrive, never buffered past the limit) and a time,
+``body_timeout_s``, from the first wait for the body to its last byte
+(:func:`receive_body`). Either answer closes the connection
+(``raftdb.http.errors``): the rest of the body is never read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from asyncio import current_task, get_running_loop
+from time import monotonic
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
@@ -18,7 +28,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive, Scope
 
-from raftdb.node.errors import BadRequestError, TooLargeError
+from raftdb.node.errors import BadRequestError, RequestTimeoutError, TooLargeError
 from raftdb.node.handle import Consistency
 
 __all__ = [
@@ -41,6 +51,11 @@ __all__ = [
 
 #: Longest ``Idempotency-Key`` header (it becomes the client id of a session, see raftdb.kv).
 MAX_IDEMPOTENCY_KEY_BYTES: Final = 128
+
+#: Longest pause between two checks of the body deadlines (see :class:`_BodyWatch`).
+_SWEEP_MAX_S: Final = 1.0
+#: The deadline value of a read the sweeper has cancelled.
+_TIMED_OUT: Final = -1.0
 
 
 class _KeyConvertor(Convertor[str]):
@@ -265,34 +280,112 @@ def check_content_length(length: str | None, limit: int, what: str, setting: str
             )
 
 
-async def receive_body(receive: Receive, limit: int, what: str, setting: str) -> bytes:
-    """The body's bytes from ``receive``, counted as they arrive (see :func:`read_body`).
+class _BodyWatch:
+    """The body reads in progress on one event loop, and their deadlines.
+
+    A timer per request (``asyncio.timeout``, ``loop.call_at``) cost a few
+    microseconds per ``PUT``, about as much as the fast path's own work. Here
+    a read costs a dictionary insert and pop; one task per loop, alive while
+    reads are in progress, wakes every tenth of the shortest body timeout (at
+    most every :data:`_SWEEP_MAX_S`) and cancels the reads past their deadline,
+    which :func:`receive_body` turns into ``408``. A sweep walks the reads in
+    progress, at most one per open connection; a late read is refused at most
+    one sweep interval after its deadline.
+    """
+
+    __slots__ = ("interval", "loop", "reading", "sweeper")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # task -> deadline (monotonic()), or _TIMED_OUT once cancelled for being late
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.interval = _SWEEP_MAX_S
+        self.sweeper: asyncio.Task[None] | None = None
+
+    def watch(self, time_limit: float) -> None:
+        """Sweep often enough for ``time_limit``, and start sweeping if idle."""
+        self.interval = min(self.interval, time_limit / 10)
+        if self.sweeper is None:
+            self.sweeper = self.loop.create_task(self._sweep(), name="raftdb body deadlines")
+
+    async def _sweep(self) -> None:
+        reading = self.reading
+        try:
+            while reading:
+                await asyncio.sleep(self.interval)
+                now = monotonic()
+                late = [t for t, deadline in reading.items() if 0 <= deadline <= now]
+                for task in late:
+                    reading[task] = _TIMED_OUT
+                    task.cancel()
+        finally:
+            self.sweeper = None
+            if _WATCHES.get(self.loop) is self:
+                del _WATCHES[self.loop]  # idle (or the loop is closing): made again on use
+
+
+#: The body watch of each loop that is reading bodies (a server has one loop).
+_WATCHES: dict[asyncio.AbstractEventLoop, _BodyWatch] = {}
+
+
+async def receive_body(
+    receive: Receive, limit: int, what: str, setting: str, *, time_limit: float
+) -> bytes:
+    """The body's bytes from ``receive``, counted as they arrive (see :func:`read_body`),
+    all within ``time_limit`` seconds.
+
+    The time counts from this call, the first wait for the body, to its last
+    byte: a client trickling a byte at a time cannot hold the request (and its
+    connection) open for longer.
 
     Raises:
         TooLargeError: over ``limit``.
+        RequestTimeoutError: the body took longer than ``time_limit`` (``body_timeout_s``).
         ClientDisconnect: the client went away.
     """
+    # (Names imported, not looked up in their modules: this runs for every PUT.)
+    loop = get_running_loop()
+    watch = _WATCHES.get(loop)
+    if watch is None:
+        watch = _WATCHES[loop] = _BodyWatch(loop)
+    task = current_task(loop)
+    assert task is not None
+    reading = watch.reading
+    reading[task] = monotonic() + time_limit
+    if watch.sweeper is None or time_limit < 10 * watch.interval:
+        watch.watch(time_limit)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise TooLargeError(
-                    f"the {what} is over the limit of {limit} bytes ({setting}); "
-                    f"{size} bytes were sent before the server stopped reading"
-                )
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise TooLargeError(
+                        f"the {what} is over the limit of {limit} bytes ({setting}); "
+                        f"{size} bytes were sent before the server stopped reading"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if reading.get(task) != _TIMED_OUT or task.uncancel() > 0:
+            raise  # cancelled by someone else (too)
+        raise RequestTimeoutError(
+            f"the {what} did not arrive within {time_limit:g}s (body_timeout_s)"
+        ) from None
+    finally:
+        del reading[task]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_body(request: Request, limit: int, what: str, setting: str) -> bytes:
+async def read_body(
+    request: Request, limit: int, what: str, setting: str, *, time_limit: float
+) -> bytes:
     """The request body, refusing more than ``limit`` bytes without buffering it.
 
     ``Content-Length`` is checked before reading (:func:`check_content_length`);
@@ -304,24 +397,29 @@ async def read_body(request: Request, limit: int, what: str, setting: str) -> by
         limit: the most bytes accepted.
         what: what the body is, for the message ("value", "request body").
         setting: the config key behind ``limit``, for the message.
+        time_limit: the most seconds the body may take (``body_timeout_s``);
+            required, so that no route reads a body without one.
 
     Raises:
         BadRequestError: a malformed ``Content-Length``.
         TooLargeError: over ``limit``.
+        RequestTimeoutError: the body took longer than ``time_limit``.
         ClientDisconnect: the client went away.
     """
     check_content_length(request.headers.get("content-length"), limit, what, setting)
-    return await receive_body(request.receive, limit, what, setting)
+    return await receive_body(request.receive, limit, what, setting, time_limit=time_limit)
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object.
+async def read_json_object(request: Request, limit: int, *, time_limit: float) -> dict[str, Any]:
+    """The body as a JSON object (read as :func:`read_body` reads it).
 
     Raises:
         BadRequestError: not UTF-8 JSON, or not an object.
         TooLargeError: over ``limit`` bytes (``max_request_bytes``).
+        RequestTimeoutError: over ``time_limit`` seconds (``body_timeout_s``).
     """
-    body = await read_body(request, limit, "request body", "max_request_bytes")
+    what, setting = "request body", "max_request_bytes"
+    body = await read_body(request, limit, what, setting, time_limit=time_limit)
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:

@@ -82,7 +82,10 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                 "required": True,
                 "content": {"*/*": {"schema": MEMBER_SCHEMA["properties"]["peer_url"]}},
             },
-            "responses": {"204": MEMBER_CHANGED, **errors("400", "413", "503", "504")},
+            "responses": {
+                "204": MEMBER_CHANGED,
+                **errors("400", "408", "413", "429", "503", "504"),
+            },
         },
         "delete": {
             "summary": "raftexample: remove member {key} (an id)",
@@ -92,7 +95,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             "responses": {
                 "204": MEMBER_CHANGED,
                 "404": MEMBER_NOT_FOUND,
-                **errors("400", "503", "504"),
+                **errors("400", "429", "503", "504"),
             },
         },
     },
@@ -113,6 +116,7 @@ def raftexample_routes(
     endpoints = KeyValueEndpoints(node, config)
     max_key_bytes = config.max_key_bytes
     max_request_bytes = config.max_request_bytes
+    body_timeout = config.body_timeout_s
 
     async def root_key(request: Request) -> Response:
         key = path_key(request.scope, b"/", max_key_bytes)
@@ -125,7 +129,13 @@ def raftexample_routes(
             return await endpoints.get(request, key)
         if method == "POST":
             node_id = _member_id(key, method)
-            body = await read_body(request, max_request_bytes, "request body", "max_request_bytes")
+            body = await read_body(
+                request,
+                max_request_bytes,
+                "request body",
+                "max_request_bytes",
+                time_limit=body_timeout,
+            )
             try:
                 url = check_peer_url(body.decode("utf-8", "replace"), "peer_url")
             except ConfigError as exc:

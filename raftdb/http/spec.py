@@ -70,9 +70,14 @@ _ERRORS: Final = {
     "403": "The token lacks the role, or the key (or listing prefix) is outside its "
     "prefixes (`forbidden`). Only when the node has a tokens_file.",
     "404": "No such key, member or endpoint (`not_found`, `member_not_found`).",
+    "408": "The body took longer than `body_timeout_s` to arrive (`request_timeout`); "
+    "the connection is closed.",
     "412": "The `If-Match` / `If-None-Match` condition failed (`condition_failed`); "
     "`mod_index` is the key's current index, 0 when absent.",
-    "413": "Key, value or body over its limit (`too_large`).",
+    "413": "Key, value or body over its limit (`too_large`); the connection is closed.",
+    "429": "The node holds `max_pending_requests` waiting requests, applies too far "
+    "behind its commit index, or builds as many large listings as it may "
+    "(`too_many_requests`); nothing was done: retry after `Retry-After` seconds.",
     "503": "No leader or quorum now, the node is not ready, or it was removed "
     "(`unavailable`, `not_ready`, `node_removed`); retry after `Retry-After` seconds.",
     "504": "The write's outcome is unknown (`outcome_unknown`): it may still commit; "
@@ -93,7 +98,7 @@ _CHALLENGE: Final = {
 def error(status: str, description: str | None = None) -> Schema:
     """The error answer with ``status``, described by ``description`` or as the API-wide one."""
     response: Schema = {"description": description or _ERRORS[status], "content": _JSON_ERROR}
-    if status == "503":
+    if status in ("429", "503"):
         response["headers"] = _RETRY_AFTER
     elif status == "401":
         response["headers"] = _CHALLENGE

@@ -99,7 +99,13 @@ class StateMachine(Protocol):
         ...
 
     def range(
-        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
+        self,
+        prefix: bytes = b"",
+        start: bytes = b"",
+        limit: int | None = None,
+        *,
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> list[KeyValue]:
         """Keys that start with ``prefix`` and are ``>= start``, in ascending order.
 
@@ -108,12 +114,18 @@ class StateMachine(Protocol):
             start: only keys at or after it (resume a listing with the last
                 key returned plus ``b"\\x00"``).
             limit: at most this many (``None``: all).
+            values: with the values; ``False``: each ``value`` is ``b""``, so
+                that a listing of keys never holds the values in memory.
+            max_bytes: stop after the key that brings the bytes returned (keys,
+                and values if ``values``) to ``max_bytes`` or more (``None``: no
+                bound). At least one key is returned, however large. What a
+                listing answer holds in memory is bounded so, whatever ``limit``.
 
         Returns:
             One consistent view: never part of a batch. From any thread.
 
         Raises:
-            ValueError: ``limit`` is negative.
+            ValueError: ``limit`` is negative, or ``max_bytes`` below 1.
         """
         ...
 
@@ -170,10 +182,13 @@ class StateMachine(Protocol):
         ...
 
 
-def check_range_args(limit: int | None) -> None:
-    """Raise ``ValueError`` for a negative ``limit`` (shared by implementations)."""
+def check_range_args(limit: int | None, max_bytes: int | None = None) -> None:
+    """Raise ``ValueError`` for a negative ``limit`` or a ``max_bytes`` below 1
+    (shared by implementations)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
 
 
 class _DictBackend:
@@ -244,19 +259,33 @@ class MemoryStateMachine:
         return None if record is None else KeyValue(key, *record)
 
     def range(
-        self, prefix: bytes = b"", start: bytes = b"", limit: int | None = None
+        self,
+        prefix: bytes = b"",
+        start: bytes = b"",
+        limit: int | None = None,
+        *,
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> list[KeyValue]:
-        check_range_args(limit)
+        check_range_args(limit, max_bytes)
         if limit == 0:
             return []
         out: list[KeyValue] = []
+        budget = -1 if max_bytes is None else max_bytes  # -1: unbounded
         with self._lock.read():
             self._check_open()
             data = self._data
             for key in self._keys.irange(max(prefix, start), prefix_end(prefix)):
-                out.append(KeyValue(key, *data[key]))
+                value, create, mod = data[key]
+                if not values:
+                    value = b""
+                out.append(KeyValue(key, value, create, mod))
                 if len(out) == limit:
                     break
+                if budget >= 0:
+                    budget -= len(key) + len(value)
+                    if budget <= 0:
+                        break
         return out
 
     def conf_state(self) -> ConfState:

@@ -12,6 +12,13 @@ callback sit in a dictionary that the waiter empties as soon as its wait ends
 (:meth:`Deadlines.discard`). Holding them until the deadline instead kept
 thousands of finished requests alive under load, and the garbage collector's
 full passes over them stalled the loop for tens of milliseconds.
+
+Every operation is O(log n) in the waits being timed: ``add`` pushes, ``sweep``
+pops only what expired, ``discard`` is a dictionary pop. The heap entries of
+discarded waits stay until their deadline comes; when they are most of the
+heap, ``add`` rebuilds it from the waits still timed (amortized O(1) per
+request), so the heap's size follows the requests waiting now, not all those
+of the last ``request_timeout_s``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Deadlines"]
+
+# Discarded entries the heap may hold beyond twice the live ones before ``add``
+# rebuilds it: small heaps are never rebuilt.
+_COMPACT_SLACK = 1024
 
 
 class Deadlines:
@@ -49,9 +60,18 @@ class Deadlines:
             A token for :meth:`discard`, which the waiter calls when its wait ends.
         """
         token = next(self._tokens)
-        self._waiting[token] = (future, expire)
-        heapq.heappush(self._heap, (deadline, token))
+        waiting, heap = self._waiting, self._heap
+        waiting[token] = (future, expire)
+        if len(heap) > 2 * len(waiting) + _COMPACT_SLACK:
+            self._compact()
+        heapq.heappush(heap, (deadline, token))
         return token
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the waits still timed (see the module docstring)."""
+        waiting = self._waiting
+        self._heap[:] = [entry for entry in self._heap if entry[1] in waiting]
+        heapq.heapify(self._heap)
 
     def discard(self, token: int) -> None:
         """The wait of ``token`` ended (answered, failed or cancelled): stop timing it."""

@@ -174,9 +174,15 @@ class NodeHandle(Protocol):
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> tuple[list[KeyValue], int]:
         """Keys with ``prefix`` from ``start`` (inclusive), sorted, at most ``limit``,
-        and the index the read was served at (as :meth:`get`)."""
+        and the index the read was served at (as :meth:`get`).
+
+        ``values=False`` leaves every value ``b""``; ``max_bytes`` ends the list
+        after the key that brings its bytes to that many (at least one key), as
+        ``StateMachine.range`` does."""
         ...
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:

@@ -87,6 +87,10 @@ _SYNC_OFF_WARNING = (
     "Use it only for tests and benchmarks."
 )
 
+# A range of more keys than this, or with values, is read off the event loop
+# (a thread), so that a large listing cannot delay heartbeats and other requests.
+_INLINE_RANGE_KEYS = 256
+
 
 class Node:
     """A raftdb server node: see the module docstring.
@@ -511,12 +515,29 @@ class Node:
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> tuple[list[KeyValue], int]:
-        """See ``NodeHandle.range``."""
+        """See ``NodeHandle.range``.
+
+        A small range of keys is read on the loop; a larger one, or one with
+        values, in a thread (``asyncio.to_thread``): the state machine reads
+        from any thread, and its one bounded page (``max_bytes``) keeps the
+        thread's work and memory bounded too.
+        """
         index = await self._read_point(consistency)
         assert self._sm is not None
         sm = self._sm
-        return self._read_state(lambda: sm.range(prefix, start or b"", limit)), index
+
+        def read() -> list[KeyValue]:
+            return sm.range(prefix, start or b"", limit, values=values, max_bytes=max_bytes)
+
+        if values or limit is None or limit > _INLINE_RANGE_KEYS:
+            try:
+                return await asyncio.to_thread(read), index
+            except StorageError as e:
+                raise self._damaged(e) from None
+        return self._read_state(read), index
 
     def _read_state(self, read: Callable[[], _T]) -> _T:
         """A read of the state machine. Damage found there (a ``StorageError``: the
@@ -535,8 +556,12 @@ class Node:
                 retry_after=_NOSPACE_RETRY_AFTER,
             ) from None
         except StorageError as e:
-            self._fail(f"{type(e).__name__}: {e}")
-            raise ServiceUnavailableError(f"node failed: {type(e).__name__}: {e}", 5) from None
+            raise self._damaged(e) from None
+
+    def _damaged(self, e: StorageError) -> ServiceUnavailableError:
+        """Stop the node for damage a read found (see :meth:`_read_state`); the read's ``503``."""
+        self._fail(f"{type(e).__name__}: {e}")
+        return ServiceUnavailableError(f"node failed: {type(e).__name__}: {e}", 5)
 
     # -- membership ------------------------------------------------------------------
 

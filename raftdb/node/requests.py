@@ -19,6 +19,22 @@ another leader — and may be proposed again safely if a forwarded proposal was
 lost (:meth:`WaitingRequests.tick`): the state machine answers a repeated
 ``seq`` from the session instead of applying it twice. A write with an
 ``Idempotency-Key`` is a session of its own, of one request.
+
+Admission control
+-----------------
+A node holds at most ``max_pending_requests`` waiting writes, linearizable
+reads and membership changes together (:attr:`WaitingRequests.pending`, one
+counter: admitting a request is an integer compare). One more is refused at
+once with ``429`` (:class:`~raftdb.node.errors.TooManyRequestsError`), before
+anything is queued or proposed, so a flood of slow requests costs the node a
+bounded amount of memory and work. Writes are also refused while this node's
+state machine applies more than :data:`MAX_APPLY_LAG` entries behind its commit
+index (etcd's ``maxGapBetweenApplyAndCommitIndex``): more writes would only
+lengthen a queue that already takes long to drain.
+
+Every way a request leaves (answered, timed out, cancelled) takes it out of
+its table in O(1) or O(log n): a time limit that expires never scans the
+other waiting requests, however many there are (``benchmarks/test_requests_bench.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.kv.commands import (
     Command,
@@ -47,6 +63,7 @@ from raftdb.node.errors import (
     ConditionFailedError,
     OutcomeUnknownError,
     ServiceUnavailableError,
+    TooManyRequestsError,
 )
 from raftdb.raft import ConfChange, Entry, NotLeaderError, ProposalDroppedError, RawNode
 
@@ -55,7 +72,7 @@ if TYPE_CHECKING:
     from raftdb.node.metrics import NodeMetrics
     from raftdb.raft import ReadState
 
-__all__ = ["WaitingRequests", "no_leader"]
+__all__ = ["MAX_APPLY_LAG", "WaitingRequests", "no_leader"]
 
 log = logging.getLogger("raftdb.node")
 
@@ -63,19 +80,50 @@ log = logging.getLogger("raftdb.node")
 # the module docstring), in case a forwarded proposal was dropped on the way.
 _REPROPOSE_TICKS_FACTOR = 2
 
+#: Writes are refused (``429``) while the applied index lags the commit index by
+#: more than this many entries, as etcd does (``maxGapBetweenApplyAndCommitIndex``).
+MAX_APPLY_LAG: Final = 5000
 
-@dataclass(slots=True)
+#: ``Retry-After`` of a ``429``, in seconds: time for waiting requests to drain.
+_BUSY_RETRY_AFTER: Final = 1.0
+
+# The heap of reads waiting for an index to be applied is rebuilt without the
+# ones that left (timed out, cancelled) once they are most of it.
+_COMPACT_SLACK: Final = 64
+
+
+@dataclass(slots=True, eq=False)
 class _PendingWrite:
     data: bytes
     future: asyncio.Future[KVResult]
     proposed_at: int  # tick
+    key: int | bytes  # its key in writes (seq) or in _idem (client id)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _PendingConf:
     change: ConfChange
     future: asyncio.Future[ConfChangeResult]
     proposed_at: int
+
+
+class _ReadBatch:
+    """The linearizable reads that share one ``read_index`` request of the core.
+
+    Each read keeps a reference to its batch, so that one timing out (or
+    cancelled) leaves it in O(1): before the batch is asked for, the batch is
+    :attr:`WaitingRequests.unasked`; once asked, ``ctx`` names it in
+    :attr:`WaitingRequests.reads`.
+    """
+
+    __slots__ = ("ctx", "waiters")
+
+    def __init__(self) -> None:
+        self.ctx: bytes | None = None
+        self.waiters: dict[asyncio.Future[int], None] = {}
+
+    def __len__(self) -> int:
+        return len(self.waiters)
 
 
 def no_leader(raw: RawNode, what: str, config: NodeConfig) -> ServiceUnavailableError:
@@ -122,16 +170,56 @@ class WaitingRequests:
         self._session_open = False
         self._seq = itertools.count(1)
         self.writes: dict[int, _PendingWrite] = {}  # seq -> pending (insertion = seq order)
+        # The lowest seq that may still be in writes: the ``ack`` of the next write.
+        # (``next(iter(writes))`` was O(n) after many deletions at the dict's front.)
+        self._lowest_seq = 1
         self.queued: list[_PendingWrite] = []  # not proposed yet: see propose_queued
+        self._queued_done = False  # some queued write was answered before its proposal
         self._deadlines = Deadlines()
         self._idem: dict[bytes, _PendingWrite] = {}  # idempotency client id -> pending
-        self._confs: list[_PendingConf] = []
+        # Waiting membership changes by change (a result names only its change).
+        self._confs: dict[ConfChange, dict[_PendingConf, None]] = {}
         self._read_ctx = itertools.count(1)
-        # Reads not asked for yet (see ask_reads), and those asked: context -> waiters.
-        self.unasked: list[asyncio.Future[int]] = []
-        self.reads: dict[bytes, list[asyncio.Future[int]]] = {}
+        # Reads not asked for yet (see ask_reads), and those asked: context -> batch.
+        self.unasked = _ReadBatch()
+        self.reads: dict[bytes, _ReadBatch] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._applied_waiting = 0  # how many of _applied_waiters still wait
         self._waiter_seq = itertools.count()
+        self._max_pending = config.max_pending_requests
+        #: Writes, linearizable reads and membership changes waiting now (admission).
+        self.pending = 0
+
+    # -- admission -------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Refuse a request beyond ``max_pending_requests`` (see the module docstring).
+
+        Raises:
+            TooManyRequestsError: the node holds as many as it may; nothing was done.
+        """
+        if self.pending >= self._max_pending:
+            raise TooManyRequestsError(
+                f"this node holds {self.pending} waiting requests, its limit "
+                f"(max_pending_requests); retry shortly",
+                _BUSY_RETRY_AFTER,
+            )
+
+    def _admit_write(self, raw: RawNode) -> None:
+        """:meth:`_admit`, and refuse writes while applying lags far behind committing.
+
+        Raises:
+            TooManyRequestsError: as :meth:`_admit`, or the state machine is more
+                than :data:`MAX_APPLY_LAG` entries behind the commit index.
+        """
+        self._admit()
+        lag = raw.commit_index - self._applied_index()
+        if lag > MAX_APPLY_LAG:
+            raise TooManyRequestsError(
+                f"this node applies {lag} committed entries behind (more than "
+                f"{MAX_APPLY_LAG}); retry once it catches up",
+                _BUSY_RETRY_AFTER,
+            )
 
     # -- time ------------------------------------------------------------------------
 
@@ -156,7 +244,7 @@ class WaitingRequests:
                 with contextlib.suppress(ProposalDroppedError):
                     raw.propose(pending.data)
                     pending.proposed_at = self._ticks
-        for conf in self._confs:
+        for conf in itertools.chain.from_iterable(self._confs.values()):
             if conf.proposed_at <= horizon and not conf.future.done():
                 with contextlib.suppress(ProposalDroppedError):
                     raw.propose_conf_change(conf.change)
@@ -173,9 +261,9 @@ class WaitingRequests:
         )
         proposed: list[asyncio.Future[Any]] = [w.future for w in self.writes.values()]
         proposed += [w.future for w in self._idem.values()]
-        proposed += [c.future for c in self._confs]
-        reads: list[asyncio.Future[Any]] = [f for batch in self.reads.values() for f in batch]
-        reads += self.unasked
+        proposed += [c.future for c in itertools.chain.from_iterable(self._confs.values())]
+        reads: list[asyncio.Future[Any]] = [f for b in self.reads.values() for f in b.waiters]
+        reads += self.unasked.waiters
         reads += [f for _, _, f in self._applied_waiters]
         for futures, exc in ((proposed, unknown), (reads, error)):
             for f in futures:
@@ -186,7 +274,7 @@ class WaitingRequests:
         self.queued.clear()
         self._confs.clear()
         self.reads.clear()
-        self.unasked.clear()
+        self.unasked = _ReadBatch()
         self._applied_waiters.clear()
         self._deadlines.clear()
 
@@ -202,9 +290,20 @@ class WaitingRequests:
                 not OK (``504``: it may or may not have been applied).
             ConditionFailedError: the condition on the key's modify index failed.
             BadRequestError: the command is invalid.
+            TooManyRequestsError: the node holds ``max_pending_requests`` waiting
+                requests, or applies too far behind (``429``: nothing was done).
         """
+        self._admit_write(raw)
         if raw.lead == 0:
             raise no_leader(raw, "take the write", self._config)
+        self.pending += 1
+        try:
+            return await self._write(raw, cmd, idempotency_key)
+        finally:
+            self.pending -= 1
+
+    async def _write(self, raw: RawNode, cmd: Command, idempotency_key: bytes | None) -> KVResult:
+        """:meth:`write`, once admitted."""
         if idempotency_key is not None:
             # An earlier attempt with this key may be committed but not yet applied
             # here. Its entry carries the same session, so it would answer this
@@ -213,8 +312,8 @@ class WaitingRequests:
             # committed before this request first (ReadIndex, the barrier of a
             # linearizable read): the entries that can answer it are then those
             # proposed after it began, among them its own. A refusal is a 503:
-            # nothing was proposed.
-            await self.read_index(raw)
+            # nothing was proposed. (The read is part of this admitted write.)
+            await self._read_index(raw)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[KVResult] = loop.create_future()
         pending: _PendingWrite
@@ -227,7 +326,7 @@ class WaitingRequests:
                 data = _with_session(cmd, client_id, 1, 1).encode()
             except InvalidCommandError as e:
                 raise BadRequestError(f"Idempotency-Key: {e}") from None
-            pending = _PendingWrite(data, future, self._ticks)
+            pending = _PendingWrite(data, future, self._ticks, client_id)
             self._idem[client_id] = pending
         else:
             seq = next(self._seq)
@@ -237,9 +336,9 @@ class WaitingRequests:
             # answers. Before that, nothing of the session was answered, and an
             # ``ack`` above 1 would tell the state machine that its record of
             # the session was lost (SESSION_EXPIRED, every write refused).
-            ack = next(iter(self.writes), seq) if self._session_open else 1
+            ack = self._ack(seq) if self._session_open else 1
             data = _with_session(cmd, self._session, seq, ack).encode()
-            pending = _PendingWrite(data, future, self._ticks)
+            pending = _PendingWrite(data, future, self._ticks, seq)
             self.writes[seq] = pending
         self.queued.append(pending)
         token = self._deadlines.add(
@@ -252,6 +351,8 @@ class WaitingRequests:
             result = await future
         finally:
             self._deadlines.discard(token)
+            if future.cancelled():  # the client went away: nobody waits for the answer
+                self._forget(pending)
         self._metrics.proposal_seconds.observe(time.perf_counter() - started)
         if result.status == CommandStatus.CONDITION_FAILED:
             raise ConditionFailedError(
@@ -263,13 +364,30 @@ class WaitingRequests:
             raise OutcomeUnknownError(f"the write's session answered {result.status.name}")
         return result
 
+    def _ack(self, seq: int) -> int:
+        """The lowest seq of this node's writes still waiting, or ``seq`` if none.
+
+        Seqs only grow, so the pointer only moves forward: O(1) amortized.
+        """
+        low, writes = self._lowest_seq, self.writes
+        while low < seq and low not in writes:
+            low += 1
+        self._lowest_seq = low
+        return low
+
     def propose_queued(self, raw: RawNode) -> None:
         """Propose every queued write in one message (see the module docstring).
 
         A refusal (no leader, too much uncommitted) answers each of them ``503``:
-        none of them was proposed.
+        none of them was proposed. A queued write already answered (timed out,
+        cancelled) is not proposed.
         """
         batch, self.queued = self.queued, []
+        if self._queued_done:
+            self._queued_done = False
+            batch = [pending for pending in batch if not pending.future.done()]
+            if not batch:
+                return
         try:
             raw.propose_many([pending.data for pending in batch])
         except (NotLeaderError, ProposalDroppedError) as e:
@@ -290,12 +408,14 @@ class WaitingRequests:
         )
 
     def _forget(self, pending: _PendingWrite) -> None:
-        for seq in [k for k, v in self.writes.items() if v is pending]:
-            del self.writes[seq]
-        for client in [k for k, v in self._idem.items() if v is pending]:
-            del self._idem[client]
-        if pending in self.queued:
-            self.queued.remove(pending)
+        """Drop ``pending`` from its table, in O(1); a queued one is skipped when
+        proposing (:meth:`propose_queued`)."""
+        key = pending.key
+        table: dict[Any, _PendingWrite] = self.writes if isinstance(key, int) else self._idem
+        if table.get(key) is pending:
+            del table[key]
+        if self.queued:
+            self._queued_done = True
 
     def resolve_write(self, entry: Entry, result: KVResult) -> None:
         """``entry`` was applied with ``result``: answer its write, if it waits here."""
@@ -343,19 +463,33 @@ class WaitingRequests:
         Raises:
             ServiceUnavailableError: no leader is known, or the read index was not
                 confirmed or not applied in time.
+            TooManyRequestsError: the node holds ``max_pending_requests`` waiting
+                requests (``429``).
         """
+        self._admit()
+        self.pending += 1
+        try:
+            return await self._read_index(raw)
+        finally:
+            self.pending -= 1
+
+    async def _read_index(self, raw: RawNode) -> int:
+        """:meth:`read_index`, once admitted."""
         if raw.lead == 0:
             raise no_leader(raw, "confirm the read", self._config)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        self.unasked.append(future)
+        batch = self.unasked
+        batch.waiters[future] = None
         self._wake()
         deadline = loop.time() + self._timeout
-        token = self._deadlines.add(deadline, future, lambda: self._read_timed_out(future))
+        token = self._deadlines.add(deadline, future, lambda: self._read_timed_out(batch, future))
         try:
             index = await future
         finally:
             self._deadlines.discard(token)
+            if future.cancelled():
+                self._leave(batch, future)
         await self._wait_applied(index, deadline)
         return index
 
@@ -364,36 +498,45 @@ class WaitingRequests:
 
         A refusal (no leader known) answers each of them ``503``.
         """
-        batch, self.unasked = self.unasked, []
-        batch = [f for f in batch if not f.done()]
-        if not batch:
+        batch, self.unasked = self.unasked, _ReadBatch()
+        if not batch:  # reads that left (timed out, cancelled) left the batch
             return
         ctx = next(self._read_ctx).to_bytes(8, "big")
         try:
             raw.read_index(ctx)
         except ProposalDroppedError as e:
-            for f in batch:
-                f.set_exception(no_leader(raw, f"confirm the read ({e.reason})", self._config))
+            for f in batch.waiters:
+                if not f.done():
+                    f.set_exception(no_leader(raw, f"confirm the read ({e.reason})", self._config))
             return
+        batch.ctx = ctx
         self.reads[ctx] = batch
 
-    def _read_timed_out(self, future: asyncio.Future[int]) -> BaseException:
+    def _leave(self, batch: _ReadBatch, future: asyncio.Future[int]) -> None:
+        """Take a read that stopped waiting out of its batch, and an asked batch
+        left empty out of ``reads``: O(1)."""
+        batch.waiters.pop(future, None)
+        if not batch.waiters and batch.ctx is not None and self.reads.get(batch.ctx) is batch:
+            del self.reads[batch.ctx]
+
+    def _read_timed_out(self, batch: _ReadBatch, future: asyncio.Future[int]) -> BaseException:
         """Forget a read whose leadership round did not come back in time."""
-        if future in self.unasked:
-            self.unasked.remove(future)
-        for ctx, batch in list(self.reads.items()):
-            if future in batch:
-                batch.remove(future)
-                if not batch:
-                    del self.reads[ctx]
-                break
+        self._leave(batch, future)
         return ServiceUnavailableError("could not confirm leadership with a quorum in time", 1)
 
     async def _wait_applied(self, index: int, deadline: float) -> None:
         if self._applied_index() >= index:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._applied_waiters, (index, next(self._waiter_seq), fut))
+        waiters = self._applied_waiters
+        if len(waiters) > 2 * self._applied_waiting + _COMPACT_SLACK:
+            # Most entries are reads that left (timed out while applying is
+            # stuck): rebuild without them. O(1) amortized; memory stays
+            # bounded by the reads that wait.
+            waiters[:] = [w for w in waiters if not w[2].done()]
+            heapq.heapify(waiters)
+        heapq.heappush(waiters, (index, next(self._waiter_seq), fut))
+        self._applied_waiting += 1
         token = self._deadlines.add(
             deadline,
             fut,
@@ -405,13 +548,16 @@ class WaitingRequests:
             await fut
         finally:
             self._deadlines.discard(token)
+            self._applied_waiting -= 1
 
     def answer_reads(self, read_states: list[ReadState]) -> None:
         """The leader confirmed these read indexes: hand each to its read."""
         for rs in read_states:
-            for fut in self.reads.pop(rs.context, ()):
-                if not fut.done():
-                    fut.set_result(rs.index)
+            batch = self.reads.pop(rs.context, None)
+            if batch is not None:
+                for fut in batch.waiters:
+                    if not fut.done():
+                        fut.set_result(rs.index)
 
     def reissue_reads(self, raw: RawNode) -> None:
         """Ask for the read index of every waiting read again (same context).
@@ -423,7 +569,7 @@ class WaitingRequests:
         if raw.lead == 0:
             return
         for ctx, batch in self.reads.items():
-            if any(not fut.done() for fut in batch):
+            if batch:  # reads that stopped waiting have left it
                 with contextlib.suppress(ProposalDroppedError):
                     raw.read_index(ctx)
 
@@ -444,7 +590,18 @@ class WaitingRequests:
         Raises:
             ServiceUnavailableError: no leader is known, or the change was refused.
             OutcomeUnknownError: not applied in time (it may still be).
+            TooManyRequestsError: the node holds ``max_pending_requests`` waiting
+                requests (``429``).
         """
+        self._admit()
+        self.pending += 1
+        try:
+            return await self._change(raw, change)
+        finally:
+            self.pending -= 1
+
+    async def _change(self, raw: RawNode, change: ConfChange) -> ConfChangeResult:
+        """:meth:`change`, once admitted."""
         if raw.lead == 0:
             raise no_leader(raw, "change the membership", self._config)
         try:
@@ -456,7 +613,7 @@ class WaitingRequests:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ConfChangeResult] = loop.create_future()
         pending = _PendingConf(change, future, self._ticks)
-        self._confs.append(pending)
+        self._confs.setdefault(change, {})[pending] = None
         self._wake()
         token = self._deadlines.add(
             loop.time() + self._timeout, future, lambda: self._conf_timed_out(pending)
@@ -465,22 +622,27 @@ class WaitingRequests:
             return await future
         finally:
             self._deadlines.discard(token)
+            if future.cancelled():
+                self._forget_conf(pending)
+
+    def _forget_conf(self, pending: _PendingConf) -> None:
+        same = self._confs.get(pending.change)
+        if same is not None:
+            same.pop(pending, None)
+            if not same:
+                del self._confs[pending.change]
 
     def _conf_timed_out(self, pending: _PendingConf) -> BaseException:
-        if pending in self._confs:
-            self._confs.remove(pending)
+        self._forget_conf(pending)
         return OutcomeUnknownError("the membership change was not applied in time; it may still be")
 
     def resolve_conf(self, result: ConfChangeResult) -> None:
         """A membership change was applied: answer the requests that proposed it."""
-        keep: list[_PendingConf] = []
-        for pending in self._confs:
-            if result.change == pending.change:
-                if not pending.future.done():
-                    pending.future.set_result(result)
-            else:
-                keep.append(pending)
-        self._confs = keep
+        if result.change is None:
+            return
+        for pending in self._confs.pop(result.change, ()):
+            if not pending.future.done():
+                pending.future.set_result(result)
 
 
 def _with_session(cmd: Command, client_id: bytes, seq: int, ack: int) -> Command:

@@ -35,6 +35,7 @@ class FakeNode:
         self.stopped = False
         self.fail: BaseException | None = None
         self.calls: list[tuple[object, ...]] = []
+        self.range_answers: list[list[KeyValue]] = []  # what each range call returned
         self.answers: dict[bytes, WriteResult] = {}
         self._members: dict[int, Member] = {
             n: Member(n, f"http://127.0.0.1:{n}2379", False) for n in range(1, peers + 1)
@@ -130,6 +131,8 @@ class FakeNode:
         start: bytes | None = None,
         limit: int | None = None,
         consistency: Consistency = "linearizable",
+        values: bool = True,
+        max_bytes: int | None = None,
     ) -> tuple[list[KeyValue], int]:
         self.calls.append(("range", prefix, start, limit, consistency))
         self._check()
@@ -138,7 +141,16 @@ class FakeNode:
         )
         if limit is not None:
             keys = keys[:limit]
-        return [self.data[key] for key in keys], self.index
+        found: list[KeyValue] = []
+        size = 0
+        for key in keys:  # as StateMachine.range bounds it
+            kv = self.data[key] if values else replace(self.data[key], value=b"")
+            found.append(kv)
+            size += len(kv.key) + len(kv.value)
+            if max_bytes is not None and size >= max_bytes:
+                break
+        self.range_answers.append(found)
+        return found, self.index
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
         self.calls.append(("add_member", node_id, peer_url, learner))

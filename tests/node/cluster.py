@@ -43,9 +43,20 @@ async def eventually(
 class LocalCluster:
     """Nodes 1..n bootstrapped together; more may join."""
 
-    def __init__(self, tmp: Path, n: int, plugin: str = "leveldb", **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        n: int,
+        plugin: str = "leveldb",
+        *,
+        state_machine: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """``plugin`` names storage and state machine, unless ``state_machine``
+        names another (``"module:factory"``: a test's instrumented one)."""
         self.tmp = tmp
         self.plugin = plugin
+        self.state_machine = state_machine or plugin
         self.settings = {"tick_ms": 20, "request_timeout_s": 5.0, **settings}
         self.urls = [f"http://127.0.0.1:{port}" for port in free_ports(n)]
         self.nodes: dict[int, Node] = {}
@@ -57,7 +68,7 @@ class LocalCluster:
             join=join,
             data_dir=self.tmp / f"node{node_id}",
             storage=self.plugin,
-            state_machine=self.plugin,
+            state_machine=self.state_machine,
             **self.settings,
         )
 

@@ -269,6 +269,16 @@ def check_range(ctx: CheckContext) -> None:
     expect_equal(m.range(b"abc")[0], KeyValue(b"abc", b"616263", 6, 6), "a range result")
     with expect_raises(ValueError, "range(limit=-1)"):
         m.range(limit=-1)
+    # values=False and max_bytes: what a listing holds in memory stays bounded.
+    expect_equal([kv.value for kv in m.range(b"a", values=False)], [b""] * 6, "range(values=False)")
+    # a, a\x00, a\xff: 1 + 2, 2 + 4, 2 + 4 bytes (key + hex value)
+    for max_bytes, count in ((1, 1), (3, 1), (4, 2), (9, 2), (10, 3), (1000, 6)):
+        found = m.range(b"a", max_bytes=max_bytes)
+        expect_equal(names(found), stored[:count], f"range(b'a', max_bytes={max_bytes})")
+    expect_equal(len(m.range(b"a", values=False, max_bytes=3)), 2, "max_bytes counts keys only")
+    expect_equal(len(m.range(b"a", limit=1, max_bytes=1000)), 1, "limit before max_bytes")
+    with expect_raises(ValueError, "range(max_bytes=0)"):
+        m.range(max_bytes=0)
 
 
 @_register()
