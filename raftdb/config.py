@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from raftdb.transport.address import parse_peer_url
+from raftdb.transport.handshake import MIN_SECRET_BYTES
 
 __all__ = [
     "CONFIG_ENV",
@@ -449,8 +450,8 @@ def _seconds(key: str, value: object) -> float:
     return float(value)
 
 
-#: The shortest peer secret accepted, in bytes: 128 bits, as an HMAC key should have.
-MIN_PEER_SECRET_BYTES: Final = 16
+#: The shortest peer secret accepted, in bytes (the transport's handshake refuses shorter).
+MIN_PEER_SECRET_BYTES: Final = MIN_SECRET_BYTES
 
 PeerAuth = Literal["tls", "secret", "none"]
 
