@@ -34,7 +34,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Container
-from typing import TYPE_CHECKING, Any, Final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from raftdb.raft.messages import MessageType
 from raftdb.transport.frames import (
@@ -69,11 +70,13 @@ _REFUSAL_WARNING_INTERVAL: Final = 10.0
 class Inbound:
     """One accepted connection; ``sender`` is known after its HELLO."""
 
-    __slots__ = ("address", "sender")
+    __slots__ = ("address", "sender", "started")
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.sender: int | None = None
+        #: Its task has begun to run (one cancelled before it ran never saw its socket).
+        self.started = False
 
 
 class Listener:
@@ -212,7 +215,16 @@ class Listener:
                 continue
             conn = Inbound(address)
             # Registered before it runs, so stop() also cancels a TLS handshake in progress.
-            self.connections[loop.create_task(self._run(conn, sock, None, None))] = conn
+            task = loop.create_task(self._run(conn, sock, None, None))
+            self.connections[task] = conn
+            task.add_done_callback(partial(self._tls_task_done, conn, sock))
+
+    def _tls_task_done(self, conn: Inbound, sock: socket.socket, task: asyncio.Task[None]) -> None:
+        """Forget a TLS connection's task; close its socket if it was cancelled before it ran
+        (a coroutine cancelled before its first step runs none of its ``finally``)."""
+        self.connections.pop(task, None)
+        if not conn.started:
+            sock.close()
 
     def _admitted(self, address: str) -> bool:
         """Whether a new connection may be served (accepting, and under the cap)."""
@@ -233,8 +245,10 @@ class Listener:
         """Serve one registered connection, TLS first if ``sock`` is given; log how it ended."""
         task = asyncio.current_task()
         assert task is not None
+        conn.started = True
         try:
             if sock is not None:
+                # From here on TLS's transport owns the socket, and closes it.
                 reader, writer = await self._start_tls(sock)
             assert reader is not None
             assert writer is not None
@@ -275,8 +289,6 @@ class Listener:
             if writer is not None:
                 with contextlib.suppress(BaseException):
                     await abort(writer)
-            elif sock is not None:
-                sock.close()
 
     async def _start_tls(
         self, sock: socket.socket
@@ -291,7 +303,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         context = self._handshake.auth.server_context
         reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = _TLSStreamProtocol(reader, loop=loop)
         try:
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol,
@@ -299,6 +311,16 @@ class Listener:
                 ssl=context,
                 ssl_handshake_timeout=self._handshake_timeout,
             )
+        except asyncio.CancelledError:
+            # Cancelled (stop(), a removed peer) once TLS had finished but before
+            # this task resumed, asyncio *closes* the TLS transport: a graceful
+            # shutdown that holds the socket until the peer answers or
+            # ssl_shutdown_timeout (30 s) passes. Abort it instead, as any other
+            # connection is. (Cancelled during the handshake, asyncio aborts it.)
+            if protocol.transport is not None:
+                # uvloop's TLS transport is not an asyncio.Transport subclass, but has abort().
+                cast(asyncio.Transport, protocol.transport).abort()
+            raise
         except ssl.SSLError as exc:
             raise WireError(f"TLS handshake failed: {ssl_reason(exc)}") from None
         except ConnectionError:
@@ -366,6 +388,17 @@ class Listener:
                 await self._snapshots.receive(m, reader, writer)
             else:
                 raise WireError(f"unexpected {kind.name} frame")
+
+
+class _TLSStreamProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that keeps the transport it is given (after TLS), so that
+    :meth:`Listener._start_tls` can abort it if cancelled before it returns it."""
+
+    transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        super().connection_made(transport)
 
 
 async def _bind(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[socket.socket]:
