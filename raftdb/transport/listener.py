@@ -65,6 +65,8 @@ __all__ = ["DEFAULT_MAX_INBOUND", "Inbound", "Listener"]
 DEFAULT_MAX_INBOUND: Final = 64
 #: At most one warning about refused connections per this many seconds.
 _REFUSAL_WARNING_INTERVAL: Final = 10.0
+#: After a failed accept (EMFILE...), wait this long before the next, so as not to spin.
+_ACCEPT_RETRY_S: Final = 0.1
 
 
 class Inbound:
@@ -205,10 +207,29 @@ class Listener:
         await self._run(conn, None, reader, writer)
 
     async def _accept_tls(self, listening: socket.socket) -> None:
-        """Accept connections on ``listening``; serve each, TLS first, in a task of its own."""
+        """Accept connections on ``listening``; serve each, TLS first, in a task of its own.
+
+        A failed accept (out of file descriptors, a connection aborted before
+        it was taken) is logged, at most once per ten seconds, and accepting
+        goes on after a pause, as asyncio's own server does: one error must
+        not leave the node deaf to its peers.
+        """
         loop = asyncio.get_running_loop()
+        next_warning = 0.0
         while True:
-            sock, _ = await loop.sock_accept(listening)
+            try:
+                sock, _ = await loop.sock_accept(listening)
+            except OSError as exc:
+                now = time.monotonic()
+                if now >= next_warning:
+                    next_warning = now + _REFUSAL_WARNING_INTERVAL
+                    self._log.warning(
+                        "node %d: accepting a peer connection failed: %s; still accepting",
+                        self.node_id,
+                        describe_error(exc),
+                    )
+                await asyncio.sleep(_ACCEPT_RETRY_S)
+                continue
             address = _socket_address(sock)
             if not self._admitted(address):
                 sock.close()

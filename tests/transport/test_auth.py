@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -590,6 +592,39 @@ def test_a_tls_cluster_delivers_messages_and_snapshots(tmp_path: Path, loop: str
             await stop_all(nodes)
 
     run(body, timeout=40, loop=loop)
+
+
+def test_a_tls_listener_keeps_accepting_after_a_failed_accept(tmp_path: Path) -> None:
+    """An accept that fails (here EMFILE, once) is logged, and the listener goes on."""
+    certs = Certs(tmp_path / "pki")
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        real_accept = loop.sock_accept
+        failures = [OSError(errno.EMFILE, "Too many open files")]
+
+        async def flaky_accept(sock: socket.socket) -> tuple[socket.socket, Any]:
+            if failures:
+                raise failures.pop()
+            return await real_accept(sock)
+
+        loop.sock_accept = flaky_accept  # type: ignore[method-assign]
+        nodes = [Node(i, tmp_path, auth=certs.member(i)) for i in (1, 2)]
+        await connect_all(nodes)
+        try:
+            nodes[0].transport.send([heartbeat(1, 2)])
+            await eventually(lambda: len(nodes[1].recorder.messages) == 1, "delivery to 2")
+            assert failures == []
+            assert any(
+                "accepting a peer connection failed" in w and "still accepting" in w
+                for n in nodes
+                for w in n.log.warnings()
+            ), log_text(*nodes)
+        finally:
+            await stop_all(nodes)
+            loop.sock_accept = real_accept  # type: ignore[method-assign]
+
+    run(body, timeout=40)
 
 
 def _expired() -> dict[str, datetime.datetime]:
