@@ -5,11 +5,28 @@
 - ``--sim-seeds=N``: how many seeds the deterministic simulation runs
   (default: 300, the CI budget); ``--sim-seed=S``: run only seed S (the
   one-line replay a failing seed prints).
+
+A ``SIGTERM`` (``timeout``, a CI runner giving up) interrupts the run as Ctrl-C
+does, so that fixtures and ``finally`` blocks still stop the servers they
+started and unmount the filesystems they mounted.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
+
 import pytest
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -37,7 +37,7 @@ from tests.chaos.faulty import fill_disk, free_disk
 from tests.chaos.runner import check_ledger, converge
 from tests.chaos.test_crash import check_disk
 from tests.chaos.workload import Workload
-from tests.integration.harness import free_ports
+from tests.integration.harness import free_ports, set_pdeathsig
 from tests.node.cluster import LocalCluster, eventually
 
 FAULTY = "tests.chaos.faulty:FaultyStorage"
@@ -180,7 +180,9 @@ def _one_node(tmp: Path, name: str) -> tuple[list[str], Path, str]:
 
 def _serve(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=set_pdeathsig
+        )
 
 
 def _wait_ready(http: httpx.Client, url: str) -> None:

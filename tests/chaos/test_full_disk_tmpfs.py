@@ -23,7 +23,7 @@ import pytest
 
 from raftdb.testing.conformance.checks import fill, small_filesystem
 from tests.chaos.cluster import poll
-from tests.integration.harness import free_ports
+from tests.integration.harness import free_ports, set_pdeathsig
 
 # The filesystem is this big (the filler leaves 256 KiB free: a few dozen
 # writes fill it). Large enough that freeing the filler leaves room for
@@ -60,7 +60,9 @@ class _Server:
 
     def start(self, http: httpx.Client) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=set_pdeathsig
+            )
         poll("the node to be ready", lambda: http.get(f"{self.url}/readyz").is_success or None, 30)
 
     def alive(self) -> bool:

@@ -145,7 +145,7 @@ def retry_unavailable(send: Callable[[], httpx.Response], timeout: float = 15.0)
         time.sleep(0.1)
 
 
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
+def set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
     """Have the kernel SIGKILL the server if the test process dies (Linux)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -322,7 +322,7 @@ class ProcessCluster:
                 env=env,
                 cwd=self.root,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig,
+                preexec_fn=set_pdeathsig,
             )
         node.paused = False
         if wait:
