@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from raftdb.codec import CorruptionError
 from raftdb.raft.errors import CompactedError, UnavailableError, UsageError
 from raftdb.raft.messages import Entry, Snapshot, entry_size
+from raftdb.storage.protocol import check_save
 from raftdb.storage.records import LogBounds, decode_entry
 
 __all__ = ["LogIndex", "load_log"]
@@ -106,29 +107,19 @@ class LogIndex:
     def check_save(
         self, entries: Sequence[Entry], snapshot: Snapshot | None, snapshot_index: int
     ) -> None:
-        """Raise UsageError for a save MemoryStorage would refuse (and gaps inside).
+        """Raise UsageError for a save that breaks the rules (see ``check_save``).
 
         Args:
             entries, snapshot: as ``StorageWriter.save``.
             snapshot_index: the index of the stored snapshot.
         """
-        if snapshot is not None and snapshot.metadata.index <= snapshot_index:
-            raise UsageError(
-                f"snapshot at {snapshot.metadata.index} is not newer than the stored one "
-                f"at {snapshot_index}"
-            )
-        if not entries:
-            return
-        offset = snapshot.metadata.index if snapshot is not None else self.dummy_index
-        last = snapshot.metadata.index if snapshot is not None else self.last_index
-        first = entries[0].index
-        if first > last + 1:
-            raise UsageError(f"entries start at {first}, leaving a gap after {last}")
-        if first <= offset:
-            raise UsageError(f"entries start at {first}, inside the compacted log")
-        for i, entry in enumerate(entries):
-            if entry.index != first + i:
-                raise UsageError(f"entry {entry.index} follows entry {first + i - 1}")
+        check_save(
+            entries,
+            snapshot,
+            snapshot_index=snapshot_index,
+            dummy_index=self.dummy_index,
+            last_index=self.last_index,
+        )
 
     def save(self, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
         """Record a save that :meth:`check_save` accepted."""

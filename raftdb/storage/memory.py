@@ -14,6 +14,7 @@ from raftdb.raft.messages import (
     SnapshotMetadata,
     limit_size,
 )
+from raftdb.storage.protocol import check_save
 
 __all__ = ["MemoryStorage"]
 
@@ -85,22 +86,13 @@ class MemoryStorage:
         snapshot: Snapshot | None = None,
     ) -> None:
         # Validate everything first, so that a refused save changes nothing.
-        if snapshot is not None and snapshot.metadata.index <= self._snapshot.metadata.index:
-            raise UsageError(
-                f"snapshot at {snapshot.metadata.index} is not newer than the stored one "
-                f"at {self._snapshot.metadata.index}"
-            )
-        if entries:
-            offset = snapshot.metadata.index if snapshot is not None else self._entries[0].index
-            last = snapshot.metadata.index if snapshot is not None else self.last_index()
-            first = entries[0].index
-            if first > last + 1:
-                raise UsageError(f"entries start at {first}, leaving a gap after {last}")
-            if first <= offset:
-                raise UsageError(f"entries start at {first}, inside the compacted log")
-            for i, entry in enumerate(entries):
-                if entry.index != first + i:
-                    raise UsageError(f"entry {entry.index} follows entry {first + i - 1}")
+        check_save(
+            entries,
+            snapshot,
+            snapshot_index=self._snapshot.metadata.index,
+            dummy_index=self._entries[0].index,
+            last_index=self.last_index(),
+        )
         if snapshot is not None:
             self._apply_snapshot(snapshot)
         if entries:

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfState, Entry, HardState, Snapshot
 from raftdb.raft.storage import StorageReader
 
-__all__ = ["Storage", "StorageReader", "StorageWriter"]
+__all__ = ["Storage", "StorageReader", "StorageWriter", "check_save"]
 
 
 @runtime_checkable
@@ -126,3 +127,46 @@ class Storage(StorageReader, StorageWriter, Protocol):
     ``raftdb.testing.conformance.storage`` holds the conformance suite
     (``docs/plugins.md``).
     """
+
+
+def check_save(
+    entries: Sequence[Entry],
+    snapshot: Snapshot | None,
+    *,
+    snapshot_index: int,
+    dummy_index: int,
+    last_index: int,
+) -> None:
+    """Refuse a save that breaks :meth:`StorageWriter.save`'s rules, changing nothing.
+
+    The one statement of those rules, for :class:`~raftdb.storage.memory.MemoryStorage`
+    and the disk plugins' :class:`~raftdb.storage.logindex.LogIndex` alike, so
+    that every storage refuses exactly the same saves.
+
+    Args:
+        entries, snapshot: as ``StorageWriter.save``.
+        snapshot_index: the index of the stored snapshot.
+        dummy_index, last_index: the stored log's dummy position and last index.
+
+    Raises:
+        UsageError: the snapshot is not newer than the stored one, or the
+            entries leave a gap, reach into the compacted log, or are not
+            consecutive.
+    """
+    if snapshot is not None and snapshot.metadata.index <= snapshot_index:
+        raise UsageError(
+            f"snapshot at {snapshot.metadata.index} is not newer than the stored one "
+            f"at {snapshot_index}"
+        )
+    if not entries:
+        return
+    offset = snapshot.metadata.index if snapshot is not None else dummy_index
+    last = snapshot.metadata.index if snapshot is not None else last_index
+    first = entries[0].index
+    if first > last + 1:
+        raise UsageError(f"entries start at {first}, leaving a gap after {last}")
+    if first <= offset:
+        raise UsageError(f"entries start at {first}, inside the compacted log")
+    for i, entry in enumerate(entries):
+        if entry.index != first + i:
+            raise UsageError(f"entry {entry.index} follows entry {first + i - 1}")
