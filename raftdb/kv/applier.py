@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from raftdb.kv.changes import Change, Lease
 from raftdb.kv.commands import (
     MAX_SESSION_RESPONSES,
     SESSION_TTL_ENTRIES,
@@ -22,6 +23,7 @@ from raftdb.kv.commands import (
     CommandStatus,
     ConfChangeResult,
     InvalidCommandError,
+    KeyValue,
     KVResult,
     NoopResult,
     Op,
@@ -58,6 +60,19 @@ class KVBackend(Protocol):
         """Delete ``key``, which exists."""
         ...
 
+    def read(self, key: bytes) -> tuple[bytes, int, int] | None:
+        """``(value, create_index, mod_index)`` of ``key``, or ``None`` if absent.
+
+        Transactions read values (compares on a value, ``get``) through it.
+        """
+        ...
+
+    def scan(self, prefix: bytes, limit: int) -> tuple[list[KeyValue], bool]:
+        """Up to ``limit`` keys (with values) under ``prefix`` in ascending order,
+        and whether more exist; the batch's own writes included (a
+        transaction's ``list``)."""
+        ...
+
 
 @dataclass(slots=True)
 class AppliedBatch:
@@ -67,11 +82,22 @@ class AppliedBatch:
         results: one per entry, in order.
         sessions: the sessions created, changed (new state) or expired (``None``).
         membership_changed: the conf state or the members table changed.
+        leases: the leases granted or changed (new state: renewed, keys
+            attached or detached) or ended (``None``), by id.
+        changes: the changes this batch added to the watch history, in order.
+        trimmed: the changes it dropped from the front of the history (oldest
+            first), so that a plugin that stores them can delete them.
+        history_floor: the history floor after the batch (see
+            :mod:`raftdb.kv.changes`).
     """
 
     results: list[ApplyResult]
     sessions: dict[bytes, SessionState | None]
     membership_changed: bool
+    leases: dict[int, Lease | None] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    trimmed: list[Change] = field(default_factory=list)
+    history_floor: int = 0
 
 
 class Applier:

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 
@@ -54,8 +54,13 @@ from raftdb.codec import (
 )
 from raftdb.raft.messages import ConfChange, ConfState
 
+if TYPE_CHECKING:
+    from raftdb.kv.changes import Change
+    from raftdb.kv.txn import TxnResult
+
 __all__ = [
     "COMMAND_FORMAT",
+    "COMMAND_FORMAT_2",
     "CREATE_ONLY",
     "MAX_CLIENT_ID_BYTES",
     "MAX_SESSION_RESPONSES",
@@ -82,8 +87,10 @@ SESSION_TTL_ENTRIES: Final = 100_000
 MAX_SESSION_RESPONSES: Final = 256
 #: Longest accepted client id.
 MAX_CLIENT_ID_BYTES: Final = 128
-#: Version tag, first element of every encoded command.
+#: Version tag, first element of a put or delete without a lease (8 fields).
 COMMAND_FORMAT: Final = 1
+#: Version tag of every other command (10 fields: format 1's, then lease and ttl).
+COMMAND_FORMAT_2: Final = 2
 #: ``expect`` value meaning "the key must not exist yet".
 CREATE_ONLY: Final = 0
 
@@ -93,6 +100,17 @@ class Op(IntEnum):
 
     PUT = 1
     DELETE = 2
+    #: A transaction (``raftdb.kv.txn``): ``value`` is its encoding.
+    TXN = 3
+    #: Grant a lease of ``ttl`` seconds; its id is the entry's index.
+    LEASE_GRANT = 4
+    #: Revoke lease ``lease`` and delete its keys.
+    LEASE_REVOKE = 5
+    #: Renew lease ``lease`` (its ``renewed_index`` becomes the entry's index).
+    LEASE_KEEPALIVE = 6
+    #: The leader saw lease ``lease`` expire while last renewed at ``expect``:
+    #: revoke it, unless it was renewed since (then nothing happens).
+    LEASE_EXPIRE = 7
 
 
 class CommandStatus(IntEnum):
@@ -108,6 +126,9 @@ class CommandStatus(IntEnum):
     STALE = 3
     #: The client's session expired, and its answers with it; not applied.
     SESSION_EXPIRED = 4
+    #: The command names a lease that does not exist (never granted, revoked or
+    #: expired); nothing changed.
+    LEASE_NOT_FOUND = 5
 
 
 class InvalidCommandError(ValueError):
@@ -115,7 +136,8 @@ class InvalidCommandError(ValueError):
 
 
 def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any, ack: Any) -> None:
-    """Raise :class:`InvalidCommandError` unless the fields make a valid command.
+    """Raise :class:`InvalidCommandError` unless the fields make a valid format-1
+    command (a put or a delete without a lease).
 
     Types are checked exactly (``type(x) is int``), so that ``True`` is not 1
     and ``"k"`` is not ``b"k"``: a decoder that is lax on one node and strict on
@@ -135,6 +157,10 @@ def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any,
         raise InvalidCommandError("the key must be non-empty bytes")
     if expect is not None and (type(expect) is not int or expect < 0):
         raise InvalidCommandError(f"expect must be None or an index >= 0, got {expect!r}")
+    _check_session(client_id, seq, ack)
+
+
+def _check_session(client_id: Any, seq: Any, ack: Any) -> None:
     if client_id is None:
         if seq != 0 or ack != 0 or type(seq) is not int or type(ack) is not int:
             raise InvalidCommandError("seq and ack need a client id")
@@ -147,18 +173,79 @@ def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any,
         raise InvalidCommandError(f"ack must be an integer in [0, seq], got {ack!r}")
 
 
-def parse_command(data: bytes) -> tuple[Any, ...]:
-    """Decode and check a command, as the tuple of its 8 fields.
+def _check_v2(
+    op: Any,
+    key: Any,
+    value: Any,
+    expect: Any,
+    client_id: Any,
+    seq: Any,
+    ack: Any,
+    lease: Any,
+    ttl: Any,
+) -> None:
+    """:func:`_check` for a format-2 command: any operation, with ``lease`` and ``ttl``.
 
-    The Applier's hot path: no :class:`Command` object is built. Raises
-    :class:`InvalidCommandError` exactly when :meth:`Command.decode` does.
+    Per operation (fields not named must be empty: ``b""``, ``None`` or 0):
+    PUT key, value, expect, lease (>= 1); TXN value (the encoded transaction);
+    LEASE_GRANT ttl (>= 1); LEASE_REVOKE and LEASE_KEEPALIVE lease; LEASE_EXPIRE
+    lease and expect (the renewal index the leader saw).
+    """
+    if type(op) is not int or op not in _OPS:
+        raise InvalidCommandError(f"unknown operation {op!r}")
+    if type(lease) is not int or lease < 0 or type(ttl) is not int or ttl < 0:
+        raise InvalidCommandError("lease and ttl are integers >= 0")
+    if type(key) is not bytes or type(value) is not bytes:
+        raise InvalidCommandError("key and value are bytes")
+    if expect is not None and (type(expect) is not int or expect < 0):
+        raise InvalidCommandError(f"expect must be None or an index >= 0, got {expect!r}")
+    _check_session(client_id, seq, ack)
+    if op == Op.PUT:
+        if not key or lease < 1 or ttl:
+            raise InvalidCommandError("a format-2 put takes a non-empty key and a lease")
+        return
+    if key:
+        raise InvalidCommandError(f"{Op(op).name} takes no key")
+    if op == Op.TXN:
+        if not value or expect is not None or lease or ttl:
+            raise InvalidCommandError("a transaction takes its encoding only")
+    elif op == Op.LEASE_GRANT:
+        if value or expect is not None or lease or not 1 <= ttl <= _MAX_TTL:
+            raise InvalidCommandError(f"a lease grant takes a ttl of 1 to {_MAX_TTL} seconds")
+    elif op in (Op.LEASE_REVOKE, Op.LEASE_KEEPALIVE):
+        if value or expect is not None or lease < 1 or ttl:
+            raise InvalidCommandError(f"{Op(op).name} takes a lease id only")
+    elif op == Op.LEASE_EXPIRE:
+        if value or expect is None or lease < 1 or ttl:
+            raise InvalidCommandError("a lease expiry takes a lease id and its renewal index")
+    else:
+        raise InvalidCommandError(f"{Op(op).name} is a format-1 operation")
+
+
+_OPS: Final = frozenset(int(o) for o in Op)
+_MAX_TTL: Final = 9_000_000_000  # raftdb.kv.changes.MAX_LEASE_TTL (no import cycle)
+
+
+def parse_command(data: bytes) -> tuple[Any, ...]:
+    """Decode and check a command, as the tuple of its fields.
+
+    Format 1 (puts and deletes without a lease, the hot path) has 8 fields:
+    ``(1, op, key, value, expect, client_id, seq, ack)``; format 2 (every
+    other command) has 10: the same, then ``lease`` and ``ttl``. No
+    :class:`Command` object is built. Raises :class:`InvalidCommandError`
+    exactly when :meth:`Command.decode` does.
     """
     try:
         fields = msgpack.unpackb(data, raw=False, use_list=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise InvalidCommandError(f"not a msgpack command: {exc}") from None
-    if type(fields) is not tuple or len(fields) != 8:
-        raise InvalidCommandError("a command is an array of 8 fields")
+    if type(fields) is not tuple or len(fields) not in (8, 10):
+        raise InvalidCommandError("a command is an array of 8 or 10 fields")
+    if len(fields) == 10:
+        if fields[0] != COMMAND_FORMAT_2 or type(fields[0]) is not int:
+            raise InvalidCommandError(f"a 10-field command is format 2, not {fields[0]!r}")
+        _check_v2(*fields[1:])
+        return fields
     version, op, key, value, expect, client_id, seq, ack = fields
     if (  # the common case, checked inline: an unconditional put without a session
         version == COMMAND_FORMAT
@@ -184,16 +271,20 @@ def parse_command(data: bytes) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One key-value write, as proposed to the log.
+    """One replicated write, as proposed to the log.
 
     Attributes:
-        op: put or delete.
-        key: non-empty bytes.
-        value: the new value (puts only).
-        expect: the condition on the key's ``mod_index``: ``None`` for none,
-            :data:`CREATE_ONLY` (0) for "must not exist", ``n`` for "last
-            written at index n".
+        op: what it does (see :class:`Op`).
+        key: the key (puts and deletes; ``b""`` otherwise).
+        value: the new value (puts), or the encoded transaction (``TXN``).
+        expect: puts and deletes: the condition on the key's ``mod_index``:
+            ``None`` for none, :data:`CREATE_ONLY` (0) for "must not exist",
+            ``n`` for "last written at index n". ``LEASE_EXPIRE``: the lease's
+            renewal index the leader saw expire.
         client_id, seq, ack: the client session, or ``None``/0/0 for none.
+        lease: the lease a put attaches its key to, or the lease a lease
+            command acts on (0: none).
+        ttl: the time to live of a ``LEASE_GRANT``, in seconds.
     """
 
     op: Op
@@ -203,17 +294,37 @@ class Command:
     client_id: bytes | None = None
     seq: int = 0
     ack: int = 0
+    lease: int = 0
+    ttl: int = 0
 
     def __post_init__(self) -> None:
-        _check(
-            self.op,
-            self.key,
-            self.value if self.op == Op.PUT else None,
-            self.expect,
-            self.client_id,
-            self.seq,
-            self.ack,
-        )
+        if self._format() == COMMAND_FORMAT:
+            _check(
+                self.op,
+                self.key,
+                self.value if self.op == Op.PUT else None,
+                self.expect,
+                self.client_id,
+                self.seq,
+                self.ack,
+            )
+        else:
+            _check_v2(
+                int(self.op),
+                self.key,
+                self.value,
+                self.expect,
+                self.client_id,
+                self.seq,
+                self.ack,
+                self.lease,
+                self.ttl,
+            )
+
+    def _format(self) -> int:
+        if self.op in (Op.PUT, Op.DELETE) and not self.lease and not self.ttl:
+            return COMMAND_FORMAT
+        return COMMAND_FORMAT_2
 
     @classmethod
     def put(
@@ -223,11 +334,13 @@ class Command:
         *,
         if_mod: int | None = None,
         create_only: bool = False,
+        lease: int = 0,
         client_id: bytes | None = None,
         seq: int = 0,
         ack: int = 0,
     ) -> Command:
-        """A put; ``if_mod`` makes it a compare-and-set, ``create_only`` a create.
+        """A put; ``if_mod`` makes it a compare-and-set, ``create_only`` a create,
+        ``lease`` attaches the key to that lease (0: the key leaves any lease).
 
         Raises:
             InvalidCommandError: a field is out of range, or both conditions given.
@@ -237,7 +350,7 @@ class Command:
         expect = CREATE_ONLY if create_only else if_mod
         if expect == CREATE_ONLY and not create_only:
             raise InvalidCommandError("if_mod must be a positive index")
-        return cls(Op.PUT, key, value, expect, client_id, seq, ack)
+        return cls(Op.PUT, key, value, expect, client_id, seq, ack, lease)
 
     @classmethod
     def delete(
@@ -258,11 +371,54 @@ class Command:
             raise InvalidCommandError("if_mod must be a positive index")
         return cls(Op.DELETE, key, b"", if_mod, client_id, seq, ack)
 
+    @classmethod
+    def txn(cls, encoded: bytes) -> Command:
+        """A transaction, given as ``raftdb.kv.txn.Txn.encode()``."""
+        return cls(Op.TXN, b"", encoded)
+
+    @classmethod
+    def lease_grant(cls, ttl: int) -> Command:
+        """Grant a lease of ``ttl`` seconds (1 to ``MAX_LEASE_TTL``)."""
+        return cls(Op.LEASE_GRANT, b"", ttl=ttl)
+
+    @classmethod
+    def lease_revoke(cls, lease: int) -> Command:
+        """Revoke ``lease`` and delete its keys."""
+        return cls(Op.LEASE_REVOKE, b"", lease=lease)
+
+    @classmethod
+    def lease_keepalive(cls, lease: int) -> Command:
+        """Renew ``lease``."""
+        return cls(Op.LEASE_KEEPALIVE, b"", lease=lease)
+
+    @classmethod
+    def lease_expire(cls, lease: int, renewed_index: int) -> Command:
+        """The leader's verdict that ``lease``, last renewed at ``renewed_index``, expired."""
+        return cls(Op.LEASE_EXPIRE, b"", expect=renewed_index, lease=lease)
+
+    def with_session(self, client_id: bytes, seq: int, ack: int) -> Command:
+        """This command in a client session."""
+        return Command(
+            self.op,
+            self.key,
+            self.value,
+            self.expect,
+            client_id,
+            seq,
+            ack,
+            self.lease,
+            self.ttl,
+        )
+
     def encode(self) -> bytes:
-        """The entry data for this command (msgpack array, format 1)."""
-        value = self.value if self.op == Op.PUT else None
-        fields = [COMMAND_FORMAT, int(self.op), self.key, value, self.expect]
-        fields += [self.client_id, self.seq, self.ack]
+        """The entry data for this command (msgpack array, format 1 or 2)."""
+        if self._format() == COMMAND_FORMAT:
+            value = self.value if self.op == Op.PUT else None
+            fields = [COMMAND_FORMAT, int(self.op), self.key, value, self.expect]
+            fields += [self.client_id, self.seq, self.ack]
+        else:
+            fields = [COMMAND_FORMAT_2, int(self.op), self.key, self.value, self.expect]
+            fields += [self.client_id, self.seq, self.ack, self.lease, self.ttl]
         data: bytes = msgpack.packb(fields, use_bin_type=True)
         return data
 
@@ -273,8 +429,13 @@ class Command:
         Raises:
             InvalidCommandError: ``data`` is not a valid command.
         """
-        _, op, key, value, expect, client_id, seq, ack = parse_command(data)
-        return cls(Op(op), key, value if value is not None else b"", expect, client_id, seq, ack)
+        fields = parse_command(data)
+        if len(fields) == 8:
+            _, op, key, value, expect, client_id, seq, ack = fields
+            value = value if value is not None else b""
+            return cls(Op(op), key, value, expect, client_id, seq, ack)
+        _, op, key, value, expect, client_id, seq, ack, lease, ttl = fields
+        return cls(Op(op), key, value, expect, client_id, seq, ack, lease, ttl)
 
 
 # -- results ---------------------------------------------------------------------
@@ -299,6 +460,13 @@ class KVResult:
         duplicate: the command was a retry, answered from the session without
             being applied again; the other fields are the first answer's.
         message: why, for ``INVALID``.
+        changes: what the entry did to the keys, in order (the watch events);
+            empty for a duplicate and for a command that changed nothing.
+        txn: a transaction's outcome (``TXN`` commands only). For a
+            transaction, ``mod_index`` is the index it was applied at (the
+            first attempt's, for a duplicate).
+        lease: the lease a lease command acted on (its id; for a grant, the
+            entry's index), ``ttl`` its time to live; 0 otherwise.
     """
 
     index: int
@@ -308,6 +476,10 @@ class KVResult:
     prev_mod_index: int = 0
     duplicate: bool = False
     message: str = ""
+    changes: tuple[Change, ...] = ()
+    txn: TxnResult | None = None
+    lease: int = 0
+    ttl: int = 0
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from raftdb.kv.applier import Applier
+from raftdb.kv.changes import Change, Lease
 from raftdb.kv.commands import ApplyResult, KeyValue, SessionState
 from raftdb.kv.rwlock import RWLock
 from raftdb.kv.snapshot import (
@@ -131,6 +132,28 @@ class StateMachine(Protocol):
 
     def conf_state(self) -> ConfState:
         """The membership as of :attr:`applied_index`."""
+        ...
+
+    def history(self, after: int, limit: int) -> tuple[int, list[Change]]:
+        """The retained watch history after index ``after``: ``(floor, changes)``.
+
+        ``floor`` is the history floor (every change with an index above it is
+        retained, see :mod:`raftdb.kv.changes`); ``changes`` are the first
+        changes with an index above ``after``, in order: at least ``limit``
+        of them if there are that many, and then to the end of their last
+        index (a transaction's changes are never split). When ``after <
+        floor`` some changes after ``after`` are gone: the caller reports
+        that (``410 compacted``) instead of using the list. From any thread;
+        one consistent view, never part of a batch.
+        """
+        ...
+
+    def lease(self, lease_id: int) -> Lease | None:
+        """The lease as of :attr:`applied_index`, or ``None``. From any thread."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease as of :attr:`applied_index`, by id. From any thread."""
         ...
 
     def members(self) -> dict[int, str]:

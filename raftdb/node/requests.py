@@ -646,4 +646,4 @@ class WaitingRequests:
 
 
 def _with_session(cmd: Command, client_id: bytes, seq: int, ack: int) -> Command:
-    return Command(cmd.op, cmd.key, cmd.value, cmd.expect, client_id, seq, ack)
+    return cmd.with_session(client_id, seq, ack)
