@@ -51,7 +51,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -70,6 +70,7 @@ from raftdb.state_machine import (
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
+    SortedKeys,
     check_range_args,
     decode_info,
     decode_session,
@@ -95,7 +96,7 @@ _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
-_ABSENT = object()  # not in the batch's pending writes
+_ABSENT: Final = (b"", -1, -1)  # not in the batch's pending writes (compared by identity)
 # Bloom filters make the read every put does (for the key's create index)
 # cheap when the key is new. A 32 MiB write buffer (LevelDB's default is
 # 4 MiB) and 8 MiB tables cut memtable flushes and level-0 compactions by
@@ -132,37 +133,114 @@ def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
 
 
 class _BatchBackend:
-    """The Applier's view during one batch: the database plus the batch's own writes."""
+    """The Applier's view during one batch: the database plus the batch's own writes.
 
-    __slots__ = ("batch", "db", "pending", "where")
+    LevelDB cannot read its own unwritten ``WriteBatch``, so the batch's writes
+    are also kept in :attr:`pending` (``(value, create, mod)``, or ``None`` for
+    a delete) and every read looks there first. A transaction's ``list`` merges
+    the database's iterator with the pending keys in key order; the sorted set
+    of pending keys is built only at the first ``scan`` of a batch, so a batch
+    of plain puts never pays for it.
+    """
 
-    def __init__(self, db: Any, batch: Any, where: str) -> None:
+    __slots__ = ("batch", "db", "pending", "sorted", "where")
+
+    def __init__(self, db: Any, batch: Any, where: str | Callable[[], str]) -> None:
         self.db = db
         self.batch = batch
         self.where = where
-        # LevelDB cannot read its own unwritten batch, so the batch's writes
-        # are remembered here: (create, mod), or None for a delete.
-        self.pending: dict[bytes, tuple[int, int] | None] = {}
+        self.pending: dict[bytes, tuple[bytes, int, int] | None] = {}
+        self.sorted: SortedKeys | None = None  # the keys of ``pending``, once a scan needs them
+
+    def _raw(self, key: bytes) -> bytes | None:
+        raw: bytes | None = self.db.get(_DATA + key, verify_checksums=True)
+        if raw is not None and len(raw) < _REC.size:
+            _record(raw, key, _name(self.where))  # raises, naming the database
+        return raw
 
     def load(self, key: bytes) -> tuple[int, int] | None:
         pending = self.pending.get(key, _ABSENT)
         if pending is not _ABSENT:
-            return pending  # type: ignore[return-value]
-        raw = self.db.get(_DATA + key, verify_checksums=True)
+            return None if pending is None else (pending[1], pending[2])
+        raw = self._raw(key)
         if raw is None:
             return None
-        if len(raw) < _REC.size:
-            raise CorruptionError(f"{self.where}: the record of key {key!r} is truncated")
         create, mod = _REC.unpack_from(raw)
         return create, mod
 
+    def read(self, key: bytes) -> tuple[bytes, int, int] | None:
+        pending = self.pending.get(key, _ABSENT)
+        if pending is not _ABSENT:
+            return pending
+        raw = self._raw(key)
+        if raw is None:
+            return None
+        create, mod = _REC.unpack_from(raw)
+        return raw[_REC.size :], create, mod
+
+    def scan(self, prefix: bytes, limit: int) -> tuple[list[KeyValue], bool]:
+        rows = self._merged(prefix)
+        try:
+            found = list(islice(rows, max(limit, 0) + 1))
+        finally:
+            rows.close()  # closes the database iterator
+        if len(found) > limit:
+            return found[: max(limit, 0)], True
+        return found, False
+
+    def _merged(self, prefix: bytes) -> Generator[KeyValue, None, None]:
+        """The live keys under ``prefix`` in order: the database's, overridden
+        (or hidden, for a delete) by the batch's pending writes."""
+        if self.sorted is None:
+            self.sorted = SortedKeys(self.pending)
+        pending = self.pending
+        end = prefix_end(prefix)
+        mine = self.sorted.irange(prefix, end)
+        rows = self.db.iterator(
+            start=_DATA + prefix,
+            stop=_DATA_END if end is None else _DATA + end,
+            verify_checksums=True,
+        )
+        try:
+            p = next(mine, None)
+            for raw_key, raw in rows:
+                key = raw_key[1:]
+                while p is not None and p < key:
+                    record = pending[p]
+                    if record is not None:
+                        yield KeyValue(p, *record)
+                    p = next(mine, None)
+                if p is not None and p == key:
+                    record = pending[p]
+                    if record is not None:
+                        yield KeyValue(p, *record)
+                    p = next(mine, None)
+                    continue
+                create, mod = _record(raw, key, _name(self.where))
+                yield KeyValue(key, raw[_REC.size :], create, mod)
+            while p is not None:
+                record = pending[p]
+                if record is not None:
+                    yield KeyValue(p, *record)
+                p = next(mine, None)
+        finally:
+            rows.close()
+
     def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
-        self.pending[key] = (create_index, mod_index)
+        if self.sorted is not None and key not in self.pending:
+            self.sorted.add(key)
+        self.pending[key] = (value, create_index, mod_index)
         self.batch.put(_DATA + key, _REC.pack(create_index, mod_index) + value)
 
     def remove(self, key: bytes) -> None:
+        if self.sorted is not None and key not in self.pending:
+            self.sorted.add(key)
         self.pending[key] = None
         self.batch.delete(_DATA + key)
+
+
+def _name(where: str | Callable[[], str]) -> str:
+    return where if isinstance(where, str) else where()
 
 
 class LevelDBStateMachine:
