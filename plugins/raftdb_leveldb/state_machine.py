@@ -1,41 +1,54 @@
-"""The LevelDB state machine: keys, indexes, sessions and membership on disk.
+"""The LevelDB state machine: keys, indexes, sessions, leases, watch history and membership on disk.
 
 Layout. The state lives in ``<path>/db-NNNNNN/`` (a LevelDB database), and
-``<path>/CURRENT`` names which one. Inside::
-
-    b"d" + key        ->  create_index (8 bytes) + mod_index (8 bytes) + value
-    b"s" + client id  ->  sealed session (raftdb.kv.commands.encode_session)
-    b"m/format"       ->  b"raftdb.leveldb.state_machine/1"
-    b"m/state"        ->  sealed applied index, term, conf state, members
+``<path>/CURRENT`` names which one. Inside, one byte before every key says
+what it holds (:mod:`raftdb_leveldb._layout` has the table): ``d`` keys and
+their indexes, ``s`` sessions, ``l`` leases, ``h`` the retained watch
+history in index order, ``m/...`` the format marker, the applied state and
+the history floor. A database of format 1 (before leases and the history)
+is upgraded at open: it has neither, and its floor is its applied index
+(nothing before it is retained), as for a format-1 snapshot.
 
 Apply. A batch of entries becomes one ``WriteBatch``: the keys it writes, the
-sessions it changes and the new ``m/state``, so ``applied_index`` is always
-exactly the state the data shows, and LevelDB makes the batch visible to
-readers all at once. With ``sync`` on (the default) the batch is fsynced:
-LevelDB keeps a database a prefix of its writes across a power loss only if
-every write is synced (it does not fsync a log file it rotates away from).
+sessions and leases it changes, the history changes it adds and trims, the
+floor and the new ``m/state``, so ``applied_index`` is always exactly the
+state the data shows, and LevelDB makes the batch visible to readers all at
+once. With ``sync`` on (the default) the batch is fsynced: LevelDB keeps a
+database a prefix of its writes across a power loss only if every write is
+synced (it does not fsync a log file it rotates away from).
+
+Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
+while applies go on. Leases and the history are answered from the Applier's
+memory (loaded at open): the Applier changes it while it applies, so those
+reads and the whole of an apply (computing, writing, fsync) hold one mutex:
+a lease or history read waits at most one batch, and never sees one the disk
+has not taken.
 
 A full disk. A batch LevelDB refuses for lack of space
 (``OSError(ENOSPC)``, :mod:`raftdb.storage.nospace`) was not applied: LevelDB
 adds a batch to what readers see only once its log record is written, so
-reads go on seeing the state before it. The Applier's memory ran ahead, and
-LevelDB refuses every write after a failed one; so the next ``apply`` (the
-driver retries the same batch, in order) first reopens the database
-(:func:`raftdb_leveldb._db.reopen`, once there is room) and reloads the
-applied state from it, then applies. Had the batch reached the disk after
-all (its log record was written whole and only the fsync was refused), the
-reopened database is at the batch's last index: the batch is not applied
-again, and the results computed the first time are returned. Any other
-failure still makes the state machine refuse every later call.
+reads go on seeing the state before it. The Applier's memory ran ahead: it is
+reloaded from the database at once (reads of leases and history go on seeing
+the state before the batch), and as LevelDB refuses every write after a
+failed one, the next ``apply`` (the driver retries the same batch, in order)
+first reopens the database (:func:`raftdb_leveldb._db.reopen`, once there is
+room) and reloads the applied state from it, then applies. Had the batch
+reached the disk after all (its log record was written whole and only the
+fsync was refused), the reopened database is at the batch's last index, its
+leases and history included: the batch is not applied again, and the results
+computed the first time are returned. Any other failure still makes the state
+machine refuse every later call.
 
-Damage. At open the format marker, the state record and every session are
-read and checked; the keys are not (a state may be gigabytes), but every
-read of them verifies LevelDB's block checksums, so a damaged block is an
-error, never a wrong value.
+Damage. At open the format marker, the state record, every session, every
+lease and the whole retained history are read and checked (each change under
+the key its place gives it, between the floor and the applied index); the
+keys are not (a state may be gigabytes), but every read of them verifies
+LevelDB's block checksums, so a damaged block is an error, never a wrong value.
 
-Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys
-and sessions from it in slices, so memory stays bounded whatever the size of
-the state, and applies go on meanwhile.
+Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys,
+sessions, leases and history from it in slices, so they are all of one
+applied index, memory stays bounded whatever the size of the state, and
+applies go on meanwhile.
 
 Restore. The stream is written into a fresh ``db-NNNNNN+1``, checked to its
 end, closed and fsynced file by file; only then does ``CURRENT`` switch to it
@@ -50,8 +63,8 @@ import errno
 import os
 import re
 import shutil
-import struct
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -61,42 +74,61 @@ from raftdb.state_machine import (
     DEFAULT_CHUNK_SIZE,
     Applier,
     ApplyResult,
+    Change,
     CorruptionError,
     KeyValue,
     KVRecord,
+    Lease,
     RWLock,
     SessionState,
     SnapshotAbortedError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
-    SortedKeys,
     check_range_args,
+    decode_change,
     decode_info,
+    decode_lease,
     decode_session,
+    encode_change,
     encode_info,
+    encode_lease,
     encode_session,
     encode_stream,
     prefix_end,
 )
 from raftdb.storage import is_no_space
 from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db, reopen
+from raftdb_leveldb._layout import (
+    BARRIER,
+    CHANGE,
+    DATA,
+    DATA_END,
+    FLOOR,
+    FORMAT,
+    FORMAT_1,
+    FORMAT_KEY,
+    LEASE,
+    REC,
+    SESSION,
+    STATE,
+    BatchBackend,
+    HistoryKeys,
+    data_record,
+    decode_floor,
+    encode_floor,
+    lease_key,
+    read_history,
+    read_leases,
+    stage_leases_and_history,
+)
 
 __all__ = ["LevelDBStateMachine"]
 
-_FORMAT: Final = b"raftdb.leveldb.state_machine/1"
-_FORMAT_KEY: Final = b"m/format"
-_STATE: Final = b"m/state"
-_BARRIER: Final = b"m/barrier"
-_DATA: Final = b"d"
-_SESSION: Final = b"s"
-_DATA_END: Final = b"e"  # the first key after every b"d" key
-_REC = struct.Struct(">QQ")
 _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
-_ABSENT: Final = (b"", -1, -1)  # not in the batch's pending writes (compared by identity)
 # Bloom filters make the read every put does (for the key's create index)
 # cheap when the key is new. A 32 MiB write buffer (LevelDB's default is
 # 4 MiB) and 8 MiB tables cut memtable flushes and level-0 compactions by
@@ -125,124 +157,6 @@ class _Refused:
         self.error = error
 
 
-def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
-    if len(raw) < _REC.size:
-        raise CorruptionError(f"{where}: the record of key {key!r} is truncated")
-    create, mod = _REC.unpack_from(raw)
-    return create, mod
-
-
-class _BatchBackend:
-    """The Applier's view during one batch: the database plus the batch's own writes.
-
-    LevelDB cannot read its own unwritten ``WriteBatch``, so the batch's writes
-    are also kept in :attr:`pending` (``(value, create, mod)``, or ``None`` for
-    a delete) and every read looks there first. A transaction's ``list`` merges
-    the database's iterator with the pending keys in key order; the sorted set
-    of pending keys is built only at the first ``scan`` of a batch, so a batch
-    of plain puts never pays for it.
-    """
-
-    __slots__ = ("batch", "db", "pending", "sorted", "where")
-
-    def __init__(self, db: Any, batch: Any, where: str | Callable[[], str]) -> None:
-        self.db = db
-        self.batch = batch
-        self.where = where
-        self.pending: dict[bytes, tuple[bytes, int, int] | None] = {}
-        self.sorted: SortedKeys | None = None  # the keys of ``pending``, once a scan needs them
-
-    def _raw(self, key: bytes) -> bytes | None:
-        raw: bytes | None = self.db.get(_DATA + key, verify_checksums=True)
-        if raw is not None and len(raw) < _REC.size:
-            _record(raw, key, _name(self.where))  # raises, naming the database
-        return raw
-
-    def load(self, key: bytes) -> tuple[int, int] | None:
-        pending = self.pending.get(key, _ABSENT)
-        if pending is not _ABSENT:
-            return None if pending is None else (pending[1], pending[2])
-        raw = self._raw(key)
-        if raw is None:
-            return None
-        create, mod = _REC.unpack_from(raw)
-        return create, mod
-
-    def read(self, key: bytes) -> tuple[bytes, int, int] | None:
-        pending = self.pending.get(key, _ABSENT)
-        if pending is not _ABSENT:
-            return pending
-        raw = self._raw(key)
-        if raw is None:
-            return None
-        create, mod = _REC.unpack_from(raw)
-        return raw[_REC.size :], create, mod
-
-    def scan(self, prefix: bytes, limit: int) -> tuple[list[KeyValue], bool]:
-        rows = self._merged(prefix)
-        try:
-            found = list(islice(rows, max(limit, 0) + 1))
-        finally:
-            rows.close()  # closes the database iterator
-        if len(found) > limit:
-            return found[: max(limit, 0)], True
-        return found, False
-
-    def _merged(self, prefix: bytes) -> Generator[KeyValue, None, None]:
-        """The live keys under ``prefix`` in order: the database's, overridden
-        (or hidden, for a delete) by the batch's pending writes."""
-        if self.sorted is None:
-            self.sorted = SortedKeys(self.pending)
-        pending = self.pending
-        end = prefix_end(prefix)
-        mine = self.sorted.irange(prefix, end)
-        rows = self.db.iterator(
-            start=_DATA + prefix,
-            stop=_DATA_END if end is None else _DATA + end,
-            verify_checksums=True,
-        )
-        try:
-            p = next(mine, None)
-            for raw_key, raw in rows:
-                key = raw_key[1:]
-                while p is not None and p < key:
-                    record = pending[p]
-                    if record is not None:
-                        yield KeyValue(p, *record)
-                    p = next(mine, None)
-                if p is not None and p == key:
-                    record = pending[p]
-                    if record is not None:
-                        yield KeyValue(p, *record)
-                    p = next(mine, None)
-                    continue
-                create, mod = _record(raw, key, _name(self.where))
-                yield KeyValue(key, raw[_REC.size :], create, mod)
-            while p is not None:
-                record = pending[p]
-                if record is not None:
-                    yield KeyValue(p, *record)
-                p = next(mine, None)
-        finally:
-            rows.close()
-
-    def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
-        if self.sorted is not None and key not in self.pending:
-            self.sorted.add(key)
-        self.pending[key] = (value, create_index, mod_index)
-        self.batch.put(_DATA + key, _REC.pack(create_index, mod_index) + value)
-
-    def remove(self, key: bytes) -> None:
-        if self.sorted is not None and key not in self.pending:
-            self.sorted.add(key)
-        self.pending[key] = None
-        self.batch.delete(_DATA + key)
-
-
-def _name(where: str | Callable[[], str]) -> str:
-    return where if isinstance(where, str) else where()
-
-
 class LevelDBStateMachine:
     """A :class:`~raftdb.state_machine.StateMachine` in LevelDB: the ``leveldb`` plugin.
 
@@ -253,6 +167,9 @@ class LevelDBStateMachine:
             prefix of the applied batches; use it for tests and benchmarks.
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
             value for the whole cluster).
+        watch_history: the changes the watch history retains (``None``: the
+            Applier's default, ``DEFAULT_WATCH_HISTORY``). A node may change
+            it across restarts: the next batch trims to the new bound.
 
     Raises:
         CorruptionError: the state on disk is damaged or inconsistent.
@@ -260,19 +177,34 @@ class LevelDBStateMachine:
     """
 
     def __init__(
-        self, path: Path | str, *, sync: bool = True, session_ttl: int | None = None
+        self,
+        path: Path | str,
+        *,
+        sync: bool = True,
+        session_ttl: int | None = None,
+        watch_history: int | None = None,
     ) -> None:
         self._path = Path(path)
         self._path.mkdir(parents=True, exist_ok=True)
         self._sync = sync
         self._lock = RWLock()
-        self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
+        # Held by apply from computing to publishing, and by the reads the
+        # Applier's memory answers (leases, history): see the module docstring.
+        self._memory = threading.Lock()
+        options: dict[str, int] = {}
+        if session_ttl is not None:
+            options["session_ttl"] = session_ttl
+        if watch_history is not None:
+            options["history_limit"] = watch_history
+        self._applier = Applier(**options)
         self._failed: BaseException | None = None
         self._refused: _Refused | None = None  # the last batch, refused for lack of space
         self._closed = False
+        self._floor = 0  # the history floor on disk
         self._generation = self._open_current()
         self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
         try:
+            self._upgrade()
             self._load()
         except BaseException:
             self._db.close()
@@ -319,9 +251,9 @@ class LevelDBStateMachine:
         db = open_db(self._db_path(1), create=False)
         try:
             with leveldb_errors(where):
-                raw = db.get(_STATE)
+                raw = db.get(STATE)
                 info = _EMPTY if raw is None else decode_info(raw)
-                has_data = next(db.iterator(prefix=_DATA, include_value=False), None)
+                has_data = next(db.iterator(prefix=DATA, include_value=False), None)
         finally:
             db.close()
         if info.index or has_data is not None:
@@ -335,8 +267,9 @@ class LevelDBStateMachine:
         db = open_db(path, create=True, error_if_exists=True)
         try:
             with db.write_batch(sync=True) as batch:
-                batch.put(_FORMAT_KEY, _FORMAT)
-                batch.put(_STATE, encode_info(_EMPTY))
+                batch.put(FORMAT_KEY, FORMAT)
+                batch.put(STATE, encode_info(_EMPTY))
+                batch.put(FLOOR, encode_floor(0))
         finally:
             db.close()
         fsync_tree(path)
@@ -351,26 +284,69 @@ class LevelDBStateMachine:
         os.replace(tmp, self._path / _CURRENT)
         fsync_dir(self._path)
 
-    def _load(self) -> None:
+    def _upgrade(self) -> None:
+        """Make a format-1 database (before leases and the watch history) a format-2
+        one: it holds no leases and no history, so its floor is its applied index
+        (a watcher asking for anything before it is told it is compacted). One
+        synced batch, so a crash leaves it either format."""
         where = self._where()
         db = self._db
         with leveldb_errors(where):
-            marker = db.get(_FORMAT_KEY)
-            if marker != _FORMAT:
+            if db.get(FORMAT_KEY) != FORMAT_1:
+                return  # format 2 already, or not ours: _load says which
+            raw = db.get(STATE)
+            if raw is None:
+                raise CorruptionError(f"{where}: the state record is missing")
+            try:
+                info = decode_info(raw)
+            except CorruptionError as exc:
+                raise CorruptionError(f"{where}: {exc}") from None
+            with db.write_batch(sync=True) as batch:
+                batch.put(FLOOR, encode_floor(info.index))
+                batch.put(FORMAT_KEY, FORMAT)
+
+    def _load(self) -> None:
+        """Read the applied state, sessions, leases and history; reset the Applier to them."""
+        where = self._where()
+        db = self._db
+        with leveldb_errors(where):
+            marker = db.get(FORMAT_KEY)
+            if marker != FORMAT:
                 raise CorruptionError(f"{where}: not a raftdb state machine (format {marker!r})")
-            raw = db.get(_STATE)
+            raw = db.get(STATE)
             if raw is None:
                 raise CorruptionError(f"{where}: the state record is missing")
             try:
                 info = decode_info(raw)
                 sessions = [
                     decode_session(value)
-                    for value in db.iterator(prefix=_SESSION, include_key=False)
+                    for value in db.iterator(
+                        prefix=SESSION, include_key=False, verify_checksums=True
+                    )
                 ]
             except CorruptionError as exc:
                 raise CorruptionError(f"{where}: {exc}") from None
-        self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
+            floor = decode_floor(db.get(FLOOR, verify_checksums=True), where)
+            if floor > info.index:
+                raise CorruptionError(
+                    f"{where}: the history floor {floor} is above the applied index {info.index}"
+                )
+            leases = read_leases(db.iterator(prefix=LEASE, verify_checksums=True), where)
+            history = read_history(
+                db.iterator(prefix=CHANGE, verify_checksums=True), floor, info.index, where
+            )
+        self._applier.reset(
+            info.index,
+            info.term,
+            info.conf_state,
+            info.members,
+            sessions,
+            leases=leases,
+            history=history,
+            history_floor=floor,
+        )
         self._info = info
+        self._floor = floor
 
     def _check(self) -> None:
         if self._closed:
@@ -446,41 +422,56 @@ class LevelDBStateMachine:
             self._check()
             where = self._where()
             batch = self._db.write_batch(sync=self._sync)
-            backend = _BatchBackend(self._db, batch, where)
+            backend = BatchBackend(self._db, batch, where)
             a = self._applier
-            before = a.applied_index
-            out = None
-            try:
-                with leveldb_errors(where):
-                    out = a.apply(entries, backend)
-                    if a.applied_index == before:
-                        return out.results  # nothing new (all already applied, or empty)
-                    for client_id, session in out.sessions.items():
-                        if session is None:
-                            batch.delete(_SESSION + client_id)
-                        else:
-                            batch.put(_SESSION + client_id, encode_session(session))
-                    members = dict(a.members) if out.membership_changed else self._info.members
-                    info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
-                    batch.put(_STATE, encode_info(info))
-                    batch.write()
-            except UsageError:
-                raise  # refused before anything changed
-            except OSError as exc:
-                if not is_no_space(exc):
+            with self._memory:
+                before = a.applied_index
+                out = None
+                try:
+                    with leveldb_errors(where):
+                        out = a.apply(entries, backend)
+                        if a.applied_index == before:
+                            return out.results  # nothing new (all already applied, or empty)
+                        for client_id, session in out.sessions.items():
+                            if session is None:
+                                batch.delete(SESSION + client_id)
+                            else:
+                                batch.put(SESSION + client_id, encode_session(session))
+                        stage_leases_and_history(batch, out, before, self._floor)
+                        members = dict(a.members) if out.membership_changed else self._info.members
+                        info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
+                        batch.put(STATE, encode_info(info))
+                        batch.write()
+                except UsageError:
+                    raise  # refused before anything changed
+                except OSError as exc:
+                    if not is_no_space(exc):
+                        self._failed = exc
+                        raise
+                    # Not applied; the Applier's memory is ahead: the next apply
+                    # reopens and reloads first (see the module docstring).
+                    results = out.results if out is not None else None
+                    self._refused = _Refused(before, a.applied_index, results, exc)
+                    self._forget_refused(exc)
+                    raise
+                except BaseException as exc:
+                    # The Applier's memory is ahead of the disk now: refuse all further use.
                     self._failed = exc
                     raise
-                # Not applied; the Applier's memory is ahead: the next apply
-                # reopens and reloads first (see the module docstring).
-                results = out.results if out is not None else None
-                self._refused = _Refused(before, a.applied_index, results, exc)
-                raise
-            except BaseException as exc:
-                # The Applier's memory is ahead of the disk now: refuse all further use.
-                self._failed = exc
-                raise
-            self._info = info
-            return out.results
+                self._info = info
+                self._floor = out.history_floor
+                return out.results
+
+    def _forget_refused(self, refused: OSError) -> None:
+        """Bring the Applier's memory back to the state before a refused batch,
+        from the database (which still serves reads and does not show the batch),
+        so that lease and history reads go on seeing that state until the batch
+        is applied. A failure to read makes the state machine unusable."""
+        try:
+            self._load()
+        except BaseException as exc:
+            self._failed = exc
+            raise exc from refused
 
     # -- reads -------------------------------------------------------------------------
 
@@ -488,13 +479,13 @@ class LevelDBStateMachine:
         with self._lock.read():
             self._check()
             with leveldb_errors(self._where):
-                raw = self._db_for_reads().get(_DATA + key, verify_checksums=True)
+                raw = self._db_for_reads().get(DATA + key, verify_checksums=True)
             if raw is None:
                 return None
-            if len(raw) < _REC.size:
-                _record(raw, key, self._where())  # raises, naming the database
-            create, mod = _REC.unpack_from(raw)
-            return KeyValue(key, raw[_REC.size :], create, mod)
+            if len(raw) < REC.size:
+                data_record(raw, key, self._where())  # raises, naming the database
+            create, mod = REC.unpack_from(raw)
+            return KeyValue(key, raw[REC.size :], create, mod)
 
     def range(
         self,
@@ -510,8 +501,8 @@ class LevelDBStateMachine:
             return []
         budget = -1 if max_bytes is None else max_bytes  # -1: unbounded
         end = prefix_end(prefix)
-        lo = _DATA + max(prefix, start)
-        hi = _DATA_END if end is None else _DATA + end
+        lo = DATA + max(prefix, start)
+        hi = DATA_END if end is None else DATA + end
         out: list[KeyValue] = []
         with self._lock.read():
             self._check()
@@ -522,8 +513,8 @@ class LevelDBStateMachine:
                 rows = self._db_for_reads().iterator(start=lo, stop=hi, verify_checksums=True)
                 for raw_key, raw in rows:
                     key = raw_key[1:]
-                    create, mod = _record(raw, key, where)
-                    value = raw[_REC.size :] if values else b""
+                    create, mod = data_record(raw, key, where)
+                    value = raw[REC.size :] if values else b""
                     out.append(KeyValue(key, value, create, mod))
                     if len(out) == limit:
                         break
@@ -539,6 +530,25 @@ class LevelDBStateMachine:
     def members(self) -> dict[int, str]:
         return dict(self._info.members)
 
+    def history(self, after: int, limit: int) -> tuple[int, list[Change]]:
+        with self._lock.read():
+            self._check()
+            with self._memory:
+                return self._applier.history(after, limit)
+
+    def lease(self, lease_id: int) -> Lease | None:
+        with self._lock.read():
+            self._check()
+            with self._memory:
+                return self._applier.leases.get(lease_id)
+
+    def leases(self) -> list[Lease]:
+        with self._lock.read():
+            self._check()
+            with self._memory:
+                found = list(self._applier.leases.values())
+        return sorted(found, key=lambda lease: lease.id)
+
     # -- snapshot ------------------------------------------------------------------------
 
     def snapshot(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotStream:
@@ -551,11 +561,13 @@ class LevelDBStateMachine:
                 if not self._sync:
                     # A durable point to hand out: the driver may compact the
                     # log up to it. (Synced applies are durable already.)
-                    self._db.put(_BARRIER, b"", sync=True)
-                raw = view.get(_STATE)
+                    self._db.put(BARRIER, b"", sync=True)
+                raw = view.get(STATE)
+                raw_floor = view.get(FLOOR, verify_checksums=True)
         if raw is None:
             raise CorruptionError(f"{where}: the state record is missing")
         info = decode_info(raw)
+        floor = decode_floor(raw_floor, where)
 
         def scan(prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
             iterator = None
@@ -576,21 +588,38 @@ class LevelDBStateMachine:
                     return
 
         def records() -> Iterator[KVRecord]:
-            for raw_key, raw in scan(_DATA):
+            for raw_key, raw in scan(DATA):
                 key = raw_key[1:]
-                create, mod = _record(raw, key, where)
-                yield key, raw[_REC.size :], create, mod
+                create, mod = data_record(raw, key, where)
+                yield key, raw[REC.size :], create, mod
 
         def sessions() -> Iterator[SessionState]:
-            for _, raw in scan(_SESSION):
+            for _, raw in scan(SESSION):
                 yield decode_session(raw)
+
+        # From the same view as the keys: the leases and history of info.index.
+        def leases() -> Iterator[Lease]:
+            for _, raw in scan(LEASE):
+                yield decode_lease(raw)
+
+        def history() -> Iterator[Change]:
+            for _, raw in scan(CHANGE):
+                yield decode_change(raw)
 
         def release() -> None:
             with self._lock.read():
                 if self._generation == generation and not self._closed:
                     view.close()
 
-        chunks = encode_stream(info, records(), sessions(), chunk_size)
+        chunks = encode_stream(
+            info,
+            records(),
+            sessions(),
+            chunk_size,
+            leases=leases(),
+            history=history(),
+            history_floor=floor,
+        )
         return SnapshotStream(info, chunks, release)
 
     def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
@@ -603,20 +632,36 @@ class LevelDBStateMachine:
         db = open_db(path, create=True, error_if_exists=True, **_OPTIONS)
         try:
             sessions: list[SessionState] = []
+            leases: list[Lease] = []
+            history: list[Change] = []
             with leveldb_errors(f"LevelDB state machine {path}"):
                 for kv_batch in reader.kv_batches():
                     with db.write_batch() as batch:
                         for key, value, create, mod in kv_batch:
-                            batch.put(_DATA + key, _REC.pack(create, mod) + value)
+                            batch.put(DATA + key, REC.pack(create, mod) + value)
                 for session_batch in reader.session_batches():
                     with db.write_batch() as batch:
                         for session in session_batch:
-                            batch.put(_SESSION + session.client_id, encode_session(session))
+                            batch.put(SESSION + session.client_id, encode_session(session))
                     sessions.extend(session_batch)
+                for lease_batch in reader.lease_batches():
+                    with db.write_batch() as batch:
+                        for lease in lease_batch:
+                            batch.put(lease_key(lease.id), encode_lease(lease))
+                    leases.extend(lease_batch)
+                key_of = HistoryKeys()  # checks the order too, across batches
+                for history_batch in reader.history_batches():
+                    with db.write_batch() as batch:
+                        for change in history_batch:
+                            batch.put(key_of(change), encode_change(change))
+                    history.extend(history_batch)
                 reader.finish()
+                # A format-1 stream has no history: its floor is its index.
+                floor = reader.history_floor
                 with db.write_batch(sync=True) as batch:
-                    batch.put(_FORMAT_KEY, _FORMAT)
-                    batch.put(_STATE, encode_info(reader.info))
+                    batch.put(FORMAT_KEY, FORMAT)
+                    batch.put(STATE, encode_info(reader.info))
+                    batch.put(FLOOR, encode_floor(floor))
             db.close()
             fsync_tree(path)
             db = open_db(path, create=False, **_OPTIONS)
@@ -634,7 +679,17 @@ class LevelDBStateMachine:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
             self._db, self._generation, self._info = db, generation, info
-            self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
+            self._applier.reset(
+                info.index,
+                info.term,
+                info.conf_state,
+                info.members,
+                sessions,
+                leases=leases,
+                history=history,
+                history_floor=floor,
+            )
+            self._floor = floor
             self._refused = None  # the new state replaces what a refused batch left behind
             if old_db is not None:
                 old_db.close()

@@ -1,6 +1,6 @@
 """The LevelDB state machine's batch backend against a dict model.
 
-LevelDB cannot read its own unwritten batch, so ``_BatchBackend`` keeps the
+LevelDB cannot read its own unwritten batch, so ``BatchBackend`` keeps the
 batch's writes beside it and merges them into every read: these tests drive
 it with random batches (keys written, rewritten and deleted in the same batch,
 over keys already in the database) and compare each read and scan with a
@@ -18,7 +18,7 @@ import pytest
 
 from raftdb.kv.commands import KeyValue
 from raftdb_leveldb._db import open_db
-from raftdb_leveldb.state_machine import _BatchBackend
+from raftdb_leveldb._layout import BatchBackend
 
 Model = dict[bytes, tuple[bytes, int, int]]
 
@@ -44,7 +44,7 @@ def db(tmp_path: Path) -> Iterator[Any]:
     handle.close()
 
 
-def _check_reads(backend: _BatchBackend, model: Model, rng: random.Random) -> None:
+def _check_reads(backend: BatchBackend, model: Model, rng: random.Random) -> None:
     key = _key(rng)
     record = model.get(key)
     assert backend.read(key) == record
@@ -61,7 +61,7 @@ def test_random_batches_read_as_the_model(db: Any, seed: int) -> None:
     index = 0
     for _ in range(40):
         batch = db.write_batch()
-        backend = _BatchBackend(db, batch, "test db")
+        backend = BatchBackend(db, batch, "test db")
         # Half the batches scan before writing, so the sorted pending keys are
         # built early and then kept up to date by later writes.
         if rng.random() < 0.5:
@@ -86,14 +86,14 @@ def test_random_batches_read_as_the_model(db: Any, seed: int) -> None:
             _check_reads(backend, model, rng)
         batch.write()
     # What reached the database is the model too, read by a fresh backend.
-    backend = _BatchBackend(db, db.write_batch(), "test db")
+    backend = BatchBackend(db, db.write_batch(), "test db")
     assert backend.scan(b"", 10_000) == _model_scan(model, b"", 10_000)
 
 
 def test_a_key_deleted_and_rewritten_in_the_batch(db: Any) -> None:
     db.put(b"dk1", b"\x00" * 7 + b"\x01" + b"\x00" * 7 + b"\x01" + b"old")
     db.put(b"dk2", b"\x00" * 7 + b"\x02" + b"\x00" * 7 + b"\x02" + b"two")
-    backend = _BatchBackend(db, db.write_batch(), "test db")
+    backend = BatchBackend(db, db.write_batch(), "test db")
     assert backend.scan(b"k", 10) == (
         [KeyValue(b"k1", b"old", 1, 1), KeyValue(b"k2", b"two", 2, 2)],
         False,
@@ -121,7 +121,7 @@ def test_a_truncated_record_is_corruption_naming_the_database(db: Any) -> None:
     from raftdb.codec import CorruptionError
 
     db.put(b"dbad", b"short")
-    backend = _BatchBackend(db, db.write_batch(), "LevelDB state machine /x")
+    backend = BatchBackend(db, db.write_batch(), "LevelDB state machine /x")
     with pytest.raises(CorruptionError, match="/x.*b'bad'.*truncated"):
         backend.read(b"bad")
     with pytest.raises(CorruptionError, match="/x.*truncated"):
