@@ -18,26 +18,29 @@ database a prefix of its writes across a power loss only if every write is
 synced (it does not fsync a log file it rotates away from).
 
 Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
-while applies go on. Leases and the history are answered from the Applier's
-memory (loaded at open): the Applier changes it while it applies, so those
-reads and the whole of an apply (computing, writing, fsync) hold one mutex:
-a lease or history read waits at most one batch, and never sees one the disk
-has not taken.
+while applies go on. Leases and the history are answered from memory (loaded
+at open), but not from the Applier's, which runs ahead of the disk while a
+batch is computed and written: readers have their own copy (a
+:class:`~raftdb.state_machine.History` and a dict of the immutable leases,
+sharing the Applier's objects), advanced by each batch once LevelDB has it,
+under a mutex held for that step only. So a lease or history read never
+waits for a batch's write or fsync, and never sees a batch the disk has not
+taken.
 
 A full disk. A batch LevelDB refuses for lack of space
 (``OSError(ENOSPC)``, :mod:`raftdb.storage.nospace`) was not applied: LevelDB
 adds a batch to what readers see only once its log record is written, so
-reads go on seeing the state before it. The Applier's memory ran ahead: it is
-reloaded from the database at once (reads of leases and history go on seeing
-the state before the batch), and as LevelDB refuses every write after a
-failed one, the next ``apply`` (the driver retries the same batch, in order)
-first reopens the database (:func:`raftdb_leveldb._db.reopen`, once there is
-room) and reloads the applied state from it, then applies. Had the batch
-reached the disk after all (its log record was written whole and only the
-fsync was refused), the reopened database is at the batch's last index, its
-leases and history included: the batch is not applied again, and the results
-computed the first time are returned. Any other failure still makes the state
-machine refuse every later call.
+reads go on seeing the state before it (the readers' copy of leases and
+history is not advanced either). The Applier's memory ran ahead, and as
+LevelDB refuses every write after a failed one, the next ``apply`` (the
+driver retries the same batch, in order) first reopens the database
+(:func:`raftdb_leveldb._db.reopen`, once there is room) and reloads the
+applied state from it, leases and history included, then applies. Had the
+batch reached the disk after all (its log record was written whole and only
+the fsync was refused), the reopened database is at the batch's last index,
+its leases and history with it: the batch is not applied again, and the
+results computed the first time are returned. Any other failure still makes
+the state machine refuse every later call.
 
 Damage. At open the format marker, the state record, every session, every
 lease and the whole retained history are read and checked (each change under
@@ -72,16 +75,19 @@ from typing import Any, Final
 from raftdb.raft import ConfState, Entry, StorageError, UsageError
 from raftdb.state_machine import (
     DEFAULT_CHUNK_SIZE,
+    AppliedBatch,
     Applier,
     ApplyResult,
     Change,
     CorruptionError,
+    History,
     KeyValue,
     KVRecord,
     Lease,
     RWLock,
     SessionState,
     SnapshotAbortedError,
+    SnapshotFormatError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
@@ -188,15 +194,17 @@ class LevelDBStateMachine:
         self._path.mkdir(parents=True, exist_ok=True)
         self._sync = sync
         self._lock = RWLock()
-        # Held by apply from computing to publishing, and by the reads the
-        # Applier's memory answers (leases, history): see the module docstring.
-        self._memory = threading.Lock()
-        options: dict[str, int] = {}
+        self._options: dict[str, int] = {}  # the Applier's (a restore makes a new one)
         if session_ttl is not None:
-            options["session_ttl"] = session_ttl
+            self._options["session_ttl"] = session_ttl
         if watch_history is not None:
-            options["history_limit"] = watch_history
-        self._applier = Applier(**options)
+            self._options["history_limit"] = watch_history
+        self._applier = Applier(**self._options)
+        # What lease and history reads see, as of the last batch LevelDB took
+        # (see the module docstring); both under _views.
+        self._views = threading.Lock()
+        self._history = History(0)
+        self._leases: dict[int, Lease] = {}  # in id order (ids are granted in order)
         self._failed: BaseException | None = None
         self._refused: _Refused | None = None  # the last batch, refused for lack of space
         self._closed = False
@@ -335,7 +343,27 @@ class LevelDBStateMachine:
             history = read_history(
                 db.iterator(prefix=CHANGE, verify_checksums=True), floor, info.index, where
             )
-        self._applier.reset(
+        try:
+            applier = self._new_applier(info, sessions, leases, history, floor)
+        except ValueError as exc:
+            raise CorruptionError(f"{where}: {exc}") from None
+        self._install(applier, info, history, floor)
+
+    def _new_applier(
+        self,
+        info: SnapshotInfo,
+        sessions: list[SessionState],
+        leases: list[Lease],
+        history: list[Change],
+        floor: int,
+    ) -> Applier:
+        """An Applier in a state read from disk or a snapshot.
+
+        Raises:
+            ValueError: the leases or the history are inconsistent (the Applier checks).
+        """
+        applier = Applier(**self._options)
+        applier.reset(
             info.index,
             info.term,
             info.conf_state,
@@ -345,8 +373,18 @@ class LevelDBStateMachine:
             history=history,
             history_floor=floor,
         )
-        self._info = info
-        self._floor = floor
+        return applier
+
+    def _install(
+        self, applier: Applier, info: SnapshotInfo, history: list[Change], floor: int
+    ) -> None:
+        """Make ``applier`` (from :meth:`_new_applier`) the state: for applies
+        and for the readers' copy of leases and history."""
+        view = History(applier.history.limit, history, floor)
+        leases = {lease.id: lease for lease in applier.leases()}
+        self._applier, self._info, self._floor = applier, info, floor
+        with self._views:
+            self._history, self._leases = view, leases
 
     def _check(self) -> None:
         if self._closed:
@@ -424,54 +462,55 @@ class LevelDBStateMachine:
             batch = self._db.write_batch(sync=self._sync)
             backend = BatchBackend(self._db, batch, where)
             a = self._applier
-            with self._memory:
-                before = a.applied_index
-                out = None
-                try:
-                    with leveldb_errors(where):
-                        out = a.apply(entries, backend)
-                        if a.applied_index == before:
-                            return out.results  # nothing new (all already applied, or empty)
-                        for client_id, session in out.sessions.items():
-                            if session is None:
-                                batch.delete(SESSION + client_id)
-                            else:
-                                batch.put(SESSION + client_id, encode_session(session))
-                        stage_leases_and_history(batch, out, before, self._floor)
-                        members = dict(a.members) if out.membership_changed else self._info.members
-                        info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
-                        batch.put(STATE, encode_info(info))
-                        batch.write()
-                except UsageError:
-                    raise  # refused before anything changed
-                except OSError as exc:
-                    if not is_no_space(exc):
-                        self._failed = exc
-                        raise
-                    # Not applied; the Applier's memory is ahead: the next apply
-                    # reopens and reloads first (see the module docstring).
-                    results = out.results if out is not None else None
-                    self._refused = _Refused(before, a.applied_index, results, exc)
-                    self._forget_refused(exc)
-                    raise
-                except BaseException as exc:
-                    # The Applier's memory is ahead of the disk now: refuse all further use.
+            before = a.applied_index
+            out = None
+            try:
+                with leveldb_errors(where):
+                    out = a.apply(entries, backend)
+                    if a.applied_index == before:
+                        return out.results  # nothing new (all already applied, or empty)
+                    for client_id, session in out.sessions.items():
+                        if session is None:
+                            batch.delete(SESSION + client_id)
+                        else:
+                            batch.put(SESSION + client_id, encode_session(session))
+                    stage_leases_and_history(batch, out, before, self._floor)
+                    members = dict(a.members) if out.membership_changed else self._info.members
+                    info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
+                    batch.put(STATE, encode_info(info))
+                    batch.write()
+            except UsageError:
+                raise  # refused before anything changed
+            except OSError as exc:
+                if not is_no_space(exc):
                     self._failed = exc
                     raise
-                self._info = info
-                self._floor = out.history_floor
-                return out.results
+                # Not applied; the Applier's memory is ahead: the next apply
+                # reopens and reloads first (see the module docstring).
+                results = out.results if out is not None else None
+                self._refused = _Refused(before, a.applied_index, results, exc)
+                raise
+            except BaseException as exc:
+                # The Applier's memory is ahead of the disk now: refuse all further use.
+                self._failed = exc
+                raise
+            self._info = info
+            self._floor = out.history_floor
+            self._publish(out)
+            return out.results
 
-    def _forget_refused(self, refused: OSError) -> None:
-        """Bring the Applier's memory back to the state before a refused batch,
-        from the database (which still serves reads and does not show the batch),
-        so that lease and history reads go on seeing that state until the batch
-        is applied. A failure to read makes the state machine unusable."""
-        try:
-            self._load()
-        except BaseException as exc:
-            self._failed = exc
-            raise exc from refused
+    def _publish(self, out: AppliedBatch) -> None:
+        """Show readers the leases and history of a batch LevelDB has taken."""
+        with self._views:
+            if out.changes or out.history_floor != self._history.floor:
+                self._history.advance(out.changes, out.history_floor)
+            if out.leases:
+                view = self._leases
+                for lease_id, lease in out.leases.items():
+                    if lease is None:
+                        view.pop(lease_id, None)
+                    else:
+                        view[lease_id] = lease
 
     # -- reads -------------------------------------------------------------------------
 
@@ -533,21 +572,20 @@ class LevelDBStateMachine:
     def history(self, after: int, limit: int) -> tuple[int, list[Change]]:
         with self._lock.read():
             self._check()
-            with self._memory:
-                return self._applier.history(after, limit)
+            with self._views:
+                return self._history.page(after, limit)
 
     def lease(self, lease_id: int) -> Lease | None:
         with self._lock.read():
             self._check()
-            with self._memory:
-                return self._applier.leases.get(lease_id)
+            with self._views:
+                return self._leases.get(lease_id)
 
     def leases(self) -> list[Lease]:
         with self._lock.read():
             self._check()
-            with self._memory:
-                found = list(self._applier.leases.values())
-        return sorted(found, key=lambda lease: lease.id)
+            with self._views:
+                return list(self._leases.values())
 
     # -- snapshot ------------------------------------------------------------------------
 
@@ -649,7 +687,7 @@ class LevelDBStateMachine:
                         for lease in lease_batch:
                             batch.put(lease_key(lease.id), encode_lease(lease))
                     leases.extend(lease_batch)
-                key_of = HistoryKeys()  # checks the order too, across batches
+                key_of = HistoryKeys()  # one count of positions across the batches
                 for history_batch in reader.history_batches():
                     with db.write_batch() as batch:
                         for change in history_batch:
@@ -658,6 +696,12 @@ class LevelDBStateMachine:
                 reader.finish()
                 # A format-1 stream has no history: its floor is its index.
                 floor = reader.history_floor
+                try:
+                    applier = self._new_applier(reader.info, sessions, leases, history, floor)
+                except ValueError as exc:  # the reader checks most of it; a backstop
+                    raise SnapshotFormatError(
+                        f"the snapshot's state is inconsistent: {exc}"
+                    ) from None
                 with db.write_batch(sync=True) as batch:
                     batch.put(FORMAT_KEY, FORMAT)
                     batch.put(STATE, encode_info(reader.info))
@@ -678,18 +722,8 @@ class LevelDBStateMachine:
                 db.close()
                 shutil.rmtree(path, ignore_errors=True)
                 raise
-            self._db, self._generation, self._info = db, generation, info
-            self._applier.reset(
-                info.index,
-                info.term,
-                info.conf_state,
-                info.members,
-                sessions,
-                leases=leases,
-                history=history,
-                history_floor=floor,
-            )
-            self._floor = floor
+            self._db, self._generation = db, generation
+            self._install(applier, info, history, floor)
             self._refused = None  # the new state replaces what a refused batch left behind
             if old_db is not None:
                 old_db.close()

@@ -101,14 +101,15 @@ class LeaseWorkload:
             return Entry(1, self.index)  # a leader's no-op
         return Entry(1, self.index, EntryType.NORMAL, self._command().encode())
 
-    def batch(self) -> list[Entry]:
-        return [self.entry() for _ in range(self.sizes.choice((1, 3, 10, 40)))]
+    def batch(self, most: int = 40) -> list[Entry]:
+        """The next batch, of at most ``most`` entries."""
+        size = min(most, self.sizes.choice((1, 3, 10, 40)))
+        return [self.entry() for _ in range(size)]
 
     def batches(self, total: int) -> Iterator[list[Entry]]:
         """Batches until ``total`` entries have been produced (the last one cut short)."""
         while self.index < total:
-            batch = self.batch()
-            yield [e for e in batch if e.index <= total]
+            yield self.batch(total - self.index)
 
 
 def entries_up_to(seed: int, index: int) -> list[Entry]:

@@ -10,6 +10,8 @@ snapshot stream.
 from __future__ import annotations
 
 import bisect
+import errno
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ import plyvel
 import pytest
 
 from raftdb.codec import CorruptionError
-from raftdb.kv.commands import Command
+from raftdb.kv.commands import Command, KVResult
 from raftdb.kv.snapshot import SnapshotFormatError
 from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.messages import Entry
@@ -54,12 +56,9 @@ def lease_and_history_state(machine: Any) -> tuple[Any, ...]:
     return machine.leases(), machine.history(0, 1 << 30)
 
 
-def history_records(db_path: Path) -> int:
-    db = plyvel.DB(str(db_path))
-    try:
-        return sum(1 for _ in db.iterator(prefix=b"h", include_value=False))
-    finally:
-        db.close()
+def history_records(machine: LevelDBStateMachine) -> int:
+    """The history records in the machine's database (trimmed ones must be gone)."""
+    return sum(1 for _ in machine._db.iterator(prefix=b"h", include_value=False))
 
 
 def run_both(
@@ -86,7 +85,7 @@ def test_leases_and_history_match_the_reference_and_survive_reopen(tmp_path: Pat
         for limit in (1, 7):
             assert machine.history(after, limit) == reference.history(after, limit)
     # Trimmed changes are deleted from the database, not only from memory.
-    assert history_records(machine.db_path) == len(changes)
+    assert history_records(machine) == len(changes)
     machine.close()
 
     machine = LevelDBStateMachine(tmp_path, watch_history=HISTORY)
@@ -109,7 +108,7 @@ def test_a_smaller_watch_history_after_a_restart_trims_at_the_next_batch(tmp_pat
         reference.apply(batch)
     run_both(machine, reference, workload, 450)
     assert lease_and_history_state(machine) == lease_and_history_state(reference)
-    assert history_records(machine.db_path) == len(reference.history(0, 1 << 30)[1])
+    assert history_records(machine) == len(reference.history(0, 1 << 30)[1])
     machine.close()
 
 
@@ -132,7 +131,7 @@ def test_restore_replaces_leases_and_history_and_survives_reopen(tmp_path: Path)
     machine.close()
     machine = LevelDBStateMachine(tmp_path, watch_history=HISTORY)
     assert observed(machine) == observed(source)
-    assert history_records(machine.db_path) == len(source.history(0, 1 << 30)[1])
+    assert history_records(machine) == len(source.history(0, 1 << 30)[1])
     machine.close()
 
 
@@ -236,12 +235,15 @@ def test_a_missing_change_within_an_index_stops_the_open(tmp_path: Path) -> None
 def test_reads_of_leases_and_history_never_see_part_of_a_batch(tmp_path: Path) -> None:
     """While batches are applied, every read of the history ends at a batch's end."""
     machine = LevelDBStateMachine(tmp_path, sync=False, watch_history=10_000)
-    batches = list(LeaseWorkload(8).batches(2_000))
+    batches = list(LeaseWorkload(8).batches(800))
     reference = MemoryStateMachine(watch_history=10_000)
-    ends = {0}
     for batch in batches:
         reference.apply(batch)
-        ends.add(batch[-1].index)
+    full = reference.history(0, 1 << 30)[1]
+    indexes = [c.index for c in full]
+    # For each batch's last index, how many changes the batches up to it made.
+    at_end = {0: 0} | {b[-1].index: bisect.bisect_right(indexes, b[-1].index) for b in batches}
+    stops = sorted(at_end)
     seen: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     done = threading.Event()
@@ -263,13 +265,10 @@ def test_reads_of_leases_and_history_never_see_part_of_a_batch(tmp_path: Path) -
         done.set()
         thread.join(30)
     assert not errors
-    full = reference.history(0, 1 << 30)[1]
-    stops = sorted(ends)
     for count, last in seen:
         # What a read saw ends at a batch's end: all the changes of the batch
         # holding its last change, none of a later batch.
-        end = stops[bisect.bisect_left(stops, last)]
-        assert count == sum(1 for c in full if c.index <= end)
+        assert count == at_end[stops[bisect.bisect_left(stops, last)]]
     assert observed(machine) == observed(reference)
     machine.close()
 
@@ -312,6 +311,62 @@ def test_a_batch_refused_by_a_full_disk_is_applied_once_with_its_leases_and_hist
             assert observed(machine) == observed(reference)
         finally:
             machine.close()
+
+
+class _LandsThenRefuses:
+    """A database whose next batch is written, and then reported refused for lack
+    of space: LevelDB's case of a log record written whole and an fsync refused."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    def write_batch(self, **kwargs: Any) -> Any:
+        real = self.db.write_batch(**kwargs)
+        outer = self
+
+        class Batch:
+            put, delete = real.put, real.delete
+
+            def write(self) -> None:
+                real.write()
+                if outer.armed:
+                    outer.armed = False
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        return Batch()
+
+
+def test_a_refused_batch_that_reached_the_disk_is_not_applied_twice(tmp_path: Path) -> None:
+    machine = LevelDBStateMachine(tmp_path, watch_history=HISTORY)
+    reference = MemoryStateMachine(watch_history=HISTORY)
+    workload = LeaseWorkload(12)
+    run_both(machine, reference, workload, 150)
+    # The next batch that changes keys (its changes go to the history).
+    while True:
+        before = lease_and_history_state(machine)
+        batch = workload.batch()
+        expected = reference.apply(batch)
+        if any(isinstance(r, KVResult) and r.changes for r in expected):
+            break
+        machine.apply(batch)
+    machine._db = _LandsThenRefuses(machine._db)
+    with pytest.raises(OSError, match="space"):
+        machine.apply(batch)
+    assert machine.applied_index == batch[0].index - 1
+    assert lease_and_history_state(machine) == before  # reads do not see the batch yet
+    # Retried, it reopens the database, finds the batch there and answers the
+    # results computed the first time, without applying it again.
+    assert machine.apply(batch) == expected
+    assert machine.applied_index == batch[-1].index
+    assert lease_and_history_state(machine) == lease_and_history_state(reference)
+    run_both(machine, reference, workload, 250)
+    assert observed(machine) == observed(reference)
+    assert history_records(machine) == len(reference.history(0, 1 << 30)[1])
+    machine.close()
 
 
 def _big_puts(workload: LeaseWorkload, count: int) -> list[Entry]:
@@ -370,7 +425,7 @@ def test_kill_9_during_applies_keeps_leases_and_history_at_the_applied_index(
             reference = MemoryStateMachine(watch_history=HISTORY)
             _apply_in_workload_batches(reference, 10, applied)
             assert observed(machine) == observed(reference), f"round {round_no}"
-            assert history_records(machine.db_path) == len(reference.history(0, 1 << 30)[1])
+            assert history_records(machine) == len(reference.history(0, 1 << 30)[1])
         finally:
             machine.close()
 
