@@ -92,11 +92,9 @@ from raftdb.state_machine import (
     SnapshotReader,
     SnapshotStream,
     check_range_args,
-    decode_change,
     decode_info,
     decode_lease,
     decode_session,
-    encode_change,
     encode_info,
     encode_lease,
     encode_session,
@@ -121,7 +119,9 @@ from raftdb_leveldb._layout import (
     BatchBackend,
     HistoryKeys,
     data_record,
+    decode_change_record,
     decode_floor,
+    encode_change_record,
     encode_floor,
     lease_key,
     read_history,
@@ -641,8 +641,8 @@ class LevelDBStateMachine:
                 yield decode_lease(raw)
 
         def history() -> Iterator[Change]:
-            for _, raw in scan(CHANGE):
-                yield decode_change(raw)
+            for raw_key, raw in scan(CHANGE):
+                yield decode_change_record(raw_key, raw)
 
         def release() -> None:
             with self._lock.read():
@@ -691,7 +691,7 @@ class LevelDBStateMachine:
                 for history_batch in reader.history_batches():
                     with db.write_batch() as batch:
                         for change in history_batch:
-                            batch.put(key_of(change), encode_change(change))
+                            batch.put(key_of(change), encode_change_record(change))
                     history.extend(history_batch)
                 reader.finish()
                 # A format-1 stream has no history: its floor is its index.
