@@ -11,7 +11,10 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequestError",
+    "CompactedError",
     "ConditionFailedError",
+    "LeaseNotFoundError",
+    "LockNotHeldError",
     "MemberNotFoundError",
     "NoSpaceError",
     "NodeError",
@@ -63,6 +66,38 @@ class ConditionFailedError(NodeError):
     def __init__(self, message: str, mod_index: int) -> None:
         super().__init__(message)
         self.mod_index = mod_index
+
+
+class LeaseNotFoundError(NodeError):
+    """The lease does not exist: never granted, revoked, or expired. Nothing changed.
+
+    A put (or a transaction's put) naming such a lease changed nothing either.
+    """
+
+    code = "lease_not_found"
+    status = 404
+
+
+class LockNotHeldError(NodeError):
+    """An unlock of a lock that this lease does not hold (or wait for): its key is gone."""
+
+    code = "lock_not_held"
+    status = 404
+
+
+class CompactedError(NodeError):
+    """A watch ``since`` older than the retained history (etcd's ``ErrCompacted``).
+
+    ``oldest_index`` is the oldest ``since`` the history can still serve: every
+    change after it is retained. Nothing was started.
+    """
+
+    code = "compacted"
+    status = 410
+
+    def __init__(self, message: str, oldest_index: int) -> None:
+        super().__init__(message)
+        self.oldest_index = oldest_index
 
 
 class MemberNotFoundError(NodeError):
@@ -133,7 +168,9 @@ class OutcomeUnknownError(NodeError):
 
 
 class RequestTimeoutError(NodeError):
-    """The client took longer than ``body_timeout_s`` to send its request's body."""
+    """The client took longer than ``body_timeout_s`` to send its request's body, or
+    a lock was not acquired within the wait it was given (its key is deleted again:
+    nothing is left waiting)."""
 
     code = "request_timeout"
     status = 408

@@ -1,0 +1,153 @@
+"""The lease keeper: a node's clock for lease expiry, around ``raftdb.kv.expiry.LeaseClock``.
+
+Theory of operation
+-------------------
+The state machine never reads a clock: a lease ends only by a log entry,
+``LEASE_REVOKE`` from a client or ``LEASE_EXPIRE`` from the leader. This
+module is where the leader decides the latter, from its own monotonic time
+(``loop.time()``), as etcd's lessor does:
+
+- every member tracks a deadline per lease, from the time it applied the
+  grant or the last keep-alive (:meth:`LeaseKeeper.applied`), so that any
+  member can say how long a lease has left (``lease_info``'s ``remaining``);
+- a member that becomes leader gives every lease a fresh full TTL first
+  (``LeaseClock.become_leader``): a leader change never expires a lease early,
+  however long the election took, since the new leader cannot know when the
+  old one last heard a keep-alive. The minimum TTL is above twice the election
+  timeout (``NodeConfig.min_lease_ttl``);
+- every :data:`TICK_S` the leader proposes ``LEASE_EXPIRE(id, renewed_index)``
+  for each lease past its deadline, through the normal write path. The entry
+  names the renewal it saw expire, so a keep-alive committed first wins (the
+  expiry then changes nothing); an expiry that fails for another reason (no
+  quorum, a leader change) is proposed again after the clock's retry delay.
+
+A snapshot from the leader replaces the state machine's leases: the keeper
+starts again from them (:meth:`LeaseKeeper.load`), with a fresh TTL each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
+
+from raftdb.kv.changes import Lease
+from raftdb.kv.commands import Command, CommandStatus, KVResult, Op
+from raftdb.kv.expiry import LeaseClock
+
+if TYPE_CHECKING:
+    from raftdb.node.metrics import NodeMetrics
+
+__all__ = ["TICK_S", "LeaseKeeper"]
+
+log = logging.getLogger("raftdb.node")
+
+#: How often the leader looks for expired leases, in seconds.
+TICK_S: Final = 0.1
+
+
+class LeaseKeeper:
+    """One node's lease deadlines, and the leader's expiry proposals: see the module
+    docstring. Every method runs on the node's event loop; ``now`` is its ``loop.time()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        leases: Callable[[], Iterable[Lease]],
+        expire: Callable[[int, int], None],
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        """Args:
+        leases: the state machine's leases now (read when this node becomes leader).
+        expire: proposes the expiry of lease ``id`` last renewed at ``renewed_index``
+            (in the background: the write's answer does not matter here).
+        metrics: where the tracked leases and applied expiries are counted.
+        """
+        self._leases = leases
+        self._expire = expire
+        self._metrics = metrics
+        self._clock = LeaseClock()
+        self._tracked: set[int] = set()
+        self._leader = False
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether the keeper acts as leader (it proposes expiries)."""
+        return self._leader
+
+    def __len__(self) -> int:
+        """How many leases it tracks."""
+        return len(self._tracked)
+
+    def load(self, leases: Iterable[Lease], now: float) -> None:
+        """Track exactly ``leases``, each with a fresh full TTL from ``now``: at start,
+        and after a snapshot replaced the state machine's state."""
+        self._clock = LeaseClock()
+        self._tracked = set()
+        loaded = list(leases)
+        if self._leader:
+            self._clock.become_leader(now, loaded)
+        else:
+            for lease in loaded:
+                self._clock.renewed(lease, now)
+        self._tracked.update(lease.id for lease in loaded)
+        self._count()
+
+    def applied(self, cmd: Command, result: KVResult, now: float) -> None:
+        """A lease command's entry was applied with ``result``: follow it."""
+        op = cmd.op
+        status = result.status
+        if status == CommandStatus.OK and not result.duplicate:
+            if op == Op.LEASE_GRANT:
+                self._renewed(Lease(result.lease, result.ttl, result.index, frozenset()), now)
+            elif op == Op.LEASE_KEEPALIVE:
+                self._renewed(Lease(cmd.lease, result.ttl, result.index, frozenset()), now)
+            elif op in (Op.LEASE_REVOKE, Op.LEASE_EXPIRE):
+                self._ended(cmd.lease)
+                if op == Op.LEASE_EXPIRE and self._metrics is not None:
+                    self._metrics.lease_expiries.inc()
+        elif status == CommandStatus.LEASE_NOT_FOUND and cmd.lease:
+            self._ended(cmd.lease)  # gone already: nothing left to expire
+
+    def tick(self, leader: bool, now: float) -> None:
+        """Follow this node's role; as leader, propose the expiry of every lease due.
+
+        Called every :data:`TICK_S`. On becoming leader every lease gets a fresh
+        full TTL from ``now`` before any may expire.
+        """
+        if leader and not self._leader:
+            self._leader = True
+            leases = list(self._leases())
+            self._clock = LeaseClock()
+            self._clock.become_leader(now, leases)
+            self._tracked = {lease.id for lease in leases}
+            self._count()
+            log.info("leases: leader now; %d leases get a fresh TTL", len(leases))
+        elif not leader and self._leader:
+            self._leader = False
+            self._clock.become_follower()
+        if self._leader:
+            for lease_id, renewed_index in self._clock.due(now):
+                self._expire(lease_id, renewed_index)
+
+    def remaining(self, lease_id: int, now: float) -> float | None:
+        """Seconds left before the lease is due as this member sees it, or ``None``
+        when it does not track the lease (not applied here yet)."""
+        return self._clock.remaining(lease_id, now)
+
+    def _renewed(self, lease: Lease, now: float) -> None:
+        self._clock.renewed(lease, now)
+        if lease.id not in self._tracked:
+            self._tracked.add(lease.id)
+            self._count()
+
+    def _ended(self, lease_id: int) -> None:
+        self._clock.ended(lease_id)
+        if lease_id in self._tracked:
+            self._tracked.discard(lease_id)
+            self._count()
+
+    def _count(self) -> None:
+        if self._metrics is not None:
+            self._metrics.leases.set(len(self._tracked))
