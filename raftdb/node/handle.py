@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from raftdb.kv.changes import Change
 from raftdb.kv.commands import KeyValue
@@ -25,7 +25,7 @@ __all__ = [
     "TxnAnswer",
     "WatchEvent",
     "WatchEventKind",
-    "WatchStream",
+    "Watcher",
     "WriteResult",
 ]
 
@@ -188,11 +188,11 @@ class LeaseInfo:
             "minimum": 0,
         }
     )
-    keys: tuple[bytes, ...] | None = field(
-        default=None,
+    keys: tuple[bytes, ...] = field(
+        default=(),
         metadata={
             "description": "The keys attached to the lease, sorted (`GET /v1/leases/{id}`); "
-            "not given by a grant, a keep-alive or the listing."
+            "left empty by a grant, a keep-alive and the listing."
         },
     )
 
@@ -261,7 +261,7 @@ class WatchEvent:
             "retained history (absent otherwise)."
         },
     )
-    data: dict[str, int | str] | None = field(
+    data: dict[str, Any] | None = field(
         default=None,
         metadata={
             "description": '`progress`: `{"applied_index": I}`. `closed`: '
@@ -272,7 +272,7 @@ class WatchEvent:
     )
 
 
-class WatchStream(Protocol):
+class Watcher(Protocol):
     """What :meth:`NodeHandle.watch` returns: the stream's events, in order, then the end.
 
     Iterate with ``async for`` (one consumer); call :meth:`aclose` when the
@@ -389,7 +389,7 @@ class NodeHandle(Protocol):
         """
         ...
 
-    async def lease_keepalive(self, id: int) -> LeaseInfo:
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
         """Renew the lease: a fresh full TTL from now (``keys`` not given).
 
         Raises:
@@ -397,7 +397,7 @@ class NodeHandle(Protocol):
         """
         ...
 
-    async def lease_revoke(self, id: int) -> None:
+    async def lease_revoke(self, lease_id: int) -> None:
         """End the lease and delete its keys, in one log entry.
 
         Raises:
@@ -405,7 +405,9 @@ class NodeHandle(Protocol):
         """
         ...
 
-    async def lease_info(self, id: int, consistency: Consistency = "linearizable") -> LeaseInfo:
+    async def lease_info(
+        self, lease_id: int, consistency: Consistency = "linearizable"
+    ) -> LeaseInfo:
         """The lease, its remaining time as this member estimates it, and its keys.
 
         Raises:
@@ -423,13 +425,12 @@ class NodeHandle(Protocol):
         prefix: bytes = b"",
         key: bytes | None = None,
         since: int | None = None,
-        prev: bool = False,
-    ) -> WatchStream:
+    ) -> Watcher:
         """A stream of the changes of ``key`` (or under ``prefix``) after index ``since``.
 
         ``since=None`` starts from now, after a ReadIndex (linearizable: every
-        change committed before the call is before the stream). ``prev`` fills
-        ``WatchEvent.prev`` while the history holds the previous value.
+        change committed before the call is before the stream). Each event's
+        ``prev`` is the key before the change while the history holds it.
 
         Raises:
             BadRequestError: ``since`` is after the cluster's last index (``400``).

@@ -43,7 +43,7 @@ from raftdb.node.errors import (
 from raftdb.node.handle import LockHeld
 
 if TYPE_CHECKING:
-    from raftdb.node.handle import NodeHandle
+    from raftdb.node.node import Node
 
 __all__ = ["acquire", "lock_key", "release"]
 
@@ -63,7 +63,7 @@ def _check(name: bytes, timeout: float | None = None) -> None:
 
 
 async def acquire(
-    node: NodeHandle,
+    node: Node,
     name: bytes,
     lease: int,
     timeout: float,  # noqa: ASYNC109 (on time-out the wait key is deleted: a 408)
@@ -111,7 +111,7 @@ async def acquire(
 _background: set[asyncio.Task[None]] = set()
 
 
-async def _delete_quietly(node: NodeHandle, key: bytes) -> None:
+async def _delete_quietly(node: Node, key: bytes) -> None:
     try:
         await node.delete(key)
     except NodeError as e:
@@ -119,7 +119,7 @@ async def _delete_quietly(node: NodeHandle, key: bytes) -> None:
 
 
 async def _wait_for_turn(
-    node: NodeHandle, name: bytes, own: bytes, lease: int, deadline: float
+    node: Node, name: bytes, own: bytes, lease: int, deadline: float
 ) -> LockHeld:
     loop = asyncio.get_running_loop()
     prefix = name + b"/"
@@ -141,7 +141,7 @@ async def _wait_for_turn(
         left = deadline - loop.time()
         if left <= 0:
             raise _timed_out(name)
-        watcher = await node.watch(key=before.key, since=at)
+        watcher = await node.watch(key=before.key, since=at, prev=False)
         try:
             async with asyncio.timeout(left):
                 async for event in watcher:
@@ -158,7 +158,7 @@ def _timed_out(name: bytes) -> RequestTimeoutError:
     return RequestTimeoutError(f"lock {name!r} was not acquired in time; its wait key is deleted")
 
 
-async def release(node: NodeHandle, name: bytes, lease: int) -> None:
+async def release(node: Node, name: bytes, lease: int) -> None:
     """Release lock ``name`` held (or waited for) by ``lease``: delete its key.
 
     Raises:

@@ -604,27 +604,29 @@ class Node:
         result = await self._write(Command.lease_grant(ttl), idempotency_key)
         return self._lease_info(result.lease, result.ttl)
 
-    async def lease_keepalive(self, id: int) -> LeaseInfo:
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
         """See ``NodeHandle.lease_keepalive``."""
-        _check_lease_id(id)
-        result = await self._write(Command.lease_keepalive(id), None)
-        return self._lease_info(id, result.ttl)
+        _check_lease_id(lease_id)
+        result = await self._write(Command.lease_keepalive(lease_id), None)
+        return self._lease_info(lease_id, result.ttl)
 
-    async def lease_revoke(self, id: int) -> None:
+    async def lease_revoke(self, lease_id: int) -> None:
         """See ``NodeHandle.lease_revoke``."""
-        _check_lease_id(id)
-        await self._write(Command.lease_revoke(id), None)
+        _check_lease_id(lease_id)
+        await self._write(Command.lease_revoke(lease_id), None)
 
-    async def lease_info(self, id: int, consistency: Consistency = "linearizable") -> LeaseInfo:
+    async def lease_info(
+        self, lease_id: int, consistency: Consistency = "linearizable"
+    ) -> LeaseInfo:
         """See ``NodeHandle.lease_info``."""
-        _check_lease_id(id)
+        _check_lease_id(lease_id)
         await self._read_point(consistency)
         assert self._sm is not None
         sm = self._sm
-        lease = self._read_state(lambda: sm.lease(id))
+        lease = self._read_state(lambda: sm.lease(lease_id))
         if lease is None:
             raise LeaseNotFoundError(
-                f"lease {id} does not exist (never granted, revoked or expired)"
+                f"lease {lease_id} does not exist (never granted, revoked or expired)"
             )
         return self._lease_info(lease.id, lease.ttl, tuple(sorted(lease.keys)))
 
@@ -633,14 +635,14 @@ class Node:
         await self._read_point(consistency)
         return [self._lease_info(lease.id, lease.ttl) for lease in self._sm_leases()]
 
-    def _lease_info(self, id: int, ttl: int, keys: tuple[bytes, ...] | None = None) -> LeaseInfo:
+    def _lease_info(self, lease_id: int, ttl: int, keys: tuple[bytes, ...] = ()) -> LeaseInfo:
         """A lease as this member sees it: its remaining time from the lease keeper
         (the full TTL if not applied here yet: a read may see a grant a moment
         before the keeper does)."""
         assert self._loop is not None
-        remaining = self._leases.remaining(id, self._loop.time())
+        remaining = self._leases.remaining(lease_id, self._loop.time())
         left = float(ttl) if remaining is None else max(0.0, min(float(ttl), remaining))
-        return LeaseInfo(id, ttl, left, keys)
+        return LeaseInfo(lease_id, ttl, left, keys)
 
     def _sm_leases(self) -> list[Lease]:
         sm = self._sm
@@ -688,13 +690,14 @@ class Node:
         prefix: bytes = b"",
         key: bytes | None = None,
         since: int | None = None,
-        prev: bool = False,
+        prev: bool = True,
     ) -> Watcher:
         """See ``NodeHandle.watch``.
 
         ``since`` at or below what this node applied needs no round trip; a
         ``since`` ahead of it is checked against a read index (it may be an
-        index another member already applied).
+        index another member already applied). ``prev=False`` skips looking
+        up each event's previous value (one history read per change).
         """
         self._check_serving()
         _check_watched(prefix, key)

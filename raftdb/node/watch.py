@@ -167,9 +167,12 @@ class WatchHub:
         self._lengths: list[int] = []  # distinct lengths of watched prefixes, ascending
         self._length_uses: dict[int, int] = {}
         self._subscribed = 0
-        self._prev: collections.OrderedDict[tuple[bytes, int], asyncio.Task[KeyValue | None]]
+        self._prev: collections.OrderedDict[tuple[bytes, int], KeyValue | None]
         self._prev = collections.OrderedDict()
         self._stopped: NodeError | None = None
+        # Watchers with new changes to wake at the end of the batch (advance).
+        self._to_wake: list[Watcher] = []
+        self._wake_scheduled = False
 
     # -- what the node calls ---------------------------------------------------------
 
@@ -202,9 +205,26 @@ class WatchHub:
             sub.offer(index, matching)
 
     def advance(self, applied: int) -> None:
-        """Every change up to ``applied`` is published (the end of an applied batch)."""
+        """Every change up to ``applied`` is published (the end of an applied batch).
+
+        The watchers that got changes are woken after the batch, in one loop
+        callback: once per batch each, however many changes it had, and not
+        on the apply path (its requests are answered first).
+        """
         if applied > self.applied:
             self.applied = applied
+        if self._to_wake and not self._wake_scheduled:
+            self._wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake_all)
+
+    def _wake_later(self, watcher: Watcher) -> None:
+        self._to_wake.append(watcher)
+
+    def _wake_all(self) -> None:
+        self._wake_scheduled = False
+        to_wake, self._to_wake = self._to_wake, []
+        for watcher in to_wake:
+            watcher._wake()
 
     def restored(self, applied: int) -> None:
         """A leader's snapshot replaced the state machine's state, now at ``applied``.
@@ -342,33 +362,42 @@ class WatchHub:
                 raise
             raise self._damaged(e) from None
 
-    async def previous(self, change: Change) -> KeyValue | None:
+    def previous(self, change: Change) -> KeyValue | None:
         """The key as it was before ``change`` (its change at ``prev_mod_index``), if the
-        history still holds it; shared by every watcher that shows it."""
-        if change.prev_mod_index <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        if change.prev_mod_index == change.index:
-            # An earlier write of the same transaction: not shared (several
-            # writes of one key in one transaction would share the slot).
-            return await loop.create_task(self._look_up_previous(change))
-        slot = (change.key, change.prev_mod_index)
-        found = self._prev.get(slot)
-        if found is None or (found.done() and (found.cancelled() or found.exception() is not None)):
-            # A task of its own: a consumer that goes away does not cancel the
-            # lookup for the others that wait for it too.
-            found = loop.create_task(self._look_up_previous(change))
-            self._prev[slot] = found
-            if len(self._prev) > _PREV_CACHE:
-                self._prev.popitem(last=False)
-        return await asyncio.shield(found)
+        history still holds it; remembered for every watcher that shows it.
 
-    async def _look_up_previous(self, change: Change) -> KeyValue | None:
+        A point read of the history on the loop, as a ``get`` is (one seek in
+        the state machine's history; no thread hop per event).
+
+        Raises:
+            NodeError: the read failed (damage: the node stops serving).
+        """
+        wanted = change.prev_mod_index
+        if wanted <= 0:
+            return None
+        if wanted == change.index:
+            # An earlier write of the same transaction: not remembered (several
+            # writes of one key in one transaction would share the slot).
+            return self._look_up_previous(change)
+        slot = (change.key, wanted)
+        cache = self._prev
+        if slot in cache:
+            return cache[slot]
+        found = self._look_up_previous(change)
+        cache[slot] = found
+        if len(cache) > _PREV_CACHE:
+            cache.popitem(last=False)
+        return found
+
+    def _look_up_previous(self, change: Change) -> KeyValue | None:
         sm = self._sm()
         if sm is None:
             return None
         wanted = change.prev_mod_index
-        floor, changes = await self._read(lambda: sm.history(wanted - 1, 1))
+        try:
+            floor, changes = sm.history(wanted - 1, 1)
+        except (StorageError, OSError) as e:
+            raise self._damaged(e) from None
         if wanted <= floor:
             return None
         before: Change | None = None
@@ -497,6 +526,7 @@ class Watcher(_Subscriber):
         "_live",
         "_queue",
         "_started",
+        "_wake_due",
         "_wakeup",
         "position",
         "prev",
@@ -516,6 +546,7 @@ class Watcher(_Subscriber):
         self._final: WatchEvent | None = None
         self._finished = False
         self._wakeup: asyncio.Future[None] | None = None
+        self._wake_due = False  # in the hub's list of watchers to wake
         self._epoch = hub.epoch
         self._started = False  # _start returned: failures end the stream, not the call
         # With prev: the index whose previous values were looked up, and those
@@ -570,8 +601,8 @@ class Watcher(_Subscriber):
                 change = self._queue[0]
                 previous = None
                 if self.prev:
-                    if change.index != self._group_index and not await self._look_up_group():
-                        continue  # ended meanwhile, or the lookup failed and ended it
+                    if change.index != self._group_index and not self._look_up_group():
+                        continue  # the lookup failed and ended the stream
                     previous = self._group_prevs.popleft() if self._group_prevs else None
                 self._queue.popleft()
                 self._last_sent = loop.time()
@@ -590,33 +621,34 @@ class Watcher(_Subscriber):
             if not self._live:
                 await self._catch_up()
                 continue
+            # A bare future and a timer (not asyncio.wait, which costs several
+            # callbacks per wake-up): waking 1,000 watchers is 1,000 set_result.
             wakeup: asyncio.Future[None] = loop.create_future()
             self._wakeup = wakeup
+            timer = loop.call_later(hub.progress_s - idle, _wake_up, wakeup)
             try:
-                await asyncio.wait((wakeup,), timeout=hub.progress_s - idle)
+                await wakeup
             finally:
+                timer.cancel()
                 self._wakeup = None
 
     async def aclose(self) -> None:
         """End the stream now and free its slot (idempotent)."""
         self._finish()
 
-    async def _look_up_group(self) -> bool:
+    def _look_up_group(self) -> bool:
         """The previous values of the queued changes at the first queued index, all
         before the first of them is handed out, so that a failed lookup ends the
         stream between two indexes, never inside one (its ``since`` must not
         split a transaction). Whether the first queued change can go out now."""
         queue = self._queue
         change = queue[0]
-        group = list(itertools.takewhile(lambda c: c.index == change.index, queue))
+        group = itertools.takewhile(lambda c: c.index == change.index, queue)
         try:
-            prevs = await asyncio.gather(*(self._hub.previous(c) for c in group))
+            prevs = [self._hub.previous(c) for c in group]
         except NodeError as e:
-            if not self._finished and self._final is None:
-                queue.clear()
-                self._end(_stopped_data(e, change.index - 1))
-            return False
-        if self._finished or not queue or queue[0] is not change:
+            queue.clear()
+            self._end(_stopped_data(e, change.index - 1))
             return False
         self._group_index = change.index
         self._group_prevs = collections.deque(prevs)
@@ -665,7 +697,9 @@ class Watcher(_Subscriber):
             return
         queue.extend(changes)
         self.position = index
-        self._wake()
+        if self._wakeup is not None and not self._wake_due:
+            self._wake_due = True
+            self._hub._wake_later(self)
 
     def reset(self) -> None:
         self._live = False
@@ -698,6 +732,12 @@ class Watcher(_Subscriber):
             self._hub._count_changed()
 
     def _wake(self) -> None:
+        self._wake_due = False
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
