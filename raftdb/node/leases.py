@@ -22,7 +22,8 @@ module is where the leader decides the latter, from its own monotonic time
   quorum, a leader change) is proposed again after the clock's retry delay.
 
 A snapshot from the leader replaces the state machine's leases: the keeper
-starts again from them (:meth:`LeaseKeeper.load`), with a fresh TTL each.
+follows exactly them from then on (:meth:`LeaseKeeper.load`); one it did not
+know, or that was renewed since, gets a full TTL from the restore.
 """
 
 from __future__ import annotations
@@ -68,30 +69,21 @@ class LeaseKeeper:
         self._expire = expire
         self._metrics = metrics
         self._clock = LeaseClock()
-        self._tracked: set[int] = set()
-        self._leader = False
 
     @property
     def is_leader(self) -> bool:
         """Whether the keeper acts as leader (it proposes expiries)."""
-        return self._leader
+        return self._clock.is_leader
 
     def __len__(self) -> int:
         """How many leases it tracks."""
-        return len(self._tracked)
+        return len(self._clock)
 
     def load(self, leases: Iterable[Lease], now: float) -> None:
-        """Track exactly ``leases``, each with a fresh full TTL from ``now``: at start,
-        and after a snapshot replaced the state machine's state."""
-        self._clock = LeaseClock()
-        self._tracked = set()
-        loaded = list(leases)
-        if self._leader:
-            self._clock.become_leader(now, loaded)
-        else:
-            for lease in loaded:
-                self._clock.renewed(lease, now)
-        self._tracked.update(lease.id for lease in loaded)
+        """Track exactly ``leases``: at start, and after a snapshot replaced the state
+        machine's state. A lease already tracked at the same renewal keeps its
+        deadline; any other gets a full TTL from ``now``."""
+        self._clock.track(now, leases)
         self._count()
 
     def applied(self, cmd: Command, result: KVResult, now: float) -> None:
@@ -116,19 +108,16 @@ class LeaseKeeper:
         Called every :data:`TICK_S`. On becoming leader every lease gets a fresh
         full TTL from ``now`` before any may expire.
         """
-        if leader and not self._leader:
-            self._leader = True
+        clock = self._clock
+        if leader and not clock.is_leader:
             leases = list(self._leases())
-            self._clock = LeaseClock()
-            self._clock.become_leader(now, leases)
-            self._tracked = {lease.id for lease in leases}
+            clock.become_leader(now, leases)
             self._count()
             log.info("leases: leader now; %d leases get a fresh TTL", len(leases))
-        elif not leader and self._leader:
-            self._leader = False
-            self._clock.become_follower()
-        if self._leader:
-            for lease_id, renewed_index in self._clock.due(now):
+        elif not leader and clock.is_leader:
+            clock.become_follower()
+        if clock.is_leader:
+            for lease_id, renewed_index in clock.due(now):
                 self._expire(lease_id, renewed_index)
 
     def remaining(self, lease_id: int, now: float) -> float | None:
@@ -138,16 +127,12 @@ class LeaseKeeper:
 
     def _renewed(self, lease: Lease, now: float) -> None:
         self._clock.renewed(lease, now)
-        if lease.id not in self._tracked:
-            self._tracked.add(lease.id)
-            self._count()
+        self._count()
 
     def _ended(self, lease_id: int) -> None:
         self._clock.ended(lease_id)
-        if lease_id in self._tracked:
-            self._tracked.discard(lease_id)
-            self._count()
+        self._count()
 
     def _count(self) -> None:
         if self._metrics is not None:
-            self._metrics.leases.set(len(self._tracked))
+            self._metrics.leases.set(len(self._clock))
