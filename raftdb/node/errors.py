@@ -68,28 +68,32 @@ class ConditionFailedError(NodeError):
         self.mod_index = mod_index
 
 
-class LeaseNotFoundError(NodeError):
-    """The lease does not exist: never granted, revoked, or expired. Nothing changed.
+class MemberNotFoundError(NodeError):
+    """The cluster has no member with that id."""
 
-    A put (or a transaction's put) naming such a lease changed nothing either.
-    """
+    code = "member_not_found"
+    status = 404
+
+
+class LeaseNotFoundError(NodeError):
+    """No such lease: it never existed, was revoked, or expired (its keys are gone too)."""
 
     code = "lease_not_found"
     status = 404
 
 
 class LockNotHeldError(NodeError):
-    """An unlock of a lock that this lease does not hold (or wait for): its key is gone."""
+    """An unlock by a lease that holds no key of the lock (it was released, or its lease ended)."""
 
     code = "lock_not_held"
     status = 404
 
 
 class CompactedError(NodeError):
-    """A watch ``since`` older than the retained history (etcd's ``ErrCompacted``).
+    """A watch asked for changes older than the retained history (etcd's ErrCompacted).
 
-    ``oldest_index`` is the oldest ``since`` the history can still serve: every
-    change after it is retained. Nothing was started.
+    ``oldest_index`` is the history floor: a watch may start from it (``since``
+    = it) and miss nothing after it; anything older must be read afresh.
     """
 
     code = "compacted"
@@ -98,13 +102,6 @@ class CompactedError(NodeError):
     def __init__(self, message: str, oldest_index: int) -> None:
         super().__init__(message)
         self.oldest_index = oldest_index
-
-
-class MemberNotFoundError(NodeError):
-    """The cluster has no member with that id."""
-
-    code = "member_not_found"
-    status = 404
 
 
 class RetryLaterError(NodeError):

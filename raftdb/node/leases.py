@@ -28,13 +28,15 @@ know, or that was renewed since, gets a full TTL from the restore.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from raftdb.kv.changes import Lease
 from raftdb.kv.commands import Command, CommandStatus, KVResult, Op
 from raftdb.kv.expiry import LeaseClock
+from raftdb.node.errors import ConditionFailedError, LeaseNotFoundError, NodeError
 
 if TYPE_CHECKING:
     from raftdb.node.metrics import NodeMetrics
@@ -56,19 +58,51 @@ class LeaseKeeper:
         self,
         *,
         leases: Callable[[], Iterable[Lease]],
-        expire: Callable[[int, int], None],
+        write: Callable[[Command], Awaitable[KVResult]],
         metrics: NodeMetrics | None = None,
+        node_id: int = 0,
     ) -> None:
         """Args:
         leases: the state machine's leases now (read when this node becomes leader).
-        expire: proposes the expiry of lease ``id`` last renewed at ``renewed_index``
-            (in the background: the write's answer does not matter here).
+        write: the node's write path: proposes a command and waits until it is
+            applied (an expiry's answer does not matter here: see :meth:`_expire`).
         metrics: where the tracked leases and applied expiries are counted.
+        node_id: for the log.
         """
         self._leases = leases
-        self._expire = expire
+        self._write = write
         self._metrics = metrics
+        self._id = node_id
         self._clock = LeaseClock()
+        self._ticker: asyncio.Task[None] | None = None
+        self._expiries: set[asyncio.Task[None]] = set()
+
+    def start(self, leading: Callable[[], bool | None]) -> None:
+        """Tick every :data:`TICK_S` on the running loop; ``leading()`` says whether
+        this node leads (``None``: it does not serve now, nothing changes)."""
+        self._ticker = asyncio.get_running_loop().create_task(
+            self._run(leading), name=f"raftdb-leases-{self._id}"
+        )
+
+    async def stop(self) -> None:
+        """Stop ticking and drop the expiries in flight (the next leader proposes them)."""
+        tasks = [t for t in (self._ticker, *self._expiries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._ticker = None
+
+    async def _run(self, leading: Callable[[], bool | None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            leader = leading()
+            if leader is None:
+                continue
+            try:
+                self.tick(leader, loop.time())
+            except NodeError as e:  # the state machine's leases could not be read
+                log.warning("node %d: lease keeper: %s", self._id, e.message)
 
     @property
     def is_leader(self) -> bool:
@@ -118,7 +152,24 @@ class LeaseKeeper:
             clock.become_follower()
         if clock.is_leader:
             for lease_id, renewed_index in clock.due(now):
-                self._expire(lease_id, renewed_index)
+                self._propose_expiry(lease_id, renewed_index)
+
+    def _propose_expiry(self, lease_id: int, renewed_index: int) -> None:
+        """Propose, in the background, that ``lease_id`` expired at ``renewed_index``
+        (the clock names it again after its retry delay if it is not applied)."""
+        task = asyncio.get_running_loop().create_task(self._expire(lease_id, renewed_index))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    async def _expire(self, lease_id: int, renewed_index: int) -> None:
+        try:
+            await self._write(Command.lease_expire(lease_id, renewed_index))
+        except (ConditionFailedError, LeaseNotFoundError):
+            pass  # kept alive or revoked meanwhile: nothing to expire
+        except NodeError as e:  # no quorum, a leader change: proposed again later
+            log.info("node %d: the expiry of lease %d failed: %s", self._id, lease_id, e)
+        else:
+            log.info("node %d: lease %d expired", self._id, lease_id)
 
     def remaining(self, lease_id: int, now: float) -> float | None:
         """Seconds left before the lease is due as this member sees it, or ``None``

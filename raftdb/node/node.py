@@ -48,7 +48,6 @@ from raftdb.node import locks
 from raftdb.node.disk import NodeDisk
 from raftdb.node.errors import (
     BadRequestError,
-    ConditionFailedError,
     LeaseNotFoundError,
     MemberNotFoundError,
     NodeError,
@@ -67,7 +66,7 @@ from raftdb.node.handle import (
     TxnAnswer,
     WriteResult,
 )
-from raftdb.node.leases import TICK_S, LeaseKeeper
+from raftdb.node.leases import LeaseKeeper
 from raftdb.node.metrics import NodeMetrics
 from raftdb.node.ready_loop import ReadyLoop
 from raftdb.node.requests import WaitingRequests, no_leader
@@ -176,10 +175,11 @@ class Node:
             damaged=self._read_failed,
         )
         self._leases = LeaseKeeper(
-            leases=self._sm_leases, expire=self._propose_expiry, metrics=self.metrics
+            leases=self._sm_leases,
+            write=lambda cmd: self._write(cmd, None),
+            metrics=self.metrics,
+            node_id=config.id,
         )
-        self._lease_ticker: asyncio.Task[None] | None = None
-        self._expiries: set[asyncio.Task[None]] = set()
 
     @property
     def _sm(self) -> StateMachine | None:
@@ -256,9 +256,7 @@ class Node:
         self._ready_loop.start()
         self._hub.start(sm.applied_index)
         self._leases.load(sm.leases(), self._loop.time())
-        self._lease_ticker = self._loop.create_task(
-            self._tick_leases(), name=f"raftdb-leases-{self._id}"
-        )
+        self._leases.start(self._leading)
         if not cfg.sync:
             log.warning(_SYNC_OFF_WARNING, self._id)
         log.info(
@@ -292,11 +290,7 @@ class Node:
             return
         self._stopping = True
         self._hub.stop(NotReadyError("the node is stopping"))
-        for task in (self._lease_ticker, *self._expiries):
-            if task is not None:
-                task.cancel()
-        if self._lease_ticker is not None:
-            await asyncio.gather(self._lease_ticker, *self._expiries, return_exceptions=True)
+        await self._leases.stop()
         if self._ready_loop is not None:
             await self._ready_loop.stop()
         if self._transport is not None:
@@ -644,43 +638,19 @@ class Node:
         left = float(ttl) if remaining is None else max(0.0, min(float(ttl), remaining))
         return LeaseInfo(lease_id, ttl, left, keys)
 
+    def _leading(self) -> bool | None:
+        """Whether this node leads now (the lease keeper asks every tick); ``None``
+        while it does not serve (failed, removed, not started): no change then."""
+        raw = self._raw
+        if raw is None or self._failed or self._removed:
+            return None
+        return raw.role == Role.LEADER
+
     def _sm_leases(self) -> list[Lease]:
         sm = self._sm
         if sm is None:
             return []
         return self._read_state(sm.leases)
-
-    async def _tick_leases(self) -> None:
-        """Every ``TICK_S``: the lease keeper follows the role; as leader it expires."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK_S)
-            raw = self._raw
-            if raw is None or self._failed or self._removed:
-                continue
-            try:
-                self._leases.tick(raw.role == Role.LEADER, loop.time())
-            except NodeError as e:  # the state machine's leases could not be read
-                log.warning("node %d: lease keeper: %s", self._id, e.message)
-
-    def _propose_expiry(self, lease_id: int, renewed_index: int) -> None:
-        """Propose that ``lease_id``, last renewed at ``renewed_index``, expired; in
-        the background (the lease keeper proposes it again later if it fails)."""
-        if self._stopping or self._loop is None:
-            return
-        task = self._loop.create_task(self._expire_lease(lease_id, renewed_index))
-        self._expiries.add(task)
-        task.add_done_callback(self._expiries.discard)
-
-    async def _expire_lease(self, lease_id: int, renewed_index: int) -> None:
-        try:
-            await self._write(Command.lease_expire(lease_id, renewed_index), None)
-        except (ConditionFailedError, LeaseNotFoundError):
-            pass  # kept alive or revoked meanwhile: nothing to expire
-        except NodeError as e:
-            log.info("node %d: the expiry of lease %d failed: %s", self._id, lease_id, e)
-        else:
-            log.info("node %d: lease %d expired", self._id, lease_id)
 
     # -- watch -----------------------------------------------------------------------
 
