@@ -6,12 +6,28 @@ raises only :mod:`raftdb.node.errors` exceptions for expected failures.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from raftdb.kv.changes import Change
 from raftdb.kv.commands import KeyValue
+from raftdb.kv.txn import Txn, TxnOpResult
 
-__all__ = ["Alarm", "Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
+__all__ = [
+    "Alarm",
+    "Consistency",
+    "LeaseInfo",
+    "LockHeld",
+    "Member",
+    "NodeHandle",
+    "NodeStatus",
+    "TxnAnswer",
+    "WatchEvent",
+    "WatchEventKind",
+    "Watcher",
+    "WriteResult",
+]
 
 Consistency = Literal["linearizable", "stale"]
 #: An alarm a node raises (``NodeStatus.alarms``). ``nospace``: its disk is full.
@@ -57,6 +73,107 @@ class WriteResult:
     index: int
     existed: bool
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TxnAnswer:
+    """A committed, applied transaction (``POST /v1/txn``).
+
+    Attributes:
+        index: the log index of the transaction's entry (every write it made
+            carries it as its ``mod_index``).
+        succeeded: every compare held, so ``success`` ran (else ``failure``).
+        results: one per operation of the branch that ran, in order; ``None``
+            for a duplicate (its reads are not kept in the session).
+        duplicate: a retry (same ``Idempotency-Key``) answered from the first
+            attempt without being applied again.
+    """
+
+    index: int
+    succeeded: bool
+    results: tuple[TxnOpResult, ...] | None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A lease as the node knows it.
+
+    Attributes:
+        id: the lease id (the index of the entry that granted it).
+        ttl: its time to live, in seconds.
+        remaining: seconds before this member expects it to expire (this
+            member's estimate; only the leader's own clock expires it).
+        keys: the keys attached to it, sorted (empty for a grant).
+    """
+
+    id: int
+    ttl: int
+    remaining: float
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LockHeld:
+    """A lock this caller now holds (``POST /v1/lock/{name}``).
+
+    Attributes:
+        key: the holder's key, ``name + b"/" +`` the lease id in 16 hex digits.
+        fence: the key's ``create_index``: a fencing token, larger for every
+            later holder of the same lock.
+    """
+
+    key: bytes
+    fence: int
+
+
+#: What a :class:`WatchEvent` is: a change (``put``, ``delete``), ``progress``
+#: (nothing new up to ``index``), or ``closed`` (the watcher ended; ``data`` says why).
+WatchEventKind = Literal["put", "delete", "progress", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One event of a :class:`Watcher`.
+
+    Attributes:
+        kind: see :data:`WatchEventKind`.
+        index: a change's log index (the changes of one entry share it); for
+            ``progress``, the index up to which the watcher has seen every
+            change; for ``closed``, the last index delivered (0: none).
+        change: the change (``put`` and ``delete`` only).
+        prev: the key as it was before the change, when the history still
+            holds it (``None``: it did not exist, or is no longer retained).
+        data: ``closed`` only: why, as the API sends it:
+            ``{"error": "watcher_too_slow", "since": <last index delivered>}`` or
+            ``{"error": "compacted", "oldest_index": <floor>}``.
+    """
+
+    kind: WatchEventKind
+    index: int
+    change: Change | None = None
+    prev: KeyValue | None = None
+    data: dict[str, Any] | None = None
+
+
+class Watcher(Protocol):
+    """A watch in progress: an async iterator of :class:`WatchEvent` s, in index order.
+
+    It ends after a ``closed`` event. The caller must ``aclose()`` it when done
+    (the client went away), so that the node stops feeding it.
+    """
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        """The events."""
+        ...
+
+    async def __anext__(self) -> WatchEvent:
+        """The next event (waits for it)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop watching; idempotent."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +247,17 @@ class NodeHandle(Protocol):
         if_match: int | None = None,
         if_none_match: bool = False,
         idempotency_key: bytes | None = None,
+        lease: int = 0,
     ) -> WriteResult:
         """Write ``key`` once committed and applied on this node.
 
+        ``lease``: attach the key to this lease (0: none; the key leaves any
+        lease it had, as in etcd).
+
         Raises:
             ConditionFailedError, BadRequestError, TooLargeError,
-            ServiceUnavailableError, OutcomeUnknownError, NodeRemovedError.
+            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError,
+            NodeRemovedError.
         """
         ...
 
@@ -183,6 +305,99 @@ class NodeHandle(Protocol):
         ``values=False`` leaves every value ``b""``; ``max_bytes`` ends the list
         after the key that brings its bytes to that many (at least one key), as
         ``StateMachine.range`` does."""
+        ...
+
+    async def txn(self, txn: Txn, *, idempotency_key: bytes | None = None) -> TxnAnswer:
+        """Apply ``txn`` as one log entry; answers once committed and applied here.
+
+        Raises:
+            LeaseNotFoundError (a put names a lease that does not exist: nothing
+            was applied), BadRequestError, TooLargeError, and as :meth:`put`.
+        """
+        ...
+
+    async def lease_grant(self, ttl: int, *, idempotency_key: bytes | None = None) -> LeaseInfo:
+        """Grant a lease of ``ttl`` seconds.
+
+        Raises:
+            BadRequestError: ``ttl`` below the minimum (which the message names:
+                ``max(2, ceil(2 * election timeout))`` seconds) or above the maximum.
+            And as :meth:`put`.
+        """
+        ...
+
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
+        """Renew lease ``lease_id`` for its full TTL.
+
+        Raises:
+            LeaseNotFoundError, and as :meth:`put`.
+        """
+        ...
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        """End lease ``lease_id`` and delete its keys, in one log entry.
+
+        Raises:
+            LeaseNotFoundError, and as :meth:`put`.
+        """
+        ...
+
+    async def lease_info(
+        self, lease_id: int, consistency: Consistency = "linearizable"
+    ) -> LeaseInfo:
+        """Lease ``lease_id``: its TTL, this member's estimate of what remains, its keys.
+
+        Raises:
+            LeaseNotFoundError, ServiceUnavailableError (linearizable).
+        """
+        ...
+
+    async def leases(self, consistency: Consistency = "linearizable") -> list[LeaseInfo]:
+        """Every lease, by id (``keys`` left empty).
+
+        Raises:
+            ServiceUnavailableError (linearizable).
+        """
+        ...
+
+    async def watch(
+        self, *, prefix: bytes = b"", key: bytes | None = None, since: int | None = None
+    ) -> Watcher:
+        """Watch the changes to ``key`` (exact) or under ``prefix`` after index ``since``.
+
+        ``since=None``: from now (after a ReadIndex, so the watch misses
+        nothing acknowledged before the call).
+
+        Raises:
+            BadRequestError: ``since`` is after the index this node can serve.
+            CompactedError: ``since`` is older than the retained history.
+            TooManyRequestsError: ``max_watchers`` watchers already.
+            ServiceUnavailableError: no leader to confirm "now".
+        """
+        ...
+
+    async def wait_for_change(
+        self, *, prefix: bytes = b"", key: bytes | None = None, index: int, timeout: float
+    ) -> None:
+        """Return once ``key`` (or a key under ``prefix``) has a change with an
+        index above ``index``, or after ``timeout`` seconds (no error either way)."""
+        ...
+
+    async def lock(self, name: bytes, lease: int, timeout: float) -> LockHeld:
+        """Acquire lock ``name`` for ``lease`` (etcd's concurrency recipe).
+
+        Raises:
+            LeaseNotFoundError, RequestTimeoutError (not acquired within
+            ``timeout``: the waiting key was deleted), and as :meth:`put`.
+        """
+        ...
+
+    async def unlock(self, name: bytes, lease: int) -> None:
+        """Release lock ``name`` held by ``lease`` (delete its key).
+
+        Raises:
+            LockNotHeldError: ``lease`` holds no key of the lock; and as :meth:`put`.
+        """
         ...
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:
