@@ -377,13 +377,23 @@ class NodeHandle(Protocol):
         ...
 
     async def wait_for_change(
-        self, *, prefix: bytes = b"", key: bytes | None = None, index: int, timeout: float
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        index: int,
+        timeout: float,  # noqa: ASYNC109 - running out of time is an answer, not an error
     ) -> None:
         """Return once ``key`` (or a key under ``prefix``) has a change with an
         index above ``index``, or after ``timeout`` seconds (no error either way)."""
         ...
 
-    async def lock(self, name: bytes, lease: int, timeout: float) -> LockHeld:
+    async def lock(
+        self,
+        name: bytes,
+        lease: int,
+        timeout: float,  # noqa: ASYNC109 - on time out the node deletes its key, then raises 408
+    ) -> LockHeld:
         """Acquire lock ``name`` for ``lease`` (etcd's concurrency recipe).
 
         Raises:
