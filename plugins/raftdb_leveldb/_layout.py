@@ -10,7 +10,7 @@ Every key of the database starts with one byte that says what it holds::
     b"m/format"                    ->  FORMAT
     b"m/state"                     ->  sealed applied index, term, conf state, members
     b"m/floor"                     ->  the history floor (8 bytes)
-    b"m/barrier"                   ->  empty: a synced write that makes a snapshot durable (sync off)
+    b"m/barrier"                   ->  empty: a synced write that makes a snapshot durable
 
 Integers in keys are big-endian, so LevelDB's byte order is numeric order: the
 leases come out by id and the history in index order, then in the order of the

@@ -178,6 +178,7 @@ class LevelDBStateMachine:
             it across restarts: the next batch trims to the new bound.
 
     Raises:
+        ValueError: ``watch_history`` is not an integer >= 0.
         CorruptionError: the state on disk is damaged or inconsistent.
         OSError: the database cannot be opened (e.g. in use by another process).
     """
@@ -190,16 +191,18 @@ class LevelDBStateMachine:
         session_ttl: int | None = None,
         watch_history: int | None = None,
     ) -> None:
-        self._path = Path(path)
-        self._path.mkdir(parents=True, exist_ok=True)
-        self._sync = sync
-        self._lock = RWLock()
         self._options: dict[str, int] = {}  # the Applier's (a restore makes a new one)
         if session_ttl is not None:
             self._options["session_ttl"] = session_ttl
         if watch_history is not None:
+            if type(watch_history) is not int or watch_history < 0:
+                raise ValueError(f"watch_history must be an integer >= 0, got {watch_history!r}")
             self._options["history_limit"] = watch_history
         self._applier = Applier(**self._options)
+        self._path = Path(path)
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._sync = sync
+        self._lock = RWLock()
         # What lease and history reads see, as of the last batch LevelDB took
         # (see the module docstring); both under _views.
         self._views = threading.Lock()
