@@ -189,8 +189,8 @@ class WatchHub:
         if not self._subscribed or not changes:
             return
         index = changes[0].index
-        if len(changes) == 1:
-            for sub in list(self._matching(changes[0].key)):
+        if len(changes) == 1:  # the common case, without the grouping below
+            for sub in self._matching_list(changes[0].key):
                 sub.offer(index, changes)
             return
         targets: dict[_Subscriber, list[Change]] = {}
@@ -427,6 +427,20 @@ class WatchHub:
     def _count_changed(self) -> None:
         if self._metrics is not None:
             self._metrics.watchers.set(self.count)
+
+    def _matching_list(self, key: bytes) -> list[_Subscriber]:
+        """:meth:`_matching` as a list (the subscribers may leave while offered to)."""
+        exact = self._by_key.get(key)
+        found: list[_Subscriber] = list(exact) if exact else []
+        by_prefix = self._by_prefix
+        size = len(key)
+        for length in self._lengths:
+            if length > size:
+                break
+            subs = by_prefix.get(key[:length])
+            if subs:
+                found.extend(subs)
+        return found
 
     def _matching(self, key: bytes) -> Iterator[_Subscriber]:
         exact = self._by_key.get(key)
