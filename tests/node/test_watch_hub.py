@@ -412,3 +412,17 @@ def test_a_restore_past_a_watchers_position_closes_it_compacted() -> None:
         assert feed.hub.count == 0
 
     run(body)
+
+
+def test_previous_values_of_a_large_index_are_all_looked_up() -> None:
+    async def body() -> None:
+        feed = Feed()
+        names = [b"k%03d" % i for i in range(100)]  # more than one burst of lookups
+        feed.apply(*(Command.put(name, b"old " + name) for name in names))
+        watcher = await feed.hub.watch(since=feed.sm.applied_index, prev=True)
+        feed.apply(Command.txn(Txn(success=tuple(TxnOp.put(n, b"new") for n in names)).encode()))
+        events = await take(watcher, 100)
+        assert [e.prev.value if e.prev else None for e in events] == [b"old " + n for n in names]
+        assert {e.index for e in events} == {101}
+
+    run(body)
