@@ -375,6 +375,7 @@ class Node:
         assert self._loop is not None
         self._hub.restored(sm.applied_index)
         self._leases.load(sm.leases(), self._loop.time())
+        self._requests.wake_applied()  # reads waiting for an index the snapshot reached
 
     def _on_conf_change(self) -> None:
         sm = self._sm
