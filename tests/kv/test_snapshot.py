@@ -392,9 +392,11 @@ def test_damaged_records_are_refused() -> None:
         decode_lease(encode_change(HISTORY[0]))
     with pytest.raises(CorruptionError, match="expected a change record"):
         decode_change(encode_lease(LEASES[0]))
-    for value in ([1, 2, 3], [7, 60, 450, [b"b", b"a"]], "lease", [0, 5, 0, []]):
+    bad_leases: list[object] = [[1, 2, 3], [7, 60, 450, [b"b", b"a"]], "lease", [0, 5, 0, []]]
+    for value in bad_leases:
         with pytest.raises(CorruptionError):
             Lease.from_list(value)
-    for value in ([1, 1, b"k", b"v", 1, 1], [1, 1, b"k", b"v", 1, 1, True], None):
+    bad_changes: list[object] = [[1, 1, b"k", b"v", 1, 1], [1, 1, b"k", b"v", 1, 1, True], None]
+    for value in bad_changes:
         with pytest.raises(CorruptionError):
             Change.from_list(value)
