@@ -92,11 +92,9 @@ from raftdb.state_machine import (
     SnapshotReader,
     SnapshotStream,
     check_range_args,
-    decode_change,
     decode_info,
     decode_lease,
     decode_session,
-    encode_change,
     encode_info,
     encode_lease,
     encode_session,
@@ -121,7 +119,9 @@ from raftdb_leveldb._layout import (
     BatchBackend,
     HistoryKeys,
     data_record,
+    decode_change_record,
     decode_floor,
+    encode_change_record,
     encode_floor,
     lease_key,
     read_history,
@@ -178,6 +178,7 @@ class LevelDBStateMachine:
             it across restarts: the next batch trims to the new bound.
 
     Raises:
+        ValueError: ``watch_history`` is not an integer >= 0.
         CorruptionError: the state on disk is damaged or inconsistent.
         OSError: the database cannot be opened (e.g. in use by another process).
     """
@@ -190,16 +191,18 @@ class LevelDBStateMachine:
         session_ttl: int | None = None,
         watch_history: int | None = None,
     ) -> None:
-        self._path = Path(path)
-        self._path.mkdir(parents=True, exist_ok=True)
-        self._sync = sync
-        self._lock = RWLock()
         self._options: dict[str, int] = {}  # the Applier's (a restore makes a new one)
         if session_ttl is not None:
             self._options["session_ttl"] = session_ttl
         if watch_history is not None:
+            if type(watch_history) is not int or watch_history < 0:
+                raise ValueError(f"watch_history must be an integer >= 0, got {watch_history!r}")
             self._options["history_limit"] = watch_history
         self._applier = Applier(**self._options)
+        self._path = Path(path)
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._sync = sync
+        self._lock = RWLock()
         # What lease and history reads see, as of the last batch LevelDB took
         # (see the module docstring); both under _views.
         self._views = threading.Lock()
@@ -641,8 +644,8 @@ class LevelDBStateMachine:
                 yield decode_lease(raw)
 
         def history() -> Iterator[Change]:
-            for _, raw in scan(CHANGE):
-                yield decode_change(raw)
+            for raw_key, raw in scan(CHANGE):
+                yield decode_change_record(raw_key, raw)
 
         def release() -> None:
             with self._lock.read():
@@ -691,7 +694,7 @@ class LevelDBStateMachine:
                 for history_batch in reader.history_batches():
                     with db.write_batch() as batch:
                         for change in history_batch:
-                            batch.put(key_of(change), encode_change(change))
+                            batch.put(key_of(change), encode_change_record(change))
                     history.extend(history_batch)
                 reader.finish()
                 # A format-1 stream has no history: its floor is its index.

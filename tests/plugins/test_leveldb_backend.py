@@ -1,4 +1,4 @@
-"""The LevelDB state machine's batch backend against a dict model.
+"""The LevelDB state machine's batch backend against a dict model, and its history records.
 
 LevelDB cannot read its own unwritten batch, so ``BatchBackend`` keeps the
 batch's writes beside it and merges them into every read: these tests drive
@@ -16,15 +16,23 @@ from typing import Any
 
 import pytest
 
+from raftdb.codec import CorruptionError
+from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import KeyValue
 from raftdb_leveldb._db import open_db
-from raftdb_leveldb._layout import BatchBackend
+from raftdb_leveldb._layout import (
+    BatchBackend,
+    change_key,
+    decode_change_record,
+    encode_change_record,
+)
 
 Model = dict[bytes, tuple[bytes, int, int]]
 
 # A small alphabet with b"\xff" so that prefixes share keys and prefix_end
 # meets its edge cases (a prefix of b"\xff" bytes has no end).
 _ALPHABET = b"a\x00\xff"
+_PUT = Change(5, ChangeKind.PUT, b"key", b"value", 3, 5, 4)
 
 
 def _key(rng: random.Random) -> bytes:
@@ -118,11 +126,39 @@ def test_a_key_deleted_and_rewritten_in_the_batch(db: Any) -> None:
 
 
 def test_a_truncated_record_is_corruption_naming_the_database(db: Any) -> None:
-    from raftdb.codec import CorruptionError
-
     db.put(b"dbad", b"short")
     backend = BatchBackend(db, db.write_batch(), "LevelDB state machine /x")
     with pytest.raises(CorruptionError, match="/x.*b'bad'.*truncated"):
         backend.read(b"bad")
     with pytest.raises(CorruptionError, match="/x.*truncated"):
         backend.scan(b"", 10)
+
+
+# -- the history's records ------------------------------------------------------------
+
+
+def test_change_records_round_trip() -> None:
+    changes = [
+        Change(5, ChangeKind.PUT, b"\x00\xff", b"", 3, 5, 4),
+        Change(7, ChangeKind.DELETE, b"k", b"", 0, 7, 5),
+        Change(2**40, ChangeKind.PUT, b"k" * 300, bytes(range(256)) * 4, 1, 2**40, 2**40),
+    ]
+    for position, change in enumerate(changes):
+        key = change_key(change.index, position)
+        assert decode_change_record(key, encode_change_record(change)) == change
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        (change_key(5, 0), b"\x01" * 10, "truncated"),
+        (change_key(5, 0)[:-1], encode_change_record(_PUT), "truncated"),
+        (change_key(5, 0), encode_change_record(_PUT)[:23], "truncated"),  # in the key
+        # A put created after its own index: the checks of Change.from_list.
+        (change_key(2, 0), encode_change_record(_PUT), "bad indexes"),
+        (change_key(5, 0), b"\x07" + encode_change_record(_PUT)[1:], "unknown kind"),
+    ],
+)
+def test_damaged_change_records_are_refused(key: bytes, raw: bytes, message: str) -> None:
+    with pytest.raises(CorruptionError, match=message):
+        decode_change_record(key, raw)

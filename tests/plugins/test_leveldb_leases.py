@@ -95,6 +95,28 @@ def test_leases_and_history_match_the_reference_and_survive_reopen(tmp_path: Pat
     machine.close()
 
 
+@pytest.mark.parametrize("bad", [-1, 1.5, "10"])
+def test_a_bad_watch_history_is_refused_naming_it(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match="watch_history must be an integer >= 0"):
+        LevelDBStateMachine(tmp_path / "sm", watch_history=bad)
+    assert not (tmp_path / "sm").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("limit", [0, 1])
+def test_a_tiny_watch_history_keeps_the_last_index_only_or_nothing(
+    tmp_path: Path, limit: int
+) -> None:
+    machine = LevelDBStateMachine(tmp_path, watch_history=limit)
+    reference = MemoryStateMachine(watch_history=limit)
+    run_both(machine, reference, LeaseWorkload(13), 300)
+    assert lease_and_history_state(machine) == lease_and_history_state(reference)
+    assert history_records(machine) == len(reference.history(0, 1 << 30)[1]) <= limit
+    machine.close()
+    machine = LevelDBStateMachine(tmp_path, watch_history=limit)
+    assert observed(machine) == observed(reference)
+    machine.close()
+
+
 def test_a_smaller_watch_history_after_a_restart_trims_at_the_next_batch(tmp_path: Path) -> None:
     workload = LeaseWorkload(2)
     entries = list(workload.batches(400))
