@@ -12,8 +12,17 @@ of the class is what others call on the same asyncio loop:
 - the ``TransportHandler`` callbacks (``raftdb.transport.transport``): peer
   messages are stepped into the core at once, and the Ready loop is woken;
 - what the disk calls back: ``_after_apply`` answers the requests of an applied
-  batch and follows membership changes, ``_fail`` stops serving for good
-  (``503`` from then on) on a broken invariant or an unexpected storage error.
+  batch, hands its changes to the watchers (``raftdb.node.watch``) and its
+  lease results to the lease keeper (``raftdb.node.leases``) and follows
+  membership changes; ``_on_restored`` starts both again from a snapshot the
+  leader sent; ``_fail`` stops serving for good (``503`` from then on) on a
+  broken invariant or an unexpected storage error.
+
+Transactions, leases, watches and locks (issue 12) are built on the same
+paths: a transaction or a lease command is one write (one log entry); a
+watch reads the state machine's watch history and then follows the applied
+batches; a lock is a recipe of transactions, reads and watches
+(``raftdb.node.locks``).
 
 A full disk makes the node read-only (``raftdb.node.disk``: the ``nospace``
 alarm): writes and membership changes answer ``507`` before anything is
@@ -366,6 +375,7 @@ class Node:
         assert self._loop is not None
         self._hub.restored(sm.applied_index)
         self._leases.load(sm.leases(), self._loop.time())
+        self._requests.wake_applied()  # reads waiting for an index the snapshot reached
 
     def _on_conf_change(self) -> None:
         sm = self._sm

@@ -50,6 +50,7 @@ blocking read returns once a matching change after an index exists.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
@@ -81,8 +82,13 @@ _T = TypeVar("_T")
 
 #: Changes read from the history at once while a watcher catches up.
 HISTORY_PAGE: Final = 512
-#: Previous values remembered (shared by the watchers that show them).
+#: Previous values remembered (shared by the watchers that show them), at most
+#: this many and this many bytes of keys and values.
 _PREV_CACHE: Final = 4096
+_PREV_CACHE_BYTES: Final = 8 << 20
+#: Previous values looked up in a row before a watcher lets the loop run others
+#: (a lease's end may delete thousands of keys at one index).
+_PREV_BURST: Final = 64
 #: ``Retry-After`` of a ``429`` for too many watchers.
 _BUSY_RETRY_AFTER: Final = 1.0
 
@@ -91,12 +97,17 @@ def _unavailable(e: Exception) -> NodeError:
     return ServiceUnavailableError(f"reading the watch history failed: {type(e).__name__}: {e}")
 
 
+def _size(slot: tuple[bytes, int], kv: KeyValue | None) -> int:
+    """What a remembered previous value costs, roughly, in bytes."""
+    return len(slot[0]) + (len(kv.value) if kv is not None else 0) + 64
+
+
 def _stopped_data(error: NodeError, since: int) -> dict[str, int | str]:
     """A ``closed`` event's data for a watcher ended by ``error``: resume after ``since``."""
     return {"error": error.code, "message": error.message, "since": since}
 
 
-class _Subscriber:
+class _Subscriber(abc.ABC):
     """What the hub's index holds: a watcher or a blocking wait, on a key or a prefix."""
 
     __slots__ = ("key", "prefix")
@@ -109,17 +120,17 @@ class _Subscriber:
         """Whether a change of ``key`` is one this subscriber wants."""
         return key == self.key if self.key is not None else key.startswith(self.prefix)
 
+    @abc.abstractmethod
     def offer(self, index: int, changes: Sequence[Change]) -> None:
         """The matching changes of the entry at ``index`` (on the loop; must not block)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reset(self) -> None:
         """The state machine was replaced by a snapshot: what was applied jumped."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stop(self, error: NodeError) -> None:
         """The node stops serving: end with ``error``."""
-        raise NotImplementedError
 
 
 class WatchHub:
@@ -169,6 +180,7 @@ class WatchHub:
         self._subscribed = 0
         self._prev: collections.OrderedDict[tuple[bytes, int], KeyValue | None]
         self._prev = collections.OrderedDict()
+        self._prev_bytes = 0
         self._stopped: NodeError | None = None
         # Watchers with new changes to wake at the end of the batch (advance).
         self._to_wake: list[Watcher] = []
@@ -189,8 +201,8 @@ class WatchHub:
         if not self._subscribed or not changes:
             return
         index = changes[0].index
-        if len(changes) == 1:
-            for sub in list(self._matching(changes[0].key)):
+        if len(changes) == 1:  # the common case, without the grouping below
+            for sub in self._matching_list(changes[0].key):
                 sub.offer(index, changes)
             return
         targets: dict[_Subscriber, list[Change]] = {}
@@ -236,6 +248,7 @@ class WatchHub:
         self.epoch += 1
         self.applied = applied
         self._prev.clear()
+        self._prev_bytes = 0
         for subs in (*self._by_key.values(), *self._by_prefix.values()):
             for sub in list(subs):
                 sub.reset()
@@ -308,6 +321,8 @@ class WatchHub:
             self._unsubscribe(waiter)
             self.count -= 1
             self._count_changed()
+            if waiter.future.done() and not waiter.future.cancelled():
+                waiter.future.exception()  # retrieved: a stop that came after the answer
 
     async def _changed_since(self, waiter: _Waiter, after: int) -> bool:
         """Whether the history holds a change ``waiter`` matches after ``after``, up to
@@ -385,8 +400,9 @@ class WatchHub:
             return cache[slot]
         found = self._look_up_previous(change)
         cache[slot] = found
-        if len(cache) > _PREV_CACHE:
-            cache.popitem(last=False)
+        self._prev_bytes += _size(slot, found)
+        while len(cache) > _PREV_CACHE or self._prev_bytes > _PREV_CACHE_BYTES:
+            self._prev_bytes -= _size(*cache.popitem(last=False))
         return found
 
     def _look_up_previous(self, change: Change) -> KeyValue | None:
@@ -427,6 +443,20 @@ class WatchHub:
     def _count_changed(self) -> None:
         if self._metrics is not None:
             self._metrics.watchers.set(self.count)
+
+    def _matching_list(self, key: bytes) -> list[_Subscriber]:
+        """:meth:`_matching` as a list (the subscribers may leave while offered to)."""
+        exact = self._by_key.get(key)
+        found: list[_Subscriber] = list(exact) if exact else []
+        by_prefix = self._by_prefix
+        size = len(key)
+        for length in self._lengths:
+            if length > size:
+                break
+            subs = by_prefix.get(key[:length])
+            if subs:
+                found.extend(subs)
+        return found
 
     def _matching(self, key: bytes) -> Iterator[_Subscriber]:
         exact = self._by_key.get(key)
@@ -601,8 +631,8 @@ class Watcher(_Subscriber):
                 change = self._queue[0]
                 previous = None
                 if self.prev:
-                    if change.index != self._group_index and not self._look_up_group():
-                        continue  # the lookup failed and ended the stream
+                    if change.index != self._group_index and not await self._look_up_group():
+                        continue  # ended (a failed lookup, or meanwhile): look again
                     previous = self._group_prevs.popleft() if self._group_prevs else None
                 self._queue.popleft()
                 self._last_sent = loop.time()
@@ -636,16 +666,24 @@ class Watcher(_Subscriber):
         """End the stream now and free its slot (idempotent)."""
         self._finish()
 
-    def _look_up_group(self) -> bool:
+    async def _look_up_group(self) -> bool:
         """The previous values of the queued changes at the first queued index, all
         before the first of them is handed out, so that a failed lookup ends the
         stream between two indexes, never inside one (its ``since`` must not
-        split a transaction). Whether the first queued change can go out now."""
+        split a transaction). Whether the first queued change can go out now
+        (the stream may have ended meanwhile: the loop runs others between
+        bursts of lookups)."""
         queue = self._queue
         change = queue[0]
-        group = itertools.takewhile(lambda c: c.index == change.index, queue)
+        group = list(itertools.takewhile(lambda c: c.index == change.index, queue))
+        prevs: list[KeyValue | None] = []
         try:
-            prevs = [self._hub.previous(c) for c in group]
+            for done, c in enumerate(group, start=1):
+                prevs.append(self._hub.previous(c))
+                if done % _PREV_BURST == 0:
+                    await asyncio.sleep(0)
+                    if self._finished or not queue or queue[0] is not change:
+                        return False
         except NodeError as e:
             queue.clear()
             self._end(_stopped_data(e, change.index - 1))

@@ -392,3 +392,37 @@ def test_publish_reaches_only_matching_watchers() -> None:
         assert feed.hub._lengths == [2, 3, 4]  # one lookup per distinct prefix length
 
     run(body)
+
+
+def test_a_restore_past_a_watchers_position_closes_it_compacted() -> None:
+    async def body() -> None:
+        feed = Feed(history=100)
+        watcher = await feed.hub.watch(since=0)
+        feed.put(b"k", b"1")
+        assert keys(await take(watcher, 1)) == [("put", 1, b"k")]
+        leader = MemoryStateMachine(watch_history=2)  # its window starts at 4
+        leader.apply(
+            [Entry(1, i, data=Command.put(b"k%d" % i, b"v").encode()) for i in range(1, 6)]
+        )
+        feed.sm.restore(list(leader.snapshot()))
+        feed.hub.restored(feed.sm.applied_index)
+        (closed,) = [e async for e in watcher]
+        assert closed.kind == "closed"
+        assert closed.data == {"error": "compacted", "oldest_index": 3}
+        assert feed.hub.count == 0
+
+    run(body)
+
+
+def test_previous_values_of_a_large_index_are_all_looked_up() -> None:
+    async def body() -> None:
+        feed = Feed()
+        names = [b"k%03d" % i for i in range(100)]  # more than one burst of lookups
+        feed.apply(*(Command.put(name, b"old " + name) for name in names))
+        watcher = await feed.hub.watch(since=feed.sm.applied_index, prev=True)
+        feed.apply(Command.txn(Txn(success=tuple(TxnOp.put(n, b"new") for n in names)).encode()))
+        events = await take(watcher, 100)
+        assert [e.prev.value if e.prev else None for e in events] == [b"old " + n for n in names]
+        assert {e.index for e in events} == {101}
+
+    run(body)
