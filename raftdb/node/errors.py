@@ -165,7 +165,9 @@ class OutcomeUnknownError(NodeError):
 
 
 class RequestTimeoutError(NodeError):
-    """The client took longer than ``body_timeout_s`` to send its request's body."""
+    """The client took longer than ``body_timeout_s`` to send its request's body, or
+    a lock was not acquired within the wait it was given (its key is deleted again:
+    nothing is left waiting)."""
 
     code = "request_timeout"
     status = 408

@@ -76,107 +76,6 @@ class WriteResult:
 
 
 @dataclass(frozen=True, slots=True)
-class TxnAnswer:
-    """A committed, applied transaction (``POST /v1/txn``).
-
-    Attributes:
-        index: the log index of the transaction's entry (every write it made
-            carries it as its ``mod_index``).
-        succeeded: every compare held, so ``success`` ran (else ``failure``).
-        results: one per operation of the branch that ran, in order; ``None``
-            for a duplicate (its reads are not kept in the session).
-        duplicate: a retry (same ``Idempotency-Key``) answered from the first
-            attempt without being applied again.
-    """
-
-    index: int
-    succeeded: bool
-    results: tuple[TxnOpResult, ...] | None
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseInfo:
-    """A lease as the node knows it.
-
-    Attributes:
-        id: the lease id (the index of the entry that granted it).
-        ttl: its time to live, in seconds.
-        remaining: seconds before this member expects it to expire (this
-            member's estimate; only the leader's own clock expires it).
-        keys: the keys attached to it, sorted (empty for a grant).
-    """
-
-    id: int
-    ttl: int
-    remaining: float
-    keys: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LockHeld:
-    """A lock this caller now holds (``POST /v1/lock/{name}``).
-
-    Attributes:
-        key: the holder's key, ``name + b"/" +`` the lease id in 16 hex digits.
-        fence: the key's ``create_index``: a fencing token, larger for every
-            later holder of the same lock.
-    """
-
-    key: bytes
-    fence: int
-
-
-#: What a :class:`WatchEvent` is: a change (``put``, ``delete``), ``progress``
-#: (nothing new up to ``index``), or ``closed`` (the watcher ended; ``data`` says why).
-WatchEventKind = Literal["put", "delete", "progress", "closed"]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One event of a :class:`Watcher`.
-
-    Attributes:
-        kind: see :data:`WatchEventKind`.
-        index: a change's log index (the changes of one entry share it); for
-            ``progress``, the index up to which the watcher has seen every
-            change; for ``closed``, the last index delivered (0: none).
-        change: the change (``put`` and ``delete`` only).
-        prev: the key as it was before the change, when the history still
-            holds it (``None``: it did not exist, or is no longer retained).
-        data: ``closed`` only: why, as the API sends it:
-            ``{"error": "watcher_too_slow", "since": <last index delivered>}`` or
-            ``{"error": "compacted", "oldest_index": <floor>}``.
-    """
-
-    kind: WatchEventKind
-    index: int
-    change: Change | None = None
-    prev: KeyValue | None = None
-    data: dict[str, Any] | None = None
-
-
-class Watcher(Protocol):
-    """A watch in progress: an async iterator of :class:`WatchEvent` s, in index order.
-
-    It ends after a ``closed`` event. The caller must ``aclose()`` it when done
-    (the client went away), so that the node stops feeding it.
-    """
-
-    def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        """The events."""
-        ...
-
-    async def __anext__(self) -> WatchEvent:
-        """The next event (waits for it)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Stop watching; idempotent."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """``GET /v1/status``: this node's view of the cluster.
 
@@ -231,6 +130,168 @@ class NodeStatus:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TxnAnswer:
+    """A committed, applied transaction (``POST /v1/txn``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    index: int = field(
+        metadata={
+            "description": "The log index the transaction was applied at: the `mod_index` "
+            "of every key it wrote, and the `id` of its watch events.",
+            "minimum": 1,
+        }
+    )
+    succeeded: bool = field(
+        metadata={
+            "description": "Whether every compare held, so that the `success` operations "
+            "ran (else the `failure` ones)."
+        }
+    )
+    results: tuple[TxnOpResult, ...] | None = field(
+        metadata={
+            "description": "One result per operation of the branch that ran, in order; "
+            "null for a duplicate (an `Idempotency-Key` retry: its reads are not kept)."
+        }
+    )
+    duplicate: bool = field(
+        default=False,
+        metadata={
+            "description": "The request was a retry (same `Idempotency-Key`) answered from "
+            "the first attempt, which was applied once, at `index`."
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A lease as this node sees it (``/v1/leases``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    id: int = field(
+        metadata={
+            "description": "The lease's id: the log index of the grant (a decimal string in JSON).",
+            "minimum": 1,
+        }
+    )
+    ttl: int = field(metadata={"description": "Its time to live, in seconds.", "minimum": 1})
+    remaining: float = field(
+        metadata={
+            "description": "Seconds left before the lease expires unless kept alive, as "
+            "this member estimates it (from when it applied the grant or the last "
+            "keep-alive; the leader decides expiry, with a fresh full TTL after a leader "
+            "change).",
+            "minimum": 0,
+        }
+    )
+    keys: tuple[bytes, ...] = field(
+        default=(),
+        metadata={
+            "description": "The keys attached to the lease, sorted (`GET /v1/leases/{id}`); "
+            "left empty by a grant, a keep-alive and the listing."
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LockHeld:
+    """A lock held (``POST /v1/lock/{name}``): the holder's key and fencing token.
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    key: bytes = field(
+        metadata={
+            "description": "The holder's key, `<name>/<lease id as 16 hex digits>`, attached "
+            "to the lease: the lock is released when it is deleted (unlock, revoke, expiry)."
+        }
+    )
+    fence: int = field(
+        metadata={
+            "description": "The fencing token: the key's `create_index`. It increases with "
+            "every acquisition of the lock; guard a write with a transaction comparing "
+            "the key's `create_index` with it, so that a holder paused past its lease's "
+            "TTL cannot write after another took the lock.",
+            "minimum": 1,
+        }
+    )
+
+
+#: The kinds of :class:`WatchEvent`.
+WatchEventKind = Literal["put", "delete", "progress", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One event of a watch stream (``GET /v1/watch``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    kind: WatchEventKind = field(
+        metadata={
+            "description": "`put` or `delete` (a change of a watched key); `progress` (an "
+            "idle stream: everything up to `index` was seen); `closed` (the last event: "
+            "`data` says why and where to resume)."
+        }
+    )
+    index: int = field(
+        metadata={
+            "description": "A change's log index (a transaction's changes share it); for "
+            "`progress`, the index up to which the stream has seen everything; for "
+            "`closed`, the `since` to resume from when `data` gives one.",
+            "minimum": 0,
+        }
+    )
+    change: Change | None = field(
+        default=None,
+        metadata={
+            "description": "The change (`put`, `delete`): key, value (empty for a delete), "
+            "`create_index`, `mod_index` and the key's `prev_mod_index`."
+        },
+    )
+    prev: KeyValue | None = field(
+        default=None,
+        metadata={
+            "description": "The key before the change, when asked for and still in the "
+            "retained history (absent otherwise)."
+        },
+    )
+    data: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "description": '`progress`: `{"applied_index": I}`. `closed`: '
+            '`{"error": "watcher_too_slow", "since": I}` (resume with `since=I`), '
+            '`{"error": "compacted", "oldest_index": N}` (the history moved past '
+            "the stream's position), or a node error's `error`, `message` and `since`."
+        },
+    )
+
+
+class Watcher(Protocol):
+    """What :meth:`NodeHandle.watch` returns: the stream's events, in order, then the end.
+
+    Iterate with ``async for`` (one consumer); call :meth:`aclose` when the
+    client goes away, which frees the watcher's slot (``max_watchers``).
+    """
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        """The stream itself."""
+        ...
+
+    async def __anext__(self) -> WatchEvent:
+        """The next event (waits for it); ``StopAsyncIteration`` after ``closed``."""
+        ...
+
+    async def aclose(self) -> None:
+        """End the stream now (idempotent)."""
+        ...
+
+
 class NodeHandle(Protocol):
     """The operations behind the REST API. All waits are bounded by the node's timeout."""
 
@@ -251,13 +312,13 @@ class NodeHandle(Protocol):
     ) -> WriteResult:
         """Write ``key`` once committed and applied on this node.
 
-        ``lease``: attach the key to this lease (0: none; the key leaves any
-        lease it had, as in etcd).
+        ``lease`` attaches the key to that lease (it is deleted when the lease
+        ends); 0 detaches it from any lease it had (as etcd's put does).
 
         Raises:
             ConditionFailedError, BadRequestError, TooLargeError,
-            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError,
-            NodeRemovedError.
+            ServiceUnavailableError, OutcomeUnknownError, NodeRemovedError,
+            LeaseNotFoundError (``lease`` does not exist; nothing changed).
         """
         ...
 
@@ -308,71 +369,75 @@ class NodeHandle(Protocol):
         ...
 
     async def txn(self, txn: Txn, *, idempotency_key: bytes | None = None) -> TxnAnswer:
-        """Apply ``txn`` as one log entry; answers once committed and applied here.
+        """Apply a transaction atomically, as one log entry, through any member.
 
         Raises:
-            LeaseNotFoundError (a put names a lease that does not exist: nothing
-            was applied), BadRequestError, TooLargeError, and as :meth:`put`.
+            LeaseNotFoundError: a put of the branch that ran names a lease that
+                does not exist (nothing was applied).
+            BadRequestError, ServiceUnavailableError, OutcomeUnknownError,
+            TooManyRequestsError, NodeRemovedError: as :meth:`put`.
         """
         ...
 
     async def lease_grant(self, ttl: int, *, idempotency_key: bytes | None = None) -> LeaseInfo:
-        """Grant a lease of ``ttl`` seconds.
+        """Grant a lease of ``ttl`` seconds; its id is the grant's log index.
 
         Raises:
-            BadRequestError: ``ttl`` below the minimum (which the message names:
-                ``max(2, ceil(2 * election timeout))`` seconds) or above the maximum.
-            And as :meth:`put`.
+            BadRequestError: ``ttl`` below the minimum (``NodeConfig.min_lease_ttl``,
+                named in the message) or above ``MAX_LEASE_TTL``.
+            ServiceUnavailableError, OutcomeUnknownError: as :meth:`put`.
         """
         ...
 
     async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
-        """Renew lease ``lease_id`` for its full TTL.
+        """Renew the lease: a fresh full TTL from now (``keys`` not given).
 
         Raises:
-            LeaseNotFoundError, and as :meth:`put`.
+            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError.
         """
         ...
 
     async def lease_revoke(self, lease_id: int) -> None:
-        """End lease ``lease_id`` and delete its keys, in one log entry.
+        """End the lease and delete its keys, in one log entry.
 
         Raises:
-            LeaseNotFoundError, and as :meth:`put`.
+            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError.
         """
         ...
 
     async def lease_info(
         self, lease_id: int, consistency: Consistency = "linearizable"
     ) -> LeaseInfo:
-        """Lease ``lease_id``: its TTL, this member's estimate of what remains, its keys.
+        """The lease, its remaining time as this member estimates it, and its keys.
 
         Raises:
-            LeaseNotFoundError, ServiceUnavailableError (linearizable).
+            LeaseNotFoundError, ServiceUnavailableError.
         """
         ...
 
     async def leases(self, consistency: Consistency = "linearizable") -> list[LeaseInfo]:
-        """Every lease, by id (``keys`` left empty).
-
-        Raises:
-            ServiceUnavailableError (linearizable).
-        """
+        """Every lease, by id (``keys`` not given)."""
         ...
 
     async def watch(
-        self, *, prefix: bytes = b"", key: bytes | None = None, since: int | None = None
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        since: int | None = None,
     ) -> Watcher:
-        """Watch the changes to ``key`` (exact) or under ``prefix`` after index ``since``.
+        """A stream of the changes of ``key`` (or under ``prefix``) after index ``since``.
 
-        ``since=None``: from now (after a ReadIndex, so the watch misses
-        nothing acknowledged before the call).
+        ``since=None`` starts from now, after a ReadIndex (linearizable: every
+        change committed before the call is before the stream). Each event's
+        ``prev`` is the key before the change while the history holds it.
 
         Raises:
-            BadRequestError: ``since`` is after the index this node can serve.
-            CompactedError: ``since`` is older than the retained history.
-            TooManyRequestsError: ``max_watchers`` watchers already.
-            ServiceUnavailableError: no leader to confirm "now".
+            BadRequestError: ``since`` is after the cluster's last index (``400``).
+            CompactedError: the history no longer holds the changes after
+                ``since`` (``410``; ``oldest_index`` is the oldest ``since`` it can serve).
+            TooManyRequestsError: ``max_watchers`` watchers on this node (``429``).
+            ServiceUnavailableError: no leader to confirm the read index (``503``).
         """
         ...
 
@@ -382,31 +447,40 @@ class NodeHandle(Protocol):
         prefix: bytes = b"",
         key: bytes | None = None,
         index: int,
-        timeout: float,  # noqa: ASYNC109 - running out of time is an answer, not an error
+        timeout: float,  # noqa: ASYNC109 (the API's wait: its end is an answer, not an error)
     ) -> None:
-        """Return once ``key`` (or a key under ``prefix``) has a change with an
-        index above ``index``, or after ``timeout`` seconds (no error either way)."""
+        """Return once ``key`` (or a key under ``prefix``) changed after ``index`` on
+        this node, or after ``timeout`` seconds (a Consul blocking read's wait:
+        the caller reads afterwards). Returns at once if it already changed.
+
+        Raises:
+            TooManyRequestsError: ``max_watchers`` watchers and waits (``429``).
+        """
         ...
 
     async def lock(
         self,
         name: bytes,
         lease: int,
-        timeout: float,  # noqa: ASYNC109 - on time out the node deletes its key, then raises 408
+        timeout: float,  # noqa: ASYNC109 (on time-out the wait key is deleted: a 408)
     ) -> LockHeld:
-        """Acquire lock ``name`` for ``lease`` (etcd's concurrency recipe).
+        """Take the lock ``name`` for ``lease`` (etcd's concurrency recipe): returns
+        once it holds it, with its fencing token.
 
         Raises:
-            LeaseNotFoundError, RequestTimeoutError (not acquired within
-            ``timeout``: the waiting key was deleted), and as :meth:`put`.
+            RequestTimeoutError: not acquired within ``timeout`` seconds (``408``;
+                the waiting key is deleted again).
+            LeaseNotFoundError: the lease does not exist, or ended while waiting.
+            BadRequestError, ServiceUnavailableError, OutcomeUnknownError.
         """
         ...
 
     async def unlock(self, name: bytes, lease: int) -> None:
-        """Release lock ``name`` held by ``lease`` (delete its key).
+        """Release the lock ``name`` held (or waited for) by ``lease``.
 
         Raises:
-            LockNotHeldError: ``lease`` holds no key of the lock; and as :meth:`put`.
+            LockNotHeldError: ``lease`` has no key under ``name`` (``404``).
+            ServiceUnavailableError, OutcomeUnknownError.
         """
         ...
 
