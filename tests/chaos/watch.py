@@ -168,12 +168,14 @@ class Watcher:
     segments: list[Segment] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    #: The HTTP transport (tests give a mock one); None: the network.
+    transport: httpx.AsyncBaseTransport | None = None
 
     async def run(self) -> None:
         """Watch until the workload halts, reconnecting after every error."""
         resume, node = 0, self.home
         timeout = httpx.Timeout(READ_TIMEOUT, connect=1.0)
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=timeout, transport=self.transport) as http:
             while not self.halt.is_set():
                 by = "since" if not self.segments or self.rng.random() < 0.5 else "last-event-id"
                 segment = Segment(node, resume, by, end=resume)
@@ -409,19 +411,23 @@ def check_streams(
 
 
 def _difference(got: list[WatchEvent], want: list[WatchEvent]) -> str:
-    """The first place two event lists part, named as a gap, a duplicate or a change."""
+    """The first place two event lists part, named as a gap, a duplicate or a reordering."""
+    position = {e: n for n, e in enumerate(want)}
     for i, (g, w) in enumerate(zip(got, want, strict=False)):
-        if g != w:
-            if g.index > w.index:
-                kind = "gap"
-            elif any(g == e for e in got[:i]) or g.index < w.index:
-                kind = "duplicate or reordered event"
-            else:
-                kind = "different event"
-            return f"{kind} at position {i}: got {g}, the history has {w}"
+        if g == w:
+            continue
+        if g in got[:i]:
+            kind = "duplicate"
+        elif g not in position:
+            kind = "event not in the history"
+        elif position[g] > i and w not in got[i:]:
+            kind = "gap"
+        else:
+            kind = "reordered events"
+        return f"{kind} at position {i}: got {g}, the history has {w}"
     if len(got) > len(want):
         return f"{len(got) - len(want)} events beyond the history, first {got[len(want)]}"
     return (
-        f"{len(want) - len(got)} events missing at the end (gap), first {want[len(got)]} "
+        f"gap: {len(want) - len(got)} events missing at the end, first {want[len(got)]} "
         f"({len(got)} delivered)"
     )
