@@ -25,6 +25,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
+from raftdb.kv.changes import DEFAULT_WATCH_HISTORY
 from raftdb.transport.address import parse_peer_url
 from raftdb.transport.handshake import MIN_SECRET_BYTES
 
@@ -269,6 +270,18 @@ class NodeConfig:
     max_list_bytes: int = setting(
         4 * MiB, help="largest listing answer in bytes; the page ends early beyond it"
     )
+    # -- watch (docs/api.md#watch) ----------------------------------------------------
+    watch_history: int = setting(
+        DEFAULT_WATCH_HISTORY,
+        help="changes the watch history retains, so watchers resume; 410 before them",
+    )
+    max_watchers: int = setting(10_000, help="watch streams one node serves at once; 429 beyond")
+    watch_buffer: int = setting(
+        1_000, help="events buffered per watcher; a watcher further behind is closed"
+    )
+    watch_progress_s: float = setting(
+        5.0, help="an idle watch stream gets a progress event this often", metavar="SECONDS"
+    )
 
     def __post_init__(self) -> None:
         _check_int("id", self.id, minimum=1)
@@ -342,8 +355,10 @@ class NodeConfig:
         _check_security(self)
         for key in ("max_pending_requests", "max_connections", "max_list_bytes"):
             _check_int(key, getattr(self, key), minimum=1)
-        for key in ("header_timeout_s", "body_timeout_s"):
+        for key in ("header_timeout_s", "body_timeout_s", "watch_progress_s"):
             object.__setattr__(self, key, _seconds(key, getattr(self, key)))
+        for key in ("watch_history", "max_watchers", "watch_buffer"):
+            _check_int(key, getattr(self, key), minimum=1)
 
     # -- derived values --------------------------------------------------------------
 
@@ -361,6 +376,24 @@ class NodeConfig:
     def tick_s(self) -> float:
         """Seconds per tick."""
         return self.tick_ms / 1000.0
+
+    @property
+    def election_timeout_s(self) -> float:
+        """The election timeout in seconds (``election_ticks × tick_ms``; the core
+        randomises it in [1, 2) times this)."""
+        return self.election_ticks * self.tick_ms / 1000.0
+
+    @property
+    def min_lease_ttl(self) -> int:
+        """The shortest lease TTL the API grants, in seconds: ``max(2, ⌈2 × election
+        timeout⌉)`` (2 with the defaults).
+
+        Twice the election timeout covers its randomised upper end: a lease
+        outlives the election that follows the loss of its leader, so that a
+        new leader's fresh TTL (``raftdb.node.leases``) is what decides, never
+        the gap without one.
+        """
+        return max(2, math.ceil(2 * self.election_timeout_s))
 
     @property
     def listen_url(self) -> str:

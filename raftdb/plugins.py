@@ -11,6 +11,10 @@ one of three ways (as uvicorn names its protocol implementations):
 - ``"package.module:attr"`` (``attr`` may be dotted);
 - the factory object itself.
 
+A state machine factory may also take ``watch_history`` (how many changes its
+watch history retains, the node's ``watch_history`` key); the node passes it
+when the factory does (see :func:`open_state_machine`).
+
 An unknown name fails at start with one line that lists the known names.
 Plugins are loaded at start, once: the node never imports at request time.
 """
@@ -18,11 +22,13 @@ Plugins are loaded at start, once: the node never imports at request time.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
+from raftdb.kv.changes import DEFAULT_WATCH_HISTORY
 from raftdb.kv.state_machine import StateMachine
 from raftdb.raft.errors import RaftError
 from raftdb.storage.protocol import Storage
@@ -158,21 +164,62 @@ def open_storage(name: str | StorageFactory, path: Path, *, sync: bool = True) -
 
 
 def open_state_machine(
-    name: str | StateMachineFactory, path: Path, *, sync: bool = True
+    name: str | StateMachineFactory,
+    path: Path,
+    *,
+    sync: bool = True,
+    watch_history: int | None = None,
 ) -> StateMachine:
     """Load the plugin ``name`` and open a state machine over ``path``.
 
+    Args:
+        name: the plugin (see the module docstring).
+        path: the directory it owns.
+        sync: whether its writes are durable before they are acknowledged.
+        watch_history: how many changes its watch history retains (the
+            ``watch_history`` key), passed as the factory's ``watch_history``
+            keyword; ``None`` leaves the plugin's default. A factory without
+            that keyword (a plugin older than watches) is called without it
+            when the value is the default, :data:`DEFAULT_WATCH_HISTORY`,
+            which is what its Applier keeps anyway; any other value is refused,
+            rather than silently not applied.
+
     Raises:
-        PluginError: the plugin cannot be loaded, or what it made is not a StateMachine.
+        PluginError: the plugin cannot be loaded, what it made is not a
+            StateMachine, or it cannot take a ``watch_history`` other than the default.
         CorruptionError, OSError: from the plugin, about what is on disk.
     """
-    machine: object = load_state_machine(name)(Path(path), sync=sync)
+    factory = load_state_machine(name)
+    kwargs: dict[str, Any] = {"sync": sync}
+    if watch_history is not None:
+        if _takes_keyword(factory, "watch_history"):
+            kwargs["watch_history"] = watch_history
+        elif watch_history != DEFAULT_WATCH_HISTORY:
+            raise PluginError(
+                f"state machine plugin {name!r} takes no watch_history, so it cannot keep "
+                f"{watch_history} changes: leave watch_history at {DEFAULT_WATCH_HISTORY} "
+                "or use a plugin that takes it"
+            )
+    machine: object = factory(Path(path), **kwargs)
     if not isinstance(machine, StateMachine):
         missing = ", ".join(_missing(machine, StateMachine))
         raise PluginError(
             f"state machine plugin {name!r} made a {type(machine).__name__} without {missing}"
         )
     return machine
+
+
+def _takes_keyword(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` accepts the keyword argument ``name`` (or any, ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume not
+        return False
+    return any(
+        (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        or p.kind == p.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def plugin_reference(factory: Callable[..., Any]) -> str | None:

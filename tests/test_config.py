@@ -50,9 +50,40 @@ def test_defaults() -> None:
     assert config.max_value_bytes == 1024 * 1024
     assert config.max_request_bytes == 1536 * 1024
     assert config.cluster_token == "raftdb"
+    assert config.watch_history == 50_000
+    assert config.max_watchers == 10_000
+    assert config.watch_buffer == 1_000
+    assert config.watch_progress_s == 5.0
     assert config.peer_url == "http://127.0.0.1:22379"
     assert config.peers == {1: CLUSTER[0], 2: CLUSTER[1], 3: CLUSTER[2]}
     assert config.tick_s == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("tick_ms", "election_ticks", "minimum"),
+    [(100, 10, 2), (10, 10, 2), (100, 20, 4), (100, 11, 3), (1000, 15, 30)],
+)
+def test_the_minimum_lease_ttl_is_above_twice_the_election_timeout(
+    tick_ms: int, election_ticks: int, minimum: int
+) -> None:
+    config = NodeConfig(id=1, cluster=CLUSTER, tick_ms=tick_ms, election_ticks=election_ticks)
+    assert config.election_timeout_s == pytest.approx(tick_ms * election_ticks / 1000)
+    assert config.min_lease_ttl == minimum
+
+
+def test_watch_keys_from_the_environment_and_toml(tmp_path: Path) -> None:
+    environ = {
+        "RAFTDB_ID": "1",
+        "RAFTDB_CLUSTER": CLUSTER_TEXT,
+        "RAFTDB_WATCH_HISTORY": "1_000",
+        "RAFTDB_WATCH_PROGRESS_S": "0.5",
+    }
+    config = load_config(environ=environ)
+    assert (config.watch_history, config.watch_progress_s) == (1000, 0.5)
+    toml = _toml(tmp_path, "max_watchers = 7\nwatch_buffer = 3\nwatch_progress_s = 2\n")
+    config = load_config(environ=environ, config_file=toml)
+    # The environment's watch_progress_s wins over the file's.
+    assert (config.max_watchers, config.watch_buffer, config.watch_progress_s) == (7, 3, 0.5)
 
 
 def test_data_dir_given_as_str_becomes_a_path() -> None:
@@ -191,6 +222,14 @@ BAD_SETTINGS = [
     ({"max_request_bytes": "1000"}, "max_key_bytes", "at most 'max_request_bytes'"),
     ({"cluster_token": " "}, "cluster_token", "non-empty"),
     ({"cluster_token": "t" * 257}, "cluster_token", "at most 256 characters"),
+    ({"watch_history": "0"}, "watch_history", "at least 1"),
+    ({"watch_history": "lots"}, "watch_history", "integer"),
+    ({"max_watchers": "0"}, "max_watchers", "at least 1"),
+    ({"watch_buffer": "0"}, "watch_buffer", "at least 1"),
+    ({"watch_buffer": "2.5"}, "watch_buffer", "integer"),
+    ({"watch_progress_s": "0"}, "watch_progress_s", "> 0"),
+    ({"watch_progress_s": "inf"}, "watch_progress_s", "> 0"),
+    ({"watch_progress_s": "often"}, "watch_progress_s", "number"),
 ]
 
 

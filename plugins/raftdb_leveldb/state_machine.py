@@ -1,41 +1,57 @@
-"""The LevelDB state machine: keys, indexes, sessions and membership on disk.
+"""The LevelDB state machine: keys, indexes, sessions, leases, watch history and membership on disk.
 
 Layout. The state lives in ``<path>/db-NNNNNN/`` (a LevelDB database), and
-``<path>/CURRENT`` names which one. Inside::
-
-    b"d" + key        ->  create_index (8 bytes) + mod_index (8 bytes) + value
-    b"s" + client id  ->  sealed session (raftdb.kv.commands.encode_session)
-    b"m/format"       ->  b"raftdb.leveldb.state_machine/1"
-    b"m/state"        ->  sealed applied index, term, conf state, members
+``<path>/CURRENT`` names which one. Inside, one byte before every key says
+what it holds (:mod:`raftdb_leveldb._layout` has the table): ``d`` keys and
+their indexes, ``s`` sessions, ``l`` leases, ``h`` the retained watch
+history in index order, ``m/...`` the format marker, the applied state and
+the history floor. A database of format 1 (before leases and the history)
+is upgraded at open: it has neither, and its floor is its applied index
+(nothing before it is retained), as for a format-1 snapshot.
 
 Apply. A batch of entries becomes one ``WriteBatch``: the keys it writes, the
-sessions it changes and the new ``m/state``, so ``applied_index`` is always
-exactly the state the data shows, and LevelDB makes the batch visible to
-readers all at once. With ``sync`` on (the default) the batch is fsynced:
-LevelDB keeps a database a prefix of its writes across a power loss only if
-every write is synced (it does not fsync a log file it rotates away from).
+sessions and leases it changes, the history changes it adds and trims, the
+floor and the new ``m/state``, so ``applied_index`` is always exactly the
+state the data shows, and LevelDB makes the batch visible to readers all at
+once. With ``sync`` on (the default) the batch is fsynced: LevelDB keeps a
+database a prefix of its writes across a power loss only if every write is
+synced (it does not fsync a log file it rotates away from).
+
+Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
+while applies go on. Leases and the history are answered from memory (loaded
+at open), but not from the Applier's, which runs ahead of the disk while a
+batch is computed and written: readers have their own copy (a
+:class:`~raftdb.state_machine.History` and a dict of the immutable leases,
+sharing the Applier's objects), advanced by each batch once LevelDB has it,
+under a mutex held for that step only. So a lease or history read never
+waits for a batch's write or fsync, and never sees a batch the disk has not
+taken.
 
 A full disk. A batch LevelDB refuses for lack of space
 (``OSError(ENOSPC)``, :mod:`raftdb.storage.nospace`) was not applied: LevelDB
 adds a batch to what readers see only once its log record is written, so
-reads go on seeing the state before it. The Applier's memory ran ahead, and
-LevelDB refuses every write after a failed one; so the next ``apply`` (the
+reads go on seeing the state before it (the readers' copy of leases and
+history is not advanced either). The Applier's memory ran ahead, and as
+LevelDB refuses every write after a failed one, the next ``apply`` (the
 driver retries the same batch, in order) first reopens the database
 (:func:`raftdb_leveldb._db.reopen`, once there is room) and reloads the
-applied state from it, then applies. Had the batch reached the disk after
-all (its log record was written whole and only the fsync was refused), the
-reopened database is at the batch's last index: the batch is not applied
-again, and the results computed the first time are returned. Any other
-failure still makes the state machine refuse every later call.
+applied state from it, leases and history included, then applies. Had the
+batch reached the disk after all (its log record was written whole and only
+the fsync was refused), the reopened database is at the batch's last index,
+its leases and history with it: the batch is not applied again, and the
+results computed the first time are returned. Any other failure still makes
+the state machine refuse every later call.
 
-Damage. At open the format marker, the state record and every session are
-read and checked; the keys are not (a state may be gigabytes), but every
-read of them verifies LevelDB's block checksums, so a damaged block is an
-error, never a wrong value.
+Damage. At open the format marker, the state record, every session, every
+lease and the whole retained history are read and checked (each change under
+the key its place gives it, between the floor and the applied index); the
+keys are not (a state may be gigabytes), but every read of them verifies
+LevelDB's block checksums, so a damaged block is an error, never a wrong value.
 
-Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys
-and sessions from it in slices, so memory stays bounded whatever the size of
-the state, and applies go on meanwhile.
+Snapshot. A LevelDB snapshot pins the point in time; the stream reads keys,
+sessions, leases and history from it in slices, so they are all of one
+applied index, memory stays bounded whatever the size of the state, and
+applies go on meanwhile.
 
 Restore. The stream is written into a fresh ``db-NNNNNN+1``, checked to its
 end, closed and fsynced file by file; only then does ``CURRENT`` switch to it
@@ -50,7 +66,7 @@ import errno
 import os
 import re
 import shutil
-import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -59,43 +75,66 @@ from typing import Any, Final
 from raftdb.raft import ConfState, Entry, StorageError, UsageError
 from raftdb.state_machine import (
     DEFAULT_CHUNK_SIZE,
+    AppliedBatch,
     Applier,
     ApplyResult,
+    Change,
     CorruptionError,
+    History,
     KeyValue,
     KVRecord,
+    Lease,
     RWLock,
     SessionState,
     SnapshotAbortedError,
+    SnapshotFormatError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
     check_range_args,
     decode_info,
+    decode_lease,
     decode_session,
     encode_info,
+    encode_lease,
     encode_session,
     encode_stream,
     prefix_end,
 )
 from raftdb.storage import is_no_space
 from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db, reopen
+from raftdb_leveldb._layout import (
+    BARRIER,
+    CHANGE,
+    DATA,
+    DATA_END,
+    FLOOR,
+    FORMAT,
+    FORMAT_1,
+    FORMAT_KEY,
+    LEASE,
+    REC,
+    SESSION,
+    STATE,
+    BatchBackend,
+    HistoryKeys,
+    data_record,
+    decode_change_record,
+    decode_floor,
+    encode_change_record,
+    encode_floor,
+    lease_key,
+    read_history,
+    read_leases,
+    stage_leases_and_history,
+)
 
 __all__ = ["LevelDBStateMachine"]
 
-_FORMAT: Final = b"raftdb.leveldb.state_machine/1"
-_FORMAT_KEY: Final = b"m/format"
-_STATE: Final = b"m/state"
-_BARRIER: Final = b"m/barrier"
-_DATA: Final = b"d"
-_SESSION: Final = b"s"
-_DATA_END: Final = b"e"  # the first key after every b"d" key
-_REC = struct.Struct(">QQ")
 _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
-_ABSENT = object()  # not in the batch's pending writes
 # Bloom filters make the read every put does (for the key's create index)
 # cheap when the key is new. A 32 MiB write buffer (LevelDB's default is
 # 4 MiB) and 8 MiB tables cut memtable flushes and level-0 compactions by
@@ -124,47 +163,6 @@ class _Refused:
         self.error = error
 
 
-def _record(raw: bytes, key: bytes, where: str) -> tuple[int, int]:
-    if len(raw) < _REC.size:
-        raise CorruptionError(f"{where}: the record of key {key!r} is truncated")
-    create, mod = _REC.unpack_from(raw)
-    return create, mod
-
-
-class _BatchBackend:
-    """The Applier's view during one batch: the database plus the batch's own writes."""
-
-    __slots__ = ("batch", "db", "pending", "where")
-
-    def __init__(self, db: Any, batch: Any, where: str) -> None:
-        self.db = db
-        self.batch = batch
-        self.where = where
-        # LevelDB cannot read its own unwritten batch, so the batch's writes
-        # are remembered here: (create, mod), or None for a delete.
-        self.pending: dict[bytes, tuple[int, int] | None] = {}
-
-    def load(self, key: bytes) -> tuple[int, int] | None:
-        pending = self.pending.get(key, _ABSENT)
-        if pending is not _ABSENT:
-            return pending  # type: ignore[return-value]
-        raw = self.db.get(_DATA + key, verify_checksums=True)
-        if raw is None:
-            return None
-        if len(raw) < _REC.size:
-            raise CorruptionError(f"{self.where}: the record of key {key!r} is truncated")
-        create, mod = _REC.unpack_from(raw)
-        return create, mod
-
-    def store(self, key: bytes, value: bytes, create_index: int, mod_index: int) -> None:
-        self.pending[key] = (create_index, mod_index)
-        self.batch.put(_DATA + key, _REC.pack(create_index, mod_index) + value)
-
-    def remove(self, key: bytes) -> None:
-        self.pending[key] = None
-        self.batch.delete(_DATA + key)
-
-
 class LevelDBStateMachine:
     """A :class:`~raftdb.state_machine.StateMachine` in LevelDB: the ``leveldb`` plugin.
 
@@ -175,26 +173,49 @@ class LevelDBStateMachine:
             prefix of the applied batches; use it for tests and benchmarks.
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
             value for the whole cluster).
+        watch_history: the changes the watch history retains (``None``: the
+            Applier's default, ``DEFAULT_WATCH_HISTORY``). A node may change
+            it across restarts: the next batch trims to the new bound.
 
     Raises:
+        ValueError: ``watch_history`` is not an integer >= 0.
         CorruptionError: the state on disk is damaged or inconsistent.
         OSError: the database cannot be opened (e.g. in use by another process).
     """
 
     def __init__(
-        self, path: Path | str, *, sync: bool = True, session_ttl: int | None = None
+        self,
+        path: Path | str,
+        *,
+        sync: bool = True,
+        session_ttl: int | None = None,
+        watch_history: int | None = None,
     ) -> None:
+        self._options: dict[str, int] = {}  # the Applier's (a restore makes a new one)
+        if session_ttl is not None:
+            self._options["session_ttl"] = session_ttl
+        if watch_history is not None:
+            if type(watch_history) is not int or watch_history < 0:
+                raise ValueError(f"watch_history must be an integer >= 0, got {watch_history!r}")
+            self._options["history_limit"] = watch_history
+        self._applier = Applier(**self._options)
         self._path = Path(path)
         self._path.mkdir(parents=True, exist_ok=True)
         self._sync = sync
         self._lock = RWLock()
-        self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
+        # What lease and history reads see, as of the last batch LevelDB took
+        # (see the module docstring); both under _views.
+        self._views = threading.Lock()
+        self._history = History(0)
+        self._leases: dict[int, Lease] = {}  # in id order (ids are granted in order)
         self._failed: BaseException | None = None
         self._refused: _Refused | None = None  # the last batch, refused for lack of space
         self._closed = False
+        self._floor = 0  # the history floor on disk
         self._generation = self._open_current()
         self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
         try:
+            self._upgrade()
             self._load()
         except BaseException:
             self._db.close()
@@ -241,9 +262,9 @@ class LevelDBStateMachine:
         db = open_db(self._db_path(1), create=False)
         try:
             with leveldb_errors(where):
-                raw = db.get(_STATE)
+                raw = db.get(STATE)
                 info = _EMPTY if raw is None else decode_info(raw)
-                has_data = next(db.iterator(prefix=_DATA, include_value=False), None)
+                has_data = next(db.iterator(prefix=DATA, include_value=False), None)
         finally:
             db.close()
         if info.index or has_data is not None:
@@ -257,8 +278,9 @@ class LevelDBStateMachine:
         db = open_db(path, create=True, error_if_exists=True)
         try:
             with db.write_batch(sync=True) as batch:
-                batch.put(_FORMAT_KEY, _FORMAT)
-                batch.put(_STATE, encode_info(_EMPTY))
+                batch.put(FORMAT_KEY, FORMAT)
+                batch.put(STATE, encode_info(_EMPTY))
+                batch.put(FLOOR, encode_floor(0))
         finally:
             db.close()
         fsync_tree(path)
@@ -273,26 +295,99 @@ class LevelDBStateMachine:
         os.replace(tmp, self._path / _CURRENT)
         fsync_dir(self._path)
 
-    def _load(self) -> None:
+    def _upgrade(self) -> None:
+        """Make a format-1 database (before leases and the watch history) a format-2
+        one: it holds no leases and no history, so its floor is its applied index
+        (a watcher asking for anything before it is told it is compacted). One
+        synced batch, so a crash leaves it either format."""
         where = self._where()
         db = self._db
         with leveldb_errors(where):
-            marker = db.get(_FORMAT_KEY)
-            if marker != _FORMAT:
+            if db.get(FORMAT_KEY) != FORMAT_1:
+                return  # format 2 already, or not ours: _load says which
+            raw = db.get(STATE)
+            if raw is None:
+                raise CorruptionError(f"{where}: the state record is missing")
+            try:
+                info = decode_info(raw)
+            except CorruptionError as exc:
+                raise CorruptionError(f"{where}: {exc}") from None
+            with db.write_batch(sync=True) as batch:
+                batch.put(FLOOR, encode_floor(info.index))
+                batch.put(FORMAT_KEY, FORMAT)
+
+    def _load(self) -> None:
+        """Read the applied state, sessions, leases and history; reset the Applier to them."""
+        where = self._where()
+        db = self._db
+        with leveldb_errors(where):
+            marker = db.get(FORMAT_KEY)
+            if marker != FORMAT:
                 raise CorruptionError(f"{where}: not a raftdb state machine (format {marker!r})")
-            raw = db.get(_STATE)
+            raw = db.get(STATE)
             if raw is None:
                 raise CorruptionError(f"{where}: the state record is missing")
             try:
                 info = decode_info(raw)
                 sessions = [
                     decode_session(value)
-                    for value in db.iterator(prefix=_SESSION, include_key=False)
+                    for value in db.iterator(
+                        prefix=SESSION, include_key=False, verify_checksums=True
+                    )
                 ]
             except CorruptionError as exc:
                 raise CorruptionError(f"{where}: {exc}") from None
-        self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
-        self._info = info
+            floor = decode_floor(db.get(FLOOR, verify_checksums=True), where)
+            if floor > info.index:
+                raise CorruptionError(
+                    f"{where}: the history floor {floor} is above the applied index {info.index}"
+                )
+            leases = read_leases(db.iterator(prefix=LEASE, verify_checksums=True), where)
+            history = read_history(
+                db.iterator(prefix=CHANGE, verify_checksums=True), floor, info.index, where
+            )
+        try:
+            applier = self._new_applier(info, sessions, leases, history, floor)
+        except ValueError as exc:
+            raise CorruptionError(f"{where}: {exc}") from None
+        self._install(applier, info, history, floor)
+
+    def _new_applier(
+        self,
+        info: SnapshotInfo,
+        sessions: list[SessionState],
+        leases: list[Lease],
+        history: list[Change],
+        floor: int,
+    ) -> Applier:
+        """An Applier in a state read from disk or a snapshot.
+
+        Raises:
+            ValueError: the leases or the history are inconsistent (the Applier checks).
+        """
+        applier = Applier(**self._options)
+        applier.reset(
+            info.index,
+            info.term,
+            info.conf_state,
+            info.members,
+            sessions,
+            leases=leases,
+            history=history,
+            history_floor=floor,
+        )
+        return applier
+
+    def _install(
+        self, applier: Applier, info: SnapshotInfo, history: list[Change], floor: int
+    ) -> None:
+        """Make ``applier`` (from :meth:`_new_applier`) the state: for applies
+        and for the readers' copy of leases and history."""
+        view = History(applier.history.limit, history, floor)
+        leases = {lease.id: lease for lease in applier.leases()}
+        self._applier, self._info, self._floor = applier, info, floor
+        with self._views:
+            self._history, self._leases = view, leases
 
     def _check(self) -> None:
         if self._closed:
@@ -368,7 +463,7 @@ class LevelDBStateMachine:
             self._check()
             where = self._where()
             batch = self._db.write_batch(sync=self._sync)
-            backend = _BatchBackend(self._db, batch, where)
+            backend = BatchBackend(self._db, batch, where)
             a = self._applier
             before = a.applied_index
             out = None
@@ -379,12 +474,13 @@ class LevelDBStateMachine:
                         return out.results  # nothing new (all already applied, or empty)
                     for client_id, session in out.sessions.items():
                         if session is None:
-                            batch.delete(_SESSION + client_id)
+                            batch.delete(SESSION + client_id)
                         else:
-                            batch.put(_SESSION + client_id, encode_session(session))
+                            batch.put(SESSION + client_id, encode_session(session))
+                    stage_leases_and_history(batch, out, before, self._floor)
                     members = dict(a.members) if out.membership_changed else self._info.members
                     info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
-                    batch.put(_STATE, encode_info(info))
+                    batch.put(STATE, encode_info(info))
                     batch.write()
             except UsageError:
                 raise  # refused before anything changed
@@ -402,7 +498,22 @@ class LevelDBStateMachine:
                 self._failed = exc
                 raise
             self._info = info
+            self._floor = out.history_floor
+            self._publish(out)
             return out.results
+
+    def _publish(self, out: AppliedBatch) -> None:
+        """Show readers the leases and history of a batch LevelDB has taken."""
+        with self._views:
+            if out.changes or out.history_floor != self._history.floor:
+                self._history.advance(out.changes, out.history_floor)
+            if out.leases:
+                view = self._leases
+                for lease_id, lease in out.leases.items():
+                    if lease is None:
+                        view.pop(lease_id, None)
+                    else:
+                        view[lease_id] = lease
 
     # -- reads -------------------------------------------------------------------------
 
@@ -410,13 +521,13 @@ class LevelDBStateMachine:
         with self._lock.read():
             self._check()
             with leveldb_errors(self._where):
-                raw = self._db_for_reads().get(_DATA + key, verify_checksums=True)
+                raw = self._db_for_reads().get(DATA + key, verify_checksums=True)
             if raw is None:
                 return None
-            if len(raw) < _REC.size:
-                _record(raw, key, self._where())  # raises, naming the database
-            create, mod = _REC.unpack_from(raw)
-            return KeyValue(key, raw[_REC.size :], create, mod)
+            if len(raw) < REC.size:
+                data_record(raw, key, self._where())  # raises, naming the database
+            create, mod = REC.unpack_from(raw)
+            return KeyValue(key, raw[REC.size :], create, mod)
 
     def range(
         self,
@@ -432,8 +543,8 @@ class LevelDBStateMachine:
             return []
         budget = -1 if max_bytes is None else max_bytes  # -1: unbounded
         end = prefix_end(prefix)
-        lo = _DATA + max(prefix, start)
-        hi = _DATA_END if end is None else _DATA + end
+        lo = DATA + max(prefix, start)
+        hi = DATA_END if end is None else DATA + end
         out: list[KeyValue] = []
         with self._lock.read():
             self._check()
@@ -444,8 +555,8 @@ class LevelDBStateMachine:
                 rows = self._db_for_reads().iterator(start=lo, stop=hi, verify_checksums=True)
                 for raw_key, raw in rows:
                     key = raw_key[1:]
-                    create, mod = _record(raw, key, where)
-                    value = raw[_REC.size :] if values else b""
+                    create, mod = data_record(raw, key, where)
+                    value = raw[REC.size :] if values else b""
                     out.append(KeyValue(key, value, create, mod))
                     if len(out) == limit:
                         break
@@ -461,6 +572,24 @@ class LevelDBStateMachine:
     def members(self) -> dict[int, str]:
         return dict(self._info.members)
 
+    def history(self, after: int, limit: int) -> tuple[int, list[Change]]:
+        with self._lock.read():
+            self._check()
+            with self._views:
+                return self._history.page(after, limit)
+
+    def lease(self, lease_id: int) -> Lease | None:
+        with self._lock.read():
+            self._check()
+            with self._views:
+                return self._leases.get(lease_id)
+
+    def leases(self) -> list[Lease]:
+        with self._lock.read():
+            self._check()
+            with self._views:
+                return list(self._leases.values())
+
     # -- snapshot ------------------------------------------------------------------------
 
     def snapshot(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotStream:
@@ -473,11 +602,13 @@ class LevelDBStateMachine:
                 if not self._sync:
                     # A durable point to hand out: the driver may compact the
                     # log up to it. (Synced applies are durable already.)
-                    self._db.put(_BARRIER, b"", sync=True)
-                raw = view.get(_STATE)
+                    self._db.put(BARRIER, b"", sync=True)
+                raw = view.get(STATE)
+                raw_floor = view.get(FLOOR, verify_checksums=True)
         if raw is None:
             raise CorruptionError(f"{where}: the state record is missing")
         info = decode_info(raw)
+        floor = decode_floor(raw_floor, where)
 
         def scan(prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
             iterator = None
@@ -498,21 +629,38 @@ class LevelDBStateMachine:
                     return
 
         def records() -> Iterator[KVRecord]:
-            for raw_key, raw in scan(_DATA):
+            for raw_key, raw in scan(DATA):
                 key = raw_key[1:]
-                create, mod = _record(raw, key, where)
-                yield key, raw[_REC.size :], create, mod
+                create, mod = data_record(raw, key, where)
+                yield key, raw[REC.size :], create, mod
 
         def sessions() -> Iterator[SessionState]:
-            for _, raw in scan(_SESSION):
+            for _, raw in scan(SESSION):
                 yield decode_session(raw)
+
+        # From the same view as the keys: the leases and history of info.index.
+        def leases() -> Iterator[Lease]:
+            for _, raw in scan(LEASE):
+                yield decode_lease(raw)
+
+        def history() -> Iterator[Change]:
+            for raw_key, raw in scan(CHANGE):
+                yield decode_change_record(raw_key, raw)
 
         def release() -> None:
             with self._lock.read():
                 if self._generation == generation and not self._closed:
                     view.close()
 
-        chunks = encode_stream(info, records(), sessions(), chunk_size)
+        chunks = encode_stream(
+            info,
+            records(),
+            sessions(),
+            chunk_size,
+            leases=leases(),
+            history=history(),
+            history_floor=floor,
+        )
         return SnapshotStream(info, chunks, release)
 
     def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
@@ -525,20 +673,42 @@ class LevelDBStateMachine:
         db = open_db(path, create=True, error_if_exists=True, **_OPTIONS)
         try:
             sessions: list[SessionState] = []
+            leases: list[Lease] = []
+            history: list[Change] = []
             with leveldb_errors(f"LevelDB state machine {path}"):
                 for kv_batch in reader.kv_batches():
                     with db.write_batch() as batch:
                         for key, value, create, mod in kv_batch:
-                            batch.put(_DATA + key, _REC.pack(create, mod) + value)
+                            batch.put(DATA + key, REC.pack(create, mod) + value)
                 for session_batch in reader.session_batches():
                     with db.write_batch() as batch:
                         for session in session_batch:
-                            batch.put(_SESSION + session.client_id, encode_session(session))
+                            batch.put(SESSION + session.client_id, encode_session(session))
                     sessions.extend(session_batch)
+                for lease_batch in reader.lease_batches():
+                    with db.write_batch() as batch:
+                        for lease in lease_batch:
+                            batch.put(lease_key(lease.id), encode_lease(lease))
+                    leases.extend(lease_batch)
+                key_of = HistoryKeys()  # one count of positions across the batches
+                for history_batch in reader.history_batches():
+                    with db.write_batch() as batch:
+                        for change in history_batch:
+                            batch.put(key_of(change), encode_change_record(change))
+                    history.extend(history_batch)
                 reader.finish()
+                # A format-1 stream has no history: its floor is its index.
+                floor = reader.history_floor
+                try:
+                    applier = self._new_applier(reader.info, sessions, leases, history, floor)
+                except ValueError as exc:  # the reader checks most of it; a backstop
+                    raise SnapshotFormatError(
+                        f"the snapshot's state is inconsistent: {exc}"
+                    ) from None
                 with db.write_batch(sync=True) as batch:
-                    batch.put(_FORMAT_KEY, _FORMAT)
-                    batch.put(_STATE, encode_info(reader.info))
+                    batch.put(FORMAT_KEY, FORMAT)
+                    batch.put(STATE, encode_info(reader.info))
+                    batch.put(FLOOR, encode_floor(floor))
             db.close()
             fsync_tree(path)
             db = open_db(path, create=False, **_OPTIONS)
@@ -555,8 +725,8 @@ class LevelDBStateMachine:
                 db.close()
                 shutil.rmtree(path, ignore_errors=True)
                 raise
-            self._db, self._generation, self._info = db, generation, info
-            self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
+            self._db, self._generation = db, generation
+            self._install(applier, info, history, floor)
             self._refused = None  # the new state replaces what a refused batch left behind
             if old_db is not None:
                 old_db.close()

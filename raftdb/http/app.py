@@ -1,7 +1,9 @@
 """The REST API: :func:`create_api` builds the Starlette app over a :class:`NodeHandle`.
 
-The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.cluster`,
-:mod:`~raftdb.http.meta`, :mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
+The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.watch`,
+:mod:`~raftdb.http.txn`, :mod:`~raftdb.http.leases`, :mod:`~raftdb.http.lock`,
+:mod:`~raftdb.http.cluster`, :mod:`~raftdb.http.meta`, :mod:`~raftdb.http.openapi`,
+:mod:`~raftdb.http.raftexample`),
 each describing its operations for the OpenAPI document beside them; errors become
 HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
@@ -40,10 +42,14 @@ from raftdb.http.errors import (
 )
 from raftdb.http.fast_path import KVFastPath
 from raftdb.http.kv import kv_routes
+from raftdb.http.leases import lease_routes
+from raftdb.http.lock import lock_routes
 from raftdb.http.meta import meta_routes
 from raftdb.http.openapi import docs_routes
 from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
 from raftdb.http.tokens import TokenStore
+from raftdb.http.txn import txn_routes
+from raftdb.http.watch import watch_routes
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import NodeHandle
 
@@ -145,6 +151,10 @@ def _create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool) -> ASG
     """The API without the token check: see :func:`create_api`."""
     explicit: list[BaseRoute] = [
         *kv_routes(node, config),
+        *watch_routes(node, config),
+        *txn_routes(node, config),
+        *lease_routes(node, config),
+        *lock_routes(node, config),
         *cluster_routes(node, config),
         *meta_routes(node, config),
         *docs_routes(node, config),

@@ -17,6 +17,14 @@ key (or a listing's ``prefix``) read, the latter only for a token limited to
 prefixes. A path under a reserved root that the table does not know needs
 ``admin``: a route added later is closed until it is classified here.
 
+Some requests carry their keys where the path and query do not say: a
+transaction names them in its body, a lease's keys are the node's to tell.
+For those (:attr:`Keys.BODY`, :attr:`Keys.LEASE`) the check here is the role
+only, and the token goes on to the handler in the ASGI scope; the handler
+calls :func:`check_keys` once it knows the keys, before asking the node
+anything. A transaction needs ``read`` to compare and read keys, and ``write``
+for the keys it writes (in either branch: which one runs is not known before).
+
 ``401 unauthorized`` (with ``WWW-Authenticate: Bearer realm="raftdb"``) means
 no valid token; ``403 forbidden``, a valid token without the right. Tokens
 are never logged; a refusal logs the token's name.
@@ -27,7 +35,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,7 +55,9 @@ __all__ = [
     "Keys",
     "RequireHTTPS",
     "access_of",
+    "check_keys",
     "describe_security",
+    "scope_token",
     "template_of",
 ]
 
@@ -61,7 +71,11 @@ class Keys(enum.Enum):
     PATH = "path"  # one key, /v1/kv/<key>
     ROOT_PATH = "root"  # one key, raftexample's /<key>
     LISTING = "listing"  # the keys under the query's prefix=
-    ANY = "any"  # keys the path does not say (a body, a whole snapshot): refused
+    WATCH = "watch"  # the keys under the query's prefix=, or its key=
+    LOCK = "lock"  # the keys under /v1/lock/<name>/ (the lock's keys are <name>/<lease>)
+    BODY = "body"  # keys named in the body: the handler checks them (check_keys)
+    LEASE = "lease"  # a lease's keys: the handler checks them (check_keys)
+    ANY = "any"  # keys the path does not say (a whole snapshot): refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +89,21 @@ class Access:
 OPEN: Final = Access(None)
 _READ: Final = Access(Role.READ)
 _ADMIN: Final = Access(Role.ADMIN)
-_ANY_KEY_READ: Final = Access(Role.READ, Keys.ANY)
-_ANY_KEY_WRITE: Final = Access(Role.WRITE, Keys.ANY)
 _LISTING: Final = Access(Role.READ, Keys.LISTING)
 
 _KV_ROUTE: Final = "/v1/kv/"
 _KV_RAW: Final = b"/v1/kv/"
+_LOCK_ROUTE: Final = "/v1/lock/"
+_LOCK_RAW: Final = b"/v1/lock/"
 _ROOT_RAW: Final = b"/"
+#: Where :class:`Authorizer` leaves the token for the handlers of :data:`_DEFERRED` requests.
+_TOKEN_SCOPE: Final = "raftdb.token"
+#: Requests whose keys only their handler knows: it checks them (:func:`check_keys`).
+_DEFERRED: Final = frozenset({Keys.BODY, Keys.LEASE})
 #: Route template → method → access. ``GET`` covers ``HEAD`` (Starlette's routes do).
 #: ``/metrics`` and ``/v1/status`` are added by :func:`access_of` (they depend on
-#: ``public_status``). Routes of the contract that come later (watch, txn, leases,
-#: snapshot, ui) are here already, so that they are classified the day they exist.
+#: ``public_status``). Routes of the contract that come later (snapshot, ui) are
+#: here already, so that they are classified the day they exist.
 _TABLE: Final[Mapping[str, Mapping[str, Access]]] = {
     "/healthz": {"*": OPEN},
     "/readyz": {"*": OPEN},
@@ -97,11 +115,19 @@ _TABLE: Final[Mapping[str, Mapping[str, Access]]] = {
         "DELETE": Access(Role.WRITE, Keys.PATH),
     },
     "/v1/kv": {"GET": _LISTING},
-    "/v1/watch": {"GET": _LISTING},
-    "/v1/txn": {"POST": _ANY_KEY_WRITE},
-    "/v1/leases": {"POST": _ANY_KEY_WRITE},
-    "/v1/leases/{id}": {"GET": _ANY_KEY_READ, "DELETE": _ANY_KEY_WRITE},
-    "/v1/leases/{id}/keepalive": {"POST": _ANY_KEY_WRITE},
+    "/v1/watch": {"GET": Access(Role.READ, Keys.WATCH)},
+    # read at least; write for the keys it writes (the handler checks: check_keys)
+    "/v1/txn": {"POST": Access(Role.READ, Keys.BODY)},
+    "/v1/leases": {"POST": Access(Role.WRITE), "GET": _ADMIN},  # a grant touches no key
+    "/v1/leases/{id}": {
+        "GET": Access(Role.READ, Keys.LEASE),
+        "DELETE": Access(Role.WRITE, Keys.LEASE),
+    },
+    "/v1/leases/{id}/keepalive": {"POST": Access(Role.WRITE, Keys.LEASE)},
+    "/v1/lock/{name}": {
+        "POST": Access(Role.WRITE, Keys.LOCK),
+        "DELETE": Access(Role.WRITE, Keys.LOCK),
+    },
     "/v1/snapshot": {"GET": Access(Role.ADMIN, Keys.ANY)},
     "/v1/cluster/members": {"GET": _READ, "POST": _ADMIN},
     "/v1/cluster/members/{id}": {"DELETE": _ADMIN},
@@ -123,7 +149,11 @@ _PATTERNS: Final = (
 )
 #: Query parameters a listing (or watch) may carry for a token limited to prefixes; any
 #: other might widen what it reads, so it is refused rather than guessed about.
-_LISTING_PARAMS: Final = frozenset({"prefix", "start", "limit", "values", "consistency", "since"})
+_LISTING_PARAMS: Final = frozenset(
+    {"prefix", "start", "limit", "values", "consistency", "wait_index", "wait"}
+)
+#: Likewise for a watch.
+_WATCH_PARAMS: Final = frozenset({"prefix", "key", "since", "prev"})
 
 
 def template_of(path: str) -> str | None:
@@ -134,6 +164,8 @@ def template_of(path: str) -> str | None:
     """
     if path.startswith(_KV_ROUTE):
         return "/v1/kv/{key}"
+    if path.startswith(_LOCK_ROUTE):
+        return "/v1/lock/{name}"
     if path == "/":
         return "/"
     root = path[1:].partition("/")[0]
@@ -180,18 +212,23 @@ def _path_key(scope: Scope, raw_prefix: bytes, route_prefix_len: int) -> bytes:
     return key
 
 
-def _listing_prefixes(scope: Scope) -> list[bytes] | None:
+def _listing_prefixes(scope: Scope, params: frozenset[str]) -> list[bytes] | None:
     """The listing's ``prefix`` (``b""`` for none) in a list; ``None``: a query it cannot have.
 
     Parsed by :func:`raftdb.http.params.parse_query`, as the route parses it,
     so that ``pre%66ix=`` is checked as the ``prefix`` it is; a name outside
-    :data:`_LISTING_PARAMS`, or one given twice, is no query to guess about.
+    ``params``, or one given twice, is no query to guess about. A watch's
+    ``key=`` (exact) is checked as a prefix is: a key under the token's
+    prefixes is one of its keys; with no ``key``, the ``prefix`` counts.
     """
     try:
-        query = parse_query(scope, _LISTING_PARAMS)
+        query = parse_query(scope, params)
     except BadRequestError:
         return None
-    return [query.get("prefix", b"")]
+    found = [query["key"]] if "key" in query else []
+    if "prefix" in query or not found:
+        found.append(query.get("prefix", b""))
+    return found
 
 
 def _bearer(scope: Scope) -> bytes | None:
@@ -248,15 +285,18 @@ class Authorizer:
             access = access_of(method.upper(), template, public_status=self.public_status)
         if access.role is not None:
             refusal = self._refusal(scope, method, access)
-            if refusal is not None:
+            if isinstance(refusal, Token):
+                if access.keys in _DEFERRED:
+                    scope[_TOKEN_SCOPE] = refusal  # for check_keys, in the handler
+            else:
                 await error_response(refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
     def _refusal(
         self, scope: Scope, method: str, access: Access
-    ) -> UnauthorizedError | ForbiddenError | None:
-        """Why the request may not go on (``None``: it may)."""
+    ) -> UnauthorizedError | ForbiddenError | Token:
+        """Why the request may not go on, or the token that lets it."""
         presented = _bearer(scope)
         if presented is None:
             return UnauthorizedError(
@@ -268,15 +308,14 @@ class Authorizer:
             return UnauthorizedError("the bearer token is not valid", invalid=True)
         assert access.role is not None
         if token.role < access.role:
-            return self._forbid(
-                token,
+            return _forbid(
                 f"{method} {scope['path']} needs the {access.role.label} role; "
                 f"token {token.name!r} has {token.role.label}",
             )
-        if token.prefixes is None or access.keys is Keys.NONE:
-            return None
+        if token.prefixes is None or access.keys is Keys.NONE or access.keys in _DEFERRED:
+            return token
         why = self._outside_prefixes(scope, token, access.keys)
-        return None if why is None else self._forbid(token, why)
+        return token if why is None else _forbid(why)
 
     def _outside_prefixes(self, scope: Scope, token: Token, keys: Keys) -> str | None:
         """Why the request touches keys outside the token's prefixes (``None``: it does not)."""
@@ -284,14 +323,19 @@ class Authorizer:
             key = _path_key(scope, _KV_RAW, len(_KV_ROUTE))
         elif keys is Keys.ROOT_PATH:
             key = _path_key(scope, _ROOT_RAW, 1)
-        elif keys is Keys.LISTING:
-            prefixes = _listing_prefixes(scope)
+        elif keys is Keys.LOCK:
+            key = _path_key(scope, _LOCK_RAW, len(_LOCK_ROUTE)) + b"/"
+        elif keys in (Keys.LISTING, Keys.WATCH):
+            params = _LISTING_PARAMS if keys is Keys.LISTING else _WATCH_PARAMS
+            prefixes = _listing_prefixes(scope, params)
             if prefixes is None:
-                params = ", ".join(sorted(_LISTING_PARAMS))
-                return f"{_limited(token)}: a listing may only take the parameters {params}"
+                what = "a listing" if keys is Keys.LISTING else "a watch"
+                names = ", ".join(sorted(params))
+                return f"{_limited(token)}: {what} may only take the parameters {names}"
+            verb = "list under prefix" if keys is Keys.LISTING else "watch"
             for prefix in prefixes:
                 if not token.may_touch(prefix):
-                    return f"{_limited(token)}: it may not list under prefix {show_key(prefix)}"
+                    return f"{_limited(token)}: it may not {verb} {show_key(prefix)}"
             return None
         else:
             return f"{_limited(token)}; {scope['method']} {scope['path']} may touch any key"
@@ -299,10 +343,55 @@ class Authorizer:
             return None
         return f"{_limited(token)}: it may not touch {show_key(key)}"
 
-    @staticmethod
-    def _forbid(token: Token, why: str) -> ForbiddenError:
-        logger.info("refused: %s", why)
-        return ForbiddenError(why)
+
+def _forbid(why: str) -> ForbiddenError:
+    logger.info("refused: %s", why)
+    return ForbiddenError(why)
+
+
+def scope_token(scope: Scope) -> Token | None:
+    """The token that let a :attr:`Keys.BODY` or :attr:`Keys.LEASE` request through.
+
+    ``None``: the node has no tokens file (the API is open).
+    """
+    token: Token | None = scope.get(_TOKEN_SCOPE)
+    return token
+
+
+def check_keys(
+    scope: Scope, what: str, *, writes: Iterable[bytes] = (), reads: Iterable[bytes] = ()
+) -> None:
+    """Refuse a request whose token may not write ``writes`` or read ``reads``.
+
+    For the handlers of requests whose keys the path does not say
+    (:attr:`Keys.BODY`, :attr:`Keys.LEASE`): :class:`Authorizer` checked the
+    token's role for the route and left the token in the scope; this checks
+    the keys, once the handler knows them and before it asks the node.
+    ``reads`` may hold prefixes (a listing): a prefix under the token's
+    prefixes covers only keys under them.
+
+    Args:
+        scope: the request's scope.
+        what: the request, for the message ("the transaction", "lease 7").
+
+    Raises:
+        ForbiddenError: a write with a token below ``write``, or a key outside
+            the token's prefixes. Nothing when the API is open.
+    """
+    token = scope_token(scope)
+    if token is None:
+        return
+    writes = list(writes)
+    if writes and token.role < Role.WRITE:
+        raise _forbid(
+            f"{what} writes keys, which needs the write role; "
+            f"token {token.name!r} has {token.role.label}"
+        )
+    if token.prefixes is None:
+        return
+    for key in (*writes, *reads):
+        if not token.may_touch(key):
+            raise _forbid(f"{_limited(token)}: {what} touches {show_key(key)}")
 
 
 class HTTPSRequiredError(BadRequestError):

@@ -3,6 +3,7 @@
 :func:`error_response` turns an exception into ``{"error": "<code>",
 "message": "<what and why>"}`` with the status the error class carries
 (:mod:`raftdb.node.errors`), plus ``Retry-After`` on 429, 503 and 507,
+``oldest_index`` in the body of a ``410 compacted``,
 ``WWW-Authenticate`` on 401 and ``Connection: close`` on 408 and 413. Route handlers just
 raise; Starlette's exception handlers (:func:`handle_error`), the app's last
 guard and the fast path all answer through it, so the three cannot drift. The
@@ -24,6 +25,7 @@ from starlette.responses import Response
 
 from raftdb.node.errors import (
     BadRequestError,
+    CompactedError,
     ConditionFailedError,
     NodeError,
     RequestTimeoutError,
@@ -38,6 +40,7 @@ __all__ = [
     "MethodNotAllowedError",
     "NotFoundError",
     "ReservedPathError",
+    "TooManyOperationsError",
     "UnauthorizedError",
     "error_response",
     "handle_error",
@@ -72,6 +75,17 @@ class ReservedPathError(BadRequestError):
     """A raftexample-style key under a root path the API keeps for itself."""
 
     code = "reserved_path"
+
+
+class TooManyOperationsError(NodeError):
+    """A transaction with more compares, or operations in a branch, than it may hold.
+
+    ``413`` as for a body over its limit, but the body was read whole, so the
+    connection stays open (unlike :class:`~raftdb.node.errors.TooLargeError`).
+    """
+
+    code = "too_many_operations"
+    status = 413
 
 
 class UnauthorizedError(NodeError):
@@ -134,6 +148,8 @@ def error_response(exc: BaseException, headers: Mapping[str, str] | None = None)
             extra["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
             if isinstance(exc, ServiceUnavailableError) and exc.leader:
                 body["leader"] = exc.leader
+        elif isinstance(exc, CompactedError):
+            body["oldest_index"] = exc.oldest_index
         elif isinstance(exc, MethodNotAllowedError):
             extra["allow"] = exc.allow
         elif isinstance(exc, UnauthorizedError):

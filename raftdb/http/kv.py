@@ -29,15 +29,21 @@ from starlette.routing import BaseRoute, Route
 from raftdb.config import NodeConfig
 from raftdb.http.errors import JSON_TYPE, NotFoundError, error_response
 from raftdb.http.params import (
+    DEFAULT_WAIT_S,
     KEY_CONVERTOR,
     MAX_IDEMPOTENCY_KEY_BYTES,
+    MAX_WAIT_S,
+    parse_blocking,
+    parse_bool,
     parse_conditions,
     parse_consistency,
+    parse_id,
     parse_idempotency_key,
     parse_query,
     path_key,
     read_body,
     show_key,
+    until_disconnected,
 )
 from raftdb.http.spec import (
     INT,
@@ -62,6 +68,7 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "OCTETS",
     "OPENAPI_PATHS",
+    "WAIT_PARAM",
     "get_operation",
     "key_not_found",
     "kv_routes",
@@ -82,9 +89,12 @@ _LARGE_LISTINGS_AT_ONCE: Final = 8
 #: The encoder of :func:`raftdb.http.errors.json_response`, one entry at a time.
 _JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-_GET_QUERY: Final = frozenset({"consistency"})
+_GET_QUERY: Final = frozenset({"consistency", "wait_index", "wait"})
+_PUT_QUERY: Final = frozenset({"lease"})
 _NO_QUERY: Final = frozenset[str]()
-_LIST_QUERY: Final = frozenset({"prefix", "start", "limit", "values", "consistency"})
+_LIST_QUERY: Final = frozenset(
+    {"prefix", "start", "limit", "values", "consistency", "wait_index", "wait"}
+)
 #: The content type of a value as ``GET`` answers it.
 OCTETS: Final = "application/octet-stream"
 
@@ -196,15 +206,6 @@ def _parse_limit(value: bytes | None) -> int:
     return int(text)
 
 
-def _parse_bool(name: str, value: bytes | None) -> bool:
-    if value is None or value in (b"false", b"0"):
-        return False
-    if value in (b"true", b"1", b""):
-        return True
-    shown = value.decode("utf-8", "replace")
-    raise BadRequestError(f"{name} must be 'true' or 'false' (got {shown!r})")
-
-
 class KeyValueEndpoints:
     """The KV operations, shared by ``/v1/kv/{key}`` and raftexample's ``/{key}``."""
 
@@ -216,11 +217,31 @@ class KeyValueEndpoints:
         self.max_list_bytes = config.max_list_bytes
         self._large_listings = 0  # being built now (see _LARGE_LISTINGS_AT_ONCE)
 
+    async def _block(
+        self, request: Request, query: dict[str, bytes], *, key: bytes | None, prefix: bytes
+    ) -> None:
+        """Consul's blocking read: with ``wait_index``, wait for a change after it first.
+
+        Returns once ``key`` (or a key under ``prefix``) changed after
+        ``wait_index``, at once if it already has, or when ``wait`` ends, and
+        then the read is done as usual. ``wait_index=0`` does not wait, as in
+        Consul. A client that goes away ends the wait (and the request).
+        """
+        blocking = parse_blocking(query)
+        if blocking is None or blocking[0] == 0:
+            return
+        index, wait = blocking
+        await until_disconnected(
+            request.receive,
+            self.node.wait_for_change(prefix=prefix, key=key, index=index, timeout=wait),
+        )
+
     async def get(self, request: Request, key: bytes) -> Response:
         consistency: Consistency = "linearizable"
         if request.scope["query_string"]:
             query = parse_query(request.scope, _GET_QUERY)
             consistency = parse_consistency(query.get("consistency"))
+            await self._block(request, query, key=key, prefix=b"")
         kv, read_index = await self.node.get(key, consistency)
         if kv is None:
             return key_not_found(key, read_index, consistency)
@@ -229,8 +250,11 @@ class KeyValueEndpoints:
         )
 
     async def put(self, request: Request, key: bytes) -> Response:
+        lease = 0
         if request.scope["query_string"]:
-            parse_query(request.scope, _NO_QUERY)
+            query = parse_query(request.scope, _PUT_QUERY)
+            if "lease" in query:
+                lease = parse_id("lease", query["lease"].decode("utf-8", "replace"))
         headers = request.headers
         if_match, if_none_match = parse_conditions(headers, allow_none_match=True)
         idempotency_key = parse_idempotency_key(headers)
@@ -243,6 +267,7 @@ class KeyValueEndpoints:
             if_match=if_match,
             if_none_match=if_none_match,
             idempotency_key=idempotency_key,
+            lease=lease,
         )
         return Response(status_code=204, headers=written_headers(result))
 
@@ -260,8 +285,9 @@ class KeyValueEndpoints:
         prefix = query.get("prefix", b"")
         start = query.get("start")
         limit = _parse_limit(query.get("limit"))
-        values = _parse_bool("values", query.get("values"))
+        values = parse_bool("values", query.get("values"))
         consistency = parse_consistency(query.get("consistency"))
+        await self._block(request, query, key=None, prefix=prefix)
         max_bytes = self.max_list_bytes
         large = values or limit > _INLINE_LIST_KEYS
         if large:
@@ -345,6 +371,35 @@ _IDEMPOTENCY_KEY: Final = {
 }
 
 
+#: ``wait``: the longest a blocking read (or a lock) waits.
+WAIT_PARAM: Final[Schema] = {
+    "name": "wait",
+    "in": "query",
+    "description": f"The longest wait: `30s`, `500ms`, `5m`, or seconds (default "
+    f"{DEFAULT_WAIT_S / 60:g}m; at most {MAX_WAIT_S / 60:g}m: longer is cut to it, as in Consul).",
+    "schema": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m)?$"},
+}
+_WAIT_INDEX_PARAM: Final[Schema] = {
+    "name": "wait_index",
+    "in": "query",
+    "description": "A blocking read (Consul's): answer once the key (the prefix) changes "
+    "after this index, or when `wait` ends. Give the `X-Raftdb-Index` of the previous "
+    "answer; `0` does not wait.",
+    "schema": INT,
+}
+_LEASE_PARAM: Final[Schema] = {
+    "name": "lease",
+    "in": "query",
+    "description": "Attach the key to this lease (its id): the key is deleted when the "
+    "lease ends. Without it, the key leaves any lease it had.",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+}
+_BLOCKING_NOTE: Final = (
+    " With `wait_index`, a blocking read: it answers once the key changes after that "
+    "index, or when `wait` ends (then with what is there)."
+)
+
+
 def _written(description: str, delete: bool = False) -> Schema:
     """A committed write's ``204``, with the headers of :func:`written_headers`."""
     headers: Schema = {
@@ -365,13 +420,16 @@ def get_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Ope
         "summary": summary,
         "operationId": operation_id,
         "tags": [tag],
-        "parameters": [key, _CONSISTENCY_PARAM],
+        "description": "Linearizable unless `consistency=stale`." + _BLOCKING_NOTE,
+        "parameters": [key, _CONSISTENCY_PARAM, _WAIT_INDEX_PARAM, WAIT_PARAM],
         "responses": {
             "200": {
                 "description": "The raw value.",
                 "headers": {
                     "ETag": header('The key\'s mod index, quoted: `"42"`.'),
-                    "X-Raftdb-Index": header("The key's mod index.", INT),
+                    "X-Raftdb-Index": header(
+                        "The index the read was served at (for the next `wait_index`).", INT
+                    ),
                     "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
                 },
                 "content": {OCTETS: {"schema": {"type": "string", "format": "binary"}}},
@@ -388,7 +446,7 @@ def put_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Ope
         "summary": summary,
         "operationId": operation_id,
         "tags": [tag],
-        "parameters": [key, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
+        "parameters": [key, _LEASE_PARAM, _IF_MATCH, _IF_NONE_MATCH, _IDEMPOTENCY_KEY],
         "requestBody": {
             "required": False,
             "description": "The raw value (any bytes; `max_value_bytes`).",
@@ -396,6 +454,7 @@ def put_operation(summary: str, operation_id: str, tag: str, key: Schema) -> Ope
         },
         "responses": {
             "204": _written("Committed and applied."),
+            "404": error("404", "No such lease (`lease_not_found`); nothing was written."),
             **errors("400", "408", "412", "413", "429", "503", "504"),
         },
     }
@@ -477,11 +536,18 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                     "schema": {"type": "boolean", "default": False},
                 },
                 _CONSISTENCY_PARAM,
+                {
+                    **_WAIT_INDEX_PARAM,
+                    "description": "A blocking read: answer once a key under the prefix "
+                    "changes (is written or deleted) after this index, or when `wait` ends.",
+                },
+                WAIT_PARAM,
             ],
             "responses": {
                 "200": {
                     **json_body({"type": "array", "items": ref("KeyEntry")}, "The keys."),
                     "headers": {
+                        "X-Raftdb-Index": header("The index the listing was served at.", INT),
                         "X-Raftdb-Consistency": _CONSISTENCY_HEADER,
                         "Link": header('`<next page URL>; rel="next"` when more keys follow.'),
                     },

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
-from raftdb.http import cluster, kv, meta, raftexample
+from raftdb.http import cluster, kv, leases, lock, meta, raftexample, txn, watch
 from raftdb.http.auth import describe_security
 from raftdb.http.docs_page import docs_html
 from raftdb.http.errors import JSON_TYPE, json_response
@@ -63,7 +63,11 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
     },
 }
 _TAGS: Final = [
-    {"name": "kv", "description": "Keys and values."},
+    {"name": "kv", "description": "Keys and values (and blocking reads)."},
+    {"name": "watch", "description": "Changes as server-sent events."},
+    {"name": "txn", "description": "Multi-key transactions."},
+    {"name": "leases", "description": "Keys with a time to live."},
+    {"name": "lock", "description": "Locks on leases, with fencing tokens."},
     {"name": "cluster", "description": "Membership and leadership."},
     {"name": "node", "description": "Status, health, metrics."},
     {"name": "raftexample", "description": "etcd raftexample's API, verbatim."},
@@ -102,6 +106,10 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
         "tags": _TAGS,
         "paths": {
             **kv.OPENAPI_PATHS,
+            **watch.OPENAPI_PATHS,
+            **txn.OPENAPI_PATHS,
+            **leases.OPENAPI_PATHS,
+            **lock.OPENAPI_PATHS,
             **cluster.OPENAPI_PATHS,
             **meta.OPENAPI_PATHS,
             **OPENAPI_PATHS,
@@ -115,6 +123,10 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
                 "LeaderRequest": cluster.LEADER_REQUEST_SCHEMA,
                 "KeyEntry": kv.KEY_ENTRY_SCHEMA,
                 "Status": meta.STATUS_SCHEMA,
+                **watch.SCHEMAS,
+                **txn.SCHEMAS,
+                **leases.SCHEMAS,
+                **lock.SCHEMAS,
             }
         },
     }

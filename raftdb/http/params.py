@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from asyncio import current_task, get_running_loop
+from collections.abc import Awaitable
 from time import monotonic
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -32,14 +34,22 @@ from raftdb.node.errors import BadRequestError, RequestTimeoutError, TooLargeErr
 from raftdb.node.handle import Consistency
 
 __all__ = [
+    "DEFAULT_WAIT_S",
     "KEY_CONVERTOR",
+    "MAX_ID",
     "MAX_IDEMPOTENCY_KEY_BYTES",
+    "MAX_WAIT_S",
     "check_content_length",
     "check_key",
+    "parse_blocking",
+    "parse_bool",
     "parse_conditions",
     "parse_consistency",
+    "parse_id",
     "parse_idempotency_key",
+    "parse_index",
     "parse_query",
+    "parse_wait",
     "path_key",
     "raw_path_key",
     "read_body",
@@ -47,10 +57,22 @@ __all__ = [
     "receive_body",
     "route_path",
     "show_key",
+    "until_disconnected",
 ]
+
+_T = TypeVar("_T")
 
 #: Longest ``Idempotency-Key`` header (it becomes the client id of a session, see raftdb.kv).
 MAX_IDEMPOTENCY_KEY_BYTES: Final = 128
+
+#: Longest ``wait`` of a blocking read or a lock: Consul's bound (a longer one is cut to it).
+MAX_WAIT_S: Final = 600.0
+#: The ``wait`` of a blocking read or a lock that gives none: Consul's default.
+DEFAULT_WAIT_S: Final = 300.0
+#: Largest index or id accepted (a log index is a 64-bit count).
+MAX_ID: Final = 2**63 - 1
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
+_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
 #: Longest pause between two checks of the body deadlines (see :class:`_BodyWatch`).
 _SWEEP_MAX_S: Final = 1.0
@@ -194,6 +216,121 @@ def parse_consistency(value: bytes | None) -> Consistency:
         return "stale"
     shown = value.decode("utf-8", "replace")
     raise BadRequestError(f"consistency must be 'linearizable' or 'stale' (got {shown!r})")
+
+
+def parse_bool(name: str, value: bytes | None) -> bool:
+    """A boolean query parameter: absent, ``false`` or ``0``; or ``true``, ``1`` or empty.
+
+    Raises:
+        BadRequestError: any other value.
+    """
+    if value is None or value in (b"false", b"0"):
+        return False
+    if value in (b"true", b"1", b""):
+        return True
+    shown = value.decode("utf-8", "replace")
+    raise BadRequestError(f"{name} must be 'true' or 'false' (got {shown!r})")
+
+
+def parse_index(name: str, value: bytes | str) -> int:
+    """A log index given as decimal digits (a query parameter or a header): 0 or more.
+
+    Raises:
+        BadRequestError: not decimal digits, or beyond a 64-bit index.
+    """
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_ID:
+        raise BadRequestError(f"{name} must be a log index, an integer ≥ 0 (got {text!r})")
+    return int(text)
+
+
+def parse_id(name: str, value: object) -> int:
+    """A lease id: decimal digits in a string (as the API writes ids) or a JSON integer, ≥ 1.
+
+    Raises:
+        BadRequestError: anything else (a bool, a float, a negative or zero id, not digits).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= MAX_ID:
+            return value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ID:
+            return int(text)
+    raise BadRequestError(
+        f'{name} must be a lease id, decimal digits such as "7" (ids are ≥ 1; got {value!r})'
+    )
+
+
+def parse_wait(value: bytes | None) -> float:
+    """``wait`` as Consul spells it: ``30s``, ``500ms``, ``5m`` or a number of seconds.
+
+    Absent: :data:`DEFAULT_WAIT_S`; beyond :data:`MAX_WAIT_S`, cut to it (as
+    Consul does: a blocking read may always answer before its wait ends).
+
+    Raises:
+        BadRequestError: not a duration.
+    """
+    if value is None:
+        return DEFAULT_WAIT_S
+    text = value.decode("utf-8", "replace")
+    match = _DURATION.fullmatch(text)
+    if match is None or not text.isascii():
+        raise BadRequestError(
+            f"wait must be a duration such as 30s, 500ms or 5m (at most 10m; got {text!r})"
+        )
+    return min(float(match[1]) * _UNIT_S[match[2]], MAX_WAIT_S)
+
+
+def parse_blocking(query: dict[str, bytes]) -> tuple[int, float] | None:
+    """``(wait_index, wait)`` of a blocking read, or ``None`` when it is not one.
+
+    Raises:
+        BadRequestError: a bad ``wait_index`` or ``wait``, or ``wait`` without ``wait_index``.
+    """
+    raw_index = query.get("wait_index")
+    if raw_index is None:
+        if "wait" in query:
+            raise BadRequestError(
+                "wait needs wait_index: a blocking read waits for a change after that index"
+            )
+        return None
+    return parse_index("wait_index", raw_index), parse_wait(query.get("wait"))
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client has gone away (what is left of a body is dropped)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnected(receive: Receive, waiting: Awaitable[_T]) -> _T:
+    """``await waiting``, unless the client goes away first: then it is cancelled.
+
+    For the requests that wait long (blocking reads, locks): a client that
+    gives up frees what its request held at once, not when its wait would end.
+    ``waiting`` has finished (its clean-up included) when this returns or raises.
+    Call it once the request's body, if any, has been read.
+
+    Raises:
+        ClientDisconnect: the client went away first.
+    """
+    task = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            # Let it clean up (a lock deletes the key it made) before going on.
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientDisconnect()
+    return task.result()
 
 
 def _parse_etag(text: str, header: str) -> int:

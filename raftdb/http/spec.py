@@ -59,6 +59,10 @@ ERROR_SCHEMA: Final[Schema] = {
         "message": {"type": "string", "description": "What went wrong and why."},
         "mod_index": {**INT, "description": "412 only: the key's current index."},
         "leader": {**INT, "description": "503 only: the leader, when known."},
+        "oldest_index": {
+            **INT,
+            "description": "410 only: the oldest index a watch may start from (`since`).",
+        },
     },
 }
 _JSON_ERROR: Final = {"application/json": {"schema": ref("Error")}}
@@ -69,7 +73,8 @@ _ERRORS: Final = {
     "`WWW-Authenticate` names the scheme. Only when the node has a tokens_file.",
     "403": "The token lacks the role, or the key (or listing prefix) is outside its "
     "prefixes (`forbidden`). Only when the node has a tokens_file.",
-    "404": "No such key, member or endpoint (`not_found`, `member_not_found`).",
+    "404": "No such key, member, lease or endpoint (`not_found`, `member_not_found`, "
+    "`lease_not_found`).",
     "408": "The body took longer than `body_timeout_s` to arrive (`request_timeout`); "
     "the connection is closed.",
     "412": "The `If-Match` / `If-None-Match` condition failed (`condition_failed`); "

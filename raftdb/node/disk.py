@@ -115,6 +115,7 @@ class NodeDisk:
         metrics: NodeMetrics,
         *,
         after_apply: Callable[[list[Entry], list[Any]], None],
+        restored: Callable[[], None] = lambda: None,
         fail: Callable[[str], None],
         stopping: Callable[[], bool],
         failed: Callable[[], bool],
@@ -125,6 +126,10 @@ class NodeDisk:
         metrics: where saves and snapshots are counted.
         after_apply: called on the loop with each applied batch and its results,
             to answer the requests that wait for them.
+        restored: called on the loop once a leader's snapshot is installed in the
+            state machine, before any entry after it is applied: what the node
+            derives from applied batches (watchers, lease deadlines) starts again
+            from the restored state.
         fail: called on the loop when a storage or state machine error must
             stop the node.
         stopping: whether the node is stopping (no snapshot is started then).
@@ -139,6 +144,7 @@ class NodeDisk:
         self._loop: asyncio.AbstractEventLoop | None = None
         # What the disk asks of its node.
         self._after_apply = after_apply
+        self._restored_callback = restored
         self._fail = fail
         self._stopping = stopping
         self._failed = failed
@@ -218,7 +224,12 @@ class NodeDisk:
         cfg = self.config
         storage = open_storage(cfg.storage, self.data_dir / "log", sync=cfg.sync)
         try:
-            sm = open_state_machine(cfg.state_machine, self.data_dir / "state", sync=cfg.sync)
+            sm = open_state_machine(
+                cfg.state_machine,
+                self.data_dir / "state",
+                sync=cfg.sync,
+                watch_history=cfg.watch_history,
+            )
         except BaseException:
             storage.close()
             raise
@@ -381,6 +392,10 @@ class NodeDisk:
         while True:
             try:
                 await self._loop.run_in_executor(self._executor, self._save, rd, send)
+                if rd.snapshot is not None:
+                    # Installed by _save (a save that fails after it is retried
+                    # without installing it again, and ends here once).
+                    self._restored_callback()
             except _SaveFailedError as e:
                 failures += 1
                 if self._save_error is None or self._save_no_space != e.no_space:

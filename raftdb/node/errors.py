@@ -11,7 +11,10 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequestError",
+    "CompactedError",
     "ConditionFailedError",
+    "LeaseNotFoundError",
+    "LockNotHeldError",
     "MemberNotFoundError",
     "NoSpaceError",
     "NodeError",
@@ -70,6 +73,35 @@ class MemberNotFoundError(NodeError):
 
     code = "member_not_found"
     status = 404
+
+
+class LeaseNotFoundError(NodeError):
+    """No such lease: it never existed, was revoked, or expired (its keys are gone too)."""
+
+    code = "lease_not_found"
+    status = 404
+
+
+class LockNotHeldError(NodeError):
+    """An unlock by a lease that holds no key of the lock (it was released, or its lease ended)."""
+
+    code = "lock_not_held"
+    status = 404
+
+
+class CompactedError(NodeError):
+    """A watch asked for changes older than the retained history (etcd's ErrCompacted).
+
+    ``oldest_index`` is the history floor: a watch may start from it (``since``
+    = it) and miss nothing after it; anything older must be read afresh.
+    """
+
+    code = "compacted"
+    status = 410
+
+    def __init__(self, message: str, oldest_index: int) -> None:
+        super().__init__(message)
+        self.oldest_index = oldest_index
 
 
 class RetryLaterError(NodeError):
@@ -133,7 +165,9 @@ class OutcomeUnknownError(NodeError):
 
 
 class RequestTimeoutError(NodeError):
-    """The client took longer than ``body_timeout_s`` to send its request's body."""
+    """The client took longer than ``body_timeout_s`` to send its request's body, or
+    a lock was not acquired within the wait it was given (its key is deleted again:
+    nothing is left waiting)."""
 
     code = "request_timeout"
     status = 408

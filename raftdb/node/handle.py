@@ -6,12 +6,28 @@ raises only :mod:`raftdb.node.errors` exceptions for expected failures.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from raftdb.kv.changes import Change
 from raftdb.kv.commands import KeyValue
+from raftdb.kv.txn import Txn, TxnOpResult
 
-__all__ = ["Alarm", "Consistency", "Member", "NodeHandle", "NodeStatus", "WriteResult"]
+__all__ = [
+    "Alarm",
+    "Consistency",
+    "LeaseInfo",
+    "LockHeld",
+    "Member",
+    "NodeHandle",
+    "NodeStatus",
+    "TxnAnswer",
+    "WatchEvent",
+    "WatchEventKind",
+    "Watcher",
+    "WriteResult",
+]
 
 Consistency = Literal["linearizable", "stale"]
 #: An alarm a node raises (``NodeStatus.alarms``). ``nospace``: its disk is full.
@@ -114,6 +130,168 @@ class NodeStatus:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TxnAnswer:
+    """A committed, applied transaction (``POST /v1/txn``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    index: int = field(
+        metadata={
+            "description": "The log index the transaction was applied at: the `mod_index` "
+            "of every key it wrote, and the `id` of its watch events.",
+            "minimum": 1,
+        }
+    )
+    succeeded: bool = field(
+        metadata={
+            "description": "Whether every compare held, so that the `success` operations "
+            "ran (else the `failure` ones)."
+        }
+    )
+    results: tuple[TxnOpResult, ...] | None = field(
+        metadata={
+            "description": "One result per operation of the branch that ran, in order; "
+            "null for a duplicate (an `Idempotency-Key` retry: its reads are not kept)."
+        }
+    )
+    duplicate: bool = field(
+        default=False,
+        metadata={
+            "description": "The request was a retry (same `Idempotency-Key`) answered from "
+            "the first attempt, which was applied once, at `index`."
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A lease as this node sees it (``/v1/leases``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    id: int = field(
+        metadata={
+            "description": "The lease's id: the log index of the grant (a decimal string in JSON).",
+            "minimum": 1,
+        }
+    )
+    ttl: int = field(metadata={"description": "Its time to live, in seconds.", "minimum": 1})
+    remaining: float = field(
+        metadata={
+            "description": "Seconds left before the lease expires unless kept alive, as "
+            "this member estimates it (from when it applied the grant or the last "
+            "keep-alive; the leader decides expiry, with a fresh full TTL after a leader "
+            "change).",
+            "minimum": 0,
+        }
+    )
+    keys: tuple[bytes, ...] = field(
+        default=(),
+        metadata={
+            "description": "The keys attached to the lease, sorted (`GET /v1/leases/{id}`); "
+            "left empty by a grant, a keep-alive and the listing."
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LockHeld:
+    """A lock held (``POST /v1/lock/{name}``): the holder's key and fencing token.
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    key: bytes = field(
+        metadata={
+            "description": "The holder's key, `<name>/<lease id as 16 hex digits>`, attached "
+            "to the lease: the lock is released when it is deleted (unlock, revoke, expiry)."
+        }
+    )
+    fence: int = field(
+        metadata={
+            "description": "The fencing token: the key's `create_index`. It increases with "
+            "every acquisition of the lock; guard a write with a transaction comparing "
+            "the key's `create_index` with it, so that a holder paused past its lease's "
+            "TTL cannot write after another took the lock.",
+            "minimum": 1,
+        }
+    )
+
+
+#: The kinds of :class:`WatchEvent`.
+WatchEventKind = Literal["put", "delete", "progress", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One event of a watch stream (``GET /v1/watch``).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    kind: WatchEventKind = field(
+        metadata={
+            "description": "`put` or `delete` (a change of a watched key); `progress` (an "
+            "idle stream: everything up to `index` was seen); `closed` (the last event: "
+            "`data` says why and where to resume)."
+        }
+    )
+    index: int = field(
+        metadata={
+            "description": "A change's log index (a transaction's changes share it); for "
+            "`progress`, the index up to which the stream has seen everything; for "
+            "`closed`, the `since` to resume from when `data` gives one.",
+            "minimum": 0,
+        }
+    )
+    change: Change | None = field(
+        default=None,
+        metadata={
+            "description": "The change (`put`, `delete`): key, value (empty for a delete), "
+            "`create_index`, `mod_index` and the key's `prev_mod_index`."
+        },
+    )
+    prev: KeyValue | None = field(
+        default=None,
+        metadata={
+            "description": "The key before the change, when asked for and still in the "
+            "retained history (absent otherwise)."
+        },
+    )
+    data: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "description": '`progress`: `{"applied_index": I}`. `closed`: '
+            '`{"error": "watcher_too_slow", "since": I}` (resume with `since=I`), '
+            '`{"error": "compacted", "oldest_index": N}` (the history moved past '
+            "the stream's position), or a node error's `error`, `message` and `since`."
+        },
+    )
+
+
+class Watcher(Protocol):
+    """What :meth:`NodeHandle.watch` returns: the stream's events, in order, then the end.
+
+    Iterate with ``async for`` (one consumer); call :meth:`aclose` when the
+    client goes away, which frees the watcher's slot (``max_watchers``).
+    """
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        """The stream itself."""
+        ...
+
+    async def __anext__(self) -> WatchEvent:
+        """The next event (waits for it); ``StopAsyncIteration`` after ``closed``."""
+        ...
+
+    async def aclose(self) -> None:
+        """End the stream now (idempotent)."""
+        ...
+
+
 class NodeHandle(Protocol):
     """The operations behind the REST API. All waits are bounded by the node's timeout."""
 
@@ -130,12 +308,17 @@ class NodeHandle(Protocol):
         if_match: int | None = None,
         if_none_match: bool = False,
         idempotency_key: bytes | None = None,
+        lease: int = 0,
     ) -> WriteResult:
         """Write ``key`` once committed and applied on this node.
 
+        ``lease`` attaches the key to that lease (it is deleted when the lease
+        ends); 0 detaches it from any lease it had (as etcd's put does).
+
         Raises:
             ConditionFailedError, BadRequestError, TooLargeError,
-            ServiceUnavailableError, OutcomeUnknownError, NodeRemovedError.
+            ServiceUnavailableError, OutcomeUnknownError, NodeRemovedError,
+            LeaseNotFoundError (``lease`` does not exist; nothing changed).
         """
         ...
 
@@ -183,6 +366,122 @@ class NodeHandle(Protocol):
         ``values=False`` leaves every value ``b""``; ``max_bytes`` ends the list
         after the key that brings its bytes to that many (at least one key), as
         ``StateMachine.range`` does."""
+        ...
+
+    async def txn(self, txn: Txn, *, idempotency_key: bytes | None = None) -> TxnAnswer:
+        """Apply a transaction atomically, as one log entry, through any member.
+
+        Raises:
+            LeaseNotFoundError: a put of the branch that ran names a lease that
+                does not exist (nothing was applied).
+            BadRequestError, ServiceUnavailableError, OutcomeUnknownError,
+            TooManyRequestsError, NodeRemovedError: as :meth:`put`.
+        """
+        ...
+
+    async def lease_grant(self, ttl: int, *, idempotency_key: bytes | None = None) -> LeaseInfo:
+        """Grant a lease of ``ttl`` seconds; its id is the grant's log index.
+
+        Raises:
+            BadRequestError: ``ttl`` below the minimum (``NodeConfig.min_lease_ttl``,
+                named in the message) or above ``MAX_LEASE_TTL``.
+            ServiceUnavailableError, OutcomeUnknownError: as :meth:`put`.
+        """
+        ...
+
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
+        """Renew the lease: a fresh full TTL from now (``keys`` not given).
+
+        Raises:
+            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError.
+        """
+        ...
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        """End the lease and delete its keys, in one log entry.
+
+        Raises:
+            LeaseNotFoundError, ServiceUnavailableError, OutcomeUnknownError.
+        """
+        ...
+
+    async def lease_info(
+        self, lease_id: int, consistency: Consistency = "linearizable"
+    ) -> LeaseInfo:
+        """The lease, its remaining time as this member estimates it, and its keys.
+
+        Raises:
+            LeaseNotFoundError, ServiceUnavailableError.
+        """
+        ...
+
+    async def leases(self, consistency: Consistency = "linearizable") -> list[LeaseInfo]:
+        """Every lease, by id (``keys`` not given)."""
+        ...
+
+    async def watch(
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        since: int | None = None,
+    ) -> Watcher:
+        """A stream of the changes of ``key`` (or under ``prefix``) after index ``since``.
+
+        ``since=None`` starts from now, after a ReadIndex (linearizable: every
+        change committed before the call is before the stream). Each event's
+        ``prev`` is the key before the change while the history holds it.
+
+        Raises:
+            BadRequestError: ``since`` is after the cluster's last index (``400``).
+            CompactedError: the history no longer holds the changes after
+                ``since`` (``410``; ``oldest_index`` is the oldest ``since`` it can serve).
+            TooManyRequestsError: ``max_watchers`` watchers on this node (``429``).
+            ServiceUnavailableError: no leader to confirm the read index (``503``).
+        """
+        ...
+
+    async def wait_for_change(
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        index: int,
+        timeout: float,  # noqa: ASYNC109 (the API's wait: its end is an answer, not an error)
+    ) -> None:
+        """Return once ``key`` (or a key under ``prefix``) changed after ``index`` on
+        this node, or after ``timeout`` seconds (a Consul blocking read's wait:
+        the caller reads afterwards). Returns at once if it already changed.
+
+        Raises:
+            TooManyRequestsError: ``max_watchers`` watchers and waits (``429``).
+        """
+        ...
+
+    async def lock(
+        self,
+        name: bytes,
+        lease: int,
+        timeout: float,  # noqa: ASYNC109 (on time-out the wait key is deleted: a 408)
+    ) -> LockHeld:
+        """Take the lock ``name`` for ``lease`` (etcd's concurrency recipe): returns
+        once it holds it, with its fencing token.
+
+        Raises:
+            RequestTimeoutError: not acquired within ``timeout`` seconds (``408``;
+                the waiting key is deleted again).
+            LeaseNotFoundError: the lease does not exist, or ended while waiting.
+            BadRequestError, ServiceUnavailableError, OutcomeUnknownError.
+        """
+        ...
+
+    async def unlock(self, name: bytes, lease: int) -> None:
+        """Release the lock ``name`` held (or waited for) by ``lease``.
+
+        Raises:
+            LockNotHeldError: ``lease`` has no key under ``name`` (``404``).
+            ServiceUnavailableError, OutcomeUnknownError.
+        """
         ...
 
     async def add_member(self, node_id: int, peer_url: str, learner: bool = False) -> Member:

@@ -70,6 +70,20 @@ class NodeMetrics:
             registry=r,
         )
         self.alarm.labels(alarm="nospace").set(0)
+        self.watchers = Gauge(
+            "raftdb_watchers",
+            "Watch streams and blocking reads this node serves now (max_watchers).",
+            registry=r,
+        )
+        self.watch_events = Counter(
+            "raftdb_watch_events", "Watch events (puts and deletes) delivered.", registry=r
+        )
+        self.leases = Gauge("raftdb_leases", "Leases this node tracks now.", registry=r)
+        self.lease_expiries = Counter(
+            "raftdb_lease_expiries",
+            "Leases that expired (not kept alive: their keys deleted), as applied here.",
+            registry=r,
+        )
         self.node_id = node_id
 
     def update(self, status: Status, applied: int, queues: dict[int, int]) -> None:

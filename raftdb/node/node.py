@@ -12,8 +12,17 @@ of the class is what others call on the same asyncio loop:
 - the ``TransportHandler`` callbacks (``raftdb.transport.transport``): peer
   messages are stepped into the core at once, and the Ready loop is woken;
 - what the disk calls back: ``_after_apply`` answers the requests of an applied
-  batch and follows membership changes, ``_fail`` stops serving for good
-  (``503`` from then on) on a broken invariant or an unexpected storage error.
+  batch, hands its changes to the watchers (``raftdb.node.watch``) and its
+  lease results to the lease keeper (``raftdb.node.leases``) and follows
+  membership changes; ``_on_restored`` starts both again from a snapshot the
+  leader sent; ``_fail`` stops serving for good (``503`` from then on) on a
+  broken invariant or an unexpected storage error.
+
+Transactions, leases, watches and locks (issue 12) are built on the same
+paths: a transaction or a lease command is one write (one log entry); a
+watch reads the state machine's watch history and then follows the applied
+batches; a lock is a recipe of transactions, reads and watches
+(``raftdb.node.locks``).
 
 A full disk makes the node read-only (``raftdb.node.disk``: the ``nospace``
 alarm): writes and membership changes answer ``507`` before anything is
@@ -34,20 +43,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from raftdb.kv.commands import Command, ConfChangeResult, InvalidCommandError, KeyValue, KVResult
+from raftdb.kv.changes import MAX_LEASE_TTL, Lease
+from raftdb.kv.commands import (
+    Command,
+    ConfChangeResult,
+    InvalidCommandError,
+    KeyValue,
+    KVResult,
+    Op,
+)
+from raftdb.kv.txn import Txn
+from raftdb.node import locks
 from raftdb.node.disk import NodeDisk
 from raftdb.node.errors import (
     BadRequestError,
+    LeaseNotFoundError,
     MemberNotFoundError,
+    NodeError,
     NodeRemovedError,
     NoSpaceError,
     NotReadyError,
+    OutcomeUnknownError,
     ServiceUnavailableError,
 )
-from raftdb.node.handle import Consistency, Member, NodeStatus, WriteResult
+from raftdb.node.handle import (
+    Consistency,
+    LeaseInfo,
+    LockHeld,
+    Member,
+    NodeStatus,
+    TxnAnswer,
+    WriteResult,
+)
+from raftdb.node.leases import LeaseKeeper
 from raftdb.node.metrics import NodeMetrics
 from raftdb.node.ready_loop import ReadyLoop
 from raftdb.node.requests import WaitingRequests, no_leader
+from raftdb.node.watch import Watcher, WatchHub
 from raftdb.raft import (
     ConfChange,
     ConfChangeType,
@@ -86,6 +118,9 @@ _SYNC_OFF_WARNING = (
     "that forgets its vote can vote twice in one term, and two leaders become possible. "
     "Use it only for tests and benchmarks."
 )
+
+# The commands the lease keeper follows.
+_LEASE_OPS = frozenset({Op.LEASE_GRANT, Op.LEASE_KEEPALIVE, Op.LEASE_REVOKE, Op.LEASE_EXPIRE})
 
 # A range of more keys than this, or with values, is read off the event loop
 # (a thread), so that a large listing cannot delay heartbeats and other requests.
@@ -127,6 +162,7 @@ class Node:
             self.data_dir,
             self.metrics,
             after_apply=self._after_apply,
+            restored=self._on_restored,
             fail=self._fail,
             stopping=self._is_stopping,
             failed=self._has_failed,
@@ -139,6 +175,20 @@ class Node:
         self._was_member = False
         self._known_urls: dict[int, str] = {}
         self._snapshot_checks: set[asyncio.Task[None]] = set()
+        self._hub = WatchHub(
+            lambda: self._disk.sm,
+            max_watchers=config.max_watchers,
+            buffer=config.watch_buffer,
+            progress_s=config.watch_progress_s,
+            metrics=self.metrics,
+            damaged=self._read_failed,
+        )
+        self._leases = LeaseKeeper(
+            leases=self._sm_leases,
+            write=lambda cmd: self._write(cmd, None),
+            metrics=self.metrics,
+            node_id=config.id,
+        )
 
     @property
     def _sm(self) -> StateMachine | None:
@@ -213,6 +263,9 @@ class Node:
             failed=self._has_failed,
         )
         self._ready_loop.start()
+        self._hub.start(sm.applied_index)
+        self._leases.load(sm.leases(), self._loop.time())
+        self._leases.start(self._leading)
         if not cfg.sync:
             log.warning(_SYNC_OFF_WARNING, self._id)
         log.info(
@@ -245,6 +298,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
+        self._hub.stop(NotReadyError("the node is stopping"))
+        await self._leases.stop()
         if self._ready_loop is not None:
             await self._ready_loop.stop()
         if self._transport is not None:
@@ -261,7 +316,9 @@ class Node:
         if self._failed is None:
             self._failed = why
             log.critical("node %d stopped serving: %s", self._id, why)
-            self._requests.fail_all(ServiceUnavailableError(f"node failed: {why}", retry_after=5))
+            failed = ServiceUnavailableError(f"node failed: {why}", retry_after=5)
+            self._hub.stop(failed)
+            self._requests.fail_all(failed)
             if self._on_fatal is not None:
                 self._on_fatal(why)
 
@@ -276,21 +333,49 @@ class Node:
     # -- applied batches and membership ----------------------------------------------
 
     def _after_apply(self, entries: list[Entry], results: list[Any]) -> None:
-        """Answer the requests whose entries were applied; wake reads waiting for them.
+        """Answer the requests whose entries were applied; wake reads waiting for them;
+        hand the changes to the watchers and the lease results to the lease keeper.
 
-        The disk calls it on the loop once a batch is applied.
+        The disk calls it on the loop once a batch is applied. Watchers and
+        leases learn of an entry before its request is answered, so a client
+        that watches or asks after its write sees it.
         """
         conf_changed = False
+        hub, leases = self._hub, self._leases
+        now = -1.0
         for entry, result in zip(entries, results, strict=False):
             if isinstance(result, KVResult):
-                self._requests.resolve_write(entry, result)
+                try:
+                    cmd = Command.decode(entry.data)
+                except InvalidCommandError:
+                    continue
+                if result.changes:
+                    hub.publish(result.changes)
+                if cmd.op in _LEASE_OPS:
+                    if now < 0:
+                        now = asyncio.get_running_loop().time()
+                    leases.applied(cmd, result, now)
+                self._requests.resolve_write(entry, result, cmd)
             elif isinstance(result, ConfChangeResult):
                 conf_changed = True
                 self._requests.resolve_conf(result)
+        if entries:
+            hub.advance(entries[-1].index)
         self.metrics.applied.set(self._applied_index())
         if conf_changed:
             self._on_conf_change()
         self._requests.wake_applied()
+
+    def _on_restored(self) -> None:
+        """A leader's snapshot replaced the state machine's state (the disk calls it on
+        the loop, before any later entry is applied): watchers catch up again from
+        its history, the lease keeper starts again from its leases."""
+        sm = self._sm
+        assert sm is not None
+        assert self._loop is not None
+        self._hub.restored(sm.applied_index)
+        self._leases.load(sm.leases(), self._loop.time())
+        self._requests.wake_applied()  # reads waiting for an index the snapshot reached
 
     def _on_conf_change(self) -> None:
         sm = self._sm
@@ -304,7 +389,9 @@ class Node:
         elif self._was_member and not self._removed:
             self._removed = True
             log.warning("node %d was removed from the cluster; it no longer serves", self._id)
-            self._requests.fail_all(NodeRemovedError("this node was removed from the cluster"))
+            removed = NodeRemovedError("this node was removed from the cluster")
+            self._hub.stop(removed)
+            self._requests.fail_all(removed)
         if old - set(self._members) and self._loop is not None:
             # Keep talking to a removed member for a while, so that it learns
             # the commit of its own removal and stops by itself.
@@ -453,13 +540,15 @@ class Node:
         if_match: int | None = None,
         if_none_match: bool = False,
         idempotency_key: bytes | None = None,
+        lease: int = 0,
     ) -> WriteResult:
         """See ``NodeHandle.put``."""
+        _check_lease_id(lease, allow_none=True)
         try:
             if if_none_match:
-                cmd = Command.put(key, value, create_only=True)
+                cmd = Command.put(key, value, create_only=True, lease=lease)
             else:
-                cmd = Command.put(key, value, if_mod=if_match)
+                cmd = Command.put(key, value, if_mod=if_match, lease=lease)
         except InvalidCommandError as e:
             raise BadRequestError(str(e)) from None
         result = await self._write(cmd, idempotency_key)
@@ -484,6 +573,157 @@ class Node:
     async def _write(self, cmd: Command, idempotency_key: bytes | None) -> KVResult:
         raw = self._check_disk("writes are refused (stale reads are served)")
         return await self._requests.write(raw, cmd, idempotency_key)
+
+    # -- transactions ----------------------------------------------------------------
+
+    async def txn(self, txn: Txn, *, idempotency_key: bytes | None = None) -> TxnAnswer:
+        """See ``NodeHandle.txn``."""
+        try:
+            cmd = Command.txn(txn.encode())
+        except InvalidCommandError as e:
+            raise BadRequestError(str(e)) from None
+        result = await self._write(cmd, idempotency_key)
+        outcome = result.txn
+        if outcome is None:  # an OK answer to a TXN always has one
+            raise OutcomeUnknownError("the transaction was applied without an outcome")
+        # mod_index: the transaction's index, or the first attempt's for a duplicate.
+        if result.duplicate:
+            return TxnAnswer(result.mod_index, outcome.succeeded, None, True)
+        return TxnAnswer(result.mod_index, outcome.succeeded, outcome.results)
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int, *, idempotency_key: bytes | None = None) -> LeaseInfo:
+        """See ``NodeHandle.lease_grant``."""
+        minimum = self.config.min_lease_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise BadRequestError(f"a lease's ttl is a whole number of seconds, got {ttl!r}")
+        if ttl < minimum:
+            raise BadRequestError(
+                f"a lease's ttl must be at least {minimum} seconds (got {ttl}): above twice "
+                "the election timeout, so that a leader change cannot expire it early"
+            )
+        if ttl > MAX_LEASE_TTL:
+            raise BadRequestError(f"a lease's ttl must be at most {MAX_LEASE_TTL} seconds")
+        result = await self._write(Command.lease_grant(ttl), idempotency_key)
+        return self._lease_info(result.lease, result.ttl)
+
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
+        """See ``NodeHandle.lease_keepalive``."""
+        _check_lease_id(lease_id)
+        result = await self._write(Command.lease_keepalive(lease_id), None)
+        return self._lease_info(lease_id, result.ttl)
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        """See ``NodeHandle.lease_revoke``."""
+        _check_lease_id(lease_id)
+        await self._write(Command.lease_revoke(lease_id), None)
+
+    async def lease_info(
+        self, lease_id: int, consistency: Consistency = "linearizable"
+    ) -> LeaseInfo:
+        """See ``NodeHandle.lease_info``."""
+        _check_lease_id(lease_id)
+        await self._read_point(consistency)
+        assert self._sm is not None
+        sm = self._sm
+        lease = self._read_state(lambda: sm.lease(lease_id))
+        if lease is None:
+            raise LeaseNotFoundError(
+                f"lease {lease_id} does not exist (never granted, revoked or expired)"
+            )
+        return self._lease_info(lease.id, lease.ttl, tuple(sorted(lease.keys)))
+
+    async def leases(self, consistency: Consistency = "linearizable") -> list[LeaseInfo]:
+        """See ``NodeHandle.leases``."""
+        await self._read_point(consistency)
+        return [self._lease_info(lease.id, lease.ttl) for lease in self._sm_leases()]
+
+    def _lease_info(self, lease_id: int, ttl: int, keys: tuple[bytes, ...] = ()) -> LeaseInfo:
+        """A lease as this member sees it: its remaining time from the lease keeper
+        (the full TTL if not applied here yet: a read may see a grant a moment
+        before the keeper does)."""
+        assert self._loop is not None
+        remaining = self._leases.remaining(lease_id, self._loop.time())
+        left = float(ttl) if remaining is None else max(0.0, min(float(ttl), remaining))
+        return LeaseInfo(lease_id, ttl, left, keys)
+
+    def _leading(self) -> bool | None:
+        """Whether this node leads now (the lease keeper asks every tick); ``None``
+        while it does not serve (failed, removed, not started): no change then."""
+        raw = self._raw
+        if raw is None or self._failed or self._removed:
+            return None
+        return raw.role == Role.LEADER
+
+    def _sm_leases(self) -> list[Lease]:
+        sm = self._sm
+        if sm is None:
+            return []
+        return self._read_state(sm.leases)
+
+    # -- watch -----------------------------------------------------------------------
+
+    async def watch(
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        since: int | None = None,
+        prev: bool = True,
+    ) -> Watcher:
+        """See ``NodeHandle.watch``.
+
+        ``since`` at or below what this node applied needs no round trip; a
+        ``since`` ahead of it is checked against a read index (it may be an
+        index another member already applied). ``prev=False`` skips looking
+        up each event's previous value (one history read per change).
+        """
+        self._check_serving()
+        _check_watched(prefix, key)
+        if since is None:
+            since = await self.read_index()
+        elif isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise BadRequestError(f"since must be an index >= 0, got {since!r}")
+        elif since > self._hub.applied:
+            read = await self.read_index()
+            if since > read:
+                raise BadRequestError(
+                    f"since {since} is after the last index of the cluster ({read})"
+                )
+        return await self._hub.watch(prefix=prefix, key=key, since=since, prev=prev)
+
+    async def wait_for_change(
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        index: int,
+        timeout: float,  # noqa: ASYNC109 (the API's wait: its end is an answer, not an error)
+    ) -> None:
+        """See ``NodeHandle.wait_for_change``."""
+        self._check_serving()
+        _check_watched(prefix, key)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise BadRequestError(f"the wait index must be an index >= 0, got {index!r}")
+        await self._hub.wait(prefix=prefix, key=key, after=index, timeout=max(0.0, timeout))
+
+    # -- locks -----------------------------------------------------------------------
+
+    async def lock(
+        self,
+        name: bytes,
+        lease: int,
+        timeout: float,  # noqa: ASYNC109 (on time-out the wait key is deleted: a 408)
+    ) -> LockHeld:
+        """See ``NodeHandle.lock`` (the recipe: ``raftdb.node.locks``)."""
+        _check_lease_id(lease)
+        return await locks.acquire(self, name, lease, timeout)
+
+    async def unlock(self, name: bytes, lease: int) -> None:
+        """See ``NodeHandle.unlock``."""
+        _check_lease_id(lease)
+        await locks.release(self, name, lease)
 
     async def read_index(self) -> int:
         """Confirm leadership (ReadIndex) and wait until this node applied the read index."""
@@ -557,6 +797,18 @@ class Node:
             ) from None
         except StorageError as e:
             raise self._damaged(e) from None
+
+    def _read_failed(self, e: Exception) -> NodeError:
+        """What a failed read of the watch history answers (see :meth:`_read_state`)."""
+        if isinstance(e, OSError) and is_no_space(e):
+            return NoSpaceError(
+                f"this node's disk is full and its history cannot be read now ({e}); "
+                "watch through another node",
+                retry_after=_NOSPACE_RETRY_AFTER,
+            )
+        if isinstance(e, StorageError):
+            return self._damaged(e)
+        return ServiceUnavailableError(f"reading the watch history failed: {e}", 1)
 
     def _damaged(self, e: StorageError) -> ServiceUnavailableError:
         """Stop the node for damage a read found (see :meth:`_read_state`); the read's ``503``."""
@@ -690,3 +942,15 @@ class Node:
             self.metrics.update(raw.status(), self._applied_index(), queues)
         self.metrics.set_alarms(self._disk.alarms)
         return self.metrics.render()
+
+
+def _check_lease_id(lease: int, *, allow_none: bool = False) -> None:
+    """Raise ``400`` unless ``lease`` is a lease id (or 0, "none", with ``allow_none``)."""
+    if isinstance(lease, bool) or not isinstance(lease, int) or lease < (0 if allow_none else 1):
+        raise BadRequestError(f"a lease id is an integer >= 1, got {lease!r}")
+
+
+def _check_watched(prefix: bytes, key: bytes | None) -> None:
+    """Raise ``400`` unless the watch names a non-empty key or (only) a prefix."""
+    if key is not None and (not key or prefix):
+        raise BadRequestError("watch a non-empty key, or a prefix, not both")

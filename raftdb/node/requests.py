@@ -56,11 +56,13 @@ from raftdb.kv.commands import (
     ConfChangeResult,
     InvalidCommandError,
     KVResult,
+    Op,
 )
 from raftdb.node.deadlines import Deadlines
 from raftdb.node.errors import (
     BadRequestError,
     ConditionFailedError,
+    LeaseNotFoundError,
     OutcomeUnknownError,
     ServiceUnavailableError,
     TooManyRequestsError,
@@ -290,6 +292,8 @@ class WaitingRequests:
                 not OK (``504``: it may or may not have been applied).
             ConditionFailedError: the condition on the key's modify index failed.
             BadRequestError: the command is invalid.
+            LeaseNotFoundError: the command names a lease that does not exist
+                (``LEASE_NOT_FOUND``: nothing changed).
             TooManyRequestsError: the node holds ``max_pending_requests`` waiting
                 requests, or applies too far behind (``429``: nothing was done).
         """
@@ -360,6 +364,8 @@ class WaitingRequests:
             )
         if result.status == CommandStatus.INVALID:
             raise BadRequestError(result.message or "invalid command")
+        if result.status == CommandStatus.LEASE_NOT_FOUND:
+            raise LeaseNotFoundError(_lease_not_found(cmd))
         if result.status != CommandStatus.OK:
             raise OutcomeUnknownError(f"the write's session answered {result.status.name}")
         return result
@@ -417,12 +423,16 @@ class WaitingRequests:
         if self.queued:
             self._queued_done = True
 
-    def resolve_write(self, entry: Entry, result: KVResult) -> None:
-        """``entry`` was applied with ``result``: answer its write, if it waits here."""
-        try:
-            cmd = Command.decode(entry.data)
-        except InvalidCommandError:
-            return
+    def resolve_write(self, entry: Entry, result: KVResult, cmd: Command | None = None) -> None:
+        """``entry`` was applied with ``result``: answer its write, if it waits here.
+
+        ``cmd``: the entry's command, if the caller decoded it already.
+        """
+        if cmd is None:
+            try:
+                cmd = Command.decode(entry.data)
+            except InvalidCommandError:
+                return
         if cmd.client_id in self._sessions:
             if cmd.client_id == self._session:
                 if result.status == CommandStatus.SESSION_EXPIRED:
@@ -643,6 +653,18 @@ class WaitingRequests:
         for pending in self._confs.pop(result.change, ()):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+
+def _lease_not_found(cmd: Command) -> str:
+    """The message of a ``LEASE_NOT_FOUND`` answer to ``cmd``."""
+    why = "never granted, revoked or expired"
+    if cmd.op == Op.TXN:
+        return (
+            f"a put of the transaction names a lease that does not exist ({why}); nothing changed"
+        )
+    if cmd.op == Op.PUT:
+        return f"lease {cmd.lease} does not exist ({why}); the key was not written"
+    return f"lease {cmd.lease} does not exist ({why})"
 
 
 def _with_session(cmd: Command, client_id: bytes, seq: int, ack: int) -> Command:

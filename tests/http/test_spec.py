@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import schemathesis
+from schemathesis.core.result import Ok
 
 from raftdb.http.openapi import openapi_schema
 from raftdb.http.spec import DATACLASS_COMPONENTS, dataclass_schema, type_schema
@@ -62,3 +64,45 @@ def test_the_document_describes_every_field_of_the_answers(cls: type, name: str)
     assert component["required"] == names
     for prop in component["properties"].values():
         assert prop["description"]
+
+
+def test_schemathesis_reads_every_operation() -> None:
+    """What tests/chaos/test_api_schema.py loads at import: every operation must parse."""
+    loaded = schemathesis.openapi.from_dict(openapi_schema())
+    labels = []
+    for result in loaded.get_all_operations():
+        assert isinstance(result, Ok), result
+        labels.append(result.ok().label)
+    for label in (
+        "GET /v1/watch",
+        "POST /v1/txn",
+        "POST /v1/leases",
+        "GET /v1/leases",
+        "GET /v1/leases/{id}",
+        "DELETE /v1/leases/{id}",
+        "POST /v1/leases/{id}/keepalive",
+        "POST /v1/lock/{name}",
+        "DELETE /v1/lock/{name}",
+    ):
+        assert label in labels
+
+
+def test_the_new_parameters_are_described() -> None:
+    paths = openapi_schema()["paths"]
+
+    def names(path: str, method: str) -> set[str]:
+        return {p["name"] for p in paths[path][method].get("parameters", [])}
+
+    assert {"wait_index", "wait"} <= names("/v1/kv/{key}", "get")
+    assert {"wait_index", "wait"} <= names("/v1/kv", "get")
+    assert {"wait_index", "wait"} <= names("/{key}", "get")
+    assert "lease" in names("/v1/kv/{key}", "put")
+    assert {"prefix", "key", "since", "prev", "Last-Event-ID"} <= names("/v1/watch", "get")
+    assert "wait" in names("/v1/lock/{name}", "post")
+    assert "lease" in names("/v1/lock/{name}", "delete")
+    watch = paths["/v1/watch"]["get"]["responses"]
+    assert "text/event-stream" in watch["200"]["content"]
+    assert {"400", "410", "429", "503"} <= set(watch)
+    assert "413" in paths["/v1/txn"]["post"]["responses"]
+    error = openapi_schema()["components"]["schemas"]["Error"]
+    assert "oldest_index" in error["properties"]

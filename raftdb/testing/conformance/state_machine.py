@@ -33,7 +33,7 @@ from raftdb.kv.commands import (
 from raftdb.kv.snapshot import SnapshotFormatError, SnapshotInfo, SnapshotReader, encode_stream
 from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.errors import UsageError
-from raftdb.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from raftdb.raft.messages import ConfChangeType, ConfState, Entry, EntryType
 from raftdb.storage.nospace import is_no_space
 from raftdb.testing.conformance.checks import (
     Check,
@@ -46,6 +46,13 @@ from raftdb.testing.conformance.checks import (
     run_checks,
 )
 from raftdb.testing.conformance.crash import run_restore_crash, run_state_machine_crash
+from raftdb.testing.conformance.machines import Log as _Log
+from raftdb.testing.conformance.machines import delete_ok as _delete_ok
+from raftdb.testing.conformance.machines import digest
+from raftdb.testing.conformance.machines import kv_result as _kv
+from raftdb.testing.conformance.machines import one as _one
+from raftdb.testing.conformance.machines import put_ok as _put_ok
+from raftdb.testing.conformance.watch_leases import WATCH_LEASE_CHECKS
 from raftdb.testing.conformance.workloads import EntryWorkload
 
 __all__ = ["STATE_MACHINE_CHECKS", "check_state_machine", "digest"]
@@ -74,66 +81,6 @@ def check_state_machine(
     )
 
 
-def digest(machine: Any) -> tuple[Any, ...]:
-    """Everything a state machine holds, comparable with ``==``.
-
-    The snapshot stream format is canonical (keys and sessions sorted), so
-    two machines in the same state produce the same bytes; the reads and the
-    membership are compared too.
-    """
-    stream = b"".join(machine.snapshot(chunk_size=1 << 20))
-    return (
-        machine.applied_index,
-        machine.conf_state(),
-        machine.members(),
-        machine.range(),
-        stream,
-    )
-
-
-class _Log:
-    """Builds consecutive entries for a check."""
-
-    def __init__(self, index: int = 0, term: int = 1) -> None:
-        self.index = index
-        self.term = term
-
-    def _next(self, kind: EntryType, data: bytes) -> Entry:
-        self.index += 1
-        return Entry(self.term, self.index, kind, data)
-
-    def cmd(self, command: Command) -> Entry:
-        return self._next(EntryType.NORMAL, command.encode())
-
-    def put(self, key: bytes, value: bytes, **kw: Any) -> Entry:
-        return self.cmd(Command.put(key, value, **kw))
-
-    def delete(self, key: bytes, **kw: Any) -> Entry:
-        return self.cmd(Command.delete(key, **kw))
-
-    def noop(self) -> Entry:
-        return self._next(EntryType.NORMAL, b"")
-
-    def raw(self, data: bytes, kind: EntryType = EntryType.NORMAL) -> Entry:
-        return self._next(kind, data)
-
-    def conf(self, kind: ConfChangeType, node_id: int, url: bytes = b"") -> Entry:
-        return self._next(EntryType.CONF_CHANGE, ConfChange(kind, node_id, url).encode())
-
-
-def _one(machine: Any, entry: Entry) -> Any:
-    results = machine.apply([entry])
-    expect_equal(len(results), 1, "number of results for one entry")
-    return results[0]
-
-
-def _kv(machine: Any, entry: Entry) -> KVResult:
-    result = _one(machine, entry)
-    expect(isinstance(result, KVResult), f"result of a command is {result!r}")
-    assert isinstance(result, KVResult)
-    return result
-
-
 @_register()
 def check_empty(ctx: CheckContext) -> None:
     """A new state machine: nothing applied, no keys, no members."""
@@ -150,18 +97,18 @@ def check_empty(ctx: CheckContext) -> None:
 def check_put_get_delete(ctx: CheckContext) -> None:
     """Puts set create and mod indexes; overwrites keep create; deletes forget both."""
     m, log = ctx.open(), _Log()
-    expect_equal(_kv(m, log.put(b"a", b"1")), KVResult(1, CommandStatus.OK, 1, 1, 0), "first put")
+    expect_equal(_kv(m, log.put(b"a", b"1")), _put_ok(1, b"a", b"1", 1, 0), "first put")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"1", 1, 1), "get after put")
-    expect_equal(_kv(m, log.put(b"a", b"2")), KVResult(2, CommandStatus.OK, 1, 2, 1), "overwrite")
+    expect_equal(_kv(m, log.put(b"a", b"2")), _put_ok(2, b"a", b"2", 1, 1), "overwrite")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"2", 1, 2), "get after overwrite")
-    expect_equal(_kv(m, log.put(b"b", b"")), KVResult(3, CommandStatus.OK, 3, 3, 0), "empty value")
+    expect_equal(_kv(m, log.put(b"b", b"")), _put_ok(3, b"b", b"", 3, 0), "empty value")
     expect_equal(m.get(b"b"), KeyValue(b"b", b"", 3, 3), "get of an empty value")
-    expect_equal(_kv(m, log.delete(b"a")), KVResult(4, CommandStatus.OK, 0, 0, 2), "delete")
+    expect_equal(_kv(m, log.delete(b"a")), _delete_ok(4, b"a", 2), "delete")
     expect_equal(m.get(b"a"), None, "get after delete")
     expect_equal(
         _kv(m, log.delete(b"a")), KVResult(5, CommandStatus.OK, 0, 0, 0), "delete of nothing"
     )
-    expect_equal(_kv(m, log.put(b"a", b"3")), KVResult(6, CommandStatus.OK, 6, 6, 0), "recreate")
+    expect_equal(_kv(m, log.put(b"a", b"3")), _put_ok(6, b"a", b"3", 6, 0), "recreate")
     big = bytes(range(256)) * 4096
     expect_equal(
         _kv(m, log.put(b"\x00\xff", big)).status, CommandStatus.OK, "1 MiB value, binary key"
@@ -175,7 +122,7 @@ def check_conditions(ctx: CheckContext) -> None:
     """Compare-and-set on mod index, create-only, conditional delete; failures change nothing."""
     m, log = ctx.open(), _Log()
     created = _kv(m, log.put(b"k", b"v1", create_only=True))
-    expect_equal(created, KVResult(1, CommandStatus.OK, 1, 1, 0), "create-only of a new key")
+    expect_equal(created, _put_ok(1, b"k", b"v1", 1, 0), "create-only of a new key")
     again = _kv(m, log.put(b"k", b"v2", create_only=True))
     expect_equal(
         again,
@@ -188,7 +135,7 @@ def check_conditions(ctx: CheckContext) -> None:
     )
     expect_equal(m.get(b"k"), KeyValue(b"k", b"v1", 1, 1), "value after failed conditions")
     swapped = _kv(m, log.put(b"k", b"v4", if_mod=1))
-    expect_equal(swapped, KVResult(4, CommandStatus.OK, 1, 4, 1), "CAS on the right index")
+    expect_equal(swapped, _put_ok(4, b"k", b"v4", 1, 1), "CAS on the right index")
     missing = _kv(m, log.put(b"nope", b"x", if_mod=4))
     expect_equal(
         missing, KVResult(5, CommandStatus.CONDITION_FAILED, 0, 0, 0), "CAS on a missing key"
@@ -198,7 +145,7 @@ def check_conditions(ctx: CheckContext) -> None:
         refused, KVResult(6, CommandStatus.CONDITION_FAILED, 1, 4, 4), "delete on a wrong index"
     )
     deleted = _kv(m, log.delete(b"k", if_mod=4))
-    expect_equal(deleted, KVResult(7, CommandStatus.OK, 0, 0, 4), "delete on the right index")
+    expect_equal(deleted, _delete_ok(7, b"k", 4), "delete on the right index")
     expect_equal(m.get(b"nope"), None, "a failed CAS creates nothing")
     expect_equal(m.range(), [], "no keys left")
 
@@ -354,6 +301,8 @@ def check_session_expiry(ctx: CheckContext) -> None:
     snap = SnapshotReader(m.snapshot())
     list(snap.kv_batches())
     names = [s.client_id for batch in snap.session_batches() for s in batch]
+    list(snap.lease_batches())
+    list(snap.history_batches())
     snap.finish()
     expect_equal(names, [b"old", b"young"], "sessions in the snapshot")
 
@@ -675,3 +624,9 @@ def check_crash_during_applies(ctx: CheckContext) -> None:
 def check_crash_during_restore(ctx: CheckContext) -> None:
     """kill -9 inside restore leaves the old state whole; after it, the new state is there."""
     run_restore_crash(ctx.require_reference(), ctx.path("crash"), seed=78)
+
+
+# The checks of transactions, leases and the watch history, then the durable
+# checks last (a stable sort keeps each group's order).
+STATE_MACHINE_CHECKS.extend(WATCH_LEASE_CHECKS)
+STATE_MACHINE_CHECKS.sort(key=lambda check: check.durable)

@@ -1,0 +1,274 @@
+"""``GET /v1/watch``: the changes under a prefix (or to one key) as server-sent events.
+
+One event per change, in index order, from the node's
+:class:`~raftdb.node.handle.Watcher`::
+
+    id: 57
+    event: put
+    data: {"key":"app/a","value_b64":"Mg==","value":"2","create_index":12,"mod_index":57}
+
+``id`` is the change's log index (a transaction's changes share it and come
+one after the other), so a client that reconnects with ``Last-Event-ID``
+(or ``since``) resumes exactly after what it saw, on any member. Idle, the
+node sends ``progress`` events (``id`` = the index up to which this watch has
+seen everything); a watch the node ends gets a final ``closed`` event saying
+why (too slow to keep up, with the index to resume from). Everything that
+can go wrong before the stream starts is an ordinary JSON error: ``400``
+(bad parameters, ``since`` after the node's index), ``410 compacted`` (with
+``oldest_index``), ``429`` (``max_watchers``), ``503``.
+
+The stream is a small ASGI loop of its own (:class:`EventStream`), not
+Starlette's ``StreamingResponse``: it listens for the client's disconnect
+while it waits for events (an idle watch writes nothing for seconds, and
+under ASGI 2.3 a write to a gone client is silently dropped), and it always
+closes the node's watcher when it ends, however it ends, so that a client
+that goes away frees its watcher at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Message, Receive, Scope, Send
+
+from raftdb.config import NodeConfig
+from raftdb.http.bodies import key_json, value_json
+from raftdb.http.errors import log_late_error
+from raftdb.http.params import parse_bool, parse_index, parse_query, show_key
+from raftdb.http.spec import INT, PathItem, Schema, error, errors, header
+from raftdb.kv.changes import ChangeKind
+from raftdb.node.errors import BadRequestError, TooLargeError
+from raftdb.node.handle import NodeHandle, Watcher, WatchEvent
+
+__all__ = ["EVENT_STREAM", "OPENAPI_PATHS", "SCHEMAS", "EventStream", "event_bytes", "watch_routes"]
+
+#: The content type of a server-sent event stream.
+EVENT_STREAM: Final = "text/event-stream"
+_WATCH_QUERY: Final = frozenset({"prefix", "key", "since", "prev"})
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_HEADERS: Final = {
+    "cache-control": "no-cache",
+    # Proxies (nginx) must pass events on as they come, not buffer them.
+    "x-accel-buffering": "no",
+}
+
+
+def event_bytes(event: WatchEvent, *, prev: bool) -> bytes:
+    """One event in the ``text/event-stream`` format (``docs/api.md``).
+
+    Args:
+        event: from the node's watcher.
+        prev: the watch asked for ``prev=true``: add the previous value (when the
+            history holds it) and ``prev_mod_index``.
+    """
+    kind = event.kind
+    if kind == "progress":
+        data: dict[str, Any] = {"applied_index": event.index}
+        return f"id: {event.index}\nevent: progress\ndata: {_JSON.encode(data)}\n\n".encode()
+    if kind == "closed":
+        return f"event: closed\ndata: {_JSON.encode(event.data or {})}\n\n".encode()
+    change = event.change
+    assert change is not None, event
+    data = {
+        **key_json(change.key),
+        **value_json(change.value),
+        "create_index": change.create_index,
+        "mod_index": change.mod_index,
+    }
+    if prev:
+        data["prev_mod_index"] = change.prev_mod_index
+        if event.prev is not None:
+            data.update(value_json(event.prev.value, "prev_value"))
+    name = "put" if change.kind is ChangeKind.PUT else "delete"
+    return f"id: {event.index}\nevent: {name}\ndata: {_JSON.encode(data)}\n\n".encode()
+
+
+class EventStream(StreamingResponse):
+    """The answer to a watch: the watcher's events as they come, until one side ends it.
+
+    It ends after a ``closed`` event or when the watcher runs out, or when
+    the client disconnects (then quietly: nobody is left to tell). In every
+    case the watcher is closed before the answer returns.
+    """
+
+    def __init__(self, watcher: Watcher, *, prev: bool, head: bool = False) -> None:
+        super().__init__((), media_type=EVENT_STREAM, headers=_HEADERS)
+        self.watcher = watcher
+        self.prev = prev
+        self.head = head
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def listen() -> None:
+            """Cancel the stream when the client disconnects."""
+            nonlocal gone
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone = True
+                    task.cancel()
+                    return
+
+        listener = asyncio.ensure_future(listen())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if not self.head:
+                await self._stream(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone or task.uncancel() > 0:
+                raise  # cancelled from outside (the server stops): not ours to swallow
+        except OSError:  # a server that reports a gone client by failing the write
+            pass
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            try:
+                await self.watcher.aclose()
+            except Exception as exc:  # the answer has started: only the log can tell
+                log_late_error(exc)
+
+    async def _stream(self, send: Send) -> None:
+        prev = self.prev
+        async for event in self.watcher:
+            body = event_bytes(event, prev=prev)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if event.kind == "closed":
+                return
+
+
+# -- OpenAPI: what this route answers (raftdb.http.openapi gathers it) ----------------
+
+#: The component schemas of this module (an event's ``data``).
+SCHEMAS: Final[dict[str, Schema]] = {
+    "WatchEvent": {
+        "type": "object",
+        "description": "The `data` of a `put` or `delete` event (the `id` line is its "
+        "`mod_index`). A delete has an empty value and `create_index` 0.",
+        "required": ["value_b64", "create_index", "mod_index"],
+        "properties": {
+            "key": {"type": "string", "description": "The key, when it is UTF-8."},
+            "key_b64": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "The key in base64, when it is not UTF-8.",
+            },
+            "value_b64": {"type": "string", "contentEncoding": "base64"},
+            "value": {"type": "string", "description": "The value, when it is UTF-8."},
+            "create_index": INT,
+            "mod_index": INT,
+            "prev_mod_index": {**INT, "description": "With `prev=true`: 0 if it was absent."},
+            "prev_value_b64": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "With `prev=true`: the previous value, when the history holds it.",
+            },
+            "prev_value": {"type": "string", "description": "The same, when it is UTF-8."},
+        },
+    },
+}
+_EVENTS_DESCRIPTION: Final = (
+    "Server-sent events. `put`/`delete`: `id: <index>`, `data:` a `WatchEvent` object. "
+    '`progress`: `id: <index>`, `data: {"applied_index": <index>}`: every change up to it '
+    'was sent. `closed`, last: `data: {"error": "watcher_too_slow", "since": <index>}` '
+    "(resume with `since`) or "
+    '`{"error": "compacted", "oldest_index": <index>}`.'
+)
+#: The OpenAPI path item of :func:`watch_routes`.
+OPENAPI_PATHS: Final[dict[str, PathItem]] = {
+    "/v1/watch": {
+        "get": {
+            "summary": "Follow the changes under a prefix, or to a key (server-sent events)",
+            "operationId": "watch",
+            "tags": ["watch"],
+            "description": "Resumable: reconnect with `Last-Event-ID` (or `since`) to continue "
+            "exactly after the last event seen, on any member. `curl -N` follows it.",
+            "parameters": [
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "description": "Watch the keys starting with these bytes (default: all).",
+                    "schema": {"type": "string", "default": ""},
+                },
+                {
+                    "name": "key",
+                    "in": "query",
+                    "description": "Watch this one key (not with `prefix`).",
+                    "schema": {"type": "string", "minLength": 1},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "description": "Send the changes after this index (default: from now, "
+                    "after a linearizable read of the current index).",
+                    "schema": INT,
+                },
+                {
+                    "name": "prev",
+                    "in": "query",
+                    "description": "Add the previous value and `prev_mod_index` to each event.",
+                    "schema": {"type": "boolean", "default": False},
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "description": "The `id` of the last event seen: wins over `since`.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": _EVENTS_DESCRIPTION,
+                    "headers": {"Cache-Control": header("`no-cache`.")},
+                    "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+                },
+                "410": error(
+                    "410",
+                    "`since` is older than the retained history (`compacted`); "
+                    "`oldest_index` is the oldest index a watch may start from.",
+                ),
+                "429": error("429", "This node has `max_watchers` watchers (`too_many_requests`)."),
+                **errors("400", "413", "503"),
+            },
+        },
+    },
+}
+
+
+def watch_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
+    """The ``/v1/watch`` route."""
+    max_key_bytes = config.max_key_bytes
+
+    async def watch(request: Request) -> Response:
+        query = parse_query(request.scope, _WATCH_QUERY)
+        prefix = query.get("prefix", b"")
+        key = query.get("key")
+        if key is not None:
+            if "prefix" in query:
+                raise BadRequestError("give prefix or key, not both")
+            if not key:
+                raise BadRequestError("key is empty: give the key to watch, or a prefix")
+            if len(key) > max_key_bytes:
+                raise TooLargeError(
+                    f"the key {show_key(key)} is {len(key)} bytes, over the limit of "
+                    f"{max_key_bytes} (max_key_bytes): no key can be that long"
+                )
+        prev = parse_bool("prev", query.get("prev"))
+        since = parse_index("since", query["since"]) if "since" in query else None
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id is not None:  # a reconnecting EventSource: where it stopped
+            since = parse_index("Last-Event-ID", last_event_id)
+        watcher = await node.watch(prefix=prefix, key=key, since=since)
+        return EventStream(watcher, prev=prev, head=request.method == "HEAD")
+
+    return [Route("/v1/watch", watch, methods=["GET"], name="watch")]
