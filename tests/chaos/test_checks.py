@@ -136,7 +136,7 @@ def test_watcher_resumes_after_the_last_complete_index_and_records_segments() ->
     assert (first.since, first.end, first.ended_by) == (0, 8, "eof")
     assert first.events == h.events[:3]
     assert first.partial == h.events[3:4]
-    assert (second.since, second.end, second.ended_by) == (8, 9, "too_slow")
+    assert (second.since, second.end, second.ended_by) == (8, 9, "closed_watcher_too_slow")
     assert second.events == h.events[3:]
     assert not second.partial
     assert third.ended_by == "busy"

@@ -15,7 +15,13 @@ to the same member or another one, resuming with ``Last-Event-ID`` or
   (``partial``) and the watcher resumes before it, so that it never loses the
   rest of a transaction (resuming after the cut index would);
 - a ``progress`` event with index ``I`` says everything up to ``I`` was
-  delivered: the resume point moves to ``I``.
+  delivered: the resume point moves to ``I``; so does a ``closed`` event with
+  ``since`` (too slow, node removed or stopping: resume after ``since``).
+  A ``closed`` without it (``compacted``) is a failure here: the chaos
+  cluster keeps the whole history.
+
+Besides, a watcher hangs up on its own after a random 1 to 5 s
+(:data:`HANG_UP`), so that resuming is exercised anywhere in the stream.
 
 A connection's record is a :class:`Segment`: the index it started after, the
 index up to which it claims to have seen everything (``end``), and the events.
@@ -64,7 +70,11 @@ __all__ = [
 
 #: A stream silent this long is taken as dead (the nodes send ``progress`` every
 #: ``watch_progress_s``, 0.5 s in the chaos cluster): the watcher reconnects.
-READ_TIMEOUT: Final = 3.0
+READ_TIMEOUT: Final = 2.0
+#: A watcher also hangs up on its own after this many seconds (drawn for each
+#: connection), wherever the stream is, so that resuming is exercised at every
+#: kind of point (mid-transaction too), between faults as well as during them.
+HANG_UP: Final = (1.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,7 @@ class Watcher:
                 urls = self.urls()
                 if self.rng.random() < 0.5:  # the same member half the time, else another
                     node = self.rng.choice([i for i in range(len(urls)) if i != node] or [node])
-                if segment.ended_by in ("refused", "http_error", "busy"):
+                if segment.ended_by in ("refused", "http_error", "busy", "malformed"):
                     await asyncio.sleep(self.rng.uniform(0.1, 0.3))  # nobody serves: do not spin
 
     async def _connect(self, http: httpx.AsyncClient, segment: Segment) -> None:
@@ -204,8 +214,9 @@ class Watcher:
             async with http.stream("GET", url, params=params, headers=headers) as r:
                 if r.status_code != 200:
                     body = (await r.aread()).decode(errors="replace")[:300]
-                    segment.ended_by = "busy" if r.status_code in (429, 503) else "refused"
-                    if r.status_code not in (429, 503):
+                    busy = r.status_code in (429, 503, 504)
+                    segment.ended_by = "busy" if busy else "refused"
+                    if not busy:
                         self.errors.append(
                             f"watcher {self.name}: {r.status_code} {body} for since "
                             f"{segment.since} on node {segment.node + 1}"
@@ -225,9 +236,13 @@ class Watcher:
 
     async def _follow(self, r: httpx.Response, segment: Segment) -> None:
         parser = SSEParser()
+        hang_up = time.monotonic() + self.rng.uniform(*HANG_UP)
         async for line in r.aiter_lines():
             if self.halt.is_set():
                 segment.ended_by = "halt"
+                return
+            if time.monotonic() > hang_up:
+                segment.ended_by = "hang_up"
                 return
             dispatched = parser.feed(line)
             if dispatched is None:
@@ -265,16 +280,19 @@ class Watcher:
             segment.partial = []
 
     def _closed(self, segment: Segment, data: dict[str, Any]) -> None:
+        """A ``closed`` event: with ``since`` (too slow, node removed or stopping) the
+        watch resumes after it, elsewhere too; without (``compacted``) it cannot."""
         error = data.get("error")
-        if error == "watcher_too_slow" and isinstance(data.get("since"), int):
-            since: int = data["since"]
+        since = data.get("since")
+        segment.ended_by = f"closed_{error}"
+        self.counts[f"closed_{error}"] += 1
+        if isinstance(since, int):
             if segment.partial and segment.partial[0].index <= since:
                 self._complete(segment)  # the server never splits an index
             segment.end = max(segment.end, since)
-            segment.ended_by = "too_slow"
-            self.counts["too_slow"] += 1
+            if error == "watcher_too_slow":
+                self.counts["too_slow"] += 1
             return
-        segment.ended_by = f"closed_{error}"
         self.errors.append(f"watcher {self.name} on node {segment.node + 1}: closed with {data}")
 
 
