@@ -4,7 +4,7 @@ A lease is a time to live shared by keys (``PUT /v1/kv/{key}?lease=ID``
 attaches one). Ids are decimal strings in JSON and paths: they are log
 indexes, which JSON numbers hold exactly, but etcd's JSON gateway writes its
 64-bit ids as strings and clients written for it expect that. ``ttl`` is whole
-seconds, from :func:`min_lease_ttl` (above the election timeout, so that a
+seconds, from ``NodeConfig.min_lease_ttl`` (above the election timeout, so that a
 leader change, which gives every lease a fresh full TTL, cannot expire a
 lease that was kept alive) to :data:`~raftdb.kv.changes.MAX_LEASE_TTL`; a
 ``ttl`` outside is a ``400`` naming the bound, never silently raised.
@@ -17,7 +17,6 @@ and keeping one alive keeps them. Granting touches no key.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -47,23 +46,11 @@ __all__ = [
     "SCHEMAS",
     "lease_json",
     "lease_routes",
-    "min_lease_ttl",
 ]
 
 _GRANT_FIELDS: Final = frozenset({"ttl"})
 _READ_QUERY: Final = frozenset({"consistency"})
 _NO_QUERY: Final = frozenset[str]()
-
-
-def min_lease_ttl(config: NodeConfig) -> int:
-    """The shortest TTL a lease may have: ``max(2, ceil(2 * election timeout))`` seconds.
-
-    Twice the election timeout (``election_ticks`` ticks, randomised up to
-    twice that): the longest wait for a new leader, during which keep-alives
-    cannot commit. The node holds the same bound (``Node.lease_grant``).
-    """
-    election_s = config.election_ticks * config.tick_ms / 1000
-    return max(2, math.ceil(2 * election_s))
 
 
 def lease_json(lease: LeaseInfo, *, keys: bool) -> dict[str, Any]:
@@ -262,7 +249,7 @@ def lease_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
     """The ``/v1/leases`` routes."""
     limit = config.max_request_bytes
     body_timeout = config.body_timeout_s
-    minimum = min_lease_ttl(config)
+    minimum = config.min_lease_ttl
 
     async def check_lease_keys(request: Request, lease_id: int) -> None:
         """For a token limited to prefixes: every key of the lease must be under them."""

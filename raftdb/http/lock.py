@@ -124,7 +124,11 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
             },
             "responses": {
                 "200": json_body(ref("Lock"), "Held."),
-                "404": error("404", "No such lease (`lease_not_found`)."),
+                "404": error(
+                    "404",
+                    "No such lease, or it ended while waiting (`lease_not_found`); the "
+                    "waiting key was deleted by someone else (`lock_not_held`).",
+                ),
                 "408": error(
                     "408",
                     "Not acquired within `wait` (`request_timeout`); the waiting key "

@@ -268,7 +268,7 @@ def watch_routes(node: NodeHandle, config: NodeConfig) -> list[BaseRoute]:
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is not None:  # a reconnecting EventSource: where it stopped
             since = parse_index("Last-Event-ID", last_event_id)
-        watcher = await node.watch(prefix=prefix, key=key, since=since)
+        watcher = await node.watch(prefix=prefix, key=key, since=since, prev=prev)
         return EventStream(watcher, prev=prev, head=request.method == "HEAD")
 
     return [Route("/v1/watch", watch, methods=["GET"], name="watch")]

@@ -425,12 +425,15 @@ class NodeHandle(Protocol):
         prefix: bytes = b"",
         key: bytes | None = None,
         since: int | None = None,
+        prev: bool = True,
     ) -> Watcher:
         """A stream of the changes of ``key`` (or under ``prefix``) after index ``since``.
 
         ``since=None`` starts from now, after a ReadIndex (linearizable: every
         change committed before the call is before the stream). Each event's
-        ``prev`` is the key before the change while the history holds it.
+        ``prev`` is the key before the change while the history holds it;
+        ``prev=False`` leaves it ``None`` (no look-up: a watch that does not
+        show previous values, ``GET /v1/watch`` without ``prev=true``).
 
         Raises:
             BadRequestError: ``since`` is after the cluster's last index (``400``).

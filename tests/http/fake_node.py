@@ -80,11 +80,14 @@ class FakeLease:
 class FakeWatcher:
     """A watcher of the fake: catches up from the history, then follows live changes."""
 
-    def __init__(self, node: FakeNode, prefix: bytes, key: bytes | None, since: int) -> None:
+    def __init__(
+        self, node: FakeNode, prefix: bytes, key: bytes | None, since: int, prev: bool
+    ) -> None:
         self.node = node
         self.prefix = prefix
         self.key = key
         self.since = since
+        self.prev = prev
         self.queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
         self.ended = False  # a closed event was delivered
         self.closed = False  # aclose() was called
@@ -95,7 +98,8 @@ class FakeWatcher:
     def offer(self, change: Change) -> None:
         if not self.closed and change.index > self.since and self.matches(change.key):
             kind: WatchEventKind = "put" if change.kind is ChangeKind.PUT else "delete"
-            self.queue.put_nowait(WatchEvent(kind, change.index, change, self.node.prev_of(change)))
+            prev = self.node.prev_of(change) if self.prev else None
+            self.queue.put_nowait(WatchEvent(kind, change.index, change, prev))
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self
@@ -506,9 +510,14 @@ class FakeNode:
     # -- watch ------------------------------------------------------------------------
 
     async def watch(
-        self, *, prefix: bytes = b"", key: bytes | None = None, since: int | None = None
+        self,
+        *,
+        prefix: bytes = b"",
+        key: bytes | None = None,
+        since: int | None = None,
+        prev: bool = True,
     ) -> FakeWatcher:
-        self.calls.append(("watch", prefix, key, since))
+        self.calls.append(("watch", prefix, key, since, prev))
         self._check()
         if since is None:
             since = self.index  # "now": the fake's read index
@@ -522,7 +531,7 @@ class FakeNode:
             )
         if len(self.watchers) >= self.max_watchers:
             raise TooManyRequestsError(f"{len(self.watchers)} watchers (max_watchers)")
-        watcher = FakeWatcher(self, prefix, key, since)
+        watcher = FakeWatcher(self, prefix, key, since, prev)
         for change in self.history:
             watcher.offer(change)
         self.watchers.append(watcher)

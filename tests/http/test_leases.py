@@ -8,7 +8,6 @@ import pytest
 
 from raftdb.config import NodeConfig
 from raftdb.http.app import create_api
-from raftdb.http.leases import min_lease_ttl
 from raftdb.kv.changes import MAX_LEASE_TTL
 from raftdb.node.errors import ServiceUnavailableError
 from tests.http.conftest import CLUSTER
@@ -49,7 +48,11 @@ class TestGrant:
         self, tick_ms: int, election_ticks: int, minimum: int
     ) -> None:
         config = NodeConfig(id=1, cluster=CLUSTER, tick_ms=tick_ms, election_ticks=election_ticks)
-        assert min_lease_ttl(config) == minimum
+        assert config.min_lease_ttl == minimum
+        with TestClient(create_api(FakeNode(), config)) as client:
+            assert client.post("/v1/leases", json={"ttl": minimum}).status_code == 201
+            response = client.post("/v1/leases", json={"ttl": minimum - 1})
+            assert f"from {minimum} (the minimum" in response.json()["message"]
 
     @pytest.mark.parametrize(
         ("body", "words"),

@@ -126,7 +126,7 @@ class TestStream:
         async def scenario() -> None:
             call = Call(_app(node, config), "GET", "/v1/watch")
             await call.until("the watch starts", lambda: bool(node.watchers))
-            assert node.calls[-1] == ("watch", b"", None, None)
+            assert node.calls[-1] == ("watch", b"", None, None, False)
             await node.put(b"a", b"new")
             events = await call.events(1)
             assert [e["id"] for e in events] == ["2"]
@@ -158,6 +158,7 @@ class TestStream:
         async def scenario() -> None:
             call = Call(_app(node, config), "GET", "/v1/watch", query=b"key=k&since=0&prev=true")
             events = await call.events(2)
+            assert node.calls[-1] == ("watch", b"", b"k", 0, True)
             assert [e["id"] for e in events] == ["1", "3"]
             second = json.loads(events[1]["data"])
             assert second["prev_mod_index"] == 1
@@ -180,7 +181,7 @@ class TestStream:
             )
             events = await call.events(1)
             assert [e["id"] for e in events] == ["3"]
-            assert node.calls[-1] == ("watch", b"", None, 2)
+            assert node.calls[-1] == ("watch", b"", None, 2, False)
             call.disconnect()
             await call.finished()
 
