@@ -20,8 +20,11 @@ to the same member or another one, resuming with ``Last-Event-ID`` or
   A ``closed`` without it (``compacted``) is a failure here: the chaos
   cluster keeps the whole history.
 
-Besides, a watcher hangs up on its own after a random 1 to 5 s
-(:data:`HANG_UP`), so that resuming is exercised anywhere in the stream.
+Besides, a watcher may hang up on its own after a random 1 to 5 s
+(:data:`HANG_UP`), so that resuming is exercised anywhere in the stream; the
+workload leaves one watcher per member without it, following as ``curl -N``
+does, only ever cut by the faults (a node that cannot stop gracefully while a
+stream is open shows up as a ``stop`` fault that fails).
 
 A connection's record is a :class:`Segment`: the index it started after, the
 index up to which it claims to have seen everything (``end``), and the events.
@@ -46,6 +49,7 @@ import asyncio
 import base64
 import bisect
 import json
+import math
 import random
 import threading
 import time
@@ -57,6 +61,7 @@ from typing import Any, Final
 import httpx
 
 __all__ = [
+    "HANG_UP",
     "READ_TIMEOUT",
     "KeyState",
     "Segment",
@@ -178,6 +183,8 @@ class Watcher:
     segments: list[Segment] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    #: Hang up after a random time in this range (seconds); None: only after errors.
+    hang_up: tuple[float, float] | None = HANG_UP
     #: The HTTP transport (tests give a mock one); None: the network.
     transport: httpx.AsyncBaseTransport | None = None
 
@@ -196,11 +203,20 @@ class Watcher:
                 if self.halt.is_set():
                     break
                 self.counts["reconnects"] += 1
-                urls = self.urls()
-                if self.rng.random() < 0.5:  # the same member half the time, else another
-                    node = self.rng.choice([i for i in range(len(urls)) if i != node] or [node])
+                node = self._next_node(node, segment)
                 if segment.ended_by in ("refused", "http_error", "busy", "malformed"):
                     await asyncio.sleep(self.rng.uniform(0.1, 0.3))  # nobody serves: do not spin
+
+    def _next_node(self, node: int, segment: Segment) -> int:
+        """Where to reconnect. A watcher that hangs up: the same member half the time,
+        else another. One that does not (``curl -N``): home, unless home has just
+        refused it; away from home, it goes back after a while."""
+        others = [i for i in range(len(self.urls())) if i != node] or [node]
+        if self.hang_up is not None:
+            return node if self.rng.random() < 0.5 else self.rng.choice(others)
+        if node == self.home and segment.ended_by in ("refused", "busy"):
+            return self.rng.choice(others)
+        return self.home
 
     async def _connect(self, http: httpx.AsyncClient, segment: Segment) -> None:
         url = f"{self.urls()[segment.node]}/v1/watch"
@@ -236,7 +252,12 @@ class Watcher:
 
     async def _follow(self, r: httpx.Response, segment: Segment) -> None:
         parser = SSEParser()
-        hang_up = time.monotonic() + self.rng.uniform(*HANG_UP)
+        if self.hang_up is not None:
+            hang_up = time.monotonic() + self.rng.uniform(*self.hang_up)
+        elif segment.node != self.home:
+            hang_up = time.monotonic() + self.rng.uniform(*HANG_UP)  # then home again
+        else:
+            hang_up = math.inf
         async for line in r.aiter_lines():
             if self.halt.is_set():
                 segment.ended_by = "halt"

@@ -76,7 +76,7 @@ from raftdb.testing.linearizability import (
 from tests.chaos.attempts import ATTEMPTS, Attempt, Outcome, UnexpectedAnswer
 from tests.chaos.bank import Bank
 from tests.chaos.leases import LeaseClients
-from tests.chaos.watch import Watcher
+from tests.chaos.watch import HANG_UP, Watcher
 
 __all__ = [
     "ATTEMPTS",
@@ -189,6 +189,8 @@ class Workload:
                 urls,
                 random.Random(seed * 1000 + 900 + node * 10 + n),
                 self._halt,
+                # The first of each member follows as curl -N does: it never hangs up.
+                hang_up=None if n == 0 else HANG_UP,
             )
             for node in range(len(urls()))
             for n in range(watchers)
