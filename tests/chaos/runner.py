@@ -93,6 +93,10 @@ WATCH_HISTORY: Final = 500_000
 #: end stops at the first ``progress`` past the final index; watchers notice a
 #: dead stream within ``watch.READ_TIMEOUT``).
 WATCH_PROGRESS_S: Final = 0.5
+#: Events a node buffers per watcher: small, so that the bursts of entries a node
+#: applies after a fault overflow it now and then, and watchers are closed as too
+#: slow (with the index to resume from) and resume, as the contract says.
+WATCH_BUFFER: Final = 32
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ def run_chaos(
         "request_timeout_s": 2.0,
         "watch_history": WATCH_HISTORY,
         "watch_progress_s": WATCH_PROGRESS_S,
+        "watch_buffer": WATCH_BUFFER,
         **dict(scenario.settings),
     }
     c = make_cluster(
