@@ -352,12 +352,21 @@ class Simulation:
                 heapq.heappush(self.network, (self.now + delay, self.msg_seq, m))
 
     def _deliver_one(self) -> bool:
-        """Deliver one due message, picked at random among the first few (reordering)."""
-        due = [i for i in range(min(4, len(self.network))) if self.network[i][0] <= self.now]
+        """Deliver one due message, picked at random among the first few (reordering).
+
+        The few are popped and the others pushed back: O(log n) however long
+        the queue grows (re-heapifying the whole queue per delivery made a
+        backlogged seed take minutes).
+        """
+        network = self.network
+        due: list[tuple[int, int, Message]] = []
+        while network and network[0][0] <= self.now and len(due) < 4:
+            due.append(heapq.heappop(network))
         if not due:
             return False
-        _, _, m = self.network.pop(self.rng.choice(due))
-        heapq.heapify(self.network)
+        _, _, m = due.pop(self.rng.randrange(len(due)))
+        for item in due:
+            heapq.heappush(network, item)
         node = self.nodes.get(m.to)
         if (m.frm, m.to) in self.cut or node is None or node.raw is None:
             self._report_snapshot(m, ok=False)
