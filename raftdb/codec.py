@@ -67,6 +67,8 @@ class RecordKind(IntEnum):
     CONF_STATE = 5
     STATE_MACHINE_META = 6
     SESSION = 7
+    LEASE = 8
+    CHANGE = 9
 
 
 _HEADER = struct.Struct(">BI")  # kind, crc32(payload) seeded with the kind

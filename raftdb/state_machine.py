@@ -10,14 +10,28 @@ the shipped plugins to that), so those modules can move without breaking it:
   applies entries with, over its own storage;
 - the snapshot stream every state machine reads and writes
   (:class:`SnapshotStream`, :class:`SnapshotReader`, :func:`encode_stream`, ...);
-- the records a plugin stores (:class:`SessionState`, :func:`encode_session`, ...)
-  and the helpers the shipped plugins use (:class:`RWLock`, :func:`prefix_end`).
+- the records a plugin stores (:class:`SessionState`, :class:`Lease`,
+  :class:`Change` and their sealed encodings :func:`encode_session`,
+  :func:`encode_lease`, :func:`encode_change`, ...) and the helpers the
+  shipped plugins use (:class:`RWLock`, :func:`prefix_end`, :class:`History`
+  for a copy of the watch history that readers see).
 """
 
 from __future__ import annotations
 
 from raftdb.codec import CorruptionError
 from raftdb.kv.applier import AppliedBatch, Applier, KVBackend
+from raftdb.kv.changes import (
+    DEFAULT_WATCH_HISTORY,
+    Change,
+    ChangeKind,
+    History,
+    Lease,
+    decode_change,
+    decode_lease,
+    encode_change,
+    encode_lease,
+)
 from raftdb.kv.commands import ApplyResult, KeyValue, SessionState, decode_session, encode_session
 from raftdb.kv.rwlock import RWLock
 from raftdb.kv.snapshot import (
@@ -37,13 +51,18 @@ from raftdb.kv.state_machine import MemoryStateMachine, StateMachine, check_rang
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_WATCH_HISTORY",
     "AppliedBatch",
     "Applier",
     "ApplyResult",
+    "Change",
+    "ChangeKind",
     "CorruptionError",
+    "History",
     "KVBackend",
     "KVRecord",
     "KeyValue",
+    "Lease",
     "MemoryStateMachine",
     "RWLock",
     "SessionState",
@@ -55,9 +74,13 @@ __all__ = [
     "SortedKeys",
     "StateMachine",
     "check_range_args",
+    "decode_change",
     "decode_info",
+    "decode_lease",
     "decode_session",
+    "encode_change",
     "encode_info",
+    "encode_lease",
     "encode_session",
     "encode_stream",
     "prefix_end",

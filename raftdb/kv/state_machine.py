@@ -2,8 +2,8 @@
 
 A state machine holds what the committed log means: the keys, plus the small
 replicated state an :class:`~raftdb.kv.applier.Applier` keeps (applied index and term,
-membership, client sessions). Its contract is hashicorp raft's ``FSM`` made
-explicit (see each method):
+membership, client sessions, leases, the watch history). Its contract is
+hashicorp raft's ``FSM`` made explicit (see each method):
 
 - ``apply`` is deterministic and returns each entry's result to the client;
 - reads never see part of a batch;
@@ -11,9 +11,10 @@ explicit (see each method):
 - ``restore`` replaces all state, atomically.
 
 Threads. The driver calls ``apply`` and ``restore`` from one thread at a time
-(its apply worker). ``get``, ``range``, ``snapshot``, ``conf_state``,
-``members`` and :attr:`applied_index` may be called from any thread, at the
-same time as an ``apply``. ``close`` comes last, once the others have returned.
+(its apply worker). ``get``, ``range``, ``history``, ``lease``, ``leases``,
+``snapshot``, ``conf_state``, ``members`` and :attr:`applied_index` may be
+called from any thread, at the same time as an ``apply``. ``close`` comes
+last, once the others have returned.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from raftdb.kv.applier import Applier
-from raftdb.kv.changes import Change, Lease
+from raftdb.kv.changes import DEFAULT_WATCH_HISTORY, Change, Lease
 from raftdb.kv.commands import ApplyResult, KeyValue, SessionState
 from raftdb.kv.rwlock import RWLock
 from raftdb.kv.snapshot import (
     DEFAULT_CHUNK_SIZE,
     KVRecord,
+    SnapshotFormatError,
     SnapshotInfo,
     SnapshotReader,
     SnapshotStream,
@@ -215,7 +217,12 @@ def check_range_args(limit: int | None, max_bytes: int | None = None) -> None:
 
 
 class _DictBackend:
-    """The Applier's view of a MemoryStateMachine during one batch."""
+    """The Applier's view of a MemoryStateMachine during one batch.
+
+    The machine writes in place (readers are kept out by the write lock for
+    the whole batch), so the batch's own writes are visible to ``read`` and
+    ``scan`` as they are to ``load``.
+    """
 
     __slots__ = ("data", "keys")
 
@@ -236,6 +243,18 @@ class _DictBackend:
         del self.data[key]
         self.keys.discard(key)
 
+    def read(self, key: bytes) -> tuple[bytes, int, int] | None:
+        return self.data.get(key)
+
+    def scan(self, prefix: bytes, limit: int) -> tuple[list[KeyValue], bool]:
+        data = self.data
+        out: list[KeyValue] = []
+        for key in self.keys.irange(prefix, prefix_end(prefix)):
+            if len(out) == limit:
+                return out, True
+            out.append(KeyValue(key, *data[key]))
+        return out, False
+
 
 class MemoryStateMachine:
     """The state machine held in process memory: the ``memory`` plugin.
@@ -250,13 +269,24 @@ class MemoryStateMachine:
         path, sync: ignored (accepted for the plugin factory convention).
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES`; a cluster
             must use one value on every node.
+        watch_history: changes the watch history retains (``None``:
+            :data:`raftdb.kv.changes.DEFAULT_WATCH_HISTORY`).
     """
 
     def __init__(
-        self, path: Path | None = None, *, sync: bool = True, session_ttl: int | None = None
+        self,
+        path: Path | None = None,
+        *,
+        sync: bool = True,
+        session_ttl: int | None = None,
+        watch_history: int | None = None,
     ) -> None:
         self._lock = RWLock()
-        self._applier = Applier() if session_ttl is None else Applier(session_ttl=session_ttl)
+        options: dict[str, int] = {}
+        if session_ttl is not None:
+            options["session_ttl"] = session_ttl
+        options["history_limit"] = DEFAULT_WATCH_HISTORY if watch_history is None else watch_history
+        self._applier = Applier(**options)
         self._data: dict[bytes, tuple[bytes, int, int]] = {}
         self._keys = SortedKeys()
         self._closed = False
@@ -315,6 +345,21 @@ class MemoryStateMachine:
         with self._lock.read():
             return self._applier.conf_state
 
+    def history(self, after: int, limit: int) -> tuple[int, list[Change]]:
+        with self._lock.read():
+            self._check_open()
+            return self._applier.history_page(after, limit)
+
+    def lease(self, lease_id: int) -> Lease | None:
+        with self._lock.read():
+            self._check_open()
+            return self._applier.lease(lease_id)
+
+    def leases(self) -> list[Lease]:
+        with self._lock.read():
+            self._check_open()
+            return self._applier.leases()
+
     def members(self) -> dict[int, str]:
         with self._lock.read():
             return dict(self._applier.members)
@@ -329,13 +374,24 @@ class MemoryStateMachine:
             data = dict(self._data)
             keys = self._keys.copy()
             sessions = sorted(a.sessions.values(), key=lambda s: s.client_id)
+            leases = a.leases()  # immutable Lease objects
+            history, floor = a.history.changes(), a.history_floor
 
         def records() -> Iterator[KVRecord]:
             for key in keys:
                 value, create, mod = data[key]
                 yield key, value, create, mod
 
-        return SnapshotStream(info, encode_stream(info, records(), sessions, chunk_size))
+        chunks = encode_stream(
+            info,
+            records(),
+            sessions,
+            chunk_size,
+            leases=leases,
+            history=history,
+            history_floor=floor,
+        )
+        return SnapshotStream(info, chunks)
 
     def restore(self, chunks: Iterable[bytes]) -> SnapshotInfo:
         self._check_open()
@@ -349,13 +405,27 @@ class MemoryStateMachine:
         sessions: list[SessionState] = []
         for session_batch in reader.session_batches():
             sessions.extend(session_batch)
+        leases = [lease for batch in reader.lease_batches() for lease in batch]
+        history = [change for batch in reader.history_batches() for change in batch]
         reader.finish()
         info = reader.info
         keys = SortedKeys.from_sorted(ordered)
         with self._lock.write():
             self._check_open()
+            try:
+                self._applier.reset(
+                    info.index,
+                    info.term,
+                    info.conf_state,
+                    info.members,
+                    sessions,
+                    leases=leases,
+                    history=history,
+                    history_floor=reader.history_floor,
+                )
+            except ValueError as exc:  # the reader checks all of it; kept as a backstop
+                raise SnapshotFormatError(f"the snapshot's state is inconsistent: {exc}") from None
             self._data, self._keys = data, keys
-            self._applier.reset(info.index, info.term, info.conf_state, info.members, sessions)
         return info
 
     def close(self) -> None:

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from raftdb.codec import CorruptionError
 from raftdb.kv.applier import Applier
+from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import (
     MAX_CLIENT_ID_BYTES,
     Command,
     CommandStatus,
     ConfChangeResult,
     InvalidCommandError,
+    KeyValue,
     KVResult,
     NoopResult,
     Op,
@@ -42,6 +44,16 @@ class DictBackend:
 
     def remove(self, key: bytes) -> None:
         del self.data[key]
+
+    def read(self, key: bytes) -> tuple[bytes, int, int] | None:
+        return self.data.get(key)
+
+    def scan(self, prefix: bytes, limit: int) -> tuple[list[KeyValue], bool]:
+        keys = sorted(k for k in self.data if k.startswith(prefix))
+        return [KeyValue(k, *self.data[k]) for k in keys[:limit]], len(keys) > limit
+
+
+PUT = ChangeKind.PUT
 
 
 def put_entry(index: int, key: bytes, value: bytes = b"v", **kw: object) -> Entry:
@@ -142,8 +154,8 @@ def test_results_and_indexes() -> None:
     )
     assert out.results == [
         NoopResult(1),
-        KVResult(2, CommandStatus.OK, 2, 2, 0),
-        KVResult(3, CommandStatus.OK, 2, 3, 2),
+        KVResult(2, CommandStatus.OK, 2, 2, 0, changes=(Change(2, PUT, b"a", b"v", 2, 2, 0),)),
+        KVResult(3, CommandStatus.OK, 2, 3, 2, changes=(Change(3, PUT, b"a", b"v", 2, 3, 2),)),
         KVResult(4, CommandStatus.CONDITION_FAILED, 2, 3, 3),
         KVResult(5, CommandStatus.INVALID, message=out.results[4].message),  # type: ignore[union-attr]
     ]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import (
     MAX_SESSION_RESPONSES,
     SESSION_TTL_ENTRIES,
@@ -121,6 +122,18 @@ class _Log:
         return self._next(EntryType.CONF_CHANGE, ConfChange(kind, node_id, url).encode())
 
 
+def _put_ok(index: int, key: bytes, value: bytes, create: int, prev: int) -> KVResult:
+    """The result of a put that succeeded at ``index``, with its change."""
+    change = Change(index, ChangeKind.PUT, key, value, create, index, prev)
+    return KVResult(index, CommandStatus.OK, create, index, prev, changes=(change,))
+
+
+def _delete_ok(index: int, key: bytes, prev: int) -> KVResult:
+    """The result of a delete at ``index`` of a key last written at ``prev``."""
+    change = Change(index, ChangeKind.DELETE, key, b"", 0, index, prev)
+    return KVResult(index, CommandStatus.OK, 0, 0, prev, changes=(change,))
+
+
 def _one(machine: Any, entry: Entry) -> Any:
     results = machine.apply([entry])
     expect_equal(len(results), 1, "number of results for one entry")
@@ -150,18 +163,18 @@ def check_empty(ctx: CheckContext) -> None:
 def check_put_get_delete(ctx: CheckContext) -> None:
     """Puts set create and mod indexes; overwrites keep create; deletes forget both."""
     m, log = ctx.open(), _Log()
-    expect_equal(_kv(m, log.put(b"a", b"1")), KVResult(1, CommandStatus.OK, 1, 1, 0), "first put")
+    expect_equal(_kv(m, log.put(b"a", b"1")), _put_ok(1, b"a", b"1", 1, 0), "first put")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"1", 1, 1), "get after put")
-    expect_equal(_kv(m, log.put(b"a", b"2")), KVResult(2, CommandStatus.OK, 1, 2, 1), "overwrite")
+    expect_equal(_kv(m, log.put(b"a", b"2")), _put_ok(2, b"a", b"2", 1, 1), "overwrite")
     expect_equal(m.get(b"a"), KeyValue(b"a", b"2", 1, 2), "get after overwrite")
-    expect_equal(_kv(m, log.put(b"b", b"")), KVResult(3, CommandStatus.OK, 3, 3, 0), "empty value")
+    expect_equal(_kv(m, log.put(b"b", b"")), _put_ok(3, b"b", b"", 3, 0), "empty value")
     expect_equal(m.get(b"b"), KeyValue(b"b", b"", 3, 3), "get of an empty value")
-    expect_equal(_kv(m, log.delete(b"a")), KVResult(4, CommandStatus.OK, 0, 0, 2), "delete")
+    expect_equal(_kv(m, log.delete(b"a")), _delete_ok(4, b"a", 2), "delete")
     expect_equal(m.get(b"a"), None, "get after delete")
     expect_equal(
         _kv(m, log.delete(b"a")), KVResult(5, CommandStatus.OK, 0, 0, 0), "delete of nothing"
     )
-    expect_equal(_kv(m, log.put(b"a", b"3")), KVResult(6, CommandStatus.OK, 6, 6, 0), "recreate")
+    expect_equal(_kv(m, log.put(b"a", b"3")), _put_ok(6, b"a", b"3", 6, 0), "recreate")
     big = bytes(range(256)) * 4096
     expect_equal(
         _kv(m, log.put(b"\x00\xff", big)).status, CommandStatus.OK, "1 MiB value, binary key"
@@ -175,7 +188,7 @@ def check_conditions(ctx: CheckContext) -> None:
     """Compare-and-set on mod index, create-only, conditional delete; failures change nothing."""
     m, log = ctx.open(), _Log()
     created = _kv(m, log.put(b"k", b"v1", create_only=True))
-    expect_equal(created, KVResult(1, CommandStatus.OK, 1, 1, 0), "create-only of a new key")
+    expect_equal(created, _put_ok(1, b"k", b"v1", 1, 0), "create-only of a new key")
     again = _kv(m, log.put(b"k", b"v2", create_only=True))
     expect_equal(
         again,
@@ -188,7 +201,7 @@ def check_conditions(ctx: CheckContext) -> None:
     )
     expect_equal(m.get(b"k"), KeyValue(b"k", b"v1", 1, 1), "value after failed conditions")
     swapped = _kv(m, log.put(b"k", b"v4", if_mod=1))
-    expect_equal(swapped, KVResult(4, CommandStatus.OK, 1, 4, 1), "CAS on the right index")
+    expect_equal(swapped, _put_ok(4, b"k", b"v4", 1, 1), "CAS on the right index")
     missing = _kv(m, log.put(b"nope", b"x", if_mod=4))
     expect_equal(
         missing, KVResult(5, CommandStatus.CONDITION_FAILED, 0, 0, 0), "CAS on a missing key"
@@ -198,7 +211,7 @@ def check_conditions(ctx: CheckContext) -> None:
         refused, KVResult(6, CommandStatus.CONDITION_FAILED, 1, 4, 4), "delete on a wrong index"
     )
     deleted = _kv(m, log.delete(b"k", if_mod=4))
-    expect_equal(deleted, KVResult(7, CommandStatus.OK, 0, 0, 4), "delete on the right index")
+    expect_equal(deleted, _delete_ok(7, b"k", 4), "delete on the right index")
     expect_equal(m.get(b"nope"), None, "a failed CAS creates nothing")
     expect_equal(m.range(), [], "no keys left")
 
@@ -354,6 +367,8 @@ def check_session_expiry(ctx: CheckContext) -> None:
     snap = SnapshotReader(m.snapshot())
     list(snap.kv_batches())
     names = [s.client_id for batch in snap.session_batches() for s in batch]
+    list(snap.lease_batches())
+    list(snap.history_batches())
     snap.finish()
     expect_equal(names, [b"old", b"young"], "sessions in the snapshot")
 
