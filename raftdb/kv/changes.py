@@ -116,7 +116,8 @@ class Change:
         create = check_uint(create, "change create index")
         mod = check_uint(mod, "change mod index")
         prev = check_uint(prev, "change prev mod index")
-        if not key or index < 1 or mod != index or prev >= index:
+        # prev == index: the second put of a key in one transaction.
+        if not key or index < 1 or mod != index or prev > index:
             raise CorruptionError(f"change of key {key!r} at {index} has bad indexes")
         if kind == ChangeKind.PUT:
             if not 0 < create <= index:

@@ -72,14 +72,15 @@ class CheckContext:
     """What a check gets: the plugin's factory and a directory of its own.
 
     Attributes:
-        make: the plugin factory, called as ``make(path)``.
+        make: the plugin factory, called as ``make(path)`` (or with the
+            keyword arguments a check passes to :meth:`open`).
         directory: an empty directory for this check.
         reference: ``"module:attr"`` or an entry-point name that a child
             process can load the factory by (crash checks), or ``None``.
         opened: everything :meth:`open` made, closed by :meth:`close_all`.
     """
 
-    make: Callable[[Path], Any]
+    make: Callable[..., Any]
     directory: Path
     reference: str | None = None
     opened: list[Any] = field(default_factory=list)
@@ -88,16 +89,20 @@ class CheckContext:
         """A path in the check's directory."""
         return self.directory / name
 
-    def open(self, name: str = "db") -> Any:
-        """A plugin instance over ``path(name)``; closed at the end of the check."""
-        instance = self.make(self.path(name))
+    def open(self, name: str = "db", **options: Any) -> Any:
+        """A plugin instance over ``path(name)``; closed at the end of the check.
+
+        ``options`` are keyword arguments of the plugin's constructor that its
+        interface promises (a state machine's ``watch_history``, say).
+        """
+        instance = self.make(self.path(name), **options)
         self.opened.append(instance)
         return instance
 
-    def reopen(self, instance: Any, name: str = "db") -> Any:
-        """Close ``instance`` and open the same path again."""
+    def reopen(self, instance: Any, name: str = "db", **options: Any) -> Any:
+        """Close ``instance`` and open the same path again (with ``options``)."""
         self.close(instance)
-        return self.open(name)
+        return self.open(name, **options)
 
     def close(self, instance: Any) -> None:
         """Close one instance (once)."""

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import (
     MAX_SESSION_RESPONSES,
     SESSION_TTL_ENTRIES,
@@ -34,7 +33,7 @@ from raftdb.kv.commands import (
 from raftdb.kv.snapshot import SnapshotFormatError, SnapshotInfo, SnapshotReader, encode_stream
 from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft.errors import UsageError
-from raftdb.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from raftdb.raft.messages import ConfChangeType, ConfState, Entry, EntryType
 from raftdb.storage.nospace import is_no_space
 from raftdb.testing.conformance.checks import (
     Check,
@@ -47,6 +46,13 @@ from raftdb.testing.conformance.checks import (
     run_checks,
 )
 from raftdb.testing.conformance.crash import run_restore_crash, run_state_machine_crash
+from raftdb.testing.conformance.machines import Log as _Log
+from raftdb.testing.conformance.machines import delete_ok as _delete_ok
+from raftdb.testing.conformance.machines import digest
+from raftdb.testing.conformance.machines import kv_result as _kv
+from raftdb.testing.conformance.machines import one as _one
+from raftdb.testing.conformance.machines import put_ok as _put_ok
+from raftdb.testing.conformance.watch_leases import WATCH_LEASE_CHECKS
 from raftdb.testing.conformance.workloads import EntryWorkload
 
 __all__ = ["STATE_MACHINE_CHECKS", "check_state_machine", "digest"]
@@ -73,78 +79,6 @@ def check_state_machine(
     run_checks(
         STATE_MACHINE_CHECKS, make, durable=durable, directory=directory, reference=reference
     )
-
-
-def digest(machine: Any) -> tuple[Any, ...]:
-    """Everything a state machine holds, comparable with ``==``.
-
-    The snapshot stream format is canonical (keys and sessions sorted), so
-    two machines in the same state produce the same bytes; the reads and the
-    membership are compared too.
-    """
-    stream = b"".join(machine.snapshot(chunk_size=1 << 20))
-    return (
-        machine.applied_index,
-        machine.conf_state(),
-        machine.members(),
-        machine.range(),
-        stream,
-    )
-
-
-class _Log:
-    """Builds consecutive entries for a check."""
-
-    def __init__(self, index: int = 0, term: int = 1) -> None:
-        self.index = index
-        self.term = term
-
-    def _next(self, kind: EntryType, data: bytes) -> Entry:
-        self.index += 1
-        return Entry(self.term, self.index, kind, data)
-
-    def cmd(self, command: Command) -> Entry:
-        return self._next(EntryType.NORMAL, command.encode())
-
-    def put(self, key: bytes, value: bytes, **kw: Any) -> Entry:
-        return self.cmd(Command.put(key, value, **kw))
-
-    def delete(self, key: bytes, **kw: Any) -> Entry:
-        return self.cmd(Command.delete(key, **kw))
-
-    def noop(self) -> Entry:
-        return self._next(EntryType.NORMAL, b"")
-
-    def raw(self, data: bytes, kind: EntryType = EntryType.NORMAL) -> Entry:
-        return self._next(kind, data)
-
-    def conf(self, kind: ConfChangeType, node_id: int, url: bytes = b"") -> Entry:
-        return self._next(EntryType.CONF_CHANGE, ConfChange(kind, node_id, url).encode())
-
-
-def _put_ok(index: int, key: bytes, value: bytes, create: int, prev: int) -> KVResult:
-    """The result of a put that succeeded at ``index``, with its change."""
-    change = Change(index, ChangeKind.PUT, key, value, create, index, prev)
-    return KVResult(index, CommandStatus.OK, create, index, prev, changes=(change,))
-
-
-def _delete_ok(index: int, key: bytes, prev: int) -> KVResult:
-    """The result of a delete at ``index`` of a key last written at ``prev``."""
-    change = Change(index, ChangeKind.DELETE, key, b"", 0, index, prev)
-    return KVResult(index, CommandStatus.OK, 0, 0, prev, changes=(change,))
-
-
-def _one(machine: Any, entry: Entry) -> Any:
-    results = machine.apply([entry])
-    expect_equal(len(results), 1, "number of results for one entry")
-    return results[0]
-
-
-def _kv(machine: Any, entry: Entry) -> KVResult:
-    result = _one(machine, entry)
-    expect(isinstance(result, KVResult), f"result of a command is {result!r}")
-    assert isinstance(result, KVResult)
-    return result
 
 
 @_register()
@@ -690,3 +624,9 @@ def check_crash_during_applies(ctx: CheckContext) -> None:
 def check_crash_during_restore(ctx: CheckContext) -> None:
     """kill -9 inside restore leaves the old state whole; after it, the new state is there."""
     run_restore_crash(ctx.require_reference(), ctx.path("crash"), seed=78)
+
+
+# The checks of transactions, leases and the watch history, then the durable
+# checks last (a stable sort keeps each group's order).
+STATE_MACHINE_CHECKS.extend(WATCH_LEASE_CHECKS)
+STATE_MACHINE_CHECKS.sort(key=lambda check: check.durable)

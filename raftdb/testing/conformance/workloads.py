@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftdb.kv.commands import Command
+from raftdb.kv.txn import CmpOp, Compare, Target, Txn, TxnOp
 from raftdb.raft.messages import (
     ConfChange,
     ConfChangeType,
@@ -212,21 +213,58 @@ class EntryWorkload:
     Puts, deletes, compare-and-sets and create-onlys on a small key space
     (so conditions both hold and fail), commands with client sessions and
     retries of them, leader no-ops, membership changes (valid and refused)
-    and undecodable data.
+    and undecodable data; and, with shares above 0, transactions (every
+    compare and operation, branches that read their own writes, leases that
+    may not exist) and leases (grants, puts attached to them, keep-alives,
+    revokes, expiries naming a current or a stale renewal, unknown ids).
+
+    Args:
+        seed: the stream is a pure function of it (and of the other arguments).
+        keys: the size of the key space.
+        value_size: bytes per value.
+        txns: the share of commands that are transactions.
+        leases: the share of commands that are lease commands or puts with a lease.
     """
 
-    def __init__(self, seed: int, *, keys: int = 64, value_size: int = 24) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        keys: int = 64,
+        value_size: int = 24,
+        txns: float = 0.05,
+        leases: float = 0.1,
+    ) -> None:
         self.rng = random.Random(seed)
         # Batch sizes come from their own generator, so the entries are the
         # same however a consumer cuts the stream into batches.
         self.sizes = random.Random(seed + 1)
         self.keys = [b"k%03d" % i for i in range(keys)]
         self.value_size = value_size
+        self.txn_share = txns
+        self.lease_share = leases
         self.index = 0
         self.term = 1
         self.mods: dict[bytes, int] = {}  # our guess of each key's mod index
         self.sent: list[bytes] = []  # recent session commands, for retries
         self.seq: dict[bytes, int] = {}
+        self.granted: dict[int, int] = {}  # our guess of lease -> renewal index
+
+    def _session(self) -> dict[str, Any]:
+        rng = self.rng
+        if rng.random() >= 0.4:
+            return {}
+        client = b"client-%d" % rng.randint(1, 6)
+        seq = self.seq.get(client, 0) + 1
+        self.seq[client] = seq
+        return {"client_id": client, "seq": seq, "ack": max(0, seq - rng.randint(0, 5))}
+
+    def _lease_id(self) -> int:
+        """A lease we granted (maybe since ended), or now and then one never granted."""
+        rng = self.rng
+        if not self.granted or rng.random() < 0.1:
+            return rng.randint(1, self.index + 2)
+        return rng.choice(sorted(self.granted))
 
     def _command(self) -> bytes:
         rng = self.rng
@@ -234,28 +272,99 @@ class EntryWorkload:
         roll = rng.random()
         if self.sent and roll < 0.08:
             return rng.choice(self.sent)  # a client's retry
-        session: dict[str, Any] = {}
-        if rng.random() < 0.4:
-            client = b"client-%d" % rng.randint(1, 6)
-            seq = self.seq.get(client, 0) + 1
-            self.seq[client] = seq
-            session = {"client_id": client, "seq": seq, "ack": max(0, seq - rng.randint(0, 5))}
-        value = rng.randbytes(self.value_size)
-        if roll < 0.55:
-            command = Command.put(key, value, **session)
-        elif roll < 0.70:
-            guess = self.mods.get(key, 0) if rng.random() < 0.7 else rng.randint(1, self.index + 1)
-            command = Command.put(key, value, if_mod=guess or None, **session)
-        elif roll < 0.78:
-            command = Command.put(key, value, create_only=True, **session)
+        session = self._session()
+        roll = rng.random()
+        if roll < self.txn_share:
+            command = Command.txn(self._txn().encode())
+            if session:
+                command = command.with_session(**session)
+        elif roll < self.txn_share + self.lease_share:
+            command = self._lease_command(key, session)
         else:
-            expect = self.mods.get(key) if rng.random() < 0.5 else None
-            command = Command.delete(key, if_mod=expect, **session)
-        self.mods[key] = self.index + 1
+            value = rng.randbytes(self.value_size)
+            roll = rng.random()
+            if roll < 0.55:
+                command = Command.put(key, value, **session)
+            elif roll < 0.70:
+                guess = (
+                    self.mods.get(key, 0) if rng.random() < 0.7 else rng.randint(1, self.index + 1)
+                )
+                command = Command.put(key, value, if_mod=guess or None, **session)
+            elif roll < 0.78:
+                command = Command.put(key, value, create_only=True, **session)
+            else:
+                expect = self.mods.get(key) if rng.random() < 0.5 else None
+                command = Command.delete(key, if_mod=expect, **session)
+            self.mods[key] = self.index + 1
         data = command.encode()
         if session:
             self.sent = [*self.sent[-20:], data]
         return data
+
+    def _lease_command(self, key: bytes, session: dict[str, Any]) -> Command:
+        rng = self.rng
+        roll = rng.random()
+        index = self.index  # this entry's (see _entry)
+        if roll < 0.2 or not self.granted:
+            self.granted[index] = index
+            command = Command.lease_grant(rng.randint(1, 60))
+        elif roll < 0.6:
+            self.mods[key] = index
+            value = rng.randbytes(self.value_size)
+            return Command.put(key, value, lease=self._lease_id(), **session)
+        elif roll < 0.75:
+            lease = self._lease_id()
+            if lease in self.granted:
+                self.granted[lease] = index
+            command = Command.lease_keepalive(lease)
+        elif roll < 0.85:
+            lease = self._lease_id()
+            self.granted.pop(lease, None)
+            command = Command.lease_revoke(lease)
+        else:
+            lease = self._lease_id()
+            renewed = self.granted.pop(lease, lease)
+            if rng.random() < 0.3:
+                renewed = max(1, renewed - rng.randint(1, 3))  # a stale view
+                self.granted[lease] = renewed
+            command = Command.lease_expire(lease, renewed)
+        return command.with_session(**session) if session else command
+
+    def _txn(self) -> Txn:
+        rng = self.rng
+        compares = []
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):
+            key = rng.choice(self.keys)
+            target = rng.choice(list(Target))
+            op = rng.choice((CmpOp.EQ, CmpOp.NE) if target == Target.EXISTS else list(CmpOp))
+            value: bytes | int | bool
+            if target == Target.VALUE:
+                value = rng.randbytes(self.value_size) if rng.random() < 0.5 else b"\x80"
+            elif target == Target.EXISTS:
+                value = rng.random() < 0.5
+            else:
+                value = self.mods.get(key, 0) + rng.randint(-1, 1)
+                value = max(0, value)
+            compares.append(Compare(key, target, op, value))
+        return Txn(tuple(compares), self._branch(), self._branch())
+
+    def _branch(self) -> tuple[TxnOp, ...]:
+        rng = self.rng
+        ops = []
+        for _ in range(rng.choice((0, 1, 2, 4, 8))):
+            key = rng.choice(self.keys)
+            roll = rng.random()
+            if roll < 0.4:
+                lease = self._lease_id() if self.granted and rng.random() < 0.15 else 0
+                ops.append(TxnOp.put(key, rng.randbytes(self.value_size), lease=lease))
+                self.mods[key] = self.index + 1
+            elif roll < 0.6:
+                ops.append(TxnOp.delete(key))
+            elif roll < 0.85:
+                ops.append(TxnOp.get(key))
+            else:
+                ops.append(TxnOp.list(key[: rng.randint(0, 3)], rng.choice((1, 5, 100))))
+        return tuple(ops)
 
     def _entry(self) -> Entry:
         rng = self.rng
