@@ -44,7 +44,6 @@ from raftdb.testing.linearizability import (
     check_linearizability,
 )
 
-
 #: Nodes' whole states are compared at the indexes that are multiples of this.
 DIGEST_EVERY = 4
 

@@ -87,6 +87,7 @@ class SimConfig:
     client_rate: float = 0.5
     clients: int = 4
     lease_workers: int = 2
+    leader_fault_rate: float = 0.0
     watch_history: int = 50_000
     pre_vote: bool = True
     check_quorum: bool = True
@@ -115,6 +116,7 @@ class SimConfig:
             max_inflight=rng.choice((1, 4, 256)),
             max_size_per_msg=rng.choice((200, 1 << 20)),
             lease_workers=rng.choice((1, 2, 3)),
+            leader_fault_rate=rng.choice((0.0, 0.005, 0.01, 0.02)),
             # A small window makes trimming (and snapshots of a trimmed
             # window) happen in most runs.
             watch_history=rng.choice((4, 16, 64, 50_000)),
@@ -531,17 +533,29 @@ class Simulation:
         if rng.random() < cfg.conf_change_rate:
             self._membership_change()
         if rng.random() < cfg.transfer_rate:
+            self._transfer()
+        if rng.random() < cfg.leader_fault_rate and self.workload.lease_live():
+            # A leader change while a lease's TTL runs: the new leader must give
+            # every lease a full TTL, and keep-alives must reach it.
             leader = self._leader()
-            if leader is not None and leader.raw is not None:
-                voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
-                if voters:
-                    try:
-                        leader.raw.transfer_leader(rng.choice(voters))
-                        self._count("transfer")
-                    except ProposalDroppedError:
-                        pass
+            if leader is not None and rng.random() < 0.5:
+                self._crash(leader, "leader-crash")
+            else:
+                self._transfer()
         if rng.random() < cfg.compact_rate:
             self._compact(rng.choice(list(self.nodes.values())))
+
+    def _transfer(self) -> None:
+        leader = self._leader()
+        if leader is None or leader.raw is None:
+            return
+        voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
+        if voters:
+            try:
+                leader.raw.transfer_leader(self.rng.choice(voters))
+                self._count("transfer")
+            except ProposalDroppedError:
+                pass
 
     def _partition(self) -> None:
         ids = [n.id for n in self.nodes.values()]
@@ -640,19 +654,22 @@ class Simulation:
         else:
             budget = rng.randrange(1, 20)
         midflight = self.cfg.crash_rate / 40 if self.faulty else 0.0
+        # The nodes in a random rotation per step (one draw, not a shuffle: this
+        # loop is most of a run's time); a node that crashes meanwhile has no
+        # Ready, and no node starts within it.
+        nodes = list(self.nodes.values())
         for _ in range(budget):
             self.step_no += 1
             if midflight and rng.random() < midflight:
                 live = self.live_nodes()
                 if live:
                     self._crash(rng.choice(live))
-            candidates = self.live_nodes()
-            rng.shuffle(candidates)
             moved = False
             if rng.random() < 0.5:
                 moved = self._deliver_one()
             if not moved:
-                for node in candidates:
+                start = rng.randrange(len(nodes))
+                for node in (*nodes[start:], *nodes[:start]):
                     if self._ready_phase(node):
                         moved = True
                         break
