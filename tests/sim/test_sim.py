@@ -39,21 +39,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @contextmanager
-def _replayable(replay: str) -> Iterator[None]:
+def _replayable(run: str, replay: str) -> Iterator[None]:
     """A violation fails with its message and the replay command; anything else
     (an error inside raftdb) keeps its traceback and gains the command."""
     try:
         yield
     except InvariantViolation as e:
-        pytest.fail(f"{e}\nreplay: {replay}", pytrace=False)
+        pytest.fail(f"{run}: {e}\nreplay: {replay}", pytrace=False)
     except Exception as e:
-        e.add_note(f"replay: {replay}")
+        e.add_note(f"{run}\nreplay: {replay}")
         raise
 
 
 def test_simulation(sim_seed: int) -> None:
     replay = f".venv/bin/pytest tests/sim/test_sim.py --sim-seed={sim_seed} -x"
-    with _replayable(f"seed {sim_seed}: {replay}"):
+    with _replayable(f"seed {sim_seed}", replay):
         result = Simulation(SimConfig.from_seed(sim_seed)).run()
     assert result.linearizable, f"seed {sim_seed}: linearizability check ran out of budget"
 
@@ -65,7 +65,7 @@ def test_long_simulation(long_seed: int) -> None:
     cfg = SimConfig.from_seed(long_seed)
     cfg.rounds = 5000
     replay = f".venv/bin/pytest -m slow 'tests/sim/test_sim.py::test_long_simulation[{long_seed}]'"
-    with _replayable(f"seed {long_seed} (5000 rounds): {replay}"):
+    with _replayable(f"seed {long_seed} (5000 rounds)", replay):
         result = Simulation(cfg).run()
     assert result.linearizable
 

@@ -25,6 +25,7 @@ leader, not from a client).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -179,7 +180,7 @@ class Request:
     first_tick: int = 0
 
 
-class Client:
+class Client(ABC):
     """A client with a session; :meth:`act` runs once per round."""
 
     def __init__(self, workload: Workload, name: str) -> None:
@@ -237,8 +238,9 @@ class Client:
         w.requests[(self.client_id, seq)] = req
         return req
 
+    @abstractmethod
     def act(self) -> None:
-        raise NotImplementedError
+        """Start a request if idle (and the dice say so)."""
 
 
 def _text(value: bytes) -> str:
