@@ -15,12 +15,16 @@ served by :func:`raftdb.http.app.create_api` over the running node.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -61,6 +65,16 @@ class RunningNode(NodeHandle, Protocol):
         """Stop serving, finish in-flight work, close storage."""
         ...
 
+    def end_streams(self) -> None:
+        """The server is shutting down: end watch streams and blocking waits now.
+
+        Called on the loop when the server gets SIGTERM or SIGINT, before its
+        graceful shutdown waits for open connections: a watch stream never
+        ends by itself, so without this the server would wait for every
+        watcher to hang up before it stopped the node.
+        """
+        ...
+
 
 NodeFactory = Callable[[NodeConfig], RunningNode]
 
@@ -90,6 +104,36 @@ def _exit_on_fatal(why: str) -> None:
     (SIGTERM: uvicorn shuts down gracefully), so a process manager notices."""
     print(f"raftdb: the node failed and the server exits: {why}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _end_streams_on_exit_signals(node: RunningNode) -> None:
+    """Make SIGTERM and SIGINT end the node's watch streams before the server's
+    graceful shutdown waits for connections (:meth:`RunningNode.end_streams`).
+
+    uvicorn installs its exit handlers with ``signal.signal`` before the
+    lifespan starts, in the main thread, and restores the previous ones when it
+    exits; each of them is chained here (it still runs, first). Under a server
+    that handles neither signal, or off the main thread (tests serving from a
+    thread), nothing is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):  # SIG_DFL, SIG_IGN: nobody shuts down gracefully
+            continue
+
+        def handler(
+            signum: int,
+            frame: FrameType | None,
+            previous: Callable[[int, FrameType | None], Any] = previous,
+        ) -> None:
+            previous(signum, frame)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
+                loop.call_soon_threadsafe(node.end_streams)
+
+        signal.signal(sig, handler)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -195,6 +239,7 @@ class RaftdbApp:
         self.api = create_api(node, self.config, tokens=self.tokens)
         if self.tune_gc:
             tune_gc()
+        _end_streams_on_exit_signals(node)
         logger.info(
             "node %d started (data_dir %s, peers %s)",
             self.config.id,

@@ -293,6 +293,14 @@ class Node:
         peers.pop(self._id, None)
         return peers
 
+    def end_streams(self) -> None:
+        """The server is shutting down (see ``raftdb.app.RunningNode.end_streams``):
+        every watcher ends with a ``closed`` event (``not_ready``, with the
+        ``since`` to resume from on another member), blocking reads and lock
+        waits answer ``503``, and new ones are refused. Writes and reads in
+        flight go on until :meth:`stop`."""
+        self._hub.stop(NotReadyError("the node is stopping"))
+
     async def stop(self) -> None:
         """Stop serving: fail waiting requests, stop the loops and transport, close files."""
         if self._stopping:

@@ -163,6 +163,9 @@ class FakeNode:
     async def stop(self) -> None:
         self.stopped = True
 
+    def end_streams(self) -> None:
+        self.end_watchers({"error": "not_ready", "message": "the node is stopping"})
+
     # -- NodeHandle ------------------------------------------------------------------
 
     @property
