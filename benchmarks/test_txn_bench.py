@@ -155,7 +155,7 @@ def test_apply(benchmark: Any, tmp_path: Path, kind: str, shape: str) -> None:
         results.extend(machine.apply(entries))
 
     try:
-        benchmark.pedantic(apply, setup=setup, rounds=30, warmup_rounds=2)
+        benchmark.pedantic(apply, setup=setup, rounds=100, warmup_rounds=2)
         assert machine.applied_index == state["index"] - 1
     finally:
         machine.close()
