@@ -5,6 +5,12 @@ parse only what the request carries, and build small responses by hand.
 :class:`KeyValueEndpoints` holds the operations, so that raftexample's
 ``/{key}`` (:mod:`raftdb.http.raftexample`) answers exactly as ``/v1/kv/{key}``.
 
+A read or a listing with ``wait_index`` is a Consul-style blocking read: it
+waits (``NodeHandle.wait_for_change``, at most ``wait``, and no longer than
+its client stays) for a change after that index, then reads as usual. A
+``PUT`` may attach the key to a lease (``?lease=ID``). Both take the
+Starlette route: the fast path answers only requests without such parameters.
+
 A listing page is bounded in keys (``limit``) and in bytes (``max_list_bytes``,
 its JSON): the state machine hands over one page bounded so, and the page
 ends before the entry that would take its JSON past the limit (at least one

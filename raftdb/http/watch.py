@@ -46,7 +46,15 @@ from raftdb.kv.changes import ChangeKind
 from raftdb.node.errors import BadRequestError, TooLargeError
 from raftdb.node.handle import NodeHandle, Watcher, WatchEvent
 
-__all__ = ["EVENT_STREAM", "OPENAPI_PATHS", "SCHEMAS", "EventStream", "event_bytes", "watch_routes"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "EVENT_STREAM",
+    "OPENAPI_PATHS",
+    "SCHEMAS",
+    "EventStream",
+    "event_bytes",
+    "watch_routes",
+]
 
 #: The content type of a server-sent event stream.
 EVENT_STREAM: Final = "text/event-stream"
@@ -149,34 +157,85 @@ class EventStream(StreamingResponse):
 
 # -- OpenAPI: what this route answers (raftdb.http.openapi gathers it) ----------------
 
-#: The component schemas of this module (an event's ``data``).
-SCHEMAS: Final[dict[str, Schema]] = {
-    "WatchEvent": {
-        "type": "object",
-        "description": "The `data` of a `put` or `delete` event (the `id` line is its "
-        "`mod_index`). A delete has an empty value and `create_index` 0.",
-        "required": ["value_b64", "create_index", "mod_index"],
-        "properties": {
-            "key": {"type": "string", "description": "The key, when it is UTF-8."},
-            "key_b64": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "description": "The key in base64, when it is not UTF-8.",
-            },
-            "value_b64": {"type": "string", "contentEncoding": "base64"},
-            "value": {"type": "string", "description": "The value, when it is UTF-8."},
-            "create_index": INT,
-            "mod_index": INT,
-            "prev_mod_index": {**INT, "description": "With `prev=true`: 0 if it was absent."},
-            "prev_value_b64": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "description": "With `prev=true`: the previous value, when the history holds it.",
-            },
-            "prev_value": {"type": "string", "description": "The same, when it is UTF-8."},
+#: The ``data`` of a ``put`` or ``delete`` event.
+_CHANGE_DATA: Final[Schema] = {
+    "type": "object",
+    "description": "The `data` of a `put` or `delete` event (the `id` line is its "
+    "`mod_index`). A delete has an empty value and `create_index` 0.",
+    "required": ["value_b64", "create_index", "mod_index"],
+    "properties": {
+        "key": {"type": "string", "description": "The key, when it is UTF-8."},
+        "key_b64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "The key in base64, when it is not UTF-8.",
         },
+        "value_b64": {"type": "string", "contentEncoding": "base64"},
+        "value": {"type": "string", "description": "The value, when it is UTF-8."},
+        "create_index": INT,
+        "mod_index": INT,
+        "prev_mod_index": {**INT, "description": "With `prev=true`: 0 if it was absent."},
+        "prev_value_b64": {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "With `prev=true`: the previous value, when the history holds it.",
+        },
+        "prev_value": {"type": "string", "description": "The same, when it is UTF-8."},
     },
 }
+_PROGRESS_DATA: Final[Schema] = {
+    "type": "object",
+    "required": ["applied_index"],
+    "properties": {"applied_index": INT},
+}
+_CLOSED_DATA: Final[Schema] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "description": "`watcher_too_slow`, `compacted`, or a node error's code.",
+        },
+        "since": {**INT, "description": "Resume with `since` = this."},
+        "oldest_index": {**INT, "description": "`compacted`: the oldest `since` served."},
+        "message": {"type": "string"},
+    },
+}
+_EVENT_ID: Final[Schema] = {"type": "string", "pattern": "^[0-9]+$"}
+
+
+def _json_data(schema: Schema) -> Schema:
+    """An event's ``data`` line: one JSON object of ``schema``."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+#: One event of the stream, as OpenAPI 3.1 describes a ``text/event-stream``
+#: (its ``schema`` is each event's: ``event``, ``id``, ``data``).
+EVENT_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "oneOf": [
+        {
+            "required": ["id"],
+            "properties": {
+                "event": {"enum": ["put", "delete"]},
+                "id": _EVENT_ID,
+                "data": _json_data(_CHANGE_DATA),
+            },
+        },
+        {
+            "required": ["id"],
+            "properties": {
+                "event": {"const": "progress"},
+                "id": _EVENT_ID,
+                "data": _json_data(_PROGRESS_DATA),
+            },
+        },
+        {"properties": {"event": {"const": "closed"}, "data": _json_data(_CLOSED_DATA)}},
+    ],
+}
+#: The component schemas of this module (an event's ``data``, for the reader).
+SCHEMAS: Final[dict[str, Schema]] = {"WatchEvent": _CHANGE_DATA}
 _EVENTS_DESCRIPTION: Final = (
     "Server-sent events. `put`/`delete`: `id: <index>`, `data:` a `WatchEvent` object. "
     '`progress`: `id: <index>`, `data: {"applied_index": <index>}`: every change up to it '
@@ -230,7 +289,7 @@ OPENAPI_PATHS: Final[dict[str, PathItem]] = {
                 "200": {
                     "description": _EVENTS_DESCRIPTION,
                     "headers": {"Cache-Control": header("`no-cache`.")},
-                    "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+                    "content": {EVENT_STREAM: {"schema": EVENT_SCHEMA}},
                 },
                 "410": error(
                     "410",

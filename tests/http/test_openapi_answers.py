@@ -7,13 +7,19 @@ own check, as tests/chaos/test_api_schema.py applies it to a real node).
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 
 from raftdb.config import NodeConfig
 from raftdb.http.openapi import openapi_schema
+from raftdb.http.watch import event_bytes
+from raftdb.kv.changes import Change, ChangeKind
+from raftdb.kv.commands import KeyValue
+from raftdb.node.handle import WatchEvent
 from tests.http.fake_node import FakeNode, seed_changes
 from tests.http.helpers import TestClient
 
@@ -87,3 +93,33 @@ def test_every_answer_is_documented(
         operation.validate_response(response)
         statuses.add(response.status_code)
     assert statuses >= {200, 201, 204, 400, 404, 410, 413}
+
+
+def test_every_kind_of_watch_event_is_documented(document: Any) -> None:
+    """Each event of a stream against the event schema (OpenAPI 3.1: ``schema`` is per event)."""
+    change = Change(7, ChangeKind.PUT, b"\xff", b"v", 3, 7, 5)
+    events = [
+        WatchEvent("put", 7, change, KeyValue(b"\xff", b"\x00", 3, 5)),
+        WatchEvent("delete", 8, Change(8, ChangeKind.DELETE, b"k", b"", 0, 8, 2)),
+        WatchEvent("progress", 8),
+        WatchEvent("closed", 8, data={"error": "watcher_too_slow", "since": 8}),
+        WatchEvent("closed", 8, data={"error": "compacted", "oldest_index": 9}),
+    ]
+    body = b"".join(event_bytes(event, prev=True) for event in events)
+    response = httpx.Response(
+        200,
+        content=body,
+        headers={"content-type": "text/event-stream; charset=utf-8"},
+        request=httpx.Request("GET", "http://127.0.0.1/v1/watch"),
+    )
+    response.elapsed = datetime.timedelta(0)
+    document["/v1/watch"]["GET"].validate_response(response)
+    broken = httpx.Response(
+        200,
+        content=b'id: 1\nevent: put\ndata: {"key": "k"}\n\n',
+        headers={"content-type": "text/event-stream"},
+        request=httpx.Request("GET", "http://127.0.0.1/v1/watch"),
+    )
+    broken.elapsed = datetime.timedelta(0)
+    with pytest.raises(Exception, match="violates"):
+        document["/v1/watch"]["GET"].validate_response(broken)
