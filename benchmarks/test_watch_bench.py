@@ -3,7 +3,8 @@
 Two layers, so that the node's own cost and the HTTP stream's can be told apart:
 
 - ``test_hub_fanout[case]``: the node's :class:`~raftdb.node.watch.WatchHub`
-  alone, on one event loop, over a memory state machine. A round opens the
+  alone, on one event loop (uvloop, as ``raftdb serve`` runs), over a memory
+  state machine. A round opens the
   watchers (untimed), then publishes ``N`` put changes (100-byte values) in
   applied batches of :data:`BATCH` (``publish`` per entry, ``advance`` per
   batch, one loop turn between batches, as the node's ``_after_apply`` does),
@@ -94,13 +95,6 @@ def median_round(benchmark: Any) -> float | None:
 
 
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
 def server_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """uvloop, as ``raftdb serve`` runs (``--loop auto``)."""
     loop = uvloop.new_event_loop()
@@ -154,7 +148,8 @@ async def _consume(watcher: Watcher, wanted: int) -> int:
 
 
 @pytest.mark.parametrize("case", list(HUB_CASES))
-def test_hub_fanout(benchmark: Any, loop: asyncio.AbstractEventLoop, case: str) -> None:
+def test_hub_fanout(benchmark: Any, server_loop: asyncio.AbstractEventLoop, case: str) -> None:
+    loop = server_loop
     watchers, changes, own = HUB_CASES[case]
     sm = MemoryStateMachine()
     hub = WatchHub(lambda: sm, max_watchers=watchers, buffer=changes, progress_s=3600.0)
