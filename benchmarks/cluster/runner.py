@@ -16,7 +16,8 @@
 - ``render``: the section and the plot again from the saved results.
 
 ``run``, ``memory`` and ``profile`` first install ``wrk`` and ``etcd-server``
-with ``apt-get`` when they are missing (``--no-setup`` skips that).
+with ``apt-get`` when they are missing, ``txn`` only ``wrk`` (``--no-setup``
+skips that).
 """
 
 from __future__ import annotations
@@ -441,7 +442,13 @@ def command_txn(args: argparse.Namespace) -> None:
             for connections in args.connections:
                 for op in TXN_OPS:
                     result = measure(
-                        system, running, op, connections, "leader", args, f"{repeat}{op}"
+                        system,
+                        running,
+                        op,
+                        connections,
+                        "leader",
+                        args,
+                        f"{repeat}{op}{connections}",
                     )
                     runs.setdefault((connections, op), []).append(result)
                     errors = f", {result.errors} errors" if result.errors else ""
