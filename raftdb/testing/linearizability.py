@@ -77,6 +77,15 @@ own. This turns one search exponential in the number of concurrent operations
 into many small ones, and is what makes histories of thousands of operations
 tractable.
 
+Transactions
+------------
+:class:`KVTxnModel` adds multi-key :class:`Transaction` s (compare on values,
+then one of two branches of puts, gets and deletes, atomically). A transaction
+makes the keys it touches one object, so its partitions are the groups of keys
+that transactions join, and the search cost grows with the concurrency inside
+a group: tests should keep transactional key sets small (a handful of bank
+accounts) and apart from the many single keys.
+
 Budget
 ------
 So that a pathological history cannot hang a test,
@@ -104,16 +113,25 @@ __all__ = [
     "Delete",
     "Get",
     "HistoryRecorder",
+    "IfValue",
     "KVInput",
     "KVModel",
     "KVOperation",
     "KVOutput",
     "KVState",
+    "KVTxnInput",
+    "KVTxnModel",
+    "KVTxnOperation",
+    "KVTxnOutput",
+    "KVTxnState",
     "Model",
     "Operation",
     "PartitionResult",
     "Put",
     "PutIfAbsent",
+    "Transaction",
+    "TxnOutput",
+    "TxnStep",
     "Unknown",
     "check_linearizability",
     "single_partition",
@@ -388,6 +406,209 @@ class KVModel:
             if op.output is UNKNOWN and isinstance(op.input, Get):
                 continue
             parts.setdefault(op.input.key, []).append(op)
+        return parts
+
+
+# -- Multi-key transactions -------------------------------------------------------------
+
+#: The operations a :class:`Transaction` branch may hold.
+TxnStep: TypeAlias = Put | Get | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class IfValue:
+    """A transaction's condition: ``key`` holds ``value`` (``None``: the key is absent).
+
+    raftdb compares on ``mod_index``, ``create_index`` and existence; with a
+    unique value in every write (as for :class:`CompareAndSet`) those become
+    value conditions: "``mod_index == i``" is "holds the value written at
+    ``i``", and "does not exist" (or ``create_index == 0``) is ``value=None``.
+    """
+
+    key: Key
+    value: Value | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """An atomic multi-key operation, as etcd's and raftdb's ``txn``.
+
+    If every condition in ``compare`` holds in the state before it, the
+    ``success`` operations run, else the ``failure`` ones, in order, each
+    seeing the earlier ones' writes. Output: a :class:`TxnOutput`.
+    """
+
+    compare: tuple[IfValue, ...] = ()
+    success: tuple[TxnStep, ...] = ()
+    failure: tuple[TxnStep, ...] = ()
+
+    @property
+    def keys(self) -> tuple[Key, ...]:
+        """Every key it compares or touches, first-seen order, once each."""
+        seen: dict[Key, None] = {}
+        for c in self.compare:
+            seen[c.key] = None
+        for o in (*self.success, *self.failure):
+            seen[o.key] = None
+        return tuple(seen)
+
+    @property
+    def writes(self) -> bool:
+        """Whether either branch can change the state."""
+        return any(not isinstance(o, Get) for o in (*self.success, *self.failure))
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOutput:
+    """What a :class:`Transaction` returned.
+
+    Attributes:
+        succeeded: the compares held (``success`` ran) or not (``failure``).
+        results: one per operation of the branch that ran, as the
+            single-key operations return them (a get: the value or ``None``;
+            a delete: whether the key existed, or ``None`` if not said; a
+            put: ignored), or ``None`` when the client did not learn them
+            (raftdb's answer to a retried transaction gives the branch only).
+    """
+
+    succeeded: bool
+    results: tuple[KVOutput, ...] | None = None
+
+
+KVTxnInput: TypeAlias = KVInput | Transaction
+KVTxnOutput: TypeAlias = KVOutput | TxnOutput
+#: The state of one partition: its present keys and their values, in key order.
+KVTxnState: TypeAlias = tuple[tuple[Key, Value], ...]
+KVTxnOperation: TypeAlias = Operation[KVTxnInput, KVTxnOutput]
+
+_KV: Final = KVModel()
+
+
+def _key_order(item: tuple[Key, Value]) -> tuple[bool, Key]:
+    # str and bytes keys never compare with each other: bytes sort after str.
+    return (type(item[0]) is bytes, item[0])
+
+
+def _state_of(values: dict[Key, Value]) -> KVTxnState:
+    return tuple(sorted(values.items(), key=_key_order))
+
+
+class KVTxnModel:
+    """:class:`KVModel` with multi-key :class:`Transaction` s.
+
+    Partitioning stays what makes long histories tractable: keys that some
+    transaction uses together form one partition (the connected components
+    of "used by the same transaction"), every other key its own. The state is
+    the partition's present keys with their values, so a partition of one key
+    costs little more than under :class:`KVModel`. Run it only through
+    :func:`check_linearizability` (or on one partition's operations), as
+    :class:`KVModel`.
+    """
+
+    def init(self) -> KVTxnState:
+        """Every key starts absent."""
+        return ()
+
+    def step(
+        self, state: KVTxnState, input: KVTxnInput, output: KVTxnOutput | Unknown
+    ) -> tuple[bool, KVTxnState]:
+        """Apply ``input`` to the partition's keys; see :meth:`Model.step`."""
+        values = dict(state)
+        if not isinstance(input, Transaction):
+            if isinstance(output, TxnOutput):
+                return False, state
+            key = input.key
+            before = values.get(key)
+            ok, after = _KV.step(before, input, output)
+            if not ok:
+                return False, state
+            if after is before:
+                return True, state
+            if after is None:
+                del values[key]
+            else:
+                values[key] = after
+            return True, _state_of(values)
+        unknown = output is UNKNOWN
+        if not unknown and not isinstance(output, TxnOutput):
+            return False, state
+        succeeded = all(_same(values.get(c.key), c.value) for c in input.compare)
+        results: tuple[KVOutput, ...] | None = None
+        if isinstance(output, TxnOutput):
+            if output.succeeded is not succeeded:
+                return False, state
+            results = output.results
+        branch = input.success if succeeded else input.failure
+        if results is not None and len(results) != len(branch):
+            return False, state
+        changed = False
+        for n, o in enumerate(branch):
+            before = values.get(o.key)
+            ok, after = _KV.step(before, o, UNKNOWN if results is None else results[n])
+            if not ok:
+                return False, state
+            if after is not before:
+                changed = True
+                if after is None:
+                    values.pop(o.key, None)
+                else:
+                    values[o.key] = after
+        return True, _state_of(values) if changed else state
+
+    def partition(
+        self, history: Sequence[KVTxnOperation]
+    ) -> Mapping[Hashable, Sequence[KVTxnOperation]]:
+        """One sub-history per group of keys that transactions join, first-seen order.
+
+        A group of one key is labelled by the key, a larger one by the tuple
+        of its keys in first-seen order, transactions on no key by ``()``.
+        Unknown-outcome reads (a get, or a
+        transaction that writes nothing) are dropped, as :class:`KVModel`
+        drops unknown gets.
+        """
+        parent: dict[Key, Key] = {}
+
+        def find(k: Key) -> Key:
+            root = k
+            while parent[root] != root:
+                root = parent[root]
+            while parent[k] != root:
+                parent[k], k = root, parent[k]
+            return root
+
+        kept: list[tuple[KVTxnOperation, Key]] = []
+        keyless: list[KVTxnOperation] = []
+        for op in history:
+            inp = op.input
+            keys = inp.keys if isinstance(inp, Transaction) else (inp.key,)
+            if op.output is UNKNOWN and (
+                isinstance(inp, Get) or (isinstance(inp, Transaction) and not inp.writes)
+            ):
+                continue
+            if not keys:
+                keyless.append(op)  # an empty transaction: only its output to check
+                continue
+            for k in keys:
+                parent.setdefault(k, k)
+            first = find(keys[0])
+            for k in keys[1:]:
+                root = find(k)
+                if root != first:
+                    parent[root] = first
+            kept.append((op, keys[0]))
+        members: dict[Key, list[Key]] = {}
+        for k in parent:  # insertion order: first-seen
+            members.setdefault(find(k), []).append(k)
+        label: dict[Key, Hashable] = {
+            root: ks[0] if len(ks) == 1 else tuple(ks) for root, ks in members.items()
+        }
+        parts: dict[Hashable, list[KVTxnOperation]] = {}
+        for root, _ in members.items():
+            parts[label[root]] = []
+        for op, k in kept:
+            parts[label[find(k)]].append(op)
+        if keyless:
+            parts[()] = keyless
         return parts
 
 

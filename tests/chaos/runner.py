@@ -15,7 +15,20 @@ injects faults, heals everything, and checks:
 4. the history, closed by a linearizable read of every key after the heal,
    is linearizable per key (``raftdb.testing.linearizability``), with
    unknown outcomes free to have happened or not;
-5. a value is only ever seen at one index (ETags agree with the log).
+5. a value is only ever seen at one index (ETags agree with the log);
+6. leases (:mod:`tests.chaos.leases`): once healthy, every key of an ended
+   lease goes within TTL + election timeout, and no lease is left; no key
+   was ever deleted while its lease was kept alive; a lease's keys go in one
+   entry;
+7. the committed history (:mod:`tests.chaos.watch`): the same on every member
+   (a watch from ``since=0``), consistent in itself, and replayed from the
+   empty store it gives exactly the final state; every watcher's stream on
+   every member, across faults and reconnects, is exactly the history of its
+   prefix — no gap, no duplicate, no reordering;
+8. transactions (:mod:`tests.chaos.bank`): every audit sums to the initial
+   total, the total holds after every index of the history, every
+   acknowledged transaction agrees with the history at its index, and every
+   member ends with the total.
 
 It returns a :class:`ChaosReport` whose :meth:`~ChaosReport.summary` is the
 one line a run prints.
@@ -23,6 +36,8 @@ one line a run prints.
 
 from __future__ import annotations
 
+import base64
+import math
 import random
 import time
 from collections import Counter
@@ -31,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
+
 from raftdb.testing.linearizability import (
     Get,
     KVModel,
@@ -38,8 +55,11 @@ from raftdb.testing.linearizability import (
     Operation,
     check_linearizability,
 )
+from tests.chaos.bank import check_bank
 from tests.chaos.cluster import ChaosCluster, poll
+from tests.chaos.leases import check_leases, settle_leases
 from tests.chaos.nemesis import READY_BOUND, Nemesis
+from tests.chaos.watch import WatchEvent, check_streams, fetch_history, replay
 from tests.chaos.workload import Workload
 
 __all__ = [
@@ -58,6 +78,25 @@ __all__ = [
 CONVERGE_BOUND: Final = 60.0
 #: Wall-clock budget of the linearizability check.
 CHECK_BUDGET: Final = 120.0
+#: The chaos cluster's timing: 50 ms ticks, elections after 10 to 20 of them.
+TICK_MS: Final = 50
+ELECTION_TICKS: Final = 10
+#: The longest randomised election timeout, seconds (``[n, 2n)`` ticks).
+ELECTION_TIMEOUT: Final = 2 * ELECTION_TICKS * TICK_MS / 1000
+#: Lease TTL of the workload: 3 s, or the API's minimum if that is higher
+#: (``max(2, ceil(2 * election timeout))``, the configured timeout: 0.5 s here).
+LEASE_TTL: Final = max(3, 2, math.ceil(2 * ELECTION_TICKS * TICK_MS / 1000))
+#: Every node keeps the whole run's changes, so that a watch from ``since=0``
+#: is the complete history (a long run makes a few tens of thousands).
+WATCH_HISTORY: Final = 500_000
+#: Idle watch streams say how far they are this often (the reference read at the
+#: end stops at the first ``progress`` past the final index; watchers notice a
+#: dead stream within ``watch.READ_TIMEOUT``).
+WATCH_PROGRESS_S: Final = 0.5
+#: Events a node buffers per watcher: small, so that the bursts of entries a node
+#: applies after a fault overflow it now and then, and watchers are closed as too
+#: slow (with the index to resume from) and resume, as the contract says.
+WATCH_BUFFER: Final = 32
 
 
 @dataclass(frozen=True)
@@ -114,6 +153,9 @@ class ChaosReport:
     applied_index: int = 0
     links: dict[str, int] = field(default_factory=dict)
     check_seconds: float = 0.0
+    txns: Counter[str] = field(default_factory=Counter)
+    watch: Counter[str] = field(default_factory=Counter)
+    leases: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -134,10 +176,26 @@ class ChaosReport:
             f"{ops['unknown']} unknown; {ops['failed']} writes and {ops['read_failed']} "
             f"reads refused), ledger {sum(self.ledger.values())} "
             f"({self.ledger['ok']} ok, {self.ledger['unknown']} unknown, "
-            f"{self.ledger['failed']} refused); faults {faults}; "
+            f"{self.ledger['failed']} refused); {self.primitives()}; faults {faults}; "
             f"proxy frames {links or 'untouched'}; "
             f"recovery max {worst:.1f}s; converged at index {self.applied_index}; "
             f"check {self.check_seconds:.1f}s: {result}"
+        )
+
+    def primitives(self) -> str:
+        """The summary's part on transactions, watches and leases."""
+        t, w, le = self.txns, self.watch, self.leases
+        return (
+            f"txns {t['ok'] + t['unknown']} ({t['ok']} ok, {t['unknown']} unknown, "
+            f"{t['failed']} refused; {t['transfer_ok']} transfers, {t['audits']} audits, "
+            f"{t['answers']} answers checked on {t['indexes']} indexes), "
+            f"watch {w['events']} events checked in {w['segments']} streams of "
+            f"{w['watchers']} watchers ({w['reconnects']} reconnects, {w['too_slow']} too slow; "
+            f"history {w['history']} changes), "
+            f"leases {le['granted']} granted ({le['kept']} kept by {le['keepalives']} "
+            f"keep-alives, {le['revoked']} revoked, {le['expired']} expired of which "
+            f"{le['lapsed']} while kept; keys gone {le['keys_settled_ms'] / 1000:.1f}s "
+            f"after healthy)"
         )
 
 
@@ -152,17 +210,32 @@ def run_chaos(
     """Run ``scenario`` for ``seconds`` with ``seed``; see the module docstring."""
     rng = random.Random(seed)
     report = ChaosReport(scenario.name, seed, scenario.nodes)
+    settings = {
+        "request_timeout_s": 2.0,
+        "watch_history": WATCH_HISTORY,
+        "watch_progress_s": WATCH_PROGRESS_S,
+        "watch_buffer": WATCH_BUFFER,
+        **dict(scenario.settings),
+    }
     c = make_cluster(
         scenario.nodes,
-        tick_ms=50,
-        election_ticks=10,
-        settings={"request_timeout_s": 2.0, **dict(scenario.settings)},
+        tick_ms=TICK_MS,
+        election_ticks=ELECTION_TICKS,
+        settings=settings,
         **({"peer_tls": True} if scenario.peer_tls else {}),
     )
     c.start_all()
     c.wait_leader()
     urls = [c.nodes[i].api_url for i in sorted(c.nodes)]
-    workload = Workload(lambda: urls, seed=seed, clients=scenario.clients)
+    workload = Workload(
+        lambda: urls,
+        seed=seed,
+        clients=scenario.clients,
+        banks=2,
+        lease_clients=2,
+        lease_ttl=LEASE_TTL,
+        watchers=2,
+    )
     nemesis = Nemesis(c, rng, scenario.faults)
     started = time.monotonic()
     workload.start()
@@ -177,8 +250,14 @@ def run_chaos(
     report.ops = Counter(workload.counts)
     report.ledger = workload.ledger_counts()
     report.problems += workload.errors
+    report.txns = Counter(workload.bank.counts)
 
-    applied = converge(c)
+    converge(c)
+    healthy = time.monotonic()
+    figures, problems = settle_leases(c, workload.leases, healthy, ELECTION_TIMEOUT, rng)
+    report.leases = workload.leases.figures() + figures
+    report.problems += problems
+    applied = converge(c)  # again: the expiries were entries
     report.applied_index = applied
     listings = {i: c.listing(i) for i in sorted(c.membership)}
     first = min(listings)
@@ -190,11 +269,19 @@ def run_chaos(
     state = {entry["key"]: entry for entry in listings[first]}
     report.problems += check_ledger(workload, state)
     report.problems += check_indexes(workload, state)
+    history = check_history(c, applied, listings[first], report)
+    watched, problems = check_streams(workload.watchers, history)
+    report.watch.update(watched)
+    report.problems += problems
+    checked, problems = check_bank(workload.bank, history, listings)
+    report.txns.update(checked)
+    report.problems += problems
+    report.problems += check_leases(workload.leases, workload.watchers, history)
 
-    history = workload.ops + final_reads(c, workload.keys, rng)
+    ops = workload.ops + final_reads(c, workload.keys, rng)
     report.keys = len(workload.keys)
-    report.ops["checked"] = len(history)
-    result = check_linearizability(KVModel(), history, timeout=CHECK_BUDGET)
+    report.ops["checked"] = len(ops)
+    result = check_linearizability(KVModel(), ops, timeout=CHECK_BUDGET)
     report.check_seconds = result.elapsed
     if not result.ok:
         report.problems.append(f"not linearizable ({result.status.value}): {result.describe()}")
@@ -225,6 +312,65 @@ def converge(c: ChaosCluster) -> int:
         return applied if applied == commit else None
 
     return poll("the members to apply the same index", agreed, CONVERGE_BOUND, 0.1)
+
+
+def check_history(
+    c: ChaosCluster, applied: int, listing: list[dict[str, Any]], report: ChaosReport
+) -> list[WatchEvent]:
+    """The committed history from every member (a watch from ``since=0`` up to
+    ``applied``): all equal, consistent, and replayed it gives ``listing``.
+    Returns the first member's; findings go to ``report.problems``."""
+    histories: dict[int, list[WatchEvent]] = {}
+    for i in sorted(c.membership):
+        try:
+            histories[i] = fetch_history(c.client, c.nodes[i].api_url, applied)
+        except (AssertionError, httpx.HTTPError) as exc:
+            report.problems.append(f"the history of node {i}: {exc}")
+    if not histories:
+        return []
+    first = min(histories)
+    for i, history in histories.items():
+        if history != histories[first]:
+            at = next(
+                (
+                    n
+                    for n, (a, b) in enumerate(zip(history, histories[first], strict=False))
+                    if a != b
+                ),
+                min(len(history), len(histories[first])),
+            )
+            report.problems.append(
+                f"the history of node {i} differs from node {first}'s at change {at} "
+                f"({len(history)} and {len(histories[first])} changes): "
+                f"{history[at : at + 1]} vs {histories[first][at : at + 1]}"
+            )
+    history = histories[first]
+    report.watch["history"] = len(history)
+    final: dict[bytes, Any] = {}
+    for _, state in replay(history, report.problems):
+        final = state
+    stored = {
+        _bytes(e["key"], e.get("key_encoding")): (
+            _bytes(e.get("value", ""), e.get("value_encoding")),
+            e["create_index"],
+            e["mod_index"],
+        )
+        for e in listing
+    }
+    replayed = {k: (s.value, s.create_index, s.mod_index) for k, s in final.items()}
+    if replayed != stored:
+        only_h = sorted(set(replayed) - set(stored))[:5]
+        only_s = sorted(set(stored) - set(replayed))[:5]
+        differ = [k for k in sorted(set(stored) & set(replayed)) if stored[k] != replayed[k]][:5]
+        report.problems.append(
+            f"the history replayed is not the final state: only in the history {only_h}, "
+            f"only stored {only_s}, different {[(k, replayed[k], stored[k]) for k in differ]}"
+        )
+    return history
+
+
+def _bytes(text: str, encoding: str | None) -> bytes:
+    return base64.b64decode(text) if encoding == "base64" else text.encode()
 
 
 def final_reads(c: ChaosCluster, keys: list[str], rng: random.Random) -> list[KVOperation]:

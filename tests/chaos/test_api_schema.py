@@ -9,6 +9,14 @@ content type and body schema it gives, and for every error (``>= 400``) a JSON
 object with string ``error`` and ``message``. The node must still be ready at
 the end.
 
+Two kinds of answer never end by themselves, and are bounded here so that an
+example costs a second at most: a blocking read (``wait_index``) with a valid
+``wait`` gets ``wait=200ms`` instead (a generated one may say ten minutes, the
+default is five; an invalid one keeps its ``400``), and a watch
+(``/v1/watch``, an event stream) is called with a 1 s timeout, after which
+schemathesis stops reading the stream and checks the events it got (the node
+sends ``progress`` every 0.2 s, so there always are some).
+
 Membership changes are kept from breaking the node under test: generated new
 members are learners (a voter at a bogus URL would take its quorum away), and
 member 1 (the node itself) is never removed or demoted; the values that would
@@ -34,6 +42,8 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from raftdb.http.openapi import openapi_schema
+from raftdb.http.params import parse_wait
+from raftdb.node.errors import BadRequestError
 from tests.chaos.cluster import poll
 from tests.integration.harness import free_ports
 
@@ -76,6 +86,8 @@ def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     argv = [sys.executable, "-m", "raftdb.cli", "serve", "--id", str(SELF), "--port", str(api)]
     argv += ["--cluster", f"http://127.0.0.1:{peer}", "--data-dir", str(tmp / "data")]
     argv += ["--tick-ms", "20", "--request-timeout-s", "1"]
+    # Progress events well within a watch example's read: every one has events to check.
+    argv += ["--watch-progress-s", "0.2"]
     log = (tmp / "node.log").open("ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     url = f"http://127.0.0.1:{api}"
@@ -125,6 +137,26 @@ def _keep_node_alive(case: Case[Any]) -> None:
             params["key"] = str(SELF) if method == "POST" else str(_OTHER_ID)
 
 
+#: How long a blocking read of a generated request may wait.
+_SHORT_WAIT = "200ms"
+#: Seconds an event stream is read (it never ends by itself).
+_STREAM_SECONDS = 1.0
+
+
+def _bound_waits(case: Case[Any]) -> None:
+    """A blocking read with a valid ``wait`` waits :data:`_SHORT_WAIT` instead."""
+    query = case.query
+    if not isinstance(query, dict) or "wait_index" not in query:
+        return
+    wait = query.get("wait")
+    if wait is not None:
+        try:
+            parse_wait(str(wait).encode())
+        except BadRequestError:
+            return  # invalid: its 400 is what the case tests
+    query["wait"] = _SHORT_WAIT
+
+
 def _error_is_json(response: Any) -> None:
     if response.status_code < 400:
         return
@@ -160,7 +192,9 @@ def test_operation_against_the_schema(
     @given(case=operation.as_strategy(mode))
     def check(case: Case[Any]) -> None:
         _keep_node_alive(case)
-        response = case.call(base_url=node_url, timeout=10)
+        _bound_waits(case)
+        stream = case.operation.path == "/v1/watch"
+        response = case.call(base_url=node_url, timeout=_STREAM_SECONDS if stream else 10)
         _no_unexpected_5xx(response)
         _error_is_json(response)
         case.validate_response(

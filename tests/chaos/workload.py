@@ -39,6 +39,12 @@ that per-key histories stay short for the checker.
 *Ledger* writers write keys ``ledger/<w>/<n>`` once each. At the end, every
 acknowledged one must be on every node with its value and every definitely
 failed one on none: that checks durability and the meaning of ``503`` directly.
+
+The primitives of issue 12 join the same run when asked for (the runner does;
+the disk and crash tests keep the plain workload): *bank* clients
+(:mod:`tests.chaos.bank`: transfers and audits in transactions), *lease*
+clients (:mod:`tests.chaos.leases`) and *watchers* on every member
+(:mod:`tests.chaos.watch`), all tasks of the same thread.
 """
 
 from __future__ import annotations
@@ -49,9 +55,9 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 import httpx
 
@@ -67,20 +73,32 @@ from raftdb.testing.linearizability import (
     Put,
     PutIfAbsent,
 )
+from tests.chaos.attempts import ATTEMPTS, Attempt, Outcome, UnexpectedAnswer
+from tests.chaos.bank import Bank
+from tests.chaos.leases import LeaseClients
+from tests.chaos.watch import HANG_UP, Watcher
 
-__all__ = ["ATTEMPTS", "ROTATE_OPS", "LedgerEntry", "Workload"]
+__all__ = [
+    "ATTEMPTS",
+    "ROTATE_OPS",
+    "WATCH_PREFIXES",
+    "LedgerEntry",
+    "UnexpectedAnswer",
+    "Workload",
+]
 
-#: Attempts per write (the first and its retries with the same Idempotency-Key).
-ATTEMPTS: Final = 3
 #: Operations on one key before its slot moves to a fresh key.
 ROTATE_OPS: Final = 150
+#: The prefixes watched: every member's first watcher takes everything (``""``),
+#: its others the writers' own prefixes, in turn from member to member.
+WATCH_PREFIXES: Final = ("", "bank/", "lease/", "ledger/")
 
-Outcome = Literal["ok", "unknown", "failed"]
-Attempt = Literal["definite", "unknown", "refused"]
 
-
-class UnexpectedAnswer(AssertionError):
-    """A node answered something the contract does not allow for the request."""
+def watch_prefix(node: int, n: int) -> str:
+    """The prefix of watcher ``n`` of member ``node`` (both from 0)."""
+    if n == 0:
+        return WATCH_PREFIXES[0]
+    return WATCH_PREFIXES[1 + (node + n - 1) % (len(WATCH_PREFIXES) - 1)]
 
 
 @dataclass
@@ -122,6 +140,10 @@ class Workload:
         timeout: client-side timeout of one request, seconds (above the nodes'
             ``request_timeout_s``, so that a node normally answers 504 first).
         run_id: prefix of the idempotency keys (unique per run).
+        banks: bank clients (:mod:`tests.chaos.bank`); 0: no accounts at all.
+        lease_clients: lease clients (:mod:`tests.chaos.leases`).
+        lease_ttl: the TTL of their leases, seconds.
+        watchers: watchers per member (prefixes: :func:`watch_prefix`).
     """
 
     def __init__(
@@ -134,6 +156,10 @@ class Workload:
         keys: int = 4,
         timeout: float = 4.0,
         run_id: str = "",
+        banks: int = 0,
+        lease_clients: int = 0,
+        lease_ttl: int = 3,
+        watchers: int = 0,
     ) -> None:
         self.urls = urls
         self.seed = seed
@@ -151,6 +177,24 @@ class Workload:
         self._generation = [0] * keys
         self._slot_ops = [0] * keys
         self._halt = threading.Event()
+        self.n_banks = banks
+        self.n_lease_clients = lease_clients
+        self.bank = Bank(urls, seed, self.run_id, self._halt)
+        self.leases = LeaseClients(urls, seed, self.run_id, self._halt, lease_ttl)
+        self.watchers = [
+            Watcher(
+                f"{node + 1}:{watch_prefix(node, n) or '*'}",
+                watch_prefix(node, n),
+                node,
+                urls,
+                random.Random(seed * 1000 + 900 + node * 10 + n),
+                self._halt,
+                # The first of each member follows as curl -N does: it never hangs up.
+                hang_up=None if n == 0 else HANG_UP,
+            )
+            for node in range(len(urls()))
+            for n in range(watchers)
+        ]
         self._thread = threading.Thread(target=self._run, name="chaos-workload", daemon=True)
         self._started = threading.Event()
 
@@ -180,10 +224,26 @@ class Workload:
         self._started.set()
         tasks = [asyncio.create_task(self._client(n)) for n in range(self.n_clients)]
         tasks += [asyncio.create_task(self._ledger(w)) for w in range(self.n_ledgers)]
+        tasks.append(asyncio.create_task(self.bank.run(self.n_banks, self._http)))
+        tasks += [
+            asyncio.create_task(self._with_http(self.leases.client, n))
+            for n in range(self.n_lease_clients)
+        ]
+        tasks += [asyncio.create_task(w.run()) for w in self.watchers]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 self.errors.append(f"{type(result).__name__}: {result}")
+        self.errors += self.bank.errors + self.leases.errors
+        for w in self.watchers:
+            self.errors += w.errors
+
+    async def _with_http(
+        self, client: Callable[[int, httpx.AsyncClient], Awaitable[None]], n: int
+    ) -> None:
+        """Run ``client(n, http)`` with an HTTP client of its own."""
+        async with self._http() as http:
+            await client(n, http)
 
     def _http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

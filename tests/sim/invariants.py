@@ -7,23 +7,45 @@
 - State machine safety: no two nodes apply different entries at one index,
   and each node applies indexes in order, without gaps.
 - Snapshot agreement: every snapshot of one index holds the same state.
-- Linearizability of the clients' history (the checker in
-  ``raftdb.testing.linearizability``).
+- Determinism: every node computes the same result for each index (also
+  after a restart replays it), and the same whole state (keys, sessions,
+  leases, watch history: the snapshot image) after every fourth index, where
+  two nodes end a batch there (batches are cut at random).
+- Watch history: each node's retained history is exactly the committed
+  changes of the last whole indexes that fit in its window, in order, no gap,
+  no duplicate, with the floor just below (the same after restarts and
+  snapshot installs).
+- Lease semantics: every committed lease command, put and transaction has
+  the outcome raftdb's rules give (:class:`LeaseModel`, written again from
+  the spec), and each node's leases agree with the model's.
+- Linearizability of the clients' history, transactions included (the
+  checker in ``raftdb.testing.linearizability``, :class:`KVTxnModel`).
+
+The lease timing invariants and the bank's are in ``workload.py``, where the
+clients' view of time is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 
+from raftdb.kv.changes import Change, ChangeKind
+from raftdb.kv.commands import ApplyResult, Command, CommandStatus, KVResult, Op
+from raftdb.kv.state_machine import MemoryStateMachine
+from raftdb.kv.txn import Txn, TxnOpKind
 from raftdb.raft import CompactedError, Entry, RawNode, Role
 from raftdb.storage.memory import MemoryStorage
 from raftdb.testing.linearizability import (
-    KVInput,
-    KVModel,
-    KVOutput,
+    KVTxnInput,
+    KVTxnModel,
+    KVTxnOutput,
     Operation,
     check_linearizability,
 )
+
+#: Nodes' whole states are compared at the indexes that are multiples of this.
+DIGEST_EVERY = 4
 
 
 class InvariantViolation(AssertionError):
@@ -33,7 +55,14 @@ class InvariantViolation(AssertionError):
 class Invariants:
     """Tracks what the cluster has committed and checks each observation against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch_history: int) -> None:
+        self.watch_history = watch_history
+        self.results: dict[int, ApplyResult] = {}  # index -> the first node's result
+        self.last_committed = 0  # the highest index any node applied
+        self.digests: dict[int, tuple[int, int]] = {}  # index -> (image hash, nodes compared)
+        self.changes: list[Change] = []  # every committed change, in order
+        self.change_index: list[int] = []  # their indexes, for bisect
+        self.lease_model = LeaseModel()
         self.leaders: dict[int, int] = {}  # term -> leader id
         self.committed: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, type, data)
         self.snapshots: dict[int, bytes] = {}  # index -> state machine image
@@ -148,12 +177,232 @@ class Invariants:
                                 f"of term {ea.term} at {index}"
                             )
 
-    def check_linearizable(self, history: Sequence[Operation[KVInput, KVOutput]]) -> bool:
+    # -- the state machines --------------------------------------------------------
+
+    def result(self, node_id: int, index: int, result: ApplyResult) -> bool:
+        """Check one entry's result against the first node's; True if this is the first."""
+        known = self.results.get(index)
+        if known is None:
+            if index != self.last_committed + 1:
+                raise InvariantViolation(
+                    f"node {node_id} is the first to apply {index}, after {self.last_committed}"
+                )
+            self.results[index] = result
+            self.last_committed = index
+            return True
+        if known != result:
+            raise InvariantViolation(
+                f"determinism: node {node_id}'s result at {index} is {result}, "
+                f"the first node's was {known}"
+            )
+        return False
+
+    def command_committed(self, index: int, cmd: Command | None, result: KVResult) -> None:
+        """The first application of a command entry (in index order)."""
+        for change in result.changes:
+            if change.index != index:
+                raise InvariantViolation(f"a change of the entry at {index} names {change.index}")
+            self.changes.append(change)
+            self.change_index.append(index)
+        if cmd is not None:
+            self.lease_model.apply(index, cmd, result)
+
+    def batch_applied(
+        self, node_id: int, sm: MemoryStateMachine, image: Callable[[MemoryStateMachine], bytes]
+    ) -> None:
+        """Check a node's whole state where a batch ended: its image against other
+        nodes' at the same index (two suffice), its leases against the model's.
+
+        Images are compared at every ``DIGEST_EVERY``-th index only: encoding
+        one costs more than applying a dozen entries, and a state that
+        diverges stays diverged (results are compared at every index).
+        """
+        index = sm.applied_index
+        seen = self.digests.get(index)
+        if index % DIGEST_EVERY == 0 and (seen is None or seen[1] < 2):
+            digest = hash(image(sm))
+            if seen is None:
+                self.digests[index] = (digest, 1)
+            elif seen[0] != digest:
+                raise InvariantViolation(
+                    f"determinism: node {node_id}'s state after {index} differs from another "
+                    "node's (keys, sessions, leases or watch history)"
+                )
+            else:
+                self.digests[index] = (digest, 2)
+        if index == self.lease_model.index:
+            self.lease_model.check(node_id, sm)
+
+    def check_history(self, node_id: int, sm: MemoryStateMachine) -> None:
+        """The node's watch history is the committed changes' last whole indexes that
+        fit in the window (see raftdb.kv.changes.History), and the floor below them."""
+        applied = sm.applied_index
+        hi = bisect_right(self.change_index, applied)
+        lo = max(0, hi - self.watch_history)
+        floor = 0
+        if lo > 0:
+            floor = self.change_index[lo - 1]
+            lo = bisect_right(self.change_index, floor, lo, hi)
+        got_floor, got = sm.history(0, 1 << 30)
+        if got_floor != floor or got != self.changes[lo:hi]:
+            got_indexes = [c.index for c in got]
+            raise InvariantViolation(
+                f"node {node_id}'s watch history at {applied} has floor {got_floor} and changes "
+                f"at {got_indexes[:5]}..{got_indexes[-5:]} ({len(got)}); the committed changes "
+                f"give floor {floor} and {hi - lo} changes from {self.change_index[lo : lo + 1]}"
+                + (
+                    ""
+                    if got_floor != floor
+                    else f"; first difference: {_first_diff(got, self.changes[lo:hi])}"
+                )
+            )
+
+    def check_linearizable(self, history: Sequence[Operation[KVTxnInput, KVTxnOutput]]) -> bool:
         """Check the clients' history; raise with a description if it is not.
 
         Returns False (not raising) if the checker ran out of its step budget.
         """
-        result = check_linearizability(KVModel(), history, timeout=None, max_steps=2_000_000)
+        result = check_linearizability(KVTxnModel(), history, timeout=None, max_steps=2_000_000)
         if result.status.name == "ILLEGAL":
             raise InvariantViolation("history is not linearizable:\n" + result.describe())
         return bool(result.ok)
+
+
+def _first_diff(got: list[Change], want: list[Change]) -> str:
+    for a, b in zip(got, want, strict=False):
+        if a != b:
+            return f"{a} instead of {b}"
+    return f"lengths {len(got)} and {len(want)}"
+
+
+#: Statuses of a command that was not applied.
+_NOT_APPLIED = frozenset(
+    {CommandStatus.STALE, CommandStatus.SESSION_EXPIRED, CommandStatus.INVALID}
+)
+
+
+class LeaseModel:
+    """raftdb's lease rules, written again from the spec and fed with every
+    committed command in index order: which leases exist (ttl, renewal index)
+    and which keys each holds, and so what each command must answer.
+
+    Transactions are followed through the branch the Applier says ran (the
+    model does not evaluate compares: the clients' transactions are checked
+    for that by linearizability).
+    """
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.leases: dict[int, tuple[int, int]] = {}  # id -> (ttl, renewed index)
+        self.key_lease: dict[bytes, int] = {}  # key -> the lease it is attached to
+        self.expired = 0
+        self.revoked = 0
+
+    def keys(self, lease_id: int) -> list[bytes]:
+        return sorted(k for k, lease in self.key_lease.items() if lease == lease_id)
+
+    def apply(self, index: int, cmd: Command, result: KVResult) -> None:
+        self.index = index
+
+        def fail(why: str) -> InvariantViolation:
+            return InvariantViolation(
+                f"lease semantics at {index}: {why}; command {cmd}, the Applier answered {result}"
+            )
+
+        status = result.status
+        if result.duplicate or status in _NOT_APPLIED:
+            if result.changes:
+                raise fail("a command not applied (again) changed keys")
+            return
+        op = cmd.op
+        leases = self.leases
+        if op == Op.LEASE_GRANT:
+            if status != CommandStatus.OK or result.lease != index or result.ttl != cmd.ttl:
+                raise fail(f"a grant at {index} must answer lease {index}, ttl {cmd.ttl}")
+            leases[index] = (cmd.ttl, index)
+        elif op == Op.LEASE_KEEPALIVE:
+            known = leases.get(cmd.lease)
+            if known is None:
+                if status != CommandStatus.LEASE_NOT_FOUND:
+                    raise fail(f"lease {cmd.lease} does not exist")
+            elif status != CommandStatus.OK or (result.lease, result.ttl) != (cmd.lease, known[0]):
+                raise fail(f"lease {cmd.lease} exists (ttl {known[0]})")
+            else:
+                leases[cmd.lease] = (known[0], index)
+        elif op in (Op.LEASE_REVOKE, Op.LEASE_EXPIRE):
+            known = leases.get(cmd.lease)
+            if known is None or (op == Op.LEASE_EXPIRE and known[1] != cmd.expect):
+                refused = (
+                    (CommandStatus.LEASE_NOT_FOUND,)
+                    if op == Op.LEASE_REVOKE
+                    else (CommandStatus.CONDITION_FAILED, CommandStatus.LEASE_NOT_FOUND)
+                )
+                if status not in refused or result.changes:
+                    state = "does not exist" if known is None else f"was renewed at {known[1]}"
+                    raise fail(f"lease {cmd.lease} {state}: nothing may change")
+                return
+            keys = self.keys(cmd.lease)
+            want = [(ChangeKind.DELETE, k, index) for k in keys]
+            got = [(c.kind, c.key, c.index) for c in result.changes]
+            if status != CommandStatus.OK or got != want:
+                raise fail(f"ending lease {cmd.lease} deletes exactly its keys {keys}, in order")
+            del leases[cmd.lease]
+            for k in keys:
+                del self.key_lease[k]
+            if op == Op.LEASE_EXPIRE:
+                self.expired += 1
+            else:
+                self.revoked += 1
+        elif op == Op.PUT:
+            if status == CommandStatus.CONDITION_FAILED:
+                return
+            if cmd.lease and cmd.lease not in leases:
+                if status != CommandStatus.LEASE_NOT_FOUND or result.changes:
+                    raise fail(f"a put with lease {cmd.lease}, which does not exist")
+                return
+            if status != CommandStatus.OK:
+                raise fail("a put whose lease exists")
+            self._put(cmd.key, cmd.lease)
+        elif op == Op.DELETE:
+            if status == CommandStatus.OK and result.changes:
+                self.key_lease.pop(cmd.key, None)
+        elif op == Op.TXN:
+            self._txn(cmd, result, fail)
+
+    def _txn(
+        self, cmd: Command, result: KVResult, fail: Callable[[str], InvariantViolation]
+    ) -> None:
+        txn = Txn.decode(cmd.value)
+        leases = self.leases
+        if result.status == CommandStatus.LEASE_NOT_FOUND:
+            named = {o.lease for o in (*txn.success, *txn.failure) if o.lease}
+            if not named - leases.keys() or result.changes:
+                raise fail("LEASE_NOT_FOUND, but every lease the transaction names exists")
+            return
+        if result.status != CommandStatus.OK or result.txn is None:
+            raise fail("a well-formed transaction")
+        branch = txn.success if result.txn.succeeded else txn.failure
+        missing = {o.lease for o in branch if o.lease} - leases.keys()
+        if missing:
+            raise fail(f"it applied puts that name leases {sorted(missing)}, which do not exist")
+        for o, r in zip(branch, result.txn.results, strict=True):
+            if o.kind == TxnOpKind.PUT:
+                self._put(o.key, o.lease)
+            elif o.kind == TxnOpKind.DELETE and r.found:
+                self.key_lease.pop(o.key, None)
+
+    def _put(self, key: bytes, lease: int) -> None:
+        if lease:
+            self.key_lease[key] = lease  # joins it, leaving any other
+        else:
+            self.key_lease.pop(key, None)  # a put without a lease leaves any lease
+
+    def check(self, node_id: int, sm: MemoryStateMachine) -> None:
+        """``sm`` (at the model's index) holds exactly the model's leases."""
+        got = {(x.id, x.ttl, x.renewed_index, x.keys) for x in sm.leases()}
+        want = {(i, t, r, frozenset(self.keys(i))) for i, (t, r) in self.leases.items()}
+        if got != want:
+            raise InvariantViolation(
+                f"node {node_id}'s leases at {self.index} are {sorted(got - want)} where "
+                f"the rules give {sorted(want - got)}"
+            )

@@ -1,64 +1,68 @@
 """A deterministic simulation of a raftdb cluster: Raft cores, a faulty network,
-crashing disks, clients, membership changes — all driven by one seeded Random.
+crashing disks, clients, membership changes, leases — all driven by one seeded
+Random.
 
 Each node is a :class:`~raftdb.raft.RawNode` over a
-:class:`~raftdb.storage.memory.MemoryStorage` (its disk: what was saved survives a
-crash) and a small key-value state machine in memory (lost on a crash, rebuilt
-from the disk's snapshot plus the log, as the real driver does). The node's
-driver handles a Ready in two separate events — first the messages that may
-leave at once, then the save, the after-save messages and the apply — so a
+:class:`~raftdb.storage.memory.MemoryStorage` (its disk: what was saved
+survives a crash) and raftdb's own :class:`~raftdb.kv.state_machine.MemoryStateMachine`
+(the real Applier: sessions, transactions, leases, the watch history), lost on
+a crash and rebuilt from the disk's snapshot plus the log, as the real driver
+does. The node's driver handles a Ready in two separate events — first the
+messages that may leave at once, then the save, the after-save messages and
+the apply (in batches cut at random, as the real apply worker's are) — so a
 crash can strike between them and lose exactly what was not saved.
 
+Each node also runs raftdb's :class:`~raftdb.kv.expiry.LeaseClock` on its own
+simulated monotonic clock (``TICK_S`` seconds per tick, from an origin of its
+own), as ``raftdb/node/leases.py`` does with ``loop.time()``: deadlines from
+its apply times, a full TTL for every lease when it becomes leader, and, while
+it leads, a ``LEASE_EXPIRE`` proposal for each lease due, once per tick.
+
 The network drops, duplicates, delays (and so reorders) messages and can be
-partitioned. Clients write (put, delete, compare-and-set) through any node and
-read through ReadIndex on any node; every operation is recorded for the
-linearizability checker. Invariants are checked as the run goes (see
-``invariants.py``); the end of a run heals every fault and checks that the
-cluster recovers, converges and stays linearizable.
+partitioned. The clients (``workload.py``) write through any node, retrying
+in their session, and read through ReadIndex or transactions; the lease
+workers grant, attach, keep alive, abandon and revoke leases while leaders
+change. Invariants are checked as the run goes (``invariants.py``); the end of
+a run heals every fault and checks that the cluster recovers, that every lease
+left expires in time, that the members converge, and that the history is
+linearizable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from random import Random
-from typing import Any
 
+from raftdb.kv.commands import (
+    Command,
+    InvalidCommandError,
+    KVResult,
+    Op,
+    parse_command,
+)
+from raftdb.kv.expiry import LeaseClock
+from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.raft import (
     ConfChange,
-    ConfChangeError,
     ConfChangeType,
     Config,
-    ConfState,
     Entry,
-    EntryType,
     Message,
     MessageType,
     ProposalDroppedError,
     RawNode,
     Ready,
     Role,
-    apply_conf_change,
 )
 from raftdb.storage.memory import MemoryStorage
-from raftdb.testing.linearizability import (
-    CompareAndSet,
-    Delete,
-    Get,
-    KVInput,
-    KVOutput,
-    Operation,
-    Put,
-)
 
 from .invariants import Invariants, InvariantViolation
+from .workload import TICK_S, Workload
 
 __all__ = ["SimConfig", "SimResult", "Simulation"]
-
-KEYS = ("a", "b", "c")
 
 _quiet = logging.getLogger("raftdb.sim.quiet")
 _quiet.addHandler(logging.NullHandler())
@@ -82,6 +86,9 @@ class SimConfig:
     compact_rate: float = 0.05
     client_rate: float = 0.5
     clients: int = 4
+    lease_workers: int = 2
+    leader_fault_rate: float = 0.0
+    watch_history: int = 50_000
     pre_vote: bool = True
     check_quorum: bool = True
     max_inflight: int = 256
@@ -108,6 +115,11 @@ class SimConfig:
             check_quorum=rng.random() < 0.8,
             max_inflight=rng.choice((1, 4, 256)),
             max_size_per_msg=rng.choice((200, 1 << 20)),
+            lease_workers=rng.choice((1, 2, 3)),
+            leader_fault_rate=rng.choice((0.0, 0.005, 0.01, 0.02)),
+            # A small window makes trimming (and snapshots of a trimmed
+            # window) happen in most runs.
+            watch_history=rng.choice((4, 16, 64, 50_000)),
         )
 
 
@@ -122,145 +134,35 @@ class SimResult:
     elections: int
     committed: int
     linearizable: bool
-
-
-@dataclass
-class _Op:
-    client: str
-    input: KVInput
-    call: int
-    req: str | None = None  # writes: the request id carried in the command
-    ret: int | None = None
-    output: KVOutput = None
-
-
-class History:
-    """The clients' operations, as the linearizability checker takes them.
-
-    A write whose client got no answer (timeout, crash) is resolved at the end
-    from what the cluster applied: if no node ever applied it, it had no effect
-    and is left out; if one did, it took effect before the first node applied
-    it, so it is recorded as returning then, with the result the state machine
-    computed. Both are sound (the true execution is still a witness) and keep
-    the checker's search small. An unanswered read has no effect and is left out.
-    """
-
-    def __init__(self, sim: Simulation) -> None:
-        self._sim = sim
-        self._ops: dict[int, _Op] = {}
-        self._next = 0
-        self.first_applied: dict[str, tuple[int, KVOutput]] = {}  # req -> (step, result)
-
-    def invoke(self, client: str, op: KVInput, req: str | None = None) -> int:
-        self._next += 1
-        self._ops[self._next] = _Op(client, op, self._sim.step_no, req)
-        return self._next
-
-    def complete(self, handle: int, output: KVOutput) -> None:
-        op = self._ops[handle]
-        op.ret, op.output = self._sim.step_no, output
-
-    def fail(self, handle: int) -> None:
-        del self._ops[handle]
-
-    def unknown(self, handle: int) -> None:
-        pass  # left open; resolved in operations()
-
-    def applied(self, req: str, result: KVOutput) -> None:
-        self.first_applied.setdefault(req, (self._sim.step_no, result))
-
-    def operations(self) -> list[Operation[KVInput, KVOutput]]:
-        out: list[Operation[KVInput, KVOutput]] = []
-        for op in self._ops.values():
-            if op.ret is not None:
-                out.append(Operation(op.client, op.input, op.output, op.call, op.ret))
-            elif op.req is not None and op.req in self.first_applied:
-                step, result = self.first_applied[op.req]
-                out.append(Operation(op.client, op.input, result, op.call, max(step, op.call)))
-        return out
-
-    def answered(self, handle: int) -> bool:
-        op = self._ops.get(handle)
-        return op is not None and op.ret is not None
-
-    def unanswered(self) -> int:
-        return sum(1 for op in self._ops.values() if op.ret is None)
-
-
-class StateMachine:
-    """The simulated KV state machine: dict data, request dedup, membership."""
-
-    def __init__(self) -> None:
-        self.kv: dict[str, str] = {}
-        self.seen: set[str] = set()
-        self.applied = 0
-        self.conf = ConfState()
-
-    def encode(self) -> bytes:
-        """A snapshot of this state."""
-        return json.dumps(
-            {
-                "kv": self.kv,
-                "seen": sorted(self.seen),
-                "applied": self.applied,
-                "voters": list(self.conf.voters),
-                "learners": list(self.conf.learners),
-            },
-            sort_keys=True,
-        ).encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> StateMachine:
-        """Rebuild from :meth:`encode`'s output (empty data: a fresh machine)."""
-        sm = cls()
-        if data:
-            obj = json.loads(data)
-            sm.kv = dict(obj["kv"])
-            sm.seen = set(obj["seen"])
-            sm.applied = obj["applied"]
-            sm.conf = ConfState(tuple(obj["voters"]), tuple(obj["learners"]))
-        return sm
-
-    def apply(self, entry: Entry) -> tuple[str, Any] | None:
-        """Apply one committed entry; ``(request id, result)`` for a client command."""
-        self.applied = entry.index
-        if entry.type == EntryType.CONF_CHANGE:
-            # The same change the core ignores is ignored here: same function.
-            with contextlib.suppress(ValueError, ConfChangeError):
-                self.conf = apply_conf_change(self.conf, ConfChange.decode(entry.data))
-            return None
-        if not entry.data:
-            return None
-        cmd = json.loads(entry.data)
-        req = cmd["req"]
-        if req in self.seen:
-            return None  # a duplicate of an applied command (client sessions, §6.3)
-        self.seen.add(req)
-        op, key = cmd["op"], cmd["key"]
-        result: Any = None
-        if op == "put":
-            self.kv[key] = cmd["value"]
-        elif op == "delete":
-            result = self.kv.pop(key, None) is not None
-        elif op == "cas":
-            result = self.kv.get(key) == cmd["expected"]
-            if result:
-                self.kv[key] = cmd["value"]
-        return req, result
+    txns: int = 0
+    bank_reads: int = 0
+    duplicates: int = 0
+    leases: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class SimNode:
-    """One simulated server: its disk, and (while up) its core and memory."""
+    """One simulated server: its disk, its clock, and (while up) its core and memory."""
 
     id: int
     storage: MemoryStorage
+    clock_origin: float
     raw: RawNode | None = None
     pending: Ready | None = None
-    sm: StateMachine = field(default_factory=StateMachine)
-    waiting_writes: dict[str, int] = field(default_factory=dict)  # request id -> handle
-    waiting_reads: dict[bytes, tuple[int, str]] = field(default_factory=dict)  # ctx -> op
+    sm: MemoryStateMachine = field(default_factory=MemoryStateMachine)
+    leases: LeaseClock = field(default_factory=LeaseClock)
+    leading: bool = False
+    leader_since: float = 0.0
+    renewed_at: dict[int, float] = field(default_factory=dict)  # lease -> when it got its TTL
+    waiting_reads: dict[bytes, tuple[Callable[[SimNode], None], Callable[[], None]]] = field(
+        default_factory=dict
+    )
     ready_reads: list[tuple[int, bytes]] = field(default_factory=list)  # (index, ctx)
+
+
+def image(sm: MemoryStateMachine) -> bytes:
+    """A state machine's whole replicated state, as its snapshot stream."""
+    return b"".join(sm.snapshot())
 
 
 class Simulation:
@@ -276,25 +178,31 @@ class Simulation:
         self.msg_seq = 0
         self.cut: set[tuple[int, int]] = set()
         self.partition_heal_at = 0
-        self.history = History(self)
-        # handle -> (client slot, (node id, deadline))
-        self.op_deadline: dict[int, tuple[int, tuple[int, int]]] = {}
-        self.next_req = 0
         self.faults: dict[str, int] = {}
-        self.inv = Invariants()
+        self.inv = Invariants(cfg.watch_history)
         self.crashed_at: dict[int, int] = {}
         self.faulty = True
-        self.written: dict[str, int] = {}
-        self.ops = 0
+        self.next_ctx = 0
+        self.heal_tick = 0
+        self.leader_since_tick: dict[int, int] = {}
+        self.read_deadlines: dict[bytes, tuple[int, int]] = {}  # ctx -> (node id, tick)
+        self._decoded: dict[int, tuple[tuple[bytes, int] | None, Command | None]] = {}
+        self.workload = Workload(self)
         peers = [(i, f"node-{i}".encode()) for i in range(1, cfg.nodes + 1)]
         for i in range(1, cfg.nodes + 1):
-            node = SimNode(i, MemoryStorage())
-            self.nodes[i] = node
+            node = self._new_node(i)
             self._start(node)
             assert node.raw is not None
             node.raw.bootstrap(peers)
 
     # -- node life ---------------------------------------------------------------
+
+    def _new_node(self, node_id: int) -> SimNode:
+        # Each member's monotonic clock has an origin of its own, as
+        # loop.time() on different hosts: only its differences mean anything.
+        node = SimNode(node_id, MemoryStorage(), self.rng.uniform(0, 100_000))
+        self.nodes[node_id] = node
+        return node
 
     def _config(self, node_id: int, applied: int) -> Config:
         cfg = self.cfg
@@ -312,30 +220,76 @@ class Simulation:
             logger=_quiet,
         )
 
+    def clock(self, node: SimNode) -> float:
+        """``node``'s monotonic clock, in seconds."""
+        return node.clock_origin + self.now * TICK_S
+
     def _start(self, node: SimNode) -> None:
         """Boot (or reboot) ``node`` from its disk, as the real driver does."""
         snap = node.storage.snapshot()
-        node.sm = StateMachine.decode(snap.data)
-        node.raw = RawNode(self._config(node.id, node.sm.applied))
+        node.sm = MemoryStateMachine(watch_history=self.cfg.watch_history)
+        if snap.data:
+            node.sm.restore([snap.data])
+        node.raw = RawNode(self._config(node.id, node.sm.applied_index))
         node.pending = None
-        node.waiting_writes.clear()
         node.waiting_reads.clear()
         node.ready_reads.clear()
+        # The lease keeper starts as a follower tracking what the snapshot holds.
+        now = self.clock(node)
+        node.leases = LeaseClock()
+        node.leases.track(now, node.sm.leases())
+        node.leading = False
+        node.renewed_at = {lease.id: now for lease in node.sm.leases()}
         self.inv.node_started(node.id)
 
-    def _crash(self, node: SimNode) -> None:
+    def _crash(self, node: SimNode, why: str = "crash") -> None:
         """Kill ``node``: memory and the unsaved Ready are lost, its clients see no answer."""
-        for handle in node.waiting_writes.values():
-            self._unknown(handle)
-        for handle, _ in node.waiting_reads.values():
-            self._unknown(handle)
+        for _, lost in node.waiting_reads.values():
+            lost()
         node.raw = None
         node.pending = None
-        node.waiting_writes.clear()
         node.waiting_reads.clear()
         node.ready_reads.clear()
+        node.leading = False
+        self.workload.node_lost(node.id)
         self.crashed_at[node.id] = self.now
-        self._count("crash")
+        self._count(why)
+
+    def live_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.raw is not None]
+
+    def propose(self, node: SimNode, data: bytes) -> bool:
+        """Propose ``data`` on ``node``; False if refused (it was not appended anywhere)."""
+        raw = node.raw
+        assert raw is not None
+        try:
+            raw.propose(data)
+        except ProposalDroppedError:
+            return False
+        self._after_step(node)
+        return True
+
+    def read_index(
+        self, handle: int, done: Callable[[SimNode], None], lost: Callable[[], None]
+    ) -> bool:
+        """Start a ReadIndex read on a random live node: ``done(node)`` once it may
+        serve it, ``lost()`` if it never will (timeout, crash); False if refused."""
+        live = self.live_nodes()
+        if not live:
+            return False
+        node = self.rng.choice(live)
+        raw = node.raw
+        assert raw is not None
+        self.next_ctx += 1
+        ctx = f"read-{self.next_ctx}".encode()
+        try:
+            raw.read_index(ctx)
+        except ProposalDroppedError:
+            return False
+        node.waiting_reads[ctx] = (done, lost)
+        self.read_deadlines[ctx] = (node.id, self.now + self.cfg.op_timeout)
+        self._after_step(node)
+        return True
 
     # -- network -----------------------------------------------------------------
 
@@ -352,12 +306,21 @@ class Simulation:
                 heapq.heappush(self.network, (self.now + delay, self.msg_seq, m))
 
     def _deliver_one(self) -> bool:
-        """Deliver one due message, picked at random among the first few (reordering)."""
-        due = [i for i in range(min(4, len(self.network))) if self.network[i][0] <= self.now]
+        """Deliver one due message, picked at random among the first few (reordering).
+
+        The few are popped and the others pushed back: O(log n) however long
+        the queue grows (re-heapifying the whole queue per delivery made a
+        backlogged seed take minutes).
+        """
+        network = self.network
+        due: list[tuple[int, int, Message]] = []
+        while network and network[0][0] <= self.now and len(due) < 4:
+            due.append(heapq.heappop(network))
         if not due:
             return False
-        _, _, m = self.network.pop(self.rng.choice(due))
-        heapq.heapify(self.network)
+        _, _, m = due.pop(self.rng.randrange(len(due)))
+        for item in due:
+            heapq.heappush(network, item)
         node = self.nodes.get(m.to)
         if (m.frm, m.to) in self.cut or node is None or node.raw is None:
             self._report_snapshot(m, ok=False)
@@ -396,116 +359,140 @@ class Simulation:
         self.inv.saved(node.id, node.storage)
         self._send(rd.messages_after_save)
         if rd.snapshot is not None:
-            node.sm = StateMachine.decode(rd.snapshot.data)
-            self.inv.restored(node.id, rd.snapshot.metadata.index, node.sm.encode())
-        for entry in rd.committed_entries:
-            if entry.index <= node.sm.applied:
-                continue  # re-delivered after a restart: already in the snapshot
-            self.inv.applied(node.id, entry, node.sm.applied)
-            outcome = node.sm.apply(entry)
-            if outcome is not None:
-                req, result = outcome
-                self.history.applied(req, result)
-                handle = node.waiting_writes.pop(req, None)
-                if handle is not None:
-                    self._complete(handle, result)
+            node.sm.restore([rd.snapshot.data])
+            self.inv.restored(node.id, rd.snapshot.metadata.index, self._image(node))
+            now = self.clock(node)
+            node.leases.track(now, node.sm.leases())
+            for lease in node.sm.leases():
+                deadline = node.leases.deadline(lease.id)
+                assert deadline is not None
+                node.renewed_at[lease.id] = deadline - lease.ttl
+        entries = [e for e in rd.committed_entries if e.index > node.sm.applied_index]
+        # Batches cut at random: the outcome must not depend on where.
+        while entries:
+            cut = len(entries) if self.rng.random() < 0.5 else self.rng.randint(1, len(entries))
+            self._apply(node, entries[:cut])
+            entries = entries[cut:]
         node.ready_reads.extend((rs.index, rs.context) for rs in rd.read_states)
         raw.advance(rd)
         self._serve_reads(node)
         self._after_step(node)
         return True
 
+    def _apply(self, node: SimNode, batch: Sequence[Entry]) -> None:
+        """Apply one batch, answer the clients waiting on ``node``, feed its lease keeper."""
+        prev = node.sm.applied_index
+        for entry in batch:
+            self.inv.applied(node.id, entry, prev)
+            prev = entry.index
+        results = node.sm.apply(batch)
+        workload, inv = self.workload, self.inv
+        now = self.clock(node)
+        renewed: list[int] = []
+        for entry, result in zip(batch, results, strict=True):
+            first = inv.result(node.id, entry.index, result)
+            if not isinstance(result, KVResult):
+                continue
+            session, cmd = self._decode(entry)
+            if first:
+                inv.command_committed(entry.index, cmd, result)
+                workload.committed(session, cmd, result)
+            if session is not None:
+                workload.answer(node, session, result)
+            if cmd is None or result.duplicate or not result.ok:
+                continue
+            if cmd.op in (Op.LEASE_GRANT, Op.LEASE_KEEPALIVE):
+                renewed.append(result.lease)
+            elif cmd.op in (Op.LEASE_REVOKE, Op.LEASE_EXPIRE):
+                node.leases.ended(result.lease)
+                node.renewed_at.pop(result.lease, None)
+        for lease_id in renewed:
+            lease = node.sm.lease(lease_id)
+            if lease is not None:  # (not ended later in the same batch)
+                node.leases.renewed(lease, now)
+                node.renewed_at[lease_id] = now
+        inv.batch_applied(node.id, node.sm, image)
+
+    def _decode(self, entry: Entry) -> tuple[tuple[bytes, int] | None, Command | None]:
+        """The entry's session and command (None for one that is not a command);
+        cached by index: every node has the same entry there (checked)."""
+        known = self._decoded.get(entry.index)
+        if known is not None:
+            return known
+        try:
+            fields = parse_command(entry.data)
+            cmd = Command.decode(entry.data)
+        except InvalidCommandError:
+            decoded: tuple[tuple[bytes, int] | None, Command | None] = (None, None)
+        else:
+            session = None if fields[5] is None else (fields[5], fields[6])
+            decoded = (session, cmd)
+        self._decoded[entry.index] = decoded
+        return decoded
+
+    def _image(self, node: SimNode) -> bytes:
+        return image(node.sm)
+
     def _serve_reads(self, node: SimNode) -> None:
         keep: list[tuple[int, bytes]] = []
         for index, ctx in node.ready_reads:
-            if index > node.sm.applied:
+            if index > node.sm.applied_index:
                 keep.append((index, ctx))
                 continue
-            op = node.waiting_reads.pop(ctx, None)
-            if op is not None:
-                handle, key = op
-                self._complete(handle, node.sm.kv.get(key))
+            waiting = node.waiting_reads.pop(ctx, None)
+            self.read_deadlines.pop(ctx, None)
+            if waiting is not None:
+                waiting[0](node)
         node.ready_reads = keep
+
+    def _expire_reads(self) -> None:
+        for ctx, (node_id, deadline) in list(self.read_deadlines.items()):
+            if deadline <= self.now:
+                del self.read_deadlines[ctx]
+                waiting = self.nodes[node_id].waiting_reads.pop(ctx, None)
+                if waiting is not None:
+                    waiting[1]()
 
     def _after_step(self, node: SimNode) -> None:
         raw = node.raw
         assert raw is not None
         self.inv.observe(node.id, raw)
+        leader = raw.role == Role.LEADER
+        if leader != node.leading:
+            # The lease keeper follows the role, as raftdb/node/leases.py does on
+            # each Ready's soft state: a new leader gives every lease a full TTL.
+            node.leading = leader
+            if leader:
+                now = self.clock(node)
+                node.leader_since = now
+                node.leases.become_leader(now, node.sm.leases())
+                self.leader_since_tick[node.id] = self.now
+                self.workload.leader_changed()
+            else:
+                node.leases.become_follower()
 
-    # -- clients -------------------------------------------------------------------
-
-    def _complete(self, handle: int, result: KVOutput) -> None:
-        if handle in self.op_deadline:
-            del self.op_deadline[handle]
-            self.history.complete(handle, result)
-
-    def _unknown(self, handle: int) -> None:
-        if handle in self.op_deadline:
-            del self.op_deadline[handle]
-            self.history.unknown(handle)
-
-    def _client_op(self, client: int) -> None:
-        live = [n for n in self.nodes.values() if n.raw is not None]
-        if not live:
-            return
-        node = self.rng.choice(live)
-        raw = node.raw
-        assert raw is not None
-        key = self.rng.choice(KEYS)
-        kind = self.rng.random()
-        self.ops += 1
-        if kind < 0.45:
-            self._read(client, node, raw, key)
-            return
-        self.next_req += 1
-        req = f"r{self.next_req}"
-        value = f"v{self.next_req}"
-        op: KVInput
-        cmd: dict[str, Any] = {"req": req, "key": key}
-        if kind < 0.8:
-            op, cmd["op"], cmd["value"] = Put(key, value), "put", value
-        elif kind < 0.9:
-            op, cmd["op"] = Delete(key), "delete"
-        else:
-            expected = self.written.get(key)
-            exp_value = f"v{expected}" if expected is not None else "none"
-            op = CompareAndSet(key, exp_value, value)
-            cmd["op"], cmd["expected"], cmd["value"] = "cas", exp_value, value
-        handle = self.history.invoke(f"c{self.next_req}", op, req)
-        try:
-            raw.propose(json.dumps(cmd).encode())
-        except ProposalDroppedError:
-            self.history.fail(handle)  # refused before it was appended anywhere
-            return
-        self.written[key] = self.next_req
-        node.waiting_writes[req] = handle
-        self.op_deadline[handle] = (client, (node.id, self.now + self.cfg.op_timeout))
-        self._after_step(node)
-
-    def _read(self, client: int, node: SimNode, raw: RawNode, key: str) -> None:
-        self.next_req += 1
-        handle = self.history.invoke(f"c{self.next_req}", Get(key))
-        ctx = f"read-{self.next_req}".encode()
-        try:
-            raw.read_index(ctx)
-        except ProposalDroppedError:
-            self.history.fail(handle)
-            return
-        node.waiting_reads[ctx] = (handle, key)
-        self.op_deadline[handle] = (client, (node.id, self.now + self.cfg.op_timeout))
-        self._after_step(node)
-
-    def _expire_ops(self) -> None:
-        for handle, (_, (node_id, deadline)) in list(self.op_deadline.items()):
-            if deadline <= self.now:
-                node = self.nodes[node_id]
-                for req, h in list(node.waiting_writes.items()):
-                    if h == handle:
-                        del node.waiting_writes[req]
-                for ctx, (h, _) in list(node.waiting_reads.items()):
-                    if h == handle:
-                        del node.waiting_reads[ctx]
-                self._unknown(handle)
+    def _expire_leases(self, node: SimNode) -> None:
+        """The leader's keeper tick: propose an expiry for each lease due."""
+        now = self.clock(node)
+        for lease_id, renewed_index in node.leases.due(now):
+            lease = node.sm.lease(lease_id)
+            if lease is None or lease.renewed_index != renewed_index:
+                raise InvariantViolation(
+                    f"node {node.id}'s lease clock names lease {lease_id} renewed at "
+                    f"{renewed_index}, its state machine has {lease}"
+                )
+            # Due no sooner than a full TTL after the leader took over and
+            # after it applied the renewal (etcd's rule: a leader change never
+            # shortens a lease).
+            since = max(node.leader_since, node.renewed_at.get(lease_id, node.leader_since))
+            if now < since + lease.ttl - 1e-6:
+                raise InvariantViolation(
+                    f"leader {node.id} found lease {lease_id} (ttl {lease.ttl}s) due "
+                    f"{now - since:.2f}s after it took over or applied its renewal"
+                )
+            cmd = Command.lease_expire(lease_id, renewed_index)
+            if self.propose(node, cmd.encode()):
+                self._count("lease-expire-proposed")
 
     # -- faults --------------------------------------------------------------------
 
@@ -546,17 +533,29 @@ class Simulation:
         if rng.random() < cfg.conf_change_rate:
             self._membership_change()
         if rng.random() < cfg.transfer_rate:
+            self._transfer()
+        if rng.random() < cfg.leader_fault_rate and self.workload.lease_live():
+            # A leader change while a lease's TTL runs: the new leader must give
+            # every lease a full TTL, and keep-alives must reach it.
             leader = self._leader()
-            if leader is not None and leader.raw is not None:
-                voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
-                if voters:
-                    try:
-                        leader.raw.transfer_leader(rng.choice(voters))
-                        self._count("transfer")
-                    except ProposalDroppedError:
-                        pass
+            if leader is not None and rng.random() < 0.5:
+                self._crash(leader, "leader-crash")
+            else:
+                self._transfer()
         if rng.random() < cfg.compact_rate:
             self._compact(rng.choice(list(self.nodes.values())))
+
+    def _transfer(self) -> None:
+        leader = self._leader()
+        if leader is None or leader.raw is None:
+            return
+        voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
+        if voters:
+            try:
+                leader.raw.transfer_leader(self.rng.choice(voters))
+                self._count("transfer")
+            except ProposalDroppedError:
+                pass
 
     def _partition(self) -> None:
         ids = [n.id for n in self.nodes.values()]
@@ -602,8 +601,7 @@ class Simulation:
             cc = ConfChange(ConfChangeType.REMOVE_NODE, rng.choice(conf.voters))
         elif len(conf.voters) < 5:
             new_id = max(self.nodes) + 1
-            node = SimNode(new_id, MemoryStorage())
-            self.nodes[new_id] = node
+            node = self._new_node(new_id)
             self._start(node)
             cc = ConfChange(ConfChangeType.ADD_LEARNER, new_id, f"node-{new_id}".encode())
         if cc is None:
@@ -619,12 +617,12 @@ class Simulation:
         """Snapshot the state machine and compact the log, keeping a few entries."""
         if node.raw is None:
             return
-        applied = node.sm.applied
+        applied = node.sm.applied_index
         snap_index = node.storage.snapshot().metadata.index
         if applied <= snap_index or applied > node.storage.last_index():
             return
-        data = node.sm.encode()
-        node.storage.create_snapshot(applied, node.sm.conf, data)
+        data = self._image(node)
+        node.storage.create_snapshot(applied, node.sm.conf_state(), data)
         self.inv.snapshotted(node.id, applied, data)
         keep = self.rng.choice((0, 2, 10))
         node.storage.compact(max(applied - keep, node.storage.first_index() - 1))
@@ -633,35 +631,45 @@ class Simulation:
     # -- the run -------------------------------------------------------------------
 
     def _round(self) -> None:
-        """One tick of simulated time: faults, clients, message and Ready handling, ticks."""
+        """One tick of simulated time: faults, lease expiries, clients, messages and
+        Ready handling, ticks."""
         rng = self.rng
         if self.faulty:
             self._faults()
-            # A fixed set of clients, each with at most one operation open (as in
-            # Jepsen); a client whose operation timed out is replaced by a new one.
-            busy = {client for client, _ in self.op_deadline.values()}
-            for client in range(self.cfg.clients):
-                if client not in busy and rng.random() < self.cfg.client_rate:
-                    self._client_op(client)
-        self._expire_ops()
+        for node in list(self.nodes.values()):
+            if node.raw is not None and node.leading:
+                self._expire_leases(node)
+        self.workload.round(act=self.faulty)
+        self._expire_reads()
         # Work until quiet, or (sometimes) stop early so that Readys stay half
         # handled across ticks: deliveries and Ready halves in random order, and
         # crashes that can strike between a Ready's two halves.
-        budget = 500 if rng.random() < 0.8 else rng.randrange(1, 20)
+        # Once healed, the network is healthy: a round works until quiet, so a
+        # backlog left by the faults (thousands of small appends) drains at once
+        # instead of delaying commits by tens of ticks.
+        if not self.faulty:
+            budget = 100_000
+        elif rng.random() < 0.8:
+            budget = 500
+        else:
+            budget = rng.randrange(1, 20)
         midflight = self.cfg.crash_rate / 40 if self.faulty else 0.0
+        # The nodes in a random rotation per step (one draw, not a shuffle: this
+        # loop is most of a run's time); a node that crashes meanwhile has no
+        # Ready, and no node starts within it.
+        nodes = list(self.nodes.values())
         for _ in range(budget):
             self.step_no += 1
             if midflight and rng.random() < midflight:
-                live = [n for n in self.nodes.values() if n.raw is not None]
+                live = self.live_nodes()
                 if live:
                     self._crash(rng.choice(live))
-            candidates = [n for n in self.nodes.values() if n.raw is not None]
-            rng.shuffle(candidates)
             moved = False
             if rng.random() < 0.5:
                 moved = self._deliver_one()
             if not moved:
-                for node in candidates:
+                start = rng.randrange(len(nodes))
+                for node in (*nodes[start:], *nodes[:start]):
                     if self._ready_phase(node):
                         moved = True
                         break
@@ -676,94 +684,106 @@ class Simulation:
         self.now += 1
 
     def run(self) -> SimResult:
-        """Run the faulty phase, then heal and check recovery and linearizability."""
-        try:
-            for _ in range(self.cfg.rounds):
-                self._round()
-                if self.now % 25 == 0:
-                    self.inv.check_logs(self._live_logs())
-            self._heal_and_check()
-        except InvariantViolation:
-            raise
-        history = self.history.operations()
+        """Run the faulty phase, then heal and check recovery, lease expiry,
+        convergence and linearizability."""
+        for _ in range(self.cfg.rounds):
+            self._round()
+            if self.now % 25 == 0:
+                self.inv.check_logs(self._live_logs())
+                self._check_histories()
+        self._heal_and_check()
+        history = self.workload.history.operations()
         ok = self.inv.check_linearizable(history)
+        w = self.workload
         return SimResult(
             seed=self.cfg.seed,
             ops=len(history),
-            unknown_ops=self.history.unanswered(),
+            unknown_ops=w.history.unanswered(),
             faults=dict(self.faults),
             elections=self.inv.elections,
-            committed=max(self.inv.committed, default=0),
+            committed=self.inv.last_committed,
             linearizable=ok,
+            txns=w.txns,
+            bank_reads=w.bank_reads,
+            duplicates=w.duplicates,
+            leases=w.lease_summary(),
         )
 
     def _live_logs(self) -> dict[int, RawNode]:
         return {n.id: n.raw for n in self.nodes.values() if n.raw is not None}
 
+    def _check_histories(self) -> None:
+        for node in self.live_nodes():
+            self.inv.check_history(node.id, node.sm)
+
     def _heal_and_check(self) -> None:
-        """Stop every fault; the cluster must elect, commit and converge in bounded time."""
+        """Stop every fault; the cluster must elect, commit and converge in bounded
+        time, and every lease left must expire within its TTL and an election timeout."""
         self.faulty = False
+        self.heal_tick = self.now
+        self.workload.stop()
         self.cut.clear()
         for node in self._members():
             if node.raw is None:
                 self._start(node)
-        # Liveness: within a bounded number of ticks, a leader commits a new write
-        # and every member applies everything committed.
-        deadline = self.now + 40 * self.cfg.election_tick
-        probe: int | None = None  # the current attempt at a final write
-        probe_done = False
+        # Liveness: within a bounded number of ticks, a leader commits a new write,
+        # every lease left is expired, and every member applies everything committed.
+        budget = 40 * self.cfg.election_tick + max(self.workload.ttl_ticks(), default=0)
+        deadline = self.now + budget
         while self.now < deadline:
             self._round()
             leader = self._leader()
             if leader is None or leader.raw is None:
                 continue
-            if not probe_done:
-                if probe is not None and probe in self.op_deadline:
-                    continue  # still waiting for it
-                if probe is not None and self.history.answered(probe):
-                    probe_done = True
-                else:
-                    # First attempt, or the last one was lost with a leader: retry,
-                    # as a client would.
-                    probe = self._final_write(leader)
-                    continue
+            self._decommission(leader)
+            if not self.workload.final_done:
+                self.workload.final_write()
+                continue
+            if leader.sm.leases():
+                continue  # every lease left must expire: no one keeps them alive now
             if self._converged(leader):
                 self.inv.check_logs(self._live_logs())
+                self._check_histories()
+                final = self.leader_since_tick.get(leader.id, 0)
+                self.workload.check_expired_after_heal(
+                    self.heal_tick, final, self.cfg.election_tick
+                )
+                self.workload.check_final_state(leader.sm)
                 return
         raise InvariantViolation(
-            f"no recovery within {40 * self.cfg.election_tick} ticks after healing: "
+            f"no recovery within {budget} ticks after healing "
+            f"(final write {'done' if self.workload.final_done else 'not done'}): "
             + "; ".join(
                 f"{n.id}: {'down' if n.raw is None else n.raw.status().role.value} "
                 f"term={n.raw.term if n.raw else '-'} "
                 f"commit={n.raw.commit_index if n.raw else '-'} "
-                f"applied={n.sm.applied}"
+                f"applied={n.sm.applied_index} leases={[x.id for x in n.sm.leases()]}"
                 for n in self.nodes.values()
             )
         )
 
-    def _final_write(self, leader: SimNode) -> int | None:
-        assert leader.raw is not None
-        self.next_req += 1
-        req = f"r{self.next_req}"
-        cmd = {"req": req, "op": "put", "key": "final", "value": req}
-        handle = self.history.invoke("final", Put("final", req), req)
-        try:
-            leader.raw.propose(json.dumps(cmd).encode())
-        except ProposalDroppedError:
-            self.history.fail(handle)
-            return None
-        leader.waiting_writes[req] = handle
-        self.op_deadline[handle] = (-1, (leader.id, self.now + 3 * self.cfg.election_tick))
-        return handle
+    def _decommission(self, leader: SimNode) -> None:
+        """Stop the nodes the leader's applied membership does not have, as an
+        operator shuts down a removed member: without pre-vote, a removed
+        server left running campaigns with ever higher terms and deposes every
+        leader (Raft thesis §4.2.3); the cluster still commits, but a leader
+        never lasts a TTL, and only a lasting leader expires leases."""
+        conf = leader.sm.conf_state()
+        members = {*conf.voters, *conf.learners}
+        if leader.id not in members:
+            return
+        for node in self.nodes.values():
+            if node.raw is not None and node.id not in members:
+                self._crash(node, "decommission")
 
     def _converged(self, leader: SimNode) -> bool:
         assert leader.raw is not None
         conf = leader.raw.conf_state()
         members = [self.nodes[i] for i in (*conf.voters, *conf.learners)]
         target = leader.raw.commit_index
-        if any(n.raw is None or n.sm.applied < target for n in members):
+        if any(n.raw is None or n.sm.applied_index < target for n in members):
             return False
-        digests = {n.sm.encode() for n in members if n.sm.applied == target}
-        if len(digests) != 1:
+        images = {self._image(n) for n in members if n.sm.applied_index == target}
+        if len(images) != 1:
             raise InvariantViolation(f"members applied to {target} but their state machines differ")
         return True

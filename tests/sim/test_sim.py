@@ -1,16 +1,29 @@
 """The deterministic cluster simulation, over many seeds.
 
 CI runs ``--sim-seeds`` seeds (default 300); ask for more with
-``pytest tests/sim --sim-seeds=5000``. A failing seed prints the one command
-that replays it.
+``pytest tests/sim --sim-seeds=5000``, and for fifty runs five times as long
+with ``pytest -m slow tests/sim``. A failing seed prints the one command that
+replays it.
+
+Besides the seeds, a few tests give the invariants a broken lease keeper or
+Applier and check that a run catches it: invariants that never fire prove
+nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import pytest
 
+import raftdb.kv.applier
+from raftdb.kv.changes import Change, Lease
+from raftdb.kv.expiry import LeaseClock
+from raftdb.kv.state_machine import MemoryStateMachine
+
 from .invariants import InvariantViolation
-from .simulator import SimConfig, Simulation
+from .simulator import SimConfig, SimResult, Simulation
 
 
 def _seeds(config: pytest.Config) -> list[int]:
@@ -25,16 +38,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("sim_seed", _seeds(metafunc.config))
 
 
-def test_simulation(sim_seed: int) -> None:
-    sim = Simulation(SimConfig.from_seed(sim_seed))
+@contextmanager
+def _replayable(run: str, replay: str) -> Iterator[None]:
+    """A violation fails with its message and the replay command; anything else
+    (an error inside raftdb) keeps its traceback and gains the command."""
     try:
-        result = sim.run()
+        yield
     except InvariantViolation as e:
-        pytest.fail(
-            f"seed {sim_seed}: {e}\n"
-            f"replay: .venv/bin/pytest tests/sim/test_sim.py --sim-seed={sim_seed} -x",
-            pytrace=False,
-        )
+        pytest.fail(f"{run}: {e}\nreplay: {replay}", pytrace=False)
+    except Exception as e:
+        e.add_note(f"{run}\nreplay: {replay}")
+        raise
+
+
+def test_simulation(sim_seed: int) -> None:
+    replay = f".venv/bin/pytest tests/sim/test_sim.py --sim-seed={sim_seed} -x"
+    with _replayable(f"seed {sim_seed}", replay):
+        result = Simulation(SimConfig.from_seed(sim_seed)).run()
     assert result.linearizable, f"seed {sim_seed}: linearizability check ran out of budget"
 
 
@@ -44,8 +64,76 @@ def test_long_simulation(long_seed: int) -> None:
     """Fifty runs five times as long (``pytest -m slow tests/sim``)."""
     cfg = SimConfig.from_seed(long_seed)
     cfg.rounds = 5000
-    try:
+    replay = f".venv/bin/pytest -m slow 'tests/sim/test_sim.py::test_long_simulation[{long_seed}]'"
+    with _replayable(f"seed {long_seed} (5000 rounds)", replay):
         result = Simulation(cfg).run()
-    except InvariantViolation as e:
-        pytest.fail(f"seed {long_seed} (5000 rounds): {e}", pytrace=False)
     assert result.linearizable
+
+
+def _runs(seeds: Iterable[int]) -> list[SimResult]:
+    return [Simulation(SimConfig.from_seed(seed)).run() for seed in seeds]
+
+
+def test_the_runs_reach_what_the_invariants_judge() -> None:
+    """A few seeds do every thing the invariants are about: transactions and
+    bank reads commit, retries are answered from the session, leases expire
+    (also after the heal, within the bound), are revoked, and are kept alive
+    across leader changes."""
+    results = _runs((8, 11))
+    total: dict[str, int] = {}
+    for r in results:
+        for name, n in {"txns": r.txns, "bank_reads": r.bank_reads, **r.leases}.items():
+            total[name] = total.get(name, 0) + n
+        total["duplicates"] = total.get("duplicates", 0) + r.duplicates
+    for name in (
+        "txns",
+        "bank_reads",
+        "duplicates",
+        "expired",
+        "revoked",
+        "expired_after_heal",
+        "leader_changes_survived",
+    ):
+        assert total[name] > 0, f"no {name} in seeds 8 and 11: {total}"
+
+
+def _caught(seeds: Iterable[int]) -> str:
+    """The first violation a run over ``seeds`` finds."""
+    for seed in seeds:
+        try:
+            Simulation(SimConfig.from_seed(seed)).run()
+        except InvariantViolation as e:
+            return str(e)
+    pytest.fail("no seed caught the broken component")
+
+
+def test_a_leader_that_expires_leases_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    become_leader = LeaseClock.become_leader
+
+    def no_fresh_ttl(self: LeaseClock, now: float, leases: Iterable[Lease]) -> None:
+        become_leader(self, now - 1000.0, leases)  # as if every TTL had run out
+
+    monkeypatch.setattr(LeaseClock, "become_leader", no_fresh_ttl)
+    assert "after it took over" in _caught(range(20))
+
+
+def test_an_expiry_that_ignores_a_keepalive_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Applier's check "renewed since the expiry was proposed" never runs.
+    monkeypatch.setattr(raftdb.kv.applier, "_EXPIRE", -1)
+    assert "was renewed at" in _caught(range(20))
+
+
+def test_a_lease_keeper_that_misses_renewals_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LeaseClock, "renewed", lambda self, lease, now: None)
+    assert "lease clock names lease" in _caught(range(20))
+
+
+def test_a_watch_history_with_a_gap_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    history = MemoryStateMachine.history
+
+    def gap(self: MemoryStateMachine, after: int, limit: int) -> tuple[int, list[Change]]:
+        floor, changes = history(self, after, limit)
+        return floor, changes[: len(changes) // 2] + changes[len(changes) // 2 + 1 :]
+
+    monkeypatch.setattr(MemoryStateMachine, "history", gap)
+    assert "watch history" in _caught(range(20))

@@ -28,14 +28,23 @@ from raftdb.testing.linearizability import (
     Delete,
     Get,
     HistoryRecorder,
+    IfValue,
     KVInput,
     KVModel,
     KVOperation,
     KVOutput,
     KVState,
+    KVTxnInput,
+    KVTxnModel,
+    KVTxnOperation,
+    KVTxnOutput,
+    KVTxnState,
     Operation,
     Put,
     PutIfAbsent,
+    Transaction,
+    TxnOutput,
+    TxnStep,
     Unknown,
     check_linearizability,
     single_partition,
@@ -907,3 +916,267 @@ def test_long_sequential_history_needs_no_recursion() -> None:
     assert result.steps == len(history)
     history.append(op(Get("x"), "0", 20_002, 20_003))
     assert_illegal(history)
+
+
+# -- Multi-key transactions ------------------------------------------------------------
+
+TX = KVTxnModel()
+
+
+def txn_op(
+    inp: KVTxnInput, out: KVTxnOutput, call: float, ret: float, client: int = 0
+) -> KVTxnOperation:
+    return Operation(client, inp, out, call, ret)
+
+
+def check_txn(history: Sequence[KVTxnOperation]) -> CheckResult[KVTxnInput, KVTxnOutput]:
+    result = check_linearizability(TX, history, timeout=None, max_steps=STEPS)
+    assert result.status is not CheckStatus.UNKNOWN, result.describe()
+    for part in result.partitions:  # the witness replays on the model
+        state: KVTxnState = TX.init()
+        for o in part.linearization:
+            ok, state = TX.step(state, o.input, o.output)
+            assert ok, f"replay fails at {o}"
+    return result
+
+
+def transfer(a: str, va: str, b: str, vb: str, na: str, nb: str) -> Transaction:
+    """Move money from ``a`` to ``b`` if both still hold what the client read."""
+    return Transaction((IfValue(a, va), IfValue(b, vb)), (Put(a, na), Put(b, nb)))
+
+
+READ_AB = Transaction((), (Get("a"), Get("b")))
+
+
+def test_a_read_transaction_sees_a_transfer_whole_or_not_at_all() -> None:
+    setup = txn_op(Transaction((), (Put("a", "10"), Put("b", "0"))), TxnOutput(True), 0, 1)
+    move = txn_op(transfer("a", "10", "b", "0", "5", "5"), TxnOutput(True), 2, 6, client=1)
+    for seen in (("10", "0"), ("5", "5")):
+        read = txn_op(READ_AB, TxnOutput(True, seen), 3, 5, client=2)
+        assert check_txn([setup, move, read]).ok
+    torn = txn_op(READ_AB, TxnOutput(True, ("5", "0")), 3, 5, client=2)
+    result = check_txn([setup, move, torn])
+    assert result.status is CheckStatus.ILLEGAL
+    assert result.failure is not None
+    assert result.failure.key == ("a", "b")
+
+
+def test_two_transfers_from_one_read_cannot_both_succeed() -> None:
+    setup = txn_op(Transaction((), (Put("a", "10"), Put("b", "0"))), TxnOutput(True), 0, 1)
+    t1 = txn_op(transfer("a", "10", "b", "0", "7", "3"), TxnOutput(True), 2, 5, client=1)
+    t2 = txn_op(transfer("a", "10", "b", "0", "6", "4"), TxnOutput(True), 2, 5, client=2)
+    assert check_txn([setup, t1, t2]).status is CheckStatus.ILLEGAL
+    t2_lost = txn_op(transfer("a", "10", "b", "0", "6", "4"), TxnOutput(False), 2, 5, client=2)
+    assert check_txn([setup, t1, t2_lost]).ok
+
+
+def test_a_failed_compare_runs_the_failure_branch() -> None:
+    inp = Transaction((IfValue("a", "1"),), (Put("a", "2"),), (Get("a"), Put("b", "x")))
+    history = [
+        txn_op(inp, TxnOutput(False, (None, None)), 0, 1),
+        txn_op(Get("b"), "x", 2, 3),
+        txn_op(Get("a"), None, 2, 3),
+    ]
+    assert check_txn(history).ok
+    history[0] = txn_op(inp, TxnOutput(True, (None,)), 0, 1)  # a is absent: cannot succeed
+    assert check_txn(history).status is CheckStatus.ILLEGAL
+
+
+def test_a_branch_sees_its_own_earlier_writes() -> None:
+    inp = Transaction((), (Put("a", "1"), Get("a"), Delete("a"), Get("a")))
+    assert check_txn([txn_op(inp, TxnOutput(True, (None, "1", True, None)), 0, 1)]).ok
+    wrong = txn_op(inp, TxnOutput(True, (None, None, True, None)), 0, 1)
+    assert check_txn([wrong]).status is CheckStatus.ILLEGAL
+
+
+def test_results_of_the_wrong_length_are_refused() -> None:
+    inp = Transaction((), (Get("a"),))
+    assert check_txn([txn_op(inp, TxnOutput(True, ()), 0, 1)]).status is CheckStatus.ILLEGAL
+
+
+def test_unknown_results_check_the_branch_only() -> None:
+    # A retried transaction answered from its session: the branch, no reads.
+    setup = txn_op(Put("a", "1"), None, 0, 1)
+    inp = Transaction((IfValue("a", "1"),), (Put("a", "2"), Get("b")))
+    assert check_txn([setup, txn_op(inp, TxnOutput(True), 2, 3), txn_op(Get("a"), "2", 4, 5)]).ok
+    lie = txn_op(inp, TxnOutput(False), 2, 3)
+    assert check_txn([setup, lie, txn_op(Get("a"), "2", 4, 5)]).status is CheckStatus.ILLEGAL
+
+
+def test_an_unknown_transaction_may_take_effect_or_not() -> None:
+    setup = txn_op(Put("a", "1"), None, 0, 1)
+    inp = Transaction((IfValue("a", "1"),), (Put("a", "2"), Put("b", "2")))
+    pending: KVTxnOperation = Operation.unknown(1, inp, 2)
+    for seen in (("1", None), ("2", "2")):
+        read = txn_op(READ_AB, TxnOutput(True, seen), 4, 5, client=2)
+        assert check_txn([setup, pending, read]).ok
+    torn = txn_op(READ_AB, TxnOutput(True, ("2", None)), 4, 5, client=2)
+    assert check_txn([setup, pending, torn]).status is CheckStatus.ILLEGAL
+
+
+def test_single_key_outputs_do_not_pass_for_transactions() -> None:
+    assert TX.step((), Get("a"), TxnOutput(True)) == (False, ())
+    assert TX.step((), READ_AB, None)[0] is False
+
+
+def test_transactions_join_keys_into_one_partition() -> None:
+    history = [
+        txn_op(Put("x", "1"), None, 0, 1),
+        txn_op(Transaction((IfValue("a", None),), (Put("b", "1"),)), TxnOutput(True), 0, 1),
+        txn_op(Transaction((), (Get("b"), Delete("c"))), TxnOutput(True), 2, 3),
+        txn_op(Get("a"), None, 2, 3),
+        Operation.unknown(0, Get("x"), 2),
+        Operation.unknown(0, Transaction((), (Get("x"),)), 2),  # a read: dropped
+        txn_op(Transaction(), TxnOutput(True), 2, 3),  # no key: checked alone
+    ]
+    parts = TX.partition(history)
+    assert list(parts) == ["x", ("a", "b", "c"), ()]
+    assert [len(p) for p in parts.values()] == [1, 3, 1]
+    assert check_txn(history).ok
+    history[-1] = txn_op(Transaction(), TxnOutput(False), 2, 3)  # no compare fails
+    assert check_txn(history).status is CheckStatus.ILLEGAL
+
+
+def test_txn_model_keeps_single_key_semantics() -> None:
+    assert TX.step((), Put("b", "1"), None) == (True, (("b", "1"),))
+    # bytes keys sort after str keys:
+    state: KVTxnState = (("b", "1"), (b"a", "2"))
+    assert TX.step((("b", "1"),), Put(b"a", "2"), None) == (True, state)
+    assert TX.step(state, CompareAndSet("b", "1", "3"), True) == (True, (("b", "3"), (b"a", "2")))
+    assert TX.step(state, Get("b"), "2")[0] is False
+    assert TX.step(state, Delete(b"a"), True) == (True, (("b", "1"),))
+    assert TX.step(state, Get("zz"), None) == (True, state)
+
+
+def txn_brute_force(history: Sequence[KVTxnOperation]) -> bool:
+    """Exhaustive search over orders on the whole store (no partitions, no memo)."""
+
+    def extend(state: KVTxnState, placed: frozenset[int]) -> bool:
+        if all(i in placed for i, o in enumerate(history) if not o.is_unknown):
+            return True
+        for i, o in enumerate(history):
+            if i in placed or any(
+                j not in placed and other.return_time < o.call_time
+                for j, other in enumerate(history)
+            ):
+                continue
+            ok, after = TX.step(state, o.input, o.output)
+            if ok and extend(after, placed | {i}):
+                return True
+        return False
+
+    return extend((), frozenset())
+
+
+def draw_step(draw: st.DrawFn, keys: list[str], values: st.SearchStrategy[str]) -> TxnStep:
+    key = draw(st.sampled_from(keys))
+    kind = draw(st.integers(0, 2))
+    return Get(key) if kind == 0 else Put(key, draw(values)) if kind == 1 else Delete(key)
+
+
+@st.composite
+def small_txn_histories(draw: st.DrawFn) -> list[KVTxnOperation]:
+    """A few single-key ops and transactions on three keys, random outputs."""
+    keys = ["a", "b", "c"]
+    values = st.sampled_from(["1", "2"])
+    n = draw(st.integers(1, 5))
+    history: list[KVTxnOperation] = []
+    for i in range(n):
+        inp: KVTxnInput
+        if draw(st.booleans()):
+            inp = draw_step(draw, keys, values)
+        else:
+            compare = tuple(
+                IfValue(draw(st.sampled_from(keys)), draw(st.sampled_from([None, "1", "2"])))
+                for _ in range(draw(st.integers(0, 2)))
+            )
+            success = tuple(draw_step(draw, keys, values) for _ in range(draw(st.integers(0, 2))))
+            failure = tuple(draw_step(draw, keys, values) for _ in range(draw(st.integers(0, 2))))
+            inp = Transaction(compare, success, failure)
+        call = draw(st.integers(0, 8))
+        if draw(st.integers(0, 4)) == 0:
+            history.append(Operation.unknown(i, inp, call))
+            continue
+        ret = call + draw(st.integers(0, 5))
+        out: KVTxnOutput
+        if isinstance(inp, Transaction):
+            succeeded = draw(st.booleans())
+            branch = inp.success if succeeded else inp.failure
+            reads: list[KVOutput] = []
+            for o in branch:
+                if isinstance(o, Get):
+                    reads.append(draw(st.sampled_from([None, "1", "2"])))
+                elif isinstance(o, Delete):
+                    reads.append(draw(st.booleans()))
+                else:
+                    reads.append(None)
+            out = TxnOutput(succeeded, tuple(reads) if draw(st.integers(0, 3)) else None)
+        elif isinstance(inp, Get):
+            out = draw(st.sampled_from([None, "1", "2"]))
+        elif isinstance(inp, Delete):
+            out = draw(st.sampled_from([True, False, None]))
+        else:
+            out = None
+        history.append(txn_op(inp, out, call, ret, client=i))
+    return history
+
+
+@settings(max_examples=400, deadline=None)
+@given(small_txn_histories())
+def test_txn_checker_agrees_with_brute_force(history: list[KVTxnOperation]) -> None:
+    result = check_txn(history)
+    assert result.ok == txn_brute_force(history), result.describe()
+
+
+def bank_history(ops: int, clients: int, seed: int) -> tuple[list[KVTxnOperation], int]:
+    """Clients moving money between four accounts with read-then-transfer, and
+    reading every balance in one transaction; each op takes effect inside its
+    interval. Values are ``"balance/tag"``, unique per write. Returns the
+    history and the index of one read-all op (to corrupt)."""
+    rnd = random.Random(seed)
+    accounts = [f"acct{i}" for i in range(4)]
+    store: dict[str, str] = {a: f"25/init{a}" for a in accounts}
+    setup = Transaction((), tuple(Put(a, store[a]) for a in accounts))
+    history: list[KVTxnOperation] = [txn_op(setup, TxnOutput(True), -2, -1)]
+    read_all = Transaction((), tuple(Get(a) for a in accounts))
+    free_at = [0.0] * clients
+    plans = []
+    for i in range(ops):
+        c = min(range(clients), key=free_at.__getitem__)
+        call, latency = free_at[c], rnd.expovariate(1.0)
+        plans.append((call + rnd.random() * latency, i, c, call, call + latency))
+        free_at[c] = call + latency + rnd.random() * 0.1
+    last_read = 0
+    for _at, i, c, call, ret in sorted(plans):
+        if rnd.random() < 0.4:
+            out = TxnOutput(True, tuple(store[a] for a in accounts))
+            history.append(txn_op(read_all, out, call, ret, client=c))
+            last_read = len(history) - 1
+            continue
+        a, b = rnd.sample(accounts, 2)
+        seen_a, seen_b = (store[a], store[b]) if rnd.random() < 0.7 else ("0/stale", store[b])
+        amount = rnd.randrange(1, 5)
+        bal_a, bal_b = int(seen_a.split("/")[0]), int(seen_b.split("/")[0])
+        inp = transfer(a, seen_a, b, seen_b, f"{bal_a - amount}/{i}", f"{bal_b + amount}/{i}")
+        succeeded = store[a] == seen_a and store[b] == seen_b
+        if succeeded:
+            store[a], store[b] = f"{bal_a - amount}/{i}", f"{bal_b + amount}/{i}"
+        history.append(
+            txn_op(
+                inp, TxnOutput(succeeded, (None, None) if succeeded else ()), call, ret, client=c
+            )
+        )
+    return history, last_read
+
+
+def test_a_bank_history_of_a_thousand_transactions() -> None:
+    history, last_read = bank_history(1000, 4, seed=3)
+    result = check_txn(history)
+    assert result.ok, result.describe()
+    assert len(result.partitions) == 1
+    read = history[last_read]
+    assert isinstance(read.output, TxnOutput)
+    assert read.output.results is not None
+    torn = (read.output.results[0], "999/never", *read.output.results[2:])
+    history[last_read] = txn_op(read.input, TxnOutput(True, torn), read.call_time, read.return_time)
+    assert check_txn(history).status is CheckStatus.ILLEGAL
