@@ -6,6 +6,9 @@
 --   OP     put:   a new key per request, 100-byte value
 --          get:   linearizable read of an existing key (etcd: default range)
 --          stale: local read (rest: ?consistency=stale; etcd: serializable range)
+--          txn:   (rest only) POST /v1/txn, a transfer: two preloaded keys exist ->
+--                 put both (100-byte values)
+--          audit: (rest only) POST /v1/txn of two gets of preloaded keys
 --   PREFIX keys of put are PREFIX-<thread>-<n>, unique per wrk process and thread
 --   NKEYS  reads cycle over the preloaded keys r000000 .. r<NKEYS-1>
 --   QUOTA  > 0: each thread stops after that many answers (the memory run)
@@ -67,7 +70,34 @@ local function key_for()
   return string.format("r%06d", counter % nkeys)
 end
 
+local json_headers = {["Content-Type"] = "application/json"}
+
+-- Two distinct preloaded keys (with NKEYS > 1), for a transaction.
+local function pair()
+  counter = counter + 1
+  local a = counter % nkeys
+  local b = (a + 1 + math.floor(nkeys / 2)) % nkeys
+  return string.format("r%06d", a), string.format("r%06d", b)
+end
+
+local function txn_request()
+  local a, b = pair()
+  local body
+  if op == "txn" then
+    body = '{"compare":[{"key":"' .. a .. '","target":"exists","op":"==","value":true},' ..
+      '{"key":"' .. b .. '","target":"exists","op":"==","value":true}],' ..
+      '"success":[{"op":"put","key":"' .. a .. '","value":"' .. value .. '"},' ..
+      '{"op":"put","key":"' .. b .. '","value":"' .. value .. '"}]}'
+  else
+    body = '{"success":[{"op":"get","key":"' .. a .. '"},{"op":"get","key":"' .. b .. '"}]}'
+  end
+  return wrk.format("POST", "/v1/txn", json_headers, body)
+end
+
 function request()
+  if op == "txn" or op == "audit" then
+    return txn_request()
+  end
   local key = key_for()
   if api == "etcd" then
     if op == "put" then

@@ -8,10 +8,16 @@
 - ``profile``: raftdb under one load with ``py-spy`` on a node (see
   :mod:`benchmarks.cluster.profile`).
 - ``tune-pysyncobj``: the PySyncObj server's batching settings side by side.
+- ``txn``: raftdb alone, single PUTs beside transactions (issue 12): ``put``,
+  ``txn`` (a 2-put transfer), ``audit`` (a 2-get transaction) and ``get``
+  (linearizable) at each ``--connections`` to the leader, a fresh cluster
+  per repeat; prints a table (``docs/benchmarks.md``'s issue-12 section is
+  written by hand from it).
 - ``render``: the section and the plot again from the saved results.
 
 ``run``, ``memory`` and ``profile`` first install ``wrk`` and ``etcd-server``
-with ``apt-get`` when they are missing (``--no-setup`` skips that).
+with ``apt-get`` when they are missing, ``txn`` only ``wrk`` (``--no-setup``
+skips that).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -55,6 +62,7 @@ PLOT: Final = REPO / "docs" / "benchmarks" / "cluster.png"
 JSON: Final = REPO / "docs" / "benchmarks" / "cluster.json"
 APT_PACKAGES: Final = {"wrk": "wrk", "etcd": "etcd-server"}
 OP_NAMES: Final[tuple[Op, ...]] = ("put", "get", "stale")
+TXN_OPS: Final[tuple[Op, ...]] = ("put", "txn", "audit", "get")
 
 
 class Interrupted(Exception):
@@ -72,13 +80,14 @@ def _say(text: str) -> None:
 # -- set-up --------------------------------------------------------------------------
 
 
-def setup() -> None:
-    """``apt-get install`` wrk and etcd-server if either is missing (``apt-get update`` first).
+def setup(tools: Sequence[str] = tuple(APT_PACKAGES)) -> None:
+    """``apt-get install`` wrk and etcd-server (or only ``tools``) if missing
+    (``apt-get update`` first).
 
     Raises:
         BenchError: they are missing and cannot be installed here.
     """
-    missing = [pkg for tool, pkg in APT_PACKAGES.items() if shutil.which(tool) is None]
+    missing = [APT_PACKAGES[tool] for tool in tools if shutil.which(tool) is None]
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -417,6 +426,68 @@ def command_tune(args: argparse.Namespace) -> None:
     _say(f"best by writes/s: {best[0]}")
 
 
+# -- transactions beside single PUTs (issue 12) -----------------------------------------
+
+
+def command_txn(args: argparse.Namespace) -> None:
+    """``put``, ``txn``, ``audit`` and ``get`` one after another, at each connection
+    count, on a fresh raftdb cluster per repeat; the ratios within a repeat."""
+    runs: dict[tuple[int, str], list[WrkResult]] = {}
+    for repeat in range(args.repeats):
+        system = _make("raftdb", args)
+        try:
+            running = system.start()
+            system.preload(args.keys)
+            _say(f"[repeat {repeat + 1}] raftdb: started, leader node {running.leader + 1}")
+            for connections in args.connections:
+                for op in TXN_OPS:
+                    result = measure(
+                        system,
+                        running,
+                        op,
+                        connections,
+                        "leader",
+                        args,
+                        f"{repeat}{op}{connections}",
+                    )
+                    runs.setdefault((connections, op), []).append(result)
+                    errors = f", {result.errors} errors" if result.errors else ""
+                    _say(
+                        f"  {op:5} {connections:3} conns: {result.rps:9,.0f} req/s  "
+                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms{errors}"
+                    )
+        finally:
+            system.stop()
+    _say("")
+    _say(
+        "| connections | "
+        + " | ".join(f"{op}/s · p50 / p99 ms" for op in TXN_OPS)
+        + " | txn/put | audit/put | audit/get |"
+    )
+    _say("|---" * (len(TXN_OPS) + 4) + "|")
+    for connections in args.connections:
+        cells = []
+        for op in TXN_OPS:
+            results = runs[(connections, op)]
+            cells.append(
+                f"{statistics.median(r.rps for r in results):,.0f} · "
+                f"{statistics.median(r.p50_ms for r in results):.2f} / "
+                f"{statistics.median(r.p99_ms for r in results):.1f}"
+            )
+        for a, b in (("txn", "put"), ("audit", "put"), ("audit", "get")):
+            ratios = [
+                x.rps / y.rps
+                for x, y in zip(runs[(connections, a)], runs[(connections, b)], strict=True)
+                if y.rps
+            ]
+            cells.append(
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+                if ratios
+                else "—"
+            )
+        _say(f"| {connections} | " + " | ".join(cells) + " |")
+
+
 # -- command line ---------------------------------------------------------------------
 
 
@@ -440,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof = commands.add_parser("profile", help="py-spy on a raftdb node under load")
     tune = commands.add_parser("tune-pysyncobj", help="PySyncObj batching settings compared")
     render = commands.add_parser("render", help="the section and plot from saved results")
-    for sub in (run, memory, prof, tune, render):
+    txn = commands.add_parser("txn", help="raftdb's PUTs beside transactions (issue 12)")
+    for sub in (run, memory, prof, tune, render, txn):
         sub.add_argument("--doc", type=Path, default=DOC, help="Markdown file to update")
         sub.add_argument("--plot", type=Path, default=PLOT, help="PNG to write")
         sub.add_argument("--json", type=Path, default=JSON, help="raw results (JSON)")
@@ -474,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--steps", type=int, default=5, help="RSS measured after each step")
     memory.add_argument("--connections", type=int, default=64)
     tune.add_argument("--connections", type=int, default=64)
+    txn.add_argument("--repeats", type=int, default=3)
+    txn.add_argument("--connections", type=_ints, default=[1, 64])
     profile.add_arguments(prof)
     return parser
 
@@ -502,13 +576,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _finish(Results.load(args.json), args)
             return 0
         if not args.no_setup:
-            setup()
+            setup(("wrk",) if args.command == "txn" else tuple(APT_PACKAGES))
         export_source(args)
         commands = {
             "run": command_run,
             "memory": command_memory,
             "profile": profile.command_profile,
             "tune-pysyncobj": command_tune,
+            "txn": command_txn,
         }
         commands[args.command](args)
         return 0

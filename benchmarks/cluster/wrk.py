@@ -30,7 +30,7 @@ LUA_SCRIPT: Final = Path(__file__).with_name("load.lua")
 WRK_TIMEOUT: Final = "10s"
 
 Api = Literal["rest", "etcd"]
-Op = Literal["put", "get", "stale"]
+Op = Literal["put", "get", "stale", "txn", "audit"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def run_wrk(
     Args:
         targets: where to send load and with how many connections.
         api: ``rest`` (``/v1/kv``) or ``etcd`` (the JSON gateway).
-        op: ``put``, ``get`` (linearizable) or ``stale``.
+        op: ``put``, ``get`` (linearizable) or ``stale``; ``txn`` (a 2-put transfer)
+            or ``audit`` (a 2-get transaction) on the ``rest`` API only.
         prefix: key prefix for ``put``; each process gets ``prefix<i>``.
         duration_s: how long wrk runs (``quota`` may stop it earlier).
         nkeys: how many preloaded keys reads cycle over.
