@@ -37,6 +37,7 @@ from raftdb.kv.commands import (
     parse_command,
 )
 from raftdb.kv.state_machine import MemoryStateMachine
+from raftdb.kv.txn import CmpOp, Compare, Target, Txn, TxnOp
 from raftdb.raft.messages import Entry, EntryType, Message, MessageType
 from raftdb.transport.frames import (
     FRAME_HEADER,
@@ -238,7 +239,7 @@ async def _send(host: str, port: int, data: bytes) -> None:
 
 # -- commands ------------------------------------------------------------------------------
 
-valid_commands = st.builds(
+_key_writes = st.builds(
     lambda op, key, value, expect, client, seq: Command(
         op,
         key,
@@ -247,20 +248,57 @@ valid_commands = st.builds(
         client,
         seq if client else 0,
         min(seq, 1) if client else 0,
-    ).encode(),
-    st.sampled_from(list(Op)),
+    ),
+    st.sampled_from([Op.PUT, Op.DELETE]),
     st.binary(min_size=1, max_size=16),
     st.binary(max_size=16),
     st.none() | st.integers(0, 2**63),
     st.none() | st.binary(min_size=1, max_size=16),
     st.integers(1, 2**63),
 )
+_txns = st.builds(
+    lambda compare, success: Txn(compare, success),
+    st.lists(
+        st.builds(
+            Compare,
+            st.binary(min_size=1, max_size=8),
+            st.just(Target.MOD_INDEX),
+            st.sampled_from(list(CmpOp)),
+            st.integers(0, 2**32),
+        ),
+        max_size=3,
+    ).map(tuple),
+    st.lists(
+        st.one_of(
+            st.builds(TxnOp.put, st.binary(min_size=1, max_size=8), st.binary(max_size=8)),
+            st.builds(TxnOp.delete, st.binary(min_size=1, max_size=8)),
+            st.builds(TxnOp.get, st.binary(min_size=1, max_size=8)),
+            st.builds(TxnOp.list, st.binary(max_size=4), st.integers(1, 1000)),
+        ),
+        max_size=4,
+    ).map(tuple),
+)
+#: Every kind of command (format 1 and 2), well formed, before mutation.
+valid_commands = st.one_of(
+    _key_writes,
+    st.builds(
+        lambda key, value, lease: Command.put(key, value, lease=lease),
+        st.binary(min_size=1, max_size=16),
+        st.binary(max_size=16),
+        st.integers(1, 2**63),
+    ),
+    _txns.map(lambda txn: Command.txn(txn.encode())),
+    st.integers(1, 2**32).map(Command.lease_grant),
+    st.integers(1, 2**63).map(Command.lease_revoke),
+    st.integers(1, 2**63).map(Command.lease_keepalive),
+    st.builds(Command.lease_expire, st.integers(1, 2**63), st.integers(0, 2**63)),
+).map(lambda command: command.encode())
 command_bytes = st.one_of(
     st.binary(max_size=80),
     mutated(valid_commands),
     st.lists(
         st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=8),
-        max_size=9,
+        max_size=11,
     ).map(lambda fields: msgpack.packb(fields, use_bin_type=True)),
 )
 
