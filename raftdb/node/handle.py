@@ -287,6 +287,12 @@ class Watcher(Protocol):
         """The next event (waits for it); ``StopAsyncIteration`` after ``closed``."""
         ...
 
+    @property
+    def ready(self) -> bool:
+        """Whether the next event (or the end) is already here: ``__anext__`` would not
+        wait for a change. A stream writes every ready event in one send."""
+        ...
+
     async def aclose(self) -> None:
         """End the stream now (idempotent)."""
         ...

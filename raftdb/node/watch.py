@@ -599,6 +599,11 @@ class Watcher(_Subscriber):
         """Whether it has ended (its last event was handed out, or :meth:`aclose`)."""
         return self._finished
 
+    @property
+    def ready(self) -> bool:
+        """Whether an event or the end is queued (``__anext__`` does not wait for a change)."""
+        return bool(self._queue) or self._final is not None or self._finished
+
     async def _start(self) -> None:
         """Catch up from the history once, so a compacted start raises here."""
         hub = self._hub

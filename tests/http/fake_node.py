@@ -112,6 +112,10 @@ class FakeWatcher:
             self.ended = True
         return event
 
+    @property
+    def ready(self) -> bool:
+        return not self.queue.empty() or self.ended or self.closed
+
     async def aclose(self) -> None:
         self.closed = True
         if self in self.node.watchers:

@@ -314,6 +314,8 @@ class TestEventStreamResponse:
             async def __anext__(self) -> WatchEvent:
                 raise StopAsyncIteration
 
+            ready = False
+
             async def aclose(self) -> None:
                 raise RuntimeError("watcher bug")
 
@@ -365,3 +367,86 @@ def test_curl_n_follows_a_watch_through_a_real_server(node: FakeNode, config: No
             sock.close()
 
     run(scenario)
+
+
+class _Queued:
+    """A watcher whose events are all here already, then the end."""
+
+    def __init__(self, events: list[WatchEvent]) -> None:
+        self.events = list(events)
+        self.closed = False
+
+    def __aiter__(self) -> _Queued:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        if not self.events:
+            raise StopAsyncIteration
+        return self.events.pop(0)
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _put(index: int, key: bytes) -> WatchEvent:
+    change = Change(index, ChangeKind.PUT, key, b"v%d" % index, index, index, 0)
+    return WatchEvent("put", index, change)
+
+
+class TestBatchedSends:
+    def _bodies(self, watcher: _Queued) -> list[bytes]:
+        sent: list[Message] = []
+
+        async def scenario() -> None:
+            async def receive() -> Message:
+                await asyncio.Event().wait()
+                raise AssertionError("unreachable")
+
+            async def send(message: Message) -> None:
+                sent.append(message)
+
+            await EventStream(watcher, prev=True)({"type": "http"}, receive, send)
+
+        run(scenario)
+        assert watcher.closed
+        return [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
+
+    def test_queued_events_go_out_in_one_send_in_order(self) -> None:
+        events = [_put(i, b"k%d" % i) for i in range(1, 6)]
+        expected = b"".join(event_bytes(e, prev=True) for e in events)
+        assert self._bodies(_Queued(events)) == [expected]
+
+    def test_a_long_backlog_is_cut_into_bounded_sends(self) -> None:
+        events = [_put(i, b"k") for i in range(1, 600)]
+        bodies = self._bodies(_Queued(events))
+        assert [b.count(b"event: put") for b in bodies] == [256, 256, 87]
+        ids = [int(line[4:]) for b in bodies for line in b.split(b"\n") if line.startswith(b"id: ")]
+        assert ids == list(range(1, 600))
+
+    def test_the_closed_event_ends_the_send_and_the_stream(self) -> None:
+        closed = WatchEvent("closed", 2, data={"error": "watcher_too_slow", "since": 1})
+        events = [_put(1, b"a"), closed, _put(3, b"b")]
+        (body,) = self._bodies(_Queued(events))
+        assert body.count(b"event: ") == 2
+        assert body.endswith(event_bytes(closed, prev=True))
+        assert b"id: 3" not in body
+
+    def test_one_change_sent_to_many_watchers_reads_the_same_with_and_without_prev(
+        self,
+    ) -> None:
+        change = Change(7, ChangeKind.PUT, b"k", b"new", 3, 7, 5)
+        prev = KeyValue(b"k", b"old", 3, 5)
+        plain = event_bytes(WatchEvent("put", 7, change), prev=False)
+        with_prev = event_bytes(WatchEvent("put", 7, change, prev), prev=True)
+        assert event_bytes(WatchEvent("put", 7, change), prev=False) == plain  # from the cache
+        data = json.loads(with_prev.split(b"data: ", 1)[1])
+        assert data["value"] == "new"
+        assert data["prev_value"] == "old"
+        assert data["prev_mod_index"] == 5
+        assert json.loads(plain.split(b"data: ", 1)[1]) == {
+            k: v for k, v in data.items() if not k.startswith("prev")
+        }
