@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -61,6 +60,7 @@ from raftdb.kv.txn import CmpOp, Compare, Target, Txn, TxnOp, TxnOpResult
 from raftdb.node import Node
 from raftdb.node.handle import NodeHandle, TxnAnswer, WriteResult
 from raftdb.raft.messages import Entry, EntryType
+from raftdb.testing.ports import free_ports
 from raftdb_leveldb import LevelDBStateMachine
 
 VALUE: Final = b"v" * 100
@@ -267,33 +267,6 @@ def test_http(benchmark: Any, loop: asyncio.AbstractEventLoop, shape: str) -> No
 
 
 # -- a 3-node cluster ----------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` free 127.0.0.1 ports below the ephemeral range (as the tests pick them:
-    no outgoing connection of a node can take one before another node binds it)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    ports: list[int] = []
-    socks: list[socket.socket] = []
-    try:
-        while len(ports) < count:
-            s = socket.socket()
-            port = rng.randrange(10_000, low) if low > 10_000 else 0
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-        return ports
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def _until(check: Callable[[], bool], what: str, within: float = 20.0) -> None:

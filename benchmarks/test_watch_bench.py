@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -70,6 +68,7 @@ from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.state_machine import MemoryStateMachine
 from raftdb.node import Node
 from raftdb.node.watch import Watcher, WatchHub
+from raftdb.testing.ports import free_ports
 
 VALUE: Final = b"v" * 100
 #: Changes per applied batch (``publish`` each, then one ``advance``).
@@ -224,33 +223,6 @@ def test_hub_fanout(benchmark: Any, server_loop: asyncio.AbstractEventLoop, case
 
 
 # -- through HTTP: GET /v1/watch on one node -------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` free 127.0.0.1 ports below the ephemeral range (as the tests pick them:
-    no outgoing connection can take one before the server binds it)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    ports: list[int] = []
-    socks: list[socket.socket] = []
-    try:
-        while len(ports) < count:
-            s = socket.socket()
-            port = rng.randrange(10_000, low) if low > 10_000 else 0
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-        return ports
-    finally:
-        for s in socks:
-            s.close()
 
 
 class _SseBench:

@@ -55,7 +55,7 @@ class Log:
     def cmd(self, command: Command) -> Entry:
         return self._next(EntryType.NORMAL, command.encode())
 
-    def put(self, key: bytes, value: bytes, **kw: Any) -> Entry:
+    def put(self, key: bytes, value: bytes = b"v", **kw: Any) -> Entry:
         return self.cmd(Command.put(key, value, **kw))
 
     def delete(self, key: bytes, **kw: Any) -> Entry:
