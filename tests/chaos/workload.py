@@ -27,8 +27,8 @@ Outcomes. Each write carries an ``Idempotency-Key`` and is retried with it
   conditional write), even from a retry: the node answers a retry from the
   first attempt's session, so the one application lies within the interval;
 - *failed* (left out: it had no effect) if every attempt was definitely not
-  applied: ``503`` or ``507`` (the contract: nothing was done) or a connection that was
-  never made;
+  applied: ``429``, ``503`` or ``507`` (the contract: nothing was done) or a connection
+  that was never made;
 - *unknown* otherwise (a ``504``, a timeout, a connection lost mid-request):
   it may take effect at any later time, or never (Jepsen's ``:info``).
 
@@ -73,7 +73,7 @@ from raftdb.testing.linearizability import (
     Put,
     PutIfAbsent,
 )
-from tests.chaos.attempts import ATTEMPTS, Attempt, Outcome, UnexpectedAnswer
+from tests.chaos.attempts import ATTEMPTS, REFUSED, Attempt, Outcome, UnexpectedAnswer
 from tests.chaos.bank import Bank
 from tests.chaos.leases import LeaseClients
 from tests.chaos.watch import HANG_UP, Watcher
@@ -341,7 +341,7 @@ class Workload:
         elif r.status_code == 404:
             state.seen.pop(key, None)
             self._record(client, Get(key), call, None, ret)
-        elif r.status_code in (503, 504, 507):
+        elif r.status_code in (429, 503, 504, 507):
             self.counts["read_failed"] += 1
         else:
             self.errors.append(f"GET {key}: unexpected {r.status_code} {r.text[:200]}")
@@ -406,7 +406,7 @@ class Workload:
             return _Answer("definite", output, index, status)
         if status == 412 and conditional:
             return _Answer("definite", False, 0, status)
-        if status in (503, 507):  # 507: a full disk refused it before proposing
+        if status in REFUSED:  # 429, 503, 507: refused before anything was proposed
             return _Answer("refused")
         if status == 504:
             return _Answer("unknown")
