@@ -216,7 +216,14 @@ class ClusterView:
         self.not_before.pop(endpoint, None)
         self.preferred = self.endpoints.index(endpoint)
 
-    def down(self, endpoint: str, now: float, retry_after: float | None = None) -> None:
+    def down(
+        self,
+        endpoint: str,
+        now: float,
+        retry_after: float | None = None,
+        *,
+        forget_leader: bool = True,
+    ) -> None:
         """The endpoint failed: skip it for ``retry_after`` or a growing backoff, and
         forget it as the leader (the next write finds the leader again)."""
         n = self.failures.get(endpoint, 0) + 1
@@ -224,7 +231,7 @@ class ClusterView:
         if retry_after is None:
             retry_after = min(MAX_BACKOFF, 0.05 * 2**n) * (0.5 + random.random() / 2)
         self.not_before[endpoint] = now + retry_after
-        if self.ids.get(endpoint) == self.leader_id:
+        if forget_leader and self.ids.get(endpoint) == self.leader_id:
             self.leader_id = 0
             self.discovered = False
 
@@ -299,6 +306,7 @@ def run_call(
                     status=504,
                     body=outcome.error_body(),
                 )
+            view.down(endpoint, now, forget_leader=False)  # slow to commit: back off
             continue
         view.ok(endpoint)
         if status >= 400 and status not in op.accept:

@@ -1,0 +1,162 @@
+"""The client against members that die: writes under a SIGKILL of the leader, a watch
+whose member dies, a lease kept alive across leader changes, a lock between two clients."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from raftdb.client import Client, RaftdbError, Txn, WatchEvent, WriteResult
+from tests.client.conftest import ClusterFactory, endpoints
+from tests.integration.harness import ProcessCluster, wait_until
+
+
+def _acked(acks: list[WriteResult], n: int, timeout: float = 20.0) -> None:
+    wait_until(f"{n} acknowledged writes", lambda: len(acks) >= n or None, timeout)
+
+
+@pytest.mark.deadline(60)
+def test_kill_leader_under_writes_and_watch_resumes(cluster_factory: ClusterFactory) -> None:
+    c: ProcessCluster = cluster_factory(3)
+    c.start_all()
+    leader = c.wait_leader()
+    client = Client(endpoints(c), timeout=20.0, connect_timeout=0.5)
+    start = client.put("count", "0")
+    acks: list[WriteResult] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        # A counter moved by compare-and-set: a write applied twice would fail its
+        # If-Match (or move the counter past the acknowledged count), one lost would
+        # leave it behind.
+        n, mod = 0, start.index
+        try:
+            while not stop.is_set():
+                w = client.put("count", str(n + 1), if_match=mod)
+                n, mod = n + 1, w.index
+                acks.append(w)
+        except BaseException as e:
+            failures.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        _acked(acks, 20)
+        c.kill(leader)
+        before = len(acks)
+        _acked(acks, before + 20)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures, failures
+    final = client.get("count")
+    assert final is not None
+    assert final.value == str(len(acks)).encode(), "an acknowledged write lost or doubled"
+    assert final.mod_index == acks[-1].index
+    assert [a.index for a in acks] == sorted({a.index for a in acks})
+
+    # Watch resumption: the watch's member dies between a transaction's events and
+    # later writes; every event arrives once, in order, from another member.
+    c.start(leader)
+    c.wait_leader()
+    follower = next(i for i in c.followers(c.wait_leader()) if c.nodes[i].live)
+    order = [c.nodes[follower].api_url] + [
+        n.api_url for i, n in c.nodes.items() if i != follower
+    ]
+    watcher = Client(order, timeout=10.0, connect_timeout=0.5)
+    first = client.put("w/0", "a")
+    expected: list[tuple[int, bytes]] = [(first.index, b"w/0")]
+    got: list[WatchEvent] = []
+    with watcher.watch("w/", since=first.index - 1) as events:
+        it = iter(events)
+        ev = next(it)
+        assert isinstance(ev, WatchEvent)
+        got.append(ev)
+        t3 = Txn()
+        t3.success.put("w/t1", "1").put("w/t2", "2").put("w/t3", "3")
+        r = client.txn(t3)
+        expected += [(r.index, b"w/t1"), (r.index, b"w/t2"), (r.index, b"w/t3")]
+        ev = next(it)
+        assert isinstance(ev, WatchEvent)
+        got.append(ev)  # one event of the transaction delivered, then the member dies
+        c.kill(follower)
+        for i in range(1, 4):
+            w = client.put(f"w/{i}", str(i))
+            expected.append((w.index, f"w/{i}".encode()))
+        while len(got) < len(expected):
+            ev = next(it)
+            assert isinstance(ev, WatchEvent)
+            got.append(ev)
+    assert [(e.index, e.key) for e in got] == expected
+    assert got[1].type == "put" and got[1].value == b"1"
+    watcher.close()
+    client.close()
+
+
+@pytest.mark.deadline(40)
+def test_lease_kept_alive_across_leader_changes(client: Client, shared: ProcessCluster) -> None:
+    ttl = 2
+    with client.lease(ttl) as kept:
+        client.put("kept/k", "v", lease=kept.id)
+        until = time.monotonic() + 3 * ttl
+        changes = 0
+        while time.monotonic() < until:
+            if changes < 2 and time.monotonic() > until - (2 - changes) * ttl:
+                leader = shared.wait_leader()
+                client.leader_transfer(next(i for i in (1, 2, 3) if i != leader))
+                changes += 1
+            got = client.get("kept/k")
+            assert got is not None, "the kept lease expired"
+            assert kept.lost is None
+        assert changes == 2
+    assert client.get("kept/k") is None
+
+
+@pytest.mark.deadline(40)
+def test_lock_excludes_and_fences(shared: ProcessCluster) -> None:
+    holder: list[str] = []
+    fences: list[int] = []
+    errors: list[BaseException] = []
+    mutex = threading.Lock()
+
+    def contender(name: str) -> None:
+        with Client(endpoints(shared), timeout=10.0) as c:
+            try:
+                for _ in range(4):
+                    with c.lock("locks/exclusive", ttl=5, wait=20) as hold:
+                        with mutex:
+                            assert not holder, f"{name} got the lock held by {holder}"
+                            holder.append(name)
+                            fences.append(hold.fence)
+                        t = Txn().compare(hold.key, "create_index", "==", hold.fence)
+                        t.success.put("locked/by", f"{name} {hold.fence}")
+                        assert c.txn(t).succeeded
+                        with mutex:
+                            holder.remove(name)
+            except BaseException as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=contender, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(35)
+    assert not errors, errors
+    assert len(fences) == 8 and fences == sorted(set(fences))
+    with Client(endpoints(shared)) as c:
+        # A holder that lost the lock cannot write with its old fence.
+        stale = Txn().compare(
+            f"locks/exclusive/{0:016x}", "create_index", "==", fences[-1]
+        )
+        stale.success.put("locked/by", "stale")
+        assert not c.txn(stale).succeeded
+        got = c.get("locked/by")
+        assert got is not None and got.text.endswith(str(fences[-1]))
+
+
+def test_raftdb_error_base(client: Client) -> None:
+    with pytest.raises(RaftdbError):
+        client.lease_info(123456789)
