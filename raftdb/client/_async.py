@@ -296,8 +296,10 @@ class AsyncClient(ClientBase):
     ) -> AsyncWatch:
         """The changes under ``prefix`` (or to ``key``) after ``since`` (default: from now),
         as an async iterator of :class:`WatchEvent` (and :class:`ProgressEvent` with
-        ``progress=True``). It reconnects to another member when a stream fails and
-        resumes exactly after what it delivered; it gives up with
+        ``progress=True``). Without ``since`` it starts at the index of a linearizable
+        read made when the ``async with`` block starts (or at the first iteration). It
+        reconnects to another member when a stream fails and resumes exactly after what
+        it delivered; it gives up with
         :class:`~raftdb.client.errors.EndpointsUnavailableError` when no member serves it
         for ``reconnect_timeout`` (default: the client's timeout)."""
         p, k = watch_keys(prefix, key)
@@ -355,7 +357,14 @@ class AsyncWatch:
         return await self._events.__anext__()
 
     async def __aenter__(self) -> AsyncWatch:
+        await self._start()
         return self
+
+    async def _start(self) -> None:
+        cursor = self.cursor
+        if cursor.complete is None:  # "from now": the linearizable read's index
+            op = Op(cursor.start_request(), _read_index, frozenset({404}))
+            cursor.started(await self._client._run(op, None))
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -369,9 +378,7 @@ class AsyncWatch:
 
     async def _generate(self) -> AsyncGenerator[WatchEvent | ProgressEvent, None]:
         client, cursor = self._client, self.cursor
-        if cursor.complete is None:
-            op = Op(cursor.start_request(), _read_index, frozenset({404}))
-            cursor.started(await client._run(op, None))
+        await self._start()
         give_up = time.monotonic() + self._reconnect_timeout
         while not self._closed:
             now = time.monotonic()

@@ -293,8 +293,9 @@ class Client(ClientBase):
     ) -> Watch:
         """The changes under ``prefix`` (or to ``key``) after ``since`` (default: from now),
         as an iterator of :class:`WatchEvent` (and :class:`ProgressEvent` with
-        ``progress=True``). It reconnects to another member when a stream fails and
-        resumes exactly after what it delivered; it gives up with
+        ``progress=True``). Without ``since`` it starts at the index of a linearizable
+        read made by this call: every later change is delivered. It reconnects to another
+        member when a stream fails and resumes exactly after what it delivered; it gives up with
         :class:`~raftdb.client.errors.EndpointsUnavailableError` when no member serves it
         for ``reconnect_timeout`` (default: the client's timeout)."""
         p, k = watch_keys(prefix, key)
@@ -344,6 +345,9 @@ class Watch:
         self._reconnect_timeout = reconnect_timeout
         self._closed = False
         self._response: httpx.Response | None = None
+        if cursor.complete is None:  # "from now": from this call, whenever iterated
+            start = client._run(Op(cursor.start_request(), _read_index, frozenset({404})), None)
+            cursor.started(start)
         self._events = self._generate()
 
     def __iter__(self) -> Watch:
@@ -374,9 +378,6 @@ class Watch:
 
     def _generate(self) -> Generator[WatchEvent | ProgressEvent, None, None]:
         client, cursor = self._client, self.cursor
-        if cursor.complete is None:
-            start = client._run(Op(cursor.start_request(), _read_index, frozenset({404})), None)
-            cursor.started(start)
         give_up = time.monotonic() + self._reconnect_timeout
         while not self._closed:
             now = time.monotonic()

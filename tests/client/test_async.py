@@ -24,7 +24,9 @@ def test_async_kv_txn_leases(shared: ProcessCluster) -> None:
         async with AsyncClient(endpoints(shared), timeout=10.0) as c:
             w = await c.put("async/a", b"\x00\xff")
             got = await c.get("async/a")
-            assert got is not None and got.value == b"\x00\xff" and got.mod_index == w.index
+            assert got is not None
+            assert got.value == b"\x00\xff"
+            assert got.mod_index == w.index
             with pytest.raises(ConditionFailedError):
                 await c.put("async/a", "x", create_only=True)
             for i in range(5):
@@ -34,7 +36,8 @@ def test_async_kv_txn_leases(shared: ProcessCluster) -> None:
             t = Txn().compare("async/a", "mod_index", "==", w.index)
             t.success.get("async/a")
             r = await c.txn(t)
-            assert r.succeeded and r.results == (TxnGet(True, b"\x00\xff", w.index, w.index),)
+            assert r.succeeded
+            assert r.results == (TxnGet(True, b"\x00\xff", w.index, w.index),)
             assert (await c.delete("async/a")).existed
             assert await c.get("async/a") is None
             async with c.lease(5) as kept:

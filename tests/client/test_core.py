@@ -15,8 +15,8 @@ from raftdb.client import (
     OutcomeUnknownError,
     UnavailableError,
     WatchEvent,
+    _ops,
 )
-from raftdb.client import _ops
 from raftdb.client._core import (
     Answer,
     ClusterView,
@@ -100,7 +100,8 @@ def test_write_retried_with_its_key_after_a_lost_connection_and_504() -> None:
     )
     assert res.index == 7
     sent = [s for s in steps if isinstance(s, Send)]
-    assert len(sent) == 3 and {s.request.idempotency_key for s in sent} == {key}
+    assert len(sent) == 3
+    assert {s.request.idempotency_key for s in sent} == {key}
     assert sends(steps)[:2] == [A, B]  # failed over after the lost connection
 
 
@@ -114,7 +115,8 @@ def test_unkeyed_write_is_never_resent_after_it_may_have_been_sent() -> None:
     res, steps = drive(
         run_call(view(), op, 5.0), [Failure(httpx.ConnectError("no"), maybe_sent=False), ok()]
     )
-    assert res is None and sends(steps) == [A, B]
+    assert res is None
+    assert sends(steps) == [A, B]
 
 
 def test_503_fails_over_and_respects_retry_after() -> None:
@@ -125,7 +127,8 @@ def test_503_fails_over_and_respects_retry_after() -> None:
     )
     assert sends(steps) == [A, B, A]
     pause = [s for s in steps if isinstance(s, Sleep)]
-    assert len(pause) == 1 and 0.5 < pause[0].seconds <= 1.0
+    assert len(pause) == 1
+    assert 0.5 < pause[0].seconds <= 1.0
 
 
 def test_gives_up_at_the_timeout_with_the_last_error() -> None:

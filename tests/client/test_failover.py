@@ -63,9 +63,7 @@ def test_kill_leader_under_writes_and_watch_resumes(cluster_factory: ClusterFact
     c.start(leader)
     c.wait_leader()
     follower = next(i for i in c.followers(c.wait_leader()) if c.nodes[i].live)
-    order = [c.nodes[follower].api_url] + [
-        n.api_url for i, n in c.nodes.items() if i != follower
-    ]
+    order = [c.nodes[follower].api_url] + [n.api_url for i, n in c.nodes.items() if i != follower]
     watcher = Client(order, timeout=10.0, connect_timeout=0.5)
     first = client.put("w/0", "a")
     expected: list[tuple[int, bytes]] = [(first.index, b"w/0")]
@@ -91,7 +89,8 @@ def test_kill_leader_under_writes_and_watch_resumes(cluster_factory: ClusterFact
             assert isinstance(ev, WatchEvent)
             got.append(ev)
     assert [(e.index, e.key) for e in got] == expected
-    assert got[1].type == "put" and got[1].value == b"1"
+    assert got[1].type == "put"
+    assert got[1].value == b"1"
     watcher.close()
     client.close()
 
@@ -145,16 +144,16 @@ def test_lock_excludes_and_fences(shared: ProcessCluster) -> None:
     for t in threads:
         t.join(35)
     assert not errors, errors
-    assert len(fences) == 8 and fences == sorted(set(fences))
+    assert len(fences) == 8
+    assert fences == sorted(set(fences))
     with Client(endpoints(shared)) as c:
         # A holder that lost the lock cannot write with its old fence.
-        stale = Txn().compare(
-            f"locks/exclusive/{0:016x}", "create_index", "==", fences[-1]
-        )
+        stale = Txn().compare(f"locks/exclusive/{0:016x}", "create_index", "==", fences[-1])
         stale.success.put("locked/by", "stale")
         assert not c.txn(stale).succeeded
         got = c.get("locked/by")
-        assert got is not None and got.text.endswith(str(fences[-1]))
+        assert got is not None
+        assert got.text.endswith(str(fences[-1]))
 
 
 def test_raftdb_error_base(client: Client) -> None:

@@ -19,6 +19,7 @@ from raftdb.client import (
     TxnGet,
     TxnList,
     TxnPut,
+    WatchEvent,
 )
 from raftdb.client import errors as client_errors
 from raftdb.testing.ports import free_ports
@@ -35,7 +36,8 @@ def test_put_get_delete(client: Client) -> None:
     stale = client.get(b"kv/a", consistency="stale")
     assert stale is None or stale.value == b"1"  # a member may lag, never differ
     d = client.delete("kv/a")
-    assert d.existed and d.index > w.index
+    assert d.existed
+    assert d.index > w.index
     assert client.get("kv/a") is None
     assert client.delete("kv/a").existed is False
 
@@ -44,7 +46,8 @@ def test_binary_and_awkward_keys(client: Client) -> None:
     for key in (b"kv/\xff\x00bin", b"kv/a/../b", b"kv/.", b"kv/sp ace?&=#%"):
         client.put(key, b"\x80\x81" + key)
         got = client.get(key)
-        assert got is not None and got.value == b"\x80\x81" + key, key
+        assert got is not None, key
+        assert got.value == b"\x80\x81" + key, key
     listed = {kv.key: kv.value for kv in client.list(b"kv/")}
     assert listed[b"kv/\xff\x00bin"] == b"\x80\x81kv/\xff\x00bin"
     assert listed[b"kv/a/../b"] == b"\x80\x81kv/a/../b"
@@ -54,7 +57,8 @@ def test_conditions(client: Client) -> None:
     first = client.put("cond/k", "v1", create_only=True)
     with pytest.raises(ConditionFailedError) as e:
         client.put("cond/k", "v2", create_only=True)
-    assert e.value.mod_index == first.index and e.value.status == 412
+    assert e.value.mod_index == first.index
+    assert e.value.status == 412
     second = client.put("cond/k", "v2", if_match=first.index)
     with pytest.raises(ConditionFailedError) as e:
         client.put("cond/k", "v3", if_match=first.index)
@@ -69,7 +73,9 @@ def test_conditions(client: Client) -> None:
 def test_idempotency_key_applies_once(client: Client) -> None:
     first = client.put("idem/k", "once", idempotency_key="test-idem-1")
     again = client.put("idem/k", "once", idempotency_key="test-idem-1")
-    assert again.index == first.index and again.duplicate and not first.duplicate
+    assert again.index == first.index
+    assert again.duplicate
+    assert not first.duplicate
     d1 = client.delete("idem/k", idempotency_key="test-idem-2")
     d2 = client.delete("idem/k", idempotency_key="test-idem-2")
     # A retried delete answers the first attempt's outcome (existed) and says it is a
@@ -99,12 +105,16 @@ def test_txn_builder(client: Client) -> None:
     t.success.put("txn/a", "2").delete("txn/b").get("txn/a").list("txn/", limit=1)
     t.failure.get("txn/a")
     r = client.txn(t)
-    assert r.succeeded and r.results is not None and not r.duplicate
+    assert r.succeeded
+    assert r.results is not None
+    assert not r.duplicate
     put, delete, get, listing = r.results
     assert put == TxnPut(r.index, a.index, a.index)
-    assert isinstance(delete, TxnDelete) and delete.deleted
+    assert isinstance(delete, TxnDelete)
+    assert delete.deleted
     assert get == TxnGet(True, b"2", a.index, r.index)
-    assert isinstance(listing, TxnList) and listing.more is False
+    assert isinstance(listing, TxnList)
+    assert listing.more is False
     assert [kv.key for kv in listing.keys] == [b"txn/a"]
     # The same compares fail now: the failure branch runs.
     failed = client.txn(t)
@@ -114,7 +124,9 @@ def test_txn_builder(client: Client) -> None:
     keyed.success.put(b"txn/\xfe", b"\x00")
     one = client.txn(keyed, idempotency_key="txn-idem-1")
     two = client.txn(keyed, idempotency_key="txn-idem-1")
-    assert two.duplicate and two.index == one.index and two.results is None
+    assert two.duplicate
+    assert two.index == one.index
+    assert two.results is None
     with pytest.raises(ValueError, match="int"):
         Txn().compare("k", "mod_index", "==", "1")
 
@@ -134,8 +146,8 @@ def test_errors_per_code(client: Client, shared: ProcessCluster) -> None:
         client.lease_grant(0)
     with pytest.raises(client_errors.MemberNotFoundError):
         client.member_remove(99)
+    lease = client.lease_grant(10)
     with pytest.raises(client_errors.LockNotHeldError):
-        lease = client.lease_grant(10)
         client.lock_release("locks/none", lease.id)
     # Every class is a RaftdbError with its code.
     assert issubclass(client_errors.CompactedError, RaftdbError)
@@ -148,7 +160,9 @@ def test_leases(client: Client) -> None:
     assert lease.ttl == 30
     client.put("lease/k", "v", lease=lease.id)
     info = client.lease_info(lease.id)
-    assert info.id == lease.id and info.keys == (b"lease/k",) and 0 < info.remaining <= 30
+    assert info.id == lease.id
+    assert info.keys == (b"lease/k",)
+    assert 0 < info.remaining <= 30
     assert client.lease_keepalive(lease.id) == lease
     assert lease.id in [x.id for x in client.leases()]
     client.lease_revoke(lease.id)
@@ -167,7 +181,9 @@ def test_cluster_calls(client: Client, shared: ProcessCluster) -> None:
     assert all(not m.learner for m in members)
     leader = shared.wait_leader()
     st = client.status(shared.nodes[leader].api_url)
-    assert st.id == leader and st.role == "leader" and st.leader == leader
+    assert st.id == leader
+    assert st.role == "leader"
+    assert st.leader == leader
     target = next(i for i in (1, 2, 3) if i != leader)
     assert client.leader_transfer(target) == target
     assert client.status(shared.nodes[target].api_url).role == "leader"
@@ -186,7 +202,8 @@ def test_unreachable_endpoints_and_failover(shared: ProcessCluster) -> None:
     with Client([*dead, *endpoints(shared)], timeout=10.0, connect_timeout=0.5) as c:
         c.put("failover/k", "v")
         got = c.get("failover/k")
-        assert got is not None and got.value == b"v"
+        assert got is not None
+        assert got.value == b"v"
 
 
 def test_bad_arguments() -> None:
@@ -196,3 +213,27 @@ def test_bad_arguments() -> None:
         Client("http://127.0.0.1:1", timeout=0)
     with pytest.raises(ValueError, match="cert_file"):
         Client("http://127.0.0.1:1", key_file="k.pem")
+
+
+def test_watch_from_now_with_progress_and_prev(client: Client) -> None:
+    before = client.put("watchnow/a", "old")
+    with client.watch("watchnow/", prev=True) as events:
+        # Written after watch() returned: delivered; the earlier write is not.
+        w = client.put("watchnow/a", "new")
+        d = client.delete("watchnow/a")
+        it = iter(events)
+        put, gone = next(it), next(it)
+    assert isinstance(put, WatchEvent)
+    assert isinstance(gone, WatchEvent)
+    assert (put.type, put.key, put.value, put.index) == ("put", b"watchnow/a", b"new", w.index)
+    assert put.prev_mod_index == before.index
+    assert put.prev_value == b"old"
+    assert (gone.type, gone.index) == ("delete", d.index)
+    with client.watch(key="watchnow/b", since=d.index) as one:
+        client.put("watchnow/c", "not this key")
+        b = client.put("watchnow/b", "1")
+        ev = next(iter(one))
+        assert isinstance(ev, WatchEvent)
+        assert (ev.key, ev.index) == (b"watchnow/b", b.index)
+    with pytest.raises(ValueError, match="not both"):
+        client.watch("p", key="k")
