@@ -11,8 +11,8 @@ Retry rules (docs/client.md):
 
 - a connection that could not be made (refused, connect timeout): any request is
   retried on the next member; nothing was sent;
-- ``503`` and ``429`` mean *nothing was done*: retried (another member first for
-  ``503``), never before ``Retry-After``, within the call's timeout;
+- ``503``, ``507`` and ``429`` mean *nothing was done*: retried (another member first
+  for ``503`` and ``507``), never before ``Retry-After``, within the call's timeout;
 - a read (``write=False``) is retried on any connection error;
 - a write is retried after a lost connection or a ``504`` only with its
   ``Idempotency-Key`` (every KV write, transaction and lease grant carries one),
@@ -286,13 +286,13 @@ def run_call(
             continue
         assert isinstance(outcome, Answer)
         status = outcome.status
-        if status in (503, 429):
+        if status in (503, 507, 429):
             body = outcome.error_body()
             leader = body.get("leader")
             if isinstance(leader, int) and leader:
                 view.leader_id = leader
             pause = _retry_after(outcome)
-            if status == 503:
+            if status != 429:
                 view.down(endpoint, now, pause)
             else:
                 view.not_before[endpoint] = now + pause

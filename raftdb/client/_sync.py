@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -369,7 +370,12 @@ class Watch:
         self._closed = True
         response = self._response
         if response is not None:
-            response.close()  # wakes a read blocked in another thread
+            # A read blocked in another thread wakes only when its socket is shut down.
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(ValueError):  # running in another thread: it ends itself
             self._events.close()
 

@@ -24,6 +24,7 @@ __all__ = [
     "LockNotHeldError",
     "MemberNotFoundError",
     "MethodNotAllowedError",
+    "NoSpaceError",
     "NodeRemovedError",
     "NotFoundError",
     "NotReadyError",
@@ -181,6 +182,13 @@ class NodeRemovedError(RaftdbError):
     code = "node_removed"
 
 
+class NoSpaceError(RaftdbError):
+    """507 ``nospace``: the member's disk is full (it serves reads, takes no writes); every
+    member answered so for the whole call. Nothing was written."""
+
+    code = "nospace"
+
+
 class InternalError(RaftdbError):
     """500 ``internal``: a bug in the node (its log has the traceback)."""
 
@@ -236,6 +244,7 @@ _BY_CODE: dict[str, type[RaftdbError]] = {
         UnavailableError,
         NotReadyError,
         NodeRemovedError,
+        NoSpaceError,
         InternalError,
         OutcomeUnknownError,
     )

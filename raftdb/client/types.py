@@ -6,7 +6,7 @@ Keys and values are ``bytes`` (the API stores bytes); ``.text`` helpers decode U
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -237,7 +237,7 @@ class Status:
     term: int
     commit_index: int
     applied_index: int
-    raw: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Status:

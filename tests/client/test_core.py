@@ -12,6 +12,7 @@ from raftdb.client import (
     CompactedError,
     ConditionFailedError,
     EndpointsUnavailableError,
+    NoSpaceError,
     OutcomeUnknownError,
     UnavailableError,
     WatchEvent,
@@ -197,3 +198,14 @@ def test_cursor_never_splits_a_transaction_on_resume() -> None:
     assert e.value.oldest_index == 50
     c.on_event(RawEvent("12", "progress", '{"applied_index":12}'))
     assert "since=12" in c.stream_request().target
+
+
+def test_429_waits_for_that_member_and_507_fails_over() -> None:
+    busy = error(429, b'{"error":"too_many_requests"}', **{"retry-after": "2"})
+    full = error(507, b'{"error":"nospace"}', **{"retry-after": "5"})
+    res, steps = drive(run_call(view(), put_op(), 10.0), [busy, full, ok(etag='"3"')])
+    assert res.index == 3
+    # A busy; B's disk is full; then A again once its Retry-After has passed.
+    assert sends(steps) == [A, B, A]
+    with pytest.raises(NoSpaceError):
+        drive(run_call(view(), put_op(), 0.5), [full, full])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from raftdb.client import (
@@ -24,7 +26,7 @@ from raftdb.client import (
 from raftdb.client import errors as client_errors
 from raftdb.testing.ports import free_ports
 from tests.client.conftest import endpoints
-from tests.integration.harness import ProcessCluster
+from tests.integration.harness import ProcessCluster, wait_until
 
 
 def test_put_get_delete(client: Client) -> None:
@@ -237,3 +239,22 @@ def test_watch_from_now_with_progress_and_prev(client: Client) -> None:
         assert (ev.key, ev.index) == (b"watchnow/b", b.index)
     with pytest.raises(ValueError, match="not both"):
         client.watch("p", key="k")
+
+
+def test_watch_closed_from_another_thread(client: Client) -> None:
+    events = client.watch("closing/")
+    got: list[object] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        got.extend(events)  # ends when the watch is closed
+        done.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    w = client.put("closing/a", "1")
+    wait_until("the event", lambda: bool(got) or None, 10.0)
+    events.close()
+    t.join(10.0)
+    assert done.is_set(), "the consuming thread still waits after close()"
+    assert [e.index for e in got if isinstance(e, WatchEvent)] == [w.index]
