@@ -3,8 +3,11 @@ whose member dies, a lease kept alive across leader changes, a lock between two 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -115,45 +118,51 @@ def test_lease_kept_alive_across_leader_changes(client: Client, shared: ProcessC
 
 
 @pytest.mark.deadline(40)
-def test_lock_excludes_and_fences(shared: ProcessCluster) -> None:
-    holder: list[str] = []
-    fences: list[int] = []
-    errors: list[BaseException] = []
-    mutex = threading.Lock()
-
-    def contender(name: str) -> None:
-        with Client(endpoints(shared), timeout=10.0) as c:
-            try:
-                for _ in range(4):
-                    with c.lock("locks/exclusive", ttl=5, wait=20) as hold:
-                        with mutex:
-                            assert not holder, f"{name} got the lock held by {holder}"
-                            holder.append(name)
-                            fences.append(hold.fence)
-                        t = Txn().compare(hold.key, "create_index", "==", hold.fence)
-                        t.success.put("locked/by", f"{name} {hold.fence}")
-                        assert c.txn(t).succeeded
-                        with mutex:
-                            holder.remove(name)
-            except BaseException as e:
-                errors.append(e)
-
-    threads = [threading.Thread(target=contender, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(35)
-    assert not errors, errors
-    assert len(fences) == 8
-    assert fences == sorted(set(fences))
+def test_lock_excludes_and_fences_between_processes(shared: ProcessCluster) -> None:
+    argv = [sys.executable, "-m", "tests.client.lock_worker"]
+    procs = [
+        subprocess.Popen(
+            [*argv, name, "4", *endpoints(shared)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parents[2],
+        )
+        for name in ("a", "b")
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=35)
+            outputs.append(out.decode())
+            assert p.returncode == 0, out.decode()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    fences = [
+        [int(line.split()[1]) for line in out.splitlines() if line.startswith("fence ")]
+        for out in outputs
+    ]
+    assert [len(f) for f in fences] == [4, 4]
+    assert all(f == sorted(f) for f in fences)
+    every = sorted(fences[0] + fences[1])
+    assert len(set(every)) == 8
+    last_key = next(
+        line.split()[2]
+        for out in outputs
+        for line in out.splitlines()
+        if line.startswith(f"fence {every[-1]} ")
+    )
     with Client(endpoints(shared)) as c:
-        # A holder that lost the lock cannot write with its old fence.
-        stale = Txn().compare(f"locks/exclusive/{0:016x}", "create_index", "==", fences[-1])
+        # The last holder's key is gone with its release: its fence writes nothing more.
+        stale = Txn().compare(last_key, "create_index", "==", every[-1])
         stale.success.put("locked/by", "stale")
         assert not c.txn(stale).succeeded
         got = c.get("locked/by")
         assert got is not None
-        assert got.text.endswith(str(fences[-1]))
+        assert got.text.endswith(str(every[-1]))
+        assert c.get("locked/inside") is None
 
 
 def test_raftdb_error_base(client: Client) -> None:
