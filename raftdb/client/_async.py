@@ -45,6 +45,7 @@ from raftdb.client.types import (
     Status,
     TxnResult,
     WriteResult,
+    to_bytes,
 )
 
 T = TypeVar("T")
@@ -257,6 +258,38 @@ class AsyncClient(ClientBase):
                 with contextlib.suppress(LockNotHeldError, LeaseNotFoundError):
                     await self.lock_release(name, kept.id)
 
+    @contextlib.asynccontextmanager
+    async def election(
+        self,
+        name: bytes | str,
+        value: bytes | str,
+        *,
+        key: bytes | str,
+        ttl: int = 15,
+        wait: float = 300.0,
+    ) -> AsyncIterator[AsyncLeadership]:
+        """Campaign in the election ``name`` and lead for the block: hold the lock
+        ``name`` (waiting up to ``wait`` seconds) on a lease kept alive, then publish
+        ``value`` at ``key`` with a write guarded by the fence, so that a deposed
+        leader can never overwrite its successor. ``key`` must not be under
+        ``name/`` (every key there is a contender). Observers read or watch ``key``.
+        On leaving, the publication is deleted (fenced too) and the lock released.
+
+        Raises:
+            LockNotHeldError: the lock was lost before ``value`` could be published.
+        """
+        if to_bytes(key).startswith(to_bytes(name).rstrip(b"/") + b"/"):
+            raise ValueError("an election's key must not be under its name/ (a contender)")
+        async with self.lock(name, ttl=ttl, wait=wait) as hold:
+            leadership = AsyncLeadership(self, hold, to_bytes(key))
+            if not await leadership.proclaim(value):
+                raise LockNotHeldError(f"lost the lock {hold.key!r} before publishing")
+            try:
+                yield leadership
+            finally:
+                with contextlib.suppress(RaftdbError):
+                    await self.txn(_ops.fenced(hold, delete=leadership.key))
+
     # -- cluster ------------------------------------------------------------------------
 
     async def members(self, *, timeout: float | None = None) -> builtins.list[Member]:
@@ -426,3 +459,24 @@ class AsyncWatch:
                 continue
             # The stream ended without a ``closed`` event: the member went away.
             client.view.down(endpoint, time.monotonic())
+
+
+class AsyncLeadership:
+    """The leadership of an election (``AsyncClient.election``): the lock's hold and the key
+    the leader publishes its value at."""
+
+    def __init__(self, client: AsyncClient, hold: LockHold, key: bytes) -> None:
+        self.hold = hold
+        self.key = key
+        self._client = client
+
+    @property
+    def fence(self) -> int:
+        """The fencing token of this leadership: larger for every later leader."""
+        return self.hold.fence
+
+    async def proclaim(self, value: bytes | str) -> bool:
+        """Publish a new ``value`` at ``key``, only while still the leader: ``False``
+        means the leadership is lost (stop acting as the leader)."""
+        t = _ops.fenced(self.hold, put=(self.key, value))
+        return (await self._client.txn(t)).succeeded

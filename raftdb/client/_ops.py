@@ -269,3 +269,19 @@ def transfer_leader(member_id: int) -> Op[int]:
 def status() -> Op[Status]:
     """``GET /v1/status`` of the member asked."""
     return Op(Request("GET", "/v1/status"), lambda a: Status.from_json(a.json()))
+
+
+def fenced(
+    hold: LockHold,
+    *,
+    put: tuple[bytes | str, bytes | str] | None = None,
+    delete: bytes | str | None = None,
+) -> Txn:
+    """A transaction that runs only while ``hold``'s key still has its fence as its
+    ``create_index`` (the holder still holds the lock): an election's publication."""
+    t = Txn().compare(hold.key, "create_index", "==", hold.fence)
+    if put is not None:
+        t.success.put(*put)
+    if delete is not None:
+        t.success.delete(delete)
+    return t

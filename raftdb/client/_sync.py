@@ -44,6 +44,7 @@ from raftdb.client.types import (
     Status,
     TxnResult,
     WriteResult,
+    to_bytes,
 )
 
 T = TypeVar("T")
@@ -255,6 +256,38 @@ class Client(ClientBase):
                 with contextlib.suppress(LockNotHeldError, LeaseNotFoundError):
                     self.lock_release(name, kept.id)
 
+    @contextlib.contextmanager
+    def election(
+        self,
+        name: bytes | str,
+        value: bytes | str,
+        *,
+        key: bytes | str,
+        ttl: int = 15,
+        wait: float = 300.0,
+    ) -> Iterator[Leadership]:
+        """Campaign in the election ``name`` and lead for the block: hold the lock
+        ``name`` (waiting up to ``wait`` seconds) on a lease kept alive, then publish
+        ``value`` at ``key`` with a write guarded by the fence, so that a deposed
+        leader can never overwrite its successor. ``key`` must not be under
+        ``name/`` (every key there is a contender). Observers read or watch ``key``.
+        On leaving, the publication is deleted (fenced too) and the lock released.
+
+        Raises:
+            LockNotHeldError: the lock was lost before ``value`` could be published.
+        """
+        if to_bytes(key).startswith(to_bytes(name).rstrip(b"/") + b"/"):
+            raise ValueError("an election's key must not be under its name/ (a contender)")
+        with self.lock(name, ttl=ttl, wait=wait) as hold:
+            leadership = Leadership(self, hold, to_bytes(key))
+            if not leadership.proclaim(value):
+                raise LockNotHeldError(f"lost the lock {hold.key!r} before publishing")
+            try:
+                yield leadership
+            finally:
+                with contextlib.suppress(RaftdbError):
+                    self.txn(_ops.fenced(hold, delete=leadership.key))
+
     # -- cluster ------------------------------------------------------------------------
 
     def members(self, *, timeout: float | None = None) -> builtins.list[Member]:
@@ -440,3 +473,24 @@ class Watch:
 
 def _read_index(a: Answer) -> int:
     return int(a.headers.get("x-raftdb-index", "0"))
+
+
+class Leadership:
+    """The leadership of an election (``Client.election``): the lock's hold and the key
+    the leader publishes its value at."""
+
+    def __init__(self, client: Client, hold: LockHold, key: bytes) -> None:
+        self.hold = hold
+        self.key = key
+        self._client = client
+
+    @property
+    def fence(self) -> int:
+        """The fencing token of this leadership: larger for every later leader."""
+        return self.hold.fence
+
+    def proclaim(self, value: bytes | str) -> bool:
+        """Publish a new ``value`` at ``key``, only while still the leader: ``False``
+        means the leadership is lost (stop acting as the leader)."""
+        t = _ops.fenced(self.hold, put=(self.key, value))
+        return (self._client.txn(t)).succeeded

@@ -60,6 +60,13 @@ def test_async_lock_and_watch(shared: ProcessCluster) -> None:
                 t = Txn().compare(hold.key, "create_index", "==", hold.fence)
                 t.success.put("async/guarded", "yes")
                 assert (await c.txn(t)).succeeded
+            async with c.election("elections/async", "me", key="leaders/async") as lead:
+                got = await c.get("leaders/async")
+                assert got is not None
+                assert got.value == b"me"
+                assert await lead.proclaim("me again")
+            assert await c.get("leaders/async") is None
+            assert not await lead.proclaim("deposed")
             first = await c.put("async/w/1", "1")
             second = await c.put("async/w/2", "2")
             seen: list[WatchEvent] = []

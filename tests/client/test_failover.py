@@ -168,3 +168,48 @@ def test_lock_excludes_and_fences_between_processes(shared: ProcessCluster) -> N
 def test_raftdb_error_base(client: Client) -> None:
     with pytest.raises(RaftdbError):
         client.lease_info(123456789)
+
+
+@pytest.mark.deadline(30)
+def test_election_hands_over_and_fences_the_deposed(shared: ProcessCluster) -> None:
+    a, b = Client(endpoints(shared)), Client(endpoints(shared))
+    leading_b = threading.Event()
+    release_b = threading.Event()
+    errors: list[BaseException] = []
+
+    def campaign_b() -> None:
+        try:
+            with b.election("elections/sched", "b", key="leaders/sched") as lb:
+                assert lb.fence > first.fence
+                leading_b.set()
+                release_b.wait(20)
+        except BaseException as e:
+            errors.append(e)
+
+    with a.election("elections/sched", "a", key="leaders/sched") as first:
+        got = a.get("leaders/sched")
+        assert got is not None
+        assert got.value == b"a"
+        t = threading.Thread(target=campaign_b)
+        t.start()
+        assert first.proclaim("a2")
+        got = a.get("leaders/sched")
+        assert got is not None
+        assert got.value == b"a2"
+        assert not leading_b.is_set()
+    wait_until("b to lead", lambda: leading_b.is_set() or None, 15)
+    got = a.get("leaders/sched")
+    assert got is not None
+    assert got.value == b"b"
+    assert not first.proclaim("a3"), "a deposed leader overwrote its successor"
+    release_b.set()
+    t.join(10)
+    assert not errors, errors
+    assert a.get("leaders/sched") is None  # resigned: no leader published
+    with (
+        pytest.raises(ValueError, match="under its name"),
+        a.election("elections/x", "v", key="elections/x/leader"),
+    ):
+        pass
+    a.close()
+    b.close()
