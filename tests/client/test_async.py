@@ -15,6 +15,7 @@ from raftdb.client import (
     TxnGet,
     WatchEvent,
 )
+from raftdb.testing.ports import free_ports
 from tests.client.conftest import endpoints
 from tests.integration.harness import ProcessCluster
 
@@ -80,5 +81,19 @@ def test_async_lock_and_watch(shared: ProcessCluster) -> None:
                 (b"async/w/1", first.index),
                 (b"async/w/2", second.index),
             ]
+
+    asyncio.run(main())
+
+
+def test_async_fails_over_past_a_dead_endpoint(shared: ProcessCluster) -> None:
+    dead = [f"http://127.0.0.1:{p}" for p in free_ports(1)]
+
+    async def main() -> None:
+        async with AsyncClient([*dead, *endpoints(shared)], connect_timeout=0.5) as c:
+            w = await c.put("async/dead/k", "v")
+            async with c.watch(key="async/dead/k", since=w.index - 1) as events:
+                ev = await events.__anext__()
+                assert isinstance(ev, WatchEvent)
+                assert (ev.key, ev.index) == (b"async/dead/k", w.index)
 
     asyncio.run(main())
