@@ -114,11 +114,18 @@ class AsyncClient(ClientBase):
         key: bytes | str,
         *,
         consistency: Consistency = "linearizable",
+        wait_index: int | None = None,
+        wait: float = 60.0,
         timeout: float | None = None,
     ) -> GetResult | None:
         """The key's value and ``mod_index``, or ``None`` when the key does not exist.
-        ``consistency="stale"``: answered from the member's own state, at once."""
-        return await self._run(_ops.get(key, consistency), timeout)
+        ``consistency="stale"``: answered from the member's own state, at once.
+        ``wait_index``: a blocking read (Consul's): answers once the key changes after
+        that index (give the last answer's ``read_index``), or after ``wait`` seconds
+        with the value as it is; ``timeout`` is then counted beyond ``wait``."""
+        op = _ops.get(key, consistency, wait_index=wait_index, wait=wait)
+        extra = 0.0 if wait_index is None else wait
+        return await self._run(op, self._timeout(timeout) + extra)
 
     async def put(
         self,

@@ -56,12 +56,23 @@ def _seconds(value: float) -> str:
     return f"{max(1, math.ceil(value * 1000))}ms"
 
 
-def get(key: bytes | str, consistency: Consistency) -> Op[GetResult | None]:
-    """``GET /v1/kv/{key}``: the value, or ``None`` for a missing key (404)."""
+def get(
+    key: bytes | str,
+    consistency: Consistency,
+    *,
+    wait_index: int | None = None,
+    wait: float | None = None,
+) -> Op[GetResult | None]:
+    """``GET /v1/kv/{key}``: the value, or ``None`` for a missing key (404). With
+    ``wait_index``, a blocking read: answered once the key changes after that index,
+    or when ``wait`` seconds have passed."""
     raw = to_bytes(key)
-    target = f"/v1/kv/{path_key(raw)}"
-    if consistency != "linearizable":
-        target += query([("consistency", consistency)])
+    params: list[tuple[str, bytes | str | int | None]] = [
+        ("consistency", None if consistency == "linearizable" else consistency)
+    ]
+    if wait_index is not None:
+        params += [("wait_index", wait_index), ("wait", None if wait is None else _seconds(wait))]
+    target = f"/v1/kv/{path_key(raw)}" + query(params)
 
     def parse(a: Answer) -> GetResult | None:
         if a.status == 404:

@@ -11,6 +11,7 @@ from raftdb.client import (
     Client,
     ConditionFailedError,
     EndpointsUnavailableError,
+    GetResult,
     KeyValue,
     LeaseNotFoundError,
     RaftdbError,
@@ -258,3 +259,22 @@ def test_watch_closed_from_another_thread(client: Client) -> None:
     t.join(10.0)
     assert done.is_set(), "the consuming thread still waits after close()"
     assert [e.index for e in got if isinstance(e, WatchEvent)] == [w.index]
+
+
+def test_blocking_get(client: Client) -> None:
+    first = client.put("block/k", "v0")
+    answers: list[GetResult | None] = []
+    t = threading.Thread(
+        target=lambda: answers.append(client.get("block/k", wait_index=first.index, wait=20))
+    )
+    t.start()
+    second = client.put("block/k", "v1")
+    t.join(15)
+    assert len(answers) == 1
+    got = answers[0]
+    assert got is not None
+    assert (got.value, got.mod_index) == (b"v1", second.index)
+    # A wait that ends with nothing changed answers the value as it is.
+    same = client.get("block/k", wait_index=second.index, wait=0.2)
+    assert same is not None
+    assert same.mod_index == second.index
