@@ -342,6 +342,7 @@ def _gave_up(
             idempotency_key=request.idempotency_key,
         )
     if last is not None:
-        last.args = (f"{what}: gave up after {timeout:g}s: {last.message}",)
+        last.message = f"{what}: gave up after {timeout:g}s: {last.message}"
+        last.args = (last.message,)
         return last
     return EndpointsUnavailableError(f"{what}: no endpoint answered within {timeout:g}s")
