@@ -23,6 +23,8 @@ LAYERS = "Layers: cli > app > http > node"
 PURE_CORE = "The Raft core (raftdb.raft) imports nothing else of raftdb"
 NO_TESTING = "Nothing in raftdb imports raftdb.testing"
 PLUGIN_API = "The shipped plugins import only the public plugin API"
+CLIENT_ALONE = "The Python client (raftdb.client) imports nothing else of raftdb"
+CLIENT_UNUSED = "Nothing in raftdb's server imports raftdb.client"
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -94,6 +96,18 @@ def test_the_copied_tree_keeps_the_contract(tree: Path) -> None:
             "import raftdb.storage.disk",
             [PLUGIN_API],
             "raftdb_sqlite.storage -> raftdb.storage.disk",
+        ),
+        (
+            "raftdb/client/_core.py",
+            "import raftdb.kv.commands",
+            [CLIENT_ALONE],
+            "raftdb.client._core -> raftdb.kv.commands",
+        ),
+        (
+            "raftdb/http/app.py",
+            "import raftdb.client",
+            [CLIENT_UNUSED],
+            "raftdb.http.app -> raftdb.client",
         ),
     ],
 )
