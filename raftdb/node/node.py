@@ -306,7 +306,7 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        self._hub.stop(NotReadyError("the node is stopping"))
+        self.end_streams()
         await self._leases.stop()
         if self._ready_loop is not None:
             await self._ready_loop.stop()
