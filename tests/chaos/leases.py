@@ -22,7 +22,8 @@ gives every lease a fresh full TTL. Two bounds follow, checked here:
   as the test, so any *evidence* that a key of the lease was gone earlier is a
   violation: a watcher (any member, any connection) receiving its ``delete``
   event, or an answer saying the lease or key was gone (``404`` to a
-  keep-alive, attach or revoke, a read not finding a key whose attach was
+  keep-alive, attach or revoke — unless an earlier attempt of that revoke may
+  have been applied —, a read not finding a key whose attach was
   acknowledged), each time-stamped when it *arrived*, which is after the
   deletion. Comparing an upper bound of the deletion with a lower bound of
   the deadline needs only the clocks' resolution as a margin
@@ -93,6 +94,8 @@ class LeaseRecord:
     end: str = ""
     revoke_sent: float | None = None
     revoke_acked: float | None = None
+    #: How each attempt of the revoke ended (see ``tests.chaos.attempts``).
+    revoke_attempts: list[str] = field(default_factory=list)
     #: (arrival time, what): proof that the lease or one of its keys was gone by then.
     gone: list[tuple[float, str]] = field(default_factory=list)
 
@@ -283,12 +286,27 @@ class LeaseClients:
             rng,
             lambda: False,  # the revoke at the end is retried too
         )
+        self.revoked(rec, sent)
+
+    def revoked(self, rec: LeaseRecord, sent: Sent) -> None:
+        """Record what the revoke ``sent`` (all its attempts) proves.
+
+        A ``404`` proves the lease was gone before the attempt that got it, but
+        not before the revoke: an earlier attempt whose fate is open (a timeout,
+        a lost connection) may be the one that revoked it, and its answer never
+        arrived. Only a ``404`` to a revoke none of whose attempts may have been
+        applied is evidence that the lease ended without it.
+        """
+        rec.revoke_attempts = list(sent.kinds)
         if sent.outcome == "ok" and sent.status == 204:
             rec.end, rec.revoke_sent, rec.revoke_acked = "revoked", sent.call, sent.ret
             self.counts["revoked"] += 1
-        elif sent.outcome == "ok":  # the lease was gone before the revoke: it deleted nothing
+        elif sent.outcome == "ok":
             self._not_found(sent, f"revoke of {rec.id}")
-            self._lapsed(rec, sent.ret, "revoke answered 404")
+            if "unknown" in sent.kinds:  # an earlier attempt may have revoked it
+                rec.end, rec.revoke_sent = "revoke_unknown", sent.call
+            else:  # the lease was gone before the revoke: it deleted nothing
+                self._lapsed(rec, sent.ret, "revoke answered 404")
         elif sent.outcome == "unknown":  # it may have deleted the keys, from when it was sent
             rec.end, rec.revoke_sent = "revoke_unknown", sent.call
         else:
@@ -345,7 +363,8 @@ def check_leases(
                 problems.append(
                     f"lease {rec.id} ({rec.name}) ended early: {what} {earliest - when:.3f}s "
                     f"before it could (last renewal sent {sent:.3f}, ttl {clients.ttl}s, "
-                    f"{rec.keepalives} keep-alives, revoke sent {rec.revoke_sent})"
+                    f"{rec.keepalives} keep-alives, revoke sent {rec.revoke_sent}, "
+                    f"its attempts {rec.revoke_attempts})"
                 )
     # One entry deletes all the keys of a lease (revoke or expiry).
     by_lease: dict[str, set[int]] = {}

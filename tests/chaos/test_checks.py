@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.chaos.attempts import Sent
+from tests.chaos.attempts import Attempt, Sent
 from tests.chaos.bank import ACCOUNTS, BALANCE, Bank, TxnRecord, account, check_bank
 from tests.chaos.leases import LeaseClients, LeaseRecord, check_leases
 from tests.chaos.watch import (
@@ -413,3 +413,29 @@ def test_the_keys_of_a_lease_deleted_in_two_entries_are_caught() -> None:
     events = h.events[:3] + [WatchEvent(31, "delete", second.data.replace(": 30", ": 31"))]
     problems = check_leases(clients, [w], events)
     assert problems == ["the keys of lease lease/0/1 were deleted at [30, 31]"]
+
+
+def _revoke_answer(status: int, kinds: list[Attempt], call: float) -> Sent:
+    body = {"error": "lease_not_found", "message": "lease 11 does not exist"}
+    response = httpx.Response(status, json=body) if status == 404 else httpx.Response(status)
+    return Sent("ok", response, call=call, acked_call=call + 2.0, ret=call + 2.1, kinds=kinds)
+
+
+def test_a_404_to_a_retried_revoke_counts_the_first_attempt_as_the_revoke() -> None:
+    """The first attempt timed out, yet revoked the lease; the retry found it gone."""
+    clients, w, h = _lease_run(deleted_at=12.5)
+    rec = clients.records[0]
+    clients.revoked(rec, _revoke_answer(404, ["unknown", "definite"], call=12.4))
+    assert (rec.end, rec.revoke_sent, rec.gone) == ("revoke_unknown", 12.4, [])
+    assert check_leases(clients, [w], h.events) == []
+
+
+def test_a_404_to_a_revoke_that_was_never_applied_before_is_evidence() -> None:
+    clients, w, h = _lease_run(deleted_at=15.0)
+    rec = clients.records[0]
+    clients.revoked(rec, _revoke_answer(404, ["refused", "definite"], call=11.5))
+    assert rec.end == "lapsed"
+    assert rec.revoke_sent is None
+    problems = check_leases(clients, [w], h.events)
+    assert len(problems) == 1
+    assert "revoke answered 404 0.400s before" in problems[0]
