@@ -30,6 +30,7 @@ from raftdb.transport.address import parse_peer_url
 from raftdb.transport.handshake import MIN_SECRET_BYTES
 
 __all__ = [
+    "CLIENT_ENVIRONMENT",
     "CONFIG_ENV",
     "ENV_PREFIX",
     "KEYS",
@@ -51,6 +52,20 @@ __all__ = [
 CONFIG_ENV: Final = "RAFTDB_CONFIG"
 #: Prefix of the environment variables, one per key: ``RAFTDB_<KEY>``.
 ENV_PREFIX: Final = "RAFTDB_"
+#: The ``RAFTDB_*`` variables of the client commands (``raftdb get`` …, see
+#: ``raftdb.cli.common``): not node settings, and not typos either.
+CLIENT_ENVIRONMENT: Final = frozenset(
+    {
+        "RAFTDB_ENDPOINTS",
+        "RAFTDB_TOKEN",
+        "RAFTDB_CACERT",
+        "RAFTDB_CERT",
+        "RAFTDB_KEY",
+        "RAFTDB_OUTPUT",
+        "RAFTDB_TIMEOUT",
+        "RAFTDB_CLIENT_CONFIG",
+    }
+)
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -804,5 +819,5 @@ def load_config(
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """``RAFTDB_*`` variables that name no key (likely typos), sorted."""
     env = os.environ if environ is None else environ
-    known = {env_name(key) for key in KEYS} | {CONFIG_ENV}
+    known = {env_name(key) for key in KEYS} | {CONFIG_ENV} | CLIENT_ENVIRONMENT
     return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)

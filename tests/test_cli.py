@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import raftdb.cli
+import raftdb.cli.serve
 from raftdb.cli import build_parser
 from raftdb.config import KEYS, ConfigKey, NodeConfig, config_keys
 
@@ -71,7 +71,7 @@ def test_help_shows_each_fields_default(
 
 
 def test_cli_hard_codes_no_config_default() -> None:
-    source = Path(raftdb.cli.__file__).read_text()
+    source = Path(raftdb.cli.serve.__file__).read_text()
     for key in config_keys():
         if isinstance(key.default, int) and not isinstance(key.default, bool) and key.default >= 10:
             for text in {str(key.default), f"{key.default:_}"}:

@@ -1,4 +1,4 @@
-"""The ``raftdb`` command.
+"""``raftdb serve`` and ``raftdb config``: run a node, or show its settings.
 
 ``raftdb serve`` runs one node: its settings from flags (every config key has
 one, ``--election-ticks``), over ``RAFTDB_*`` environment variables, over a
@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 import uvicorn
@@ -31,7 +31,7 @@ from raftdb.config import (
 )
 from raftdb.http.protocols import header_deadline_protocol
 
-__all__ = ["build_parser", "main", "loop_factory", "make_server"]
+__all__ = ["STARTUP_FAILURE", "loop_factory", "make_server", "register"]
 
 #: uvicorn's exit status when the application fails to start.
 STARTUP_FAILURE: Final = 3
@@ -68,12 +68,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(key.flag, dest=key.name, metavar=key.metavar, help=_help(key))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``raftdb`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="raftdb", description="raftdb: a Raft-replicated key-value database server."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve`` and ``config`` to the ``raftdb`` command."""
     serve = commands.add_parser(
         "serve",
         help="run a node and its REST API",
@@ -100,13 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (default auto: uvloop when installed, as uvicorn's own CLI picks it)",
     )
     _add_config_flags(serve)
+    serve.set_defaults(run=_run_serve)
     show = commands.add_parser(
         "config",
         help="print the effective settings as TOML",
         description="Print the settings that the flags, RAFTDB_* and the TOML file add up to.",
     )
     _add_config_flags(show)
-    return parser
+    show.set_defaults(run=_run_serve)
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -179,9 +176,8 @@ def _serve(app: RaftdbApp, args: argparse.Namespace) -> bool:
     return server.started
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``raftdb`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def _run_serve(args: argparse.Namespace) -> int:
+    """``raftdb serve`` or ``raftdb config``; returns the exit status."""
     warn_unknown_environment()
     try:
         config = _config(args)
@@ -197,7 +193,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0 if started else STARTUP_FAILURE
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

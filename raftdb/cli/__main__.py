@@ -1,0 +1,7 @@
+"""``python -m raftdb.cli``: the ``raftdb`` command."""
+
+import sys
+
+from raftdb.cli import main
+
+sys.exit(main())
