@@ -152,7 +152,7 @@ class TestRoles:
             ("POST", "/v1/cluster/leader", b'{"id": 2}', {"admin"}),
             ("POST", "/8", b"http://127.0.0.1:8", {"admin"}),  # raftexample: add member
             ("DELETE", "/2", b"", {"admin"}),  # raftexample: remove member
-            ("GET", "/v1/snapshot", b"", {"admin"}),  # not served yet: closed all the same
+            ("GET", "/v1/snapshot", b"", {"admin"}),
             ("GET", "/v1/no-such-route", b"", {"admin"}),  # unknown under a reserved root
         ],
     )
