@@ -359,9 +359,8 @@ class Client(ClientBase):
                     request.method,
                     endpoint + request.target,
                     headers=request.all_headers(self.token),
-                    timeout=httpx.Timeout(
-                        max(remaining, seconds), connect=min(remaining, self.connect_timeout)
-                    ),
+                    # Each wait for the answer (or more of it) gets the whole timeout.
+                    timeout=httpx.Timeout(seconds, connect=min(remaining, self.connect_timeout)),
                 ) as response:
                     if response.status_code != 200:
                         response.read()

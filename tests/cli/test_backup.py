@@ -20,6 +20,7 @@ import pytest
 
 from raftdb.cli import main
 from raftdb.client import Client
+from raftdb.http.tokens import hash_token
 from raftdb.kv.snapshot import SnapshotReader, check_stream
 from raftdb.testing.ports import free_ports
 from tests.cli.backup_fixtures import (  # noqa: F401 (fixtures)
@@ -235,3 +236,30 @@ def test_through_a_process(backup_cluster: ProcessCluster, tmp_path: Path) -> No
     assert checked.returncode == 1
     assert checked.stdout == ""
     assert checked.stderr.strip().splitlines()[-1].startswith(f"raftdb: {path}: not a whole")
+
+
+def test_save_needs_an_admin_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    entry = '[[token]]\nname = "{name}"\nsha256 = "{digest}"\nrole = "{role}"\n'
+    tokens.write_text(
+        entry.format(name="ops", digest=hash_token("admin-token"), role="admin")
+        + entry.format(name="app", digest=hash_token("write-token"), role="write")
+    )
+    c = ProcessCluster(tmp_path / "secured", size=1)
+    with c.closing():
+        c.start(1, tokens_file=str(tokens))
+        monkeypatch.setenv("RAFTDB_ENDPOINTS", c.nodes[1].api_url)
+        denied = tmp_path / "denied.snap"
+        monkeypatch.setenv("RAFTDB_TOKEN", "write-token")
+        assert main(["snapshot", "save", str(denied)]) == 7
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("raftdb: forbidden: ")
+        assert "admin" in err[-1]
+        assert not denied.exists()
+        assert not Path(str(denied) + ".part").exists()
+
+        monkeypatch.setenv("RAFTDB_TOKEN", "admin-token")
+        assert main(["snapshot", "save", str(tmp_path / "ok.snap")]) == 0
+        check_stream([(tmp_path / "ok.snap").read_bytes()])
