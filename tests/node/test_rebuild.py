@@ -11,74 +11,16 @@ from typing import Any
 import pytest
 
 from raftdb.config import NodeConfig
-from raftdb.kv.commands import Command
 from raftdb.kv.snapshot import SnapshotReader
 from raftdb.node.identity import derive_cluster_id, read_cluster_id
-from raftdb.node.rebuild import (
-    RebuildError,
-    plan_recover,
-    recover_member,
-    restore_member,
-)
+from raftdb.node.rebuild import RebuildError, plan_recover, recover_member, restore_member
 from raftdb.plugins import open_state_machine, open_storage
-from raftdb.raft import ConfState, Entry, EntryType, HardState
-from raftdb.raft.messages import ConfChange, ConfChangeType
+from raftdb.raft import ConfState, HardState
 from raftdb.state_machine import StateMachine
 from raftdb.storage.protocol import Storage
 
 from .cluster import LocalCluster, eventually
-
-OLD = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
-NEW = ["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003"]
-
-
-def _entries(keys: int) -> list[Entry]:
-    """A bootstrapped 3-member log: conf changes, a lease, puts (one on the lease,
-    one in a session), a delete."""
-    out = [
-        Entry(
-            1,
-            i,
-            EntryType.CONF_CHANGE,
-            ConfChange(ConfChangeType.ADD_VOTER, i, u.encode()).encode(),
-        )
-        for i, u in enumerate(OLD, start=1)
-    ]
-
-    def add(command: Command) -> None:
-        out.append(Entry(2, len(out) + 1, EntryType.NORMAL, command.encode()))
-
-    add(Command.lease_grant(60))  # lease id = its index, 4
-    add(Command.put(b"leased", b"l", lease=4))
-    add(Command.put(b"session", b"s").with_session(b"client-1", 1, 0))
-    for k in range(keys):
-        add(Command.put(b"k%05d" % k, b"v%d" % k))
-    add(Command.delete(b"k00000"))
-    return out
-
-
-def _member(root: Path, entries: list[Entry], applied: int, commit: int) -> Path:
-    """A member's data directory as a node leaves it: the log, and a state machine
-    that applied ``applied`` of its entries."""
-    data = root / "member"
-    storage = open_storage("leveldb", data / "log")
-    sm = open_state_machine("leveldb", data / "state")
-    storage.save(HardState(3, 1, commit), entries)
-    sm.apply(entries[:applied])
-    sm.close()
-    storage.close()
-    return data
-
-
-def _snapshot_file(root: Path, keys: int = 200) -> Path:
-    entries = _entries(keys)
-    data = _member(root, entries, len(entries), len(entries))
-    sm = open_state_machine("leveldb", data / "state")
-    path = root / "backup.snap"
-    with closing(sm), sm.snapshot() as stream, path.open("wb") as f:
-        for chunk in stream:
-            f.write(chunk)
-    return path
+from .rebuild_data import NEW, OLD, log_entries, member_dir, snapshot_file
 
 
 def _config(node_id: int, data_dir: Path, cluster: list[str] = NEW) -> NodeConfig:
@@ -110,7 +52,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 def test_restore_builds_identical_members_of_a_new_cluster(tmp_path: Path) -> None:
-    backup = _snapshot_file(tmp_path)
+    backup = snapshot_file(tmp_path)
     original = SnapshotReader(_chunks(backup)).info
     source = open_state_machine("leveldb", tmp_path / "member" / "state")
     with closing(source):
@@ -157,7 +99,7 @@ def test_restore_builds_identical_members_of_a_new_cluster(tmp_path: Path) -> No
 
 
 def test_restore_refuses_a_used_data_dir_and_a_damaged_file(tmp_path: Path) -> None:
-    backup = _snapshot_file(tmp_path, keys=20)
+    backup = snapshot_file(tmp_path, keys=20)
     used = tmp_path / "used"
     used.mkdir()
     (used / "something").write_text("x")
@@ -185,10 +127,10 @@ def test_restore_refuses_a_used_data_dir_and_a_damaged_file(tmp_path: Path) -> N
     assert restore_member(backup, _config(2, empty)).keys == 20 + 2 - 1
 
 
-def test_recover_applies_the_whole_log_and_keeps_one_member(tmp_path: Path) -> None:
-    entries = _entries(300)
+def test_recover_applies_the_whole_log_and_keeps_onemember_dir(tmp_path: Path) -> None:
+    entries = log_entries(300)
     last = len(entries)
-    data = _member(tmp_path, entries, applied=last - 120, commit=last - 50)
+    data = member_dir(tmp_path, entries, applied=last - 120, commit=last - 50)
     (data / "cluster-id").write_text("00112233445566aa\n")
     config = _config(2, data, OLD)
     plan = plan_recover(config)
@@ -228,8 +170,8 @@ def test_recover_applies_the_whole_log_and_keeps_one_member(tmp_path: Path) -> N
 def test_recover_refuses_a_running_node_and_data_it_cannot_use(tmp_path: Path) -> None:
     with pytest.raises(RebuildError, match="holds no member's data"):
         plan_recover(_config(1, tmp_path / "nothing", OLD))
-    entries = _entries(10)
-    data = _member(tmp_path, entries, len(entries), len(entries))
+    entries = log_entries(10)
+    data = member_dir(tmp_path, entries, len(entries), len(entries))
     storage = open_storage("leveldb", data / "log")  # as a running node holds it
     with closing(storage), pytest.raises(RebuildError, match="in use"):
         recover_member(_config(1, data, OLD))
@@ -239,7 +181,7 @@ def test_recover_refuses_a_running_node_and_data_it_cannot_use(tmp_path: Path) -
 
 
 def test_restored_members_start_as_one_cluster_that_takes_writes(tmp_path: Path) -> None:
-    backup = _snapshot_file(tmp_path, keys=50)
+    backup = snapshot_file(tmp_path, keys=50)
     cluster = LocalCluster(tmp_path / "new", 3)
     for node_id in (1, 2, 3):
         restore_member(backup, cluster.config(node_id))
