@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from raftdb.cli import common, restore, serve
+from raftdb.cli import backup, common, restore, serve
 from raftdb.cli.serve import loop_factory, make_server
 
 __all__ = ["build_parser", "loop_factory", "main", "make_server"]
@@ -22,7 +22,7 @@ __all__ = ["build_parser", "loop_factory", "main", "make_server"]
 #: The modules whose ``register(commands)`` adds top-level commands, in ``--help`` order.
 _COMMANDS: tuple[ModuleType, ...] = (serve, restore)
 #: The modules whose ``register_snapshot(commands)`` adds ``snapshot`` commands.
-_SNAPSHOT_COMMANDS: tuple[ModuleType, ...] = (restore,)
+_SNAPSHOT_COMMANDS: tuple[ModuleType, ...] = (backup, restore)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ It depends on httpx only and imports nothing else of raftdb. See docs/client.md.
 from __future__ import annotations
 
 from raftdb.client._async import AsyncClient, AsyncKeptLease, AsyncLeadership, AsyncWatch
+from raftdb.client._snapshot import SnapshotSaved
 from raftdb.client._sync import Client, KeptLease, Leadership, Watch
 from raftdb.client._watch import ProgressEvent, WatchEvent
 from raftdb.client.errors import *  # noqa: F403
@@ -23,6 +24,7 @@ __all__ = [
     "KeptLease",
     "Leadership",
     "ProgressEvent",
+    "SnapshotSaved",
     "Txn",
     "Watch",
     "WatchEvent",

@@ -9,7 +9,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from types import TracebackType
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import httpx
 
@@ -17,6 +17,16 @@ from raftdb.client import _ops
 from raftdb.client._base import ClientBase, answer, failure
 from raftdb.client._core import Op, Outcome, Send, Sleep, Step, run_call
 from raftdb.client._ops import Consistency
+from raftdb.client._snapshot import (
+    SNAPSHOT_REQUEST,
+    Download,
+    Progress,
+    SnapshotSaved,
+    next_member,
+    parse_header,
+    refusal,
+    retried,
+)
 from raftdb.client._sync import WATCH_IDLE_TIMEOUT, _read_index
 from raftdb.client._watch import (
     ProgressEvent,
@@ -321,6 +331,52 @@ class AsyncClient(ClientBase):
         """``/v1/status`` of ``endpoint`` (only it), or of the first member that answers."""
         pin = None if endpoint is None else endpoint.rstrip("/")
         return await self._run(_ops.status(), timeout, pin)
+
+    # -- backup -------------------------------------------------------------------------
+
+    async def snapshot(
+        self, dest: BinaryIO, *, progress: Progress | None = None, timeout: float | None = None
+    ) -> SnapshotSaved:
+        """As :meth:`Client.snapshot <raftdb.client.Client.snapshot>`. ``dest`` is
+        written to on the event loop: a local file, not a slow pipe."""
+        seconds = self._timeout(timeout)
+        deadline = time.monotonic() + seconds
+        request = SNAPSHOT_REQUEST
+        last: RaftdbError | None = None
+        while True:
+            endpoint, wait = next_member(self.view, deadline, seconds, last, time.monotonic())
+            if endpoint is None:
+                await asyncio.sleep(wait)
+                continue
+            remaining = max(0.001, deadline - time.monotonic())
+            download: Download | None = None
+            try:
+                async with self._http.stream(
+                    request.method,
+                    endpoint + request.target,
+                    headers=request.all_headers(self.token),
+                    timeout=httpx.Timeout(
+                        max(remaining, seconds), connect=min(remaining, self.connect_timeout)
+                    ),
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        last = refusal(self.view, endpoint, answer(response), time.monotonic())
+                        if retried(last):
+                            continue
+                        raise last
+                    download = Download(dest, parse_header(response.headers), progress)
+                    async for chunk in response.aiter_bytes():
+                        download.write(chunk)
+            except httpx.TransportError as e:
+                self.view.down(endpoint, time.monotonic())
+                if download is not None:
+                    raise download.cut(endpoint, e) from e
+                last = EndpointsUnavailableError(f"{endpoint}: {e!r}")
+                continue
+            assert download is not None
+            self.view.ok(endpoint)
+            return download.saved(endpoint)
 
     # -- watch --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import httpx
 
@@ -17,6 +17,16 @@ from raftdb.client import _ops
 from raftdb.client._base import ClientBase, answer, failure
 from raftdb.client._core import Answer, Op, Outcome, Send, Sleep, Step, run_call
 from raftdb.client._ops import Consistency
+from raftdb.client._snapshot import (
+    SNAPSHOT_REQUEST,
+    Download,
+    Progress,
+    SnapshotSaved,
+    next_member,
+    parse_header,
+    refusal,
+    retried,
+)
 from raftdb.client._watch import (
     ProgressEvent,
     SSEParser,
@@ -319,6 +329,58 @@ class Client(ClientBase):
         """``/v1/status`` of ``endpoint`` (only it), or of the first member that answers."""
         pin = None if endpoint is None else endpoint.rstrip("/")
         return self._run(_ops.status(), timeout, pin)
+
+    # -- backup -------------------------------------------------------------------------
+
+    def snapshot(
+        self, dest: BinaryIO, *, progress: Progress | None = None, timeout: float | None = None
+    ) -> SnapshotSaved:
+        """Write a consistent snapshot of the whole state (``GET /v1/snapshot``, admin) to
+        ``dest``, as the node streams it; ``progress(n)`` is called for every ``n`` bytes
+        written. Every write acknowledged before the call is in it.
+
+        ``timeout`` bounds the wait for a member to start its answer, and each wait for
+        more of it, not the whole transfer. A stream cut short raises
+        :class:`~raftdb.client.errors.EndpointsUnavailableError` (what ``dest`` holds is
+        incomplete). The stream is not checked here (see docs/client.md)."""
+        seconds = self._timeout(timeout)
+        deadline = time.monotonic() + seconds
+        request = SNAPSHOT_REQUEST
+        last: RaftdbError | None = None
+        while True:
+            endpoint, wait = next_member(self.view, deadline, seconds, last, time.monotonic())
+            if endpoint is None:
+                time.sleep(wait)
+                continue
+            remaining = max(0.001, deadline - time.monotonic())
+            download: Download | None = None
+            try:
+                with self._http.stream(
+                    request.method,
+                    endpoint + request.target,
+                    headers=request.all_headers(self.token),
+                    timeout=httpx.Timeout(
+                        max(remaining, seconds), connect=min(remaining, self.connect_timeout)
+                    ),
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        last = refusal(self.view, endpoint, answer(response), time.monotonic())
+                        if retried(last):
+                            continue
+                        raise last
+                    download = Download(dest, parse_header(response.headers), progress)
+                    for chunk in response.iter_bytes():
+                        download.write(chunk)
+            except httpx.TransportError as e:
+                self.view.down(endpoint, time.monotonic())
+                if download is not None:
+                    raise download.cut(endpoint, e) from e
+                last = EndpointsUnavailableError(f"{endpoint}: {e!r}")
+                continue
+            assert download is not None
+            self.view.ok(endpoint)
+            return download.saved(endpoint)
 
     # -- watch --------------------------------------------------------------------------
 

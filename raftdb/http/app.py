@@ -2,8 +2,8 @@
 
 The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.watch`,
 :mod:`~raftdb.http.txn`, :mod:`~raftdb.http.leases`, :mod:`~raftdb.http.lock`,
-:mod:`~raftdb.http.cluster`, :mod:`~raftdb.http.meta`, :mod:`~raftdb.http.openapi`,
-:mod:`~raftdb.http.raftexample`),
+:mod:`~raftdb.http.cluster`, :mod:`~raftdb.http.snapshot`, :mod:`~raftdb.http.meta`,
+:mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
 each describing its operations for the OpenAPI document beside them; errors become
 HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
@@ -47,6 +47,7 @@ from raftdb.http.lock import lock_routes
 from raftdb.http.meta import meta_routes
 from raftdb.http.openapi import docs_routes
 from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
+from raftdb.http.snapshot import snapshot_routes
 from raftdb.http.tokens import TokenStore
 from raftdb.http.txn import txn_routes
 from raftdb.http.watch import watch_routes
@@ -156,6 +157,7 @@ def _create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool) -> ASG
         *lease_routes(node, config),
         *lock_routes(node, config),
         *cluster_routes(node, config),
+        *snapshot_routes(node, config),
         *meta_routes(node, config),
         *docs_routes(node, config),
     ]

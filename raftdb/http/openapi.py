@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
-from raftdb.http import cluster, kv, leases, lock, meta, raftexample, txn, watch
+from raftdb.http import cluster, kv, leases, lock, meta, raftexample, snapshot, txn, watch
 from raftdb.http.auth import describe_security
 from raftdb.http.docs_page import docs_html
 from raftdb.http.errors import JSON_TYPE, json_response
@@ -69,6 +69,7 @@ _TAGS: Final = [
     {"name": "leases", "description": "Keys with a time to live."},
     {"name": "lock", "description": "Locks on leases, with fencing tokens."},
     {"name": "cluster", "description": "Membership and leadership."},
+    {"name": "backup", "description": "Consistent snapshots of the whole state."},
     {"name": "node", "description": "Status, health, metrics."},
     {"name": "raftexample", "description": "etcd raftexample's API, verbatim."},
     {"name": "docs", "description": "This documentation."},
@@ -111,6 +112,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             **leases.OPENAPI_PATHS,
             **lock.OPENAPI_PATHS,
             **cluster.OPENAPI_PATHS,
+            **snapshot.OPENAPI_PATHS,
             **meta.OPENAPI_PATHS,
             **OPENAPI_PATHS,
             **raftexample.OPENAPI_PATHS,

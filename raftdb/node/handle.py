@@ -12,10 +12,12 @@ from typing import Any, Literal, Protocol
 
 from raftdb.kv.changes import Change
 from raftdb.kv.commands import KeyValue
+from raftdb.kv.snapshot import SnapshotInfo
 from raftdb.kv.txn import Txn, TxnOpResult
 
 __all__ = [
     "Alarm",
+    "Backup",
     "Consistency",
     "LeaseInfo",
     "LockHeld",
@@ -298,6 +300,28 @@ class Watcher(Protocol):
         ...
 
 
+class Backup(Protocol):
+    """What :meth:`NodeHandle.snapshot` returns: a snapshot's header at once, its
+    bytes (the :mod:`raftdb.kv.snapshot` stream) by ``async for``.
+
+    Iterate it once; call :meth:`aclose` however it ends (it releases the
+    state machine's point-in-time view).
+    """
+
+    @property
+    def info(self) -> SnapshotInfo:
+        """The snapshot's index, term, conf state and members."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The stream's chunks, in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """End the stream now (idempotent)."""
+        ...
+
+
 class NodeHandle(Protocol):
     """The operations behind the REST API. All waits are bounded by the node's timeout."""
 
@@ -490,6 +514,19 @@ class NodeHandle(Protocol):
         Raises:
             LockNotHeldError: ``lease`` has no key under ``name`` (``404``).
             ServiceUnavailableError, OutcomeUnknownError.
+        """
+        ...
+
+    async def snapshot(self) -> Backup:
+        """A consistent snapshot of the state machine, for a backup (``GET /v1/snapshot``).
+
+        Taken after a linearizable read point (ReadIndex): every write
+        acknowledged before the call is in it. Its bytes are read lazily.
+
+        Raises:
+            ServiceUnavailableError: no leader to confirm the read point.
+            TooManyRequestsError: the node streams as many backups as it may.
+            NoSpaceError: the disk is full (no read point can be confirmed).
         """
         ...
 

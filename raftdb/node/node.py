@@ -54,6 +54,7 @@ from raftdb.kv.commands import (
 )
 from raftdb.kv.txn import Txn
 from raftdb.node import locks
+from raftdb.node.backup import BackupGate, BackupStream, open_backup
 from raftdb.node.disk import NodeDisk
 from raftdb.node.errors import (
     BadRequestError,
@@ -175,6 +176,7 @@ class Node:
         self._was_member = False
         self._known_urls: dict[int, str] = {}
         self._snapshot_checks: set[asyncio.Task[None]] = set()
+        self._backups = BackupGate()
         self._hub = WatchHub(
             lambda: self._disk.sm,
             max_watchers=config.max_watchers,
@@ -749,6 +751,13 @@ class Node:
         assert self._sm is not None
         sm = self._sm
         return self._read_state(lambda: sm.get(key)), index
+
+    async def snapshot(self) -> BackupStream:
+        """See ``NodeHandle.snapshot``: a read point, then the state machine's snapshot
+        (``raftdb.node.backup``)."""
+        await self.read_index()
+        assert self._sm is not None
+        return await open_backup(self._sm, self._backups, self._id)
 
     async def _read_point(self, consistency: Consistency) -> int:
         if consistency == "linearizable":

@@ -27,13 +27,15 @@ changes while a watch or a blocking read waits must make them on that loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import KeyValue
+from raftdb.kv.snapshot import SnapshotAbortedError, SnapshotInfo, SnapshotStream, encode_stream
 from raftdb.kv.txn import CmpOp, Compare, Target, Txn, TxnOpKind, TxnOpResult
+from raftdb.node.backup import BackupStream
 from raftdb.node.errors import (
     BadRequestError,
     CompactedError,
@@ -56,6 +58,7 @@ from raftdb.node.handle import (
     WatchEventKind,
     WriteResult,
 )
+from raftdb.raft.messages import ConfState
 
 METRICS = """\
 # HELP raftdb_term The current Raft term.
@@ -153,6 +156,10 @@ class FakeNode:
         self.waiters: list[tuple[bytes, bytes | None, asyncio.Event]] = []
         self.txn_answers: dict[bytes, TxnAnswer] = {}
         self.grant_answers: dict[bytes, LeaseInfo] = {}
+        # -- issue 13: backups (snapshot)
+        self.snapshot_chunk_size = 4096
+        self.snapshot_break_after: int | None = None  # chunks before a snapshot fails
+        self.backups: list[BackupStream] = []
 
     def last(self) -> tuple[object, ...]:
         """The last call the API made."""
@@ -320,6 +327,32 @@ class FakeNode:
 
     def is_ready(self) -> bool:
         return self.ready
+
+    async def snapshot(self) -> BackupStream:
+        """The keys as a snapshot stream (no sessions, leases or history), in chunks
+        of ``snapshot_chunk_size``; with ``snapshot_break_after``, the stream fails
+        after that many chunks, as a state machine restored under a reader does."""
+        self.calls.append(("snapshot",))
+        self._check()
+        members = self.members()
+        info = SnapshotInfo(
+            self.index,
+            self.term,
+            ConfState(
+                voters=tuple(m.id for m in members if not m.learner),
+                learners=tuple(m.id for m in members if m.learner),
+            ),
+            {m.id: m.peer_url for m in members},
+        )
+        records = [(k, v.value, v.create_index, v.mod_index) for k, v in sorted(self.data.items())]
+        chunks = encode_stream(
+            info, records, (), self.snapshot_chunk_size, history_floor=self.index
+        )
+        if self.snapshot_break_after is not None:
+            chunks = _broken(chunks, self.snapshot_break_after)
+        backup = BackupStream(SnapshotStream(info, chunks))
+        self.backups.append(backup)
+        return backup
 
     def metrics_text(self) -> str:
         return METRICS
@@ -629,6 +662,13 @@ class FakeNode:
             raise LockNotHeldError(f"lease {lease} holds no key of lock {name!r}")
         index = self._next_index()
         self._commit([c for c in [self._remove(own, index)] if c is not None])
+
+
+def _broken(chunks: Iterator[bytes], after: int) -> Iterator[bytes]:
+    for n, chunk in enumerate(chunks):
+        if n == after:
+            raise SnapshotAbortedError("the fake's state was restored while it was read")
+        yield chunk
 
 
 def _matches(changed: bytes, prefix: bytes, key: bytes | None) -> bool:
