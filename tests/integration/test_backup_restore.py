@@ -156,6 +156,21 @@ def test_backup_under_load_restores_into_a_new_cluster(
     for node_id in (1, 2, 3):
         _assert_all_present(new, node_id, {f"pre/{n:04d}": f"value-{n}" for n in range(150)})
         _assert_all_present(new, node_id, before)
+    # The backup is one point in time: each writer's keys in it are a prefix of
+    # what it wrote (its writes were sequential), with the values it wrote, and
+    # they are all the keys the backup counted.
+    r = new.client.get(
+        new.url(1, "/v1/kv"),
+        params={"prefix": "load/", "values": "true", "limit": "10000", "consistency": "stale"},
+    )
+    assert r.status_code == 200, r.text
+    assert "link" not in r.headers
+    listed = {item["key"]: item["value"] for item in r.json()}
+    for w in range(3):
+        mine = sorted(k for k in listed if k.startswith(f"load/{w}/"))
+        assert mine == [f"load/{w}/{n:05d}" for n in range(len(mine))]
+        assert all(listed[k] == f"w{w}-{int(k.rsplit('/', 1)[1])}" for k in mine)
+    assert json.loads(saved.stdout)["keys"] == 150 + len(listed)
     assert new.member_ids(1) == [1, 2, 3]
     assert [m["peer_url"] for m in new.members(2)] == new.peer_urls()
     # The new cluster takes writes, and is not the old one.
