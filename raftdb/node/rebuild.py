@@ -224,6 +224,20 @@ def _require_empty(data_dir: Path) -> None:
         )
 
 
+def _remove_abandoned_stages(parent: Path, name: str) -> None:
+    """Delete what restores into ``name`` that crashed left behind (their process is gone)."""
+    for stage in parent.glob(f".{name}.restore-*"):
+        pid = stage.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+        except OSError:
+            pass  # alive, someone else's: leave it
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -275,6 +289,7 @@ def restore_member(
 
     parent = data_dir.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_stages(parent, data_dir.name)
     stage = parent / f".{data_dir.name}.restore-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()

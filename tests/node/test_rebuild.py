@@ -121,6 +121,11 @@ def test_restore_refuses_a_used_data_dir_and_a_damaged_file(tmp_path: Path) -> N
         restore_member(tmp_path / "missing.snap", _config(1, target))
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # What a crashed restore left behind is removed (its process is gone).
+    abandoned = tmp_path / ".target.restore-999999999"
+    (abandoned / "state").mkdir(parents=True)
+    assert restore_member(backup, _config(1, target)).keys == 20 + 2 - 1
+    assert not abandoned.exists()
     # An existing empty directory is fine (a mount point made for it, say).
     empty = tmp_path / "empty"
     empty.mkdir()
