@@ -466,6 +466,12 @@ def _plan(config: NodeConfig, survivor: _Survivor) -> RecoverPlan:
             f"first index {storage.first_index()}: this member cannot be recovered"
         )
     members = sm.members()
+    if members and config.id not in members:
+        known = ", ".join(str(i) for i in sorted(members))
+        raise RebuildError(
+            f"node {config.id} is not a member of the cluster whose data is in {data_dir} "
+            f"(members: {known}): is --id right?"
+        )
     url = _survivor_url(config, members)
     if not url:
         raise RebuildError(f"no peer URL for node {config.id}: give it in 'cluster'")

@@ -177,6 +177,8 @@ def test_recover_refuses_a_running_node_and_data_it_cannot_use(tmp_path: Path) -
         plan_recover(_config(1, tmp_path / "nothing", OLD))
     entries = log_entries(10)
     data = member_dir(tmp_path, entries, len(entries), len(entries))
+    with pytest.raises(RebuildError, match="node 4 is not a member .* is --id right"):
+        plan_recover(_config(4, data, [*OLD, "http://127.0.0.1:4"]))
     storage = open_storage("leveldb", data / "log")  # as a running node holds it
     with closing(storage), pytest.raises(RebuildError, match="in use"):
         recover_member(_config(1, data, OLD))
