@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from raftdb.raft import Entry, HardState, Message, Ready, SnapshotMetadata
     from raftdb.storage.protocol import Storage
 
-__all__ = ["MAX_APPLYING", "NOSPACE", "NodeDisk"]
+__all__ = ["LOG_DIR", "MAX_APPLYING", "NOSPACE", "STATE_DIR", "NodeDisk"]
 
 log = logging.getLogger("raftdb.node")
 
@@ -81,6 +81,10 @@ _SAVE_RETRY_FIRST = 0.05
 #: next save back, few enough to bound what is committed but not yet applied.
 MAX_APPLYING = 4
 _SAVE_RETRY_CAP = 2.0
+#: Where in a data directory the storage plugin keeps the log, and the state
+#: machine plugin its state (``raftdb.node.rebuild`` builds data directories too).
+LOG_DIR: Final = "log"
+STATE_DIR: Final = "state"
 #: The alarm a full disk raises (``/v1/status`` ``alarms``, ``raftdb_alarm``).
 NOSPACE: Final[Alarm] = "nospace"
 
@@ -222,11 +226,11 @@ class NodeDisk:
 
     def _open_disk(self) -> tuple[Storage, StateMachine]:
         cfg = self.config
-        storage = open_storage(cfg.storage, self.data_dir / "log", sync=cfg.sync)
+        storage = open_storage(cfg.storage, self.data_dir / LOG_DIR, sync=cfg.sync)
         try:
             sm = open_state_machine(
                 cfg.state_machine,
-                self.data_dir / "state",
+                self.data_dir / STATE_DIR,
                 sync=cfg.sync,
                 watch_history=cfg.watch_history,
             )
