@@ -972,6 +972,7 @@ class Node:
             queues = self._transport.queue_lengths() if self._transport is not None else {}
             self.metrics.update(raw.status(), self._applied_index(), queues)
         self.metrics.set_alarms(self._disk.alarms)
+        self.metrics.set_cluster_id(self._cluster_id.value)
         return self.metrics.render()
 
 

@@ -25,6 +25,7 @@ def test_a_bootstrapped_cluster_records_one_identity_and_a_joiner_adopts_it(
         for node_id, node in c.nodes.items():
             assert read_cluster_id(tmp_path / f"node{node_id}") == expected
             assert node.status().cluster_id == expected
+            assert f'raftdb_cluster_info{{cluster_id="{expected}"}} 1.0' in node.metrics_text()
         await c.nodes[1].put(b"k", b"v")
         new_id = c.add_url()
         await c.nodes[1].add_member(new_id, c.urls[new_id - 1], learner=True)
