@@ -130,6 +130,16 @@ class NodeStatus:
             "become possible); for tests and benchmarks only."
         },
     )
+    cluster_id: str | None = field(
+        default=None,
+        metadata={
+            "description": "This node's cluster identity, 16 hex digits: members of "
+            "different clusters refuse each other. Null when its data directory records "
+            "none (made before cluster ids, or a joining member that has not met a member "
+            "yet).",
+            "pattern": "^[0-9a-f]{16}$",
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,12 @@ class NodeMetrics:
             "Leases that expired (not kept alive: their keys deleted), as applied here.",
             registry=r,
         )
+        self.cluster = Gauge(
+            "raftdb_cluster_info",
+            "Always 1; its label is this node's cluster id (empty while it records none).",
+            ["cluster_id"],
+            registry=r,
+        )
         self.node_id = node_id
 
     def update(self, status: Status, applied: int, queues: dict[int, int]) -> None:
@@ -102,6 +108,13 @@ class NodeMetrics:
         (every alarm is always exported, so a dashboard sees it clear)."""
         for alarm in {"nospace", *raised}:
             self.alarm.labels(alarm=alarm).set(1 if alarm in raised else 0)
+
+    def set_cluster_id(self, cluster_id: str | None) -> None:
+        """Refresh ``raftdb_cluster_info``: one series, labelled with ``cluster_id``
+        (it changes once, when a joining node adopts its cluster's)."""
+        label = cluster_id or ""
+        self.cluster.clear()
+        self.cluster.labels(cluster_id=label).set(1)
 
     def render(self) -> str:
         """The Prometheus text exposition."""

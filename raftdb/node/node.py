@@ -76,6 +76,7 @@ from raftdb.node.handle import (
     TxnAnswer,
     WriteResult,
 )
+from raftdb.node.identity_keeper import ClusterIdKeeper, bootstrap_cluster_id
 from raftdb.node.leases import LeaseKeeper
 from raftdb.node.metrics import NodeMetrics
 from raftdb.node.ready_loop import ReadyLoop
@@ -177,6 +178,7 @@ class Node:
         self._known_urls: dict[int, str] = {}
         self._snapshot_checks: set[asyncio.Task[None]] = set()
         self._backups = BackupGate()
+        self._cluster_id = ClusterIdKeeper(self.data_dir, config.id)
         self._hub = WatchHub(
             lambda: self._disk.sm,
             max_watchers=config.max_watchers,
@@ -229,6 +231,13 @@ class Node:
             )
         )
         urls = {i + 1: url for i, url in enumerate(cfg.cluster)}
+        await asyncio.to_thread(
+            self._cluster_id.open,
+            bootstrap=bootstrap_cluster_id(cfg.cluster_token, cfg.cluster)
+            if fresh and not cfg.join
+            else None,
+            empty=self._still_empty if fresh and sm.applied_index == 0 else None,
+        )
         if fresh and not cfg.join:
             self._raw.bootstrap([(i, url.encode()) for i, url in sorted(urls.items())])
             log.info("node %d bootstrapped a cluster of %d", self._id, len(urls))
@@ -251,6 +260,8 @@ class Node:
             self,
             cluster_token=cfg.cluster_token,
             auth=self._peer_auth(),
+            cluster_id=self._cluster_id.value,
+            adopt_cluster_id=self._cluster_id.adopter,
             snapshot_dir=self.data_dir / "snapshots-in",
         )
         await self._transport.start()
@@ -277,6 +288,17 @@ class Node:
             self._raw.commit_index,
             sm.applied_index,
             sorted(self._members),
+        )
+
+    def _still_empty(self) -> bool:
+        """No Raft state yet: no term, no entry, nothing applied (it may adopt a cluster id)."""
+        raw = self._raw
+        return (
+            raw is not None
+            and raw.term == 0
+            and raw.last_index == 0
+            and self._applied_index() == 0
+            and self._disk.last_snapshot_index == 0
         )
 
     def _peer_auth(self) -> PeerAuth:
@@ -933,6 +955,7 @@ class Node:
             members=self.members(),
             alarms=self._disk.alarms,
             sync=self.config.sync,
+            cluster_id=self._cluster_id.value,
         )
 
     def is_ready(self) -> bool:
@@ -958,6 +981,7 @@ class Node:
             queues = self._transport.queue_lengths() if self._transport is not None else {}
             self.metrics.update(raw.status(), self._applied_index(), queues)
         self.metrics.set_alarms(self._disk.alarms)
+        self.metrics.set_cluster_id(self._cluster_id.value)
         return self.metrics.render()
 
 

@@ -12,7 +12,8 @@ than the ceiling however it lies:
 kind                body                                                  ceiling
 ==================  ====================================================  ==========
 HELLO (1)           msgpack ``[version, node_id, cluster_token,``          4 KiB
-                    ``peer_id, nonce]`` (the last two may be left out)
+                    ``peer_id, nonce, cluster_id]`` (the last one, or
+                    the last three, may be left out)
 MESSAGES (2)        msgpack array of messages (see below)                 configurable
 SNAPSHOT_BEGIN (3)  msgpack message: the SNAP being delivered             configurable
 SNAPSHOT_CHUNK (4)  raw bytes of the state machine snapshot stream        64 MiB
@@ -28,7 +29,13 @@ HELLO and AUTH make up the handshake (:mod:`raftdb.transport.handshake`):
 ``peer_id`` is the node the sender means to talk to and ``nonce`` its
 challenge (32 random bytes, or empty when no peer secret is used). A HELLO of
 three fields (no ``peer_id``, no ``nonce``) is what a node without peer
-authentication may send.
+authentication may send. ``cluster_id``, the sender's cluster identity (16
+lowercase hex digits, see ``raftdb.node.identity``), is sent only by a node
+that has one, as a sixth field after ``peer_id`` and ``nonce``: a node
+without one sends exactly the five fields it sent before identities existed,
+so that it and older peers still understand each other. (An older peer
+refuses a six-field HELLO as the wrong shape, which is right: it has no
+identity, and a node with one must not join it.)
 
 A message is a msgpack array of twelve fields, in :class:`Message` order::
 
@@ -52,6 +59,7 @@ ids at least 1, and messages that only ever exist inside a node (``HUP``,
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,6 +82,7 @@ from raftdb.raft.messages import (
 __all__ = [
     "DEFAULT_MAX_MESSAGE_FRAME",
     "FRAME_HEADER",
+    "CLUSTER_ID",
     "MAX_CHUNK_FRAME",
     "MAX_CONTROL_FRAME",
     "MAX_TOKEN_LENGTH",
@@ -122,6 +131,8 @@ DEFAULT_MAX_MESSAGE_FRAME: Final = 16 << 20
 MAX_TOKEN_LENGTH: Final = 256
 #: The size of a handshake challenge, and of an AUTH frame's HMAC-SHA256 proof.
 NONCE_BYTES: Final = 32
+#: A cluster identity as a HELLO carries it (``raftdb.node.identity``'s form).
+CLUSTER_ID: Final = re.compile(r"[0-9a-f]{16}")
 
 _MESSAGE_FIELDS: Final = 12
 _ENTRY_FIELDS: Final = 4
@@ -167,6 +178,10 @@ class Hello:
             proof made for one pair of nodes is worthless for another.
         nonce: the sender's challenge, :data:`NONCE_BYTES` random bytes, or
             empty when the sender uses no peer secret.
+        cluster_id: the sender's cluster identity (16 lowercase hex digits),
+            or None when its data directory records none (a member joining
+            with an empty one, a data directory older than identities, or an
+            older node).
     """
 
     version: int
@@ -174,6 +189,7 @@ class Hello:
     cluster_token: str
     peer_id: int = 0
     nonce: bytes = b""
+    cluster_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,11 +505,13 @@ def decode_ack(body: bytes) -> SnapshotAck:
 
 
 def encode_hello(hello: Hello) -> bytes:
-    """The HELLO frame: three fields without a ``peer_id``, five with one.
+    """The HELLO frame: three fields without a ``peer_id``, five with one, six
+    with a ``cluster_id`` too.
 
     Raises:
         ValueError: the token is longer than :data:`MAX_TOKEN_LENGTH`, or a
-            nonce without a ``peer_id``, or a nonce of the wrong size.
+            nonce or cluster id without a ``peer_id``, or a nonce of the wrong
+            size, or a cluster id not 16 lowercase hex digits.
     """
     if len(hello.cluster_token) > MAX_TOKEN_LENGTH:
         raise ValueError(f"a cluster token is at most {MAX_TOKEN_LENGTH} characters")
@@ -502,8 +520,14 @@ def encode_hello(hello: Hello) -> bytes:
         if len(hello.nonce) not in (0, NONCE_BYTES):
             raise ValueError(f"a HELLO nonce is empty or {NONCE_BYTES} bytes")
         fields += (hello.peer_id, hello.nonce)
-    elif hello.nonce:
-        raise ValueError("a HELLO with a nonce must name its peer")
+        if hello.cluster_id is not None:
+            if not CLUSTER_ID.fullmatch(hello.cluster_id):
+                raise ValueError(
+                    f"a cluster id is 16 lowercase hex digits, not {hello.cluster_id!r}"
+                )
+            fields.append(hello.cluster_id)
+    elif hello.nonce or hello.cluster_id is not None:
+        raise ValueError("a HELLO with a nonce or a cluster id must name its peer")
     return frame(FrameKind.HELLO, pack(fields))
 
 
@@ -514,7 +538,7 @@ def decode_hello(body: bytes) -> Hello:
     (with a message that says which versions met).
     """
     value = _unpack(body, "HELLO")
-    if type(value) is not list or len(value) not in (3, 5):
+    if type(value) is not list or len(value) not in (3, 5, 6):
         raise WireError("HELLO has the wrong shape")
     version, node_id, token = value[:3]
     if type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
@@ -526,7 +550,12 @@ def decode_hello(body: bytes) -> Hello:
     nonce = _bytes(value[4], "HELLO nonce")
     if len(nonce) not in (0, NONCE_BYTES):
         raise WireError(f"HELLO nonce is {len(nonce)} bytes, not 0 or {NONCE_BYTES}")
-    return Hello(hello.version, hello.node_id, token, peer_id, nonce)
+    if len(value) == 5:
+        return Hello(hello.version, hello.node_id, token, peer_id, nonce)
+    cluster_id = value[5]
+    if type(cluster_id) is not str or not CLUSTER_ID.fullmatch(cluster_id):
+        raise WireError("HELLO cluster id is not 16 lowercase hex digits")
+    return Hello(hello.version, hello.node_id, token, peer_id, nonce, cluster_id)
 
 
 def encode_auth(mac: bytes) -> bytes:

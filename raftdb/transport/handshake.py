@@ -10,7 +10,8 @@ the other is who it says. What "checks" means depends on :class:`PeerAuth`,
 built by the node from its configuration:
 
 ``none`` (loopback clusters, or ``insecure_peers``)
-    Each end sends a HELLO (protocol version, node id, cluster token). This
+    Each end sends a HELLO (protocol version, node id, cluster token, and
+    the cluster identity if it has one). This
     catches misconfiguration and nothing more: whoever reaches the port can
     claim any member's id.
 
@@ -30,8 +31,8 @@ built by the node from its configuration:
     proves itself first and the dialer checks the proof before it sends
     anything more, so a stranger's listener (a peer URL pointing at an
     attacker, say a member added through the API) learns only the dialer's
-    HELLO: its id, the id it meant to reach, the cluster token and a random
-    nonce. The secret never crosses the wire. After the handshake the frames
+    HELLO: its id, the id it meant to reach, the cluster token, its cluster
+    identity and a random nonce. The secret never crosses the wire. After the handshake the frames
     travel in clear text and are not integrity-protected: this mode
     authenticates the connection against strangers, not against someone who
     can rewrite the traffic on the path (use TLS for that).
@@ -42,6 +43,13 @@ built by the node from its configuration:
     the host of the peer URL it dialed. The HELLO exchange then runs inside
     TLS, and the id each end claims must be named by its certificate:
     ``raftdb-member-<id>`` as a DNS name or as the common name.
+
+In every mode each end also checks the other's cluster identity
+(:mod:`raftdb.transport.cluster_identity`): a peer of another cluster is
+refused before any proof is exchanged (the listener first answers with its
+own HELLO, so that the dialer can log both identities), and a node waiting
+for an identity adopts its peer's only once the peer is proven, before the
+handshake ends and so before any Raft message.
 
 The listener reads the dialer's first frame under the handshake ceiling
 (:func:`~raftdb.transport.stream.read_control_frame`), within the listener's
@@ -63,6 +71,7 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from raftdb.codec import pack
+from raftdb.transport.cluster_identity import ClusterIdentity
 from raftdb.transport.frames import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
@@ -207,14 +216,23 @@ class Handshake:
         node_id: this node's id.
         cluster_token: the cluster's name; a peer with another is refused.
         auth: how peers prove who they are (see the module docstring).
+        identity: this node's cluster identity (default: none, and adopting
+            none, as a node before identities).
     """
 
-    __slots__ = ("auth", "cluster_token", "node_id")
+    __slots__ = ("auth", "cluster_token", "identity", "node_id")
 
-    def __init__(self, node_id: int, cluster_token: str, auth: PeerAuth) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        cluster_token: str,
+        auth: PeerAuth,
+        identity: ClusterIdentity | None = None,
+    ) -> None:
         self.node_id = node_id
         self.cluster_token = cluster_token
         self.auth = auth
+        self.identity = identity if identity is not None else ClusterIdentity()
         # Fail now, not at the first connection, if the token cannot be sent.
         encode_hello(Hello(PROTOCOL_VERSION, node_id, cluster_token))
 
@@ -261,7 +279,8 @@ class Handshake:
         me = self.node_id
         secret = self.auth.secret
         nonce_d = secrets.token_bytes(NONCE_BYTES) if secret is not None else b""
-        hello = Hello(PROTOCOL_VERSION, me, self.cluster_token, peer_id, nonce_d)
+        identity = self.identity
+        hello = Hello(PROTOCOL_VERSION, me, self.cluster_token, peer_id, nonce_d, identity.value)
         writer.write(encode_hello(hello))
         try:
             hello = await self._read_hello(reader)
@@ -271,13 +290,16 @@ class Handshake:
             raise WireError(f"{where} is node {hello.node_id}, not node {peer_id}")
         if hello.peer_id not in (0, me):
             raise WireError(f"node {peer_id} at {where} answered node {hello.peer_id}, not {me}")
+        who = f"node {peer_id} at {where}"
+        identity.check(hello.cluster_id, who)
         if self.auth.mode == "tls":
-            self._check_certificate(writer, peer_id, f"node {peer_id} at {where}")
+            self._check_certificate(writer, peer_id, who)
         if secret is None:
             if hello.nonce:
                 raise WireError(
                     f"node {peer_id} at {where} uses a peer secret and this node does not"
                 )
+            identity.settle(hello.cluster_id, who)
             return
         if not hello.nonce:
             raise WireError(f"node {peer_id} at {where} uses no peer secret and this node does")
@@ -288,7 +310,9 @@ class Handshake:
                 f"node {peer_id} at {where} failed to prove it holds the peer secret "
                 "(another peer_secret, or not a member of this cluster)"
             )
-        # Only now, with the listener proven, does this node say anything more.
+        # Only now, with the listener proven, does this node adopt its
+        # identity (if waiting for one) and say anything more.
+        identity.settle(hello.cluster_id, who)
         writer.write(encode_auth(self._mac(_DIALER, me, peer_id, nonce_d, hello.nonce)))
 
     # -- listener --------------------------------------------------------------------------
@@ -340,26 +364,40 @@ class Handshake:
         sender = hello.node_id
         if sender == me:
             raise WireError(f"the caller claims to be this node ({sender})")
+        identity = self.identity
+        token = self.cluster_token
         if hello.peer_id and hello.peer_id != me:
             # Say who this is (nothing more), so that the dialer can log which
             # node its peer URL actually reaches.
-            writer.write(encode_hello(Hello(PROTOCOL_VERSION, me, self.cluster_token, sender)))
+            writer.write(encode_hello(Hello(PROTOCOL_VERSION, me, token, sender)))
             raise WireError(f"node {sender} meant to reach node {hello.peer_id}, not node {me}")
         admit(sender)
+        who = f"node {sender}"
+        try:
+            identity.check(hello.cluster_id, who)
+        except WireError:
+            if identity.value is not None:
+                # Another cluster's member: say which cluster this is, so that
+                # its log names both identities too.
+                reply = Hello(PROTOCOL_VERSION, me, token, sender, cluster_id=identity.value)
+                writer.write(encode_hello(reply))
+            raise
         if self.auth.mode == "tls":
             self._check_certificate(writer, sender, f"the caller (node {sender})")
         secret = self.auth.secret
-        token = self.cluster_token
         if secret is None:
             if hello.nonce:
                 raise WireError(f"node {sender} uses a peer secret and this node does not")
-            writer.write(encode_hello(Hello(PROTOCOL_VERSION, me, token, sender)))
+            identity.settle(hello.cluster_id, who)
+            writer.write(
+                encode_hello(Hello(PROTOCOL_VERSION, me, token, sender, cluster_id=identity.value))
+            )
             return sender
         if not hello.nonce:
             raise WireError(f"node {sender} uses no peer secret and this node does")
         nonce_l = secrets.token_bytes(NONCE_BYTES)
         writer.write(
-            encode_hello(Hello(PROTOCOL_VERSION, me, token, sender, nonce_l))
+            encode_hello(Hello(PROTOCOL_VERSION, me, token, sender, nonce_l, identity.value))
             + encode_auth(self._mac(_LISTENER, sender, me, hello.nonce, nonce_l))
         )
         try:
@@ -368,6 +406,7 @@ class Handshake:
             raise WireError(f"node {sender} closed the connection before its proof") from None
         if not hmac.compare_digest(proof, self._mac(_DIALER, sender, me, hello.nonce, nonce_l)):
             raise WireError(f"node {sender} failed to prove it holds the peer secret")
+        identity.settle(hello.cluster_id, who)
         return sender
 
     # -- shared ------------------------------------------------------------------------------

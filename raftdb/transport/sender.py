@@ -64,6 +64,7 @@ class Peer:
     __slots__ = (
         "failures",
         "host",
+        "last_failure",
         "id",
         "lost",
         "port",
@@ -85,6 +86,8 @@ class Peer:
         self.state = CONNECTING
         self.lost = False
         self.failures = 0
+        #: Why the last connection attempt failed ("" after a success).
+        self.last_failure = ""
         self.task: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
 
@@ -145,13 +148,18 @@ class Sender:
             except (OSError, EOFError, WireError) as exc:
                 peer.state = DOWN
                 self._drop_queue(peer)
-                log = self._log.warning if peer.failures == 0 else self._log.debug
+                reason = describe_error(exc)
+                # Once per outage, and again whenever the reason changes (a
+                # peer that was down comes back, but refuses this node).
+                new = peer.failures == 0 or reason != peer.last_failure
+                peer.last_failure = reason
+                log = self._log.warning if new else self._log.debug
                 log(
                     "node %d: cannot reach peer %d at %s: %s; retrying",
                     self.node_id,
                     peer.id,
                     peer.url,
-                    describe_error(exc),
+                    reason,
                 )
                 peer.failures += 1
                 await asyncio.sleep(self.backoff(peer.failures))
@@ -164,6 +172,7 @@ class Sender:
                 await asyncio.sleep(self.backoff(peer.failures))
                 continue
             self._log.info("node %d: connected to peer %d at %s", self.node_id, peer.id, peer.url)
+            peer.last_failure = ""
             peer.state = UP
             since = time.monotonic()
             try:

@@ -5,9 +5,11 @@ Theory of operation
 Every node keeps one outbound connection to each peer and uses it only to
 send; what a peer sends to it arrives on the peer's own outbound connection.
 A connection opens with a handshake (:mod:`raftdb.transport.handshake`): a
-HELLO each way (protocol version, node id, cluster token), so that the
-listener knows the caller is a member of its cluster and the caller that it
-reached the node it meant to; and, as the :class:`PeerAuth` given says, a
+HELLO each way (protocol version, node id, cluster token, cluster identity),
+so that the listener knows the caller is a member of its cluster and the
+caller that it reached the node it meant to (a member of another cluster
+with the same addresses, say a restored one, is refused:
+:mod:`raftdb.transport.cluster_identity`); and, as the :class:`PeerAuth` given says, a
 mutual challenge–response over a shared secret or mutual TLS with
 certificates naming the members, so that neither end can be an impostor.
 After that the caller only writes MESSAGES frames (see
@@ -46,6 +48,7 @@ from typing import Any, Protocol
 
 from raftdb.raft.messages import LOCAL_MESSAGES, Message, MessageType
 from raftdb.transport.address import parse_peer_url
+from raftdb.transport.cluster_identity import Adopt, ClusterIdentity
 from raftdb.transport.frames import DEFAULT_MAX_MESSAGE_FRAME, MAX_TOKEN_LENGTH
 from raftdb.transport.handshake import Handshake, PeerAuth
 from raftdb.transport.listener import DEFAULT_MAX_INBOUND, Listener
@@ -123,6 +126,13 @@ class Transport:
         cluster_token: nodes with different tokens refuse each other.
         auth: how peers prove who they are (:class:`PeerAuth`; default none,
             HELLO only, fit for loopback).
+        cluster_id: the cluster identity this node's data records (None: it
+            records none); peers of another cluster are refused.
+        adopt_cluster_id: only for a node with no identity and no data (a
+            member joining a running cluster): records the first identity a
+            peer presents, before any message from it is taken, and returns
+            False if this node may no longer adopt one
+            (:mod:`raftdb.transport.cluster_identity`).
         snapshot_dir: where received snapshots are written (created if needed;
             leftover partial files from a crash are removed at start).
         max_queue: messages queued per peer before dropping.
@@ -159,6 +169,8 @@ class Transport:
         *,
         cluster_token: str = "raftdb",
         auth: PeerAuth | None = None,
+        cluster_id: str | None = None,
+        adopt_cluster_id: Adopt | None = None,
         snapshot_dir: Path,
         max_queue: int = 4096,
         max_message_frame: int = DEFAULT_MAX_MESSAGE_FRAME,
@@ -190,7 +202,13 @@ class Transport:
         self._listen_host, self._listen_port = listen.host, listen.port
         self._peer_urls = self._check_peers(peers)
         self._handler = handler
-        handshake = Handshake(node_id, cluster_token, auth if auth is not None else PeerAuth.none())
+        self._identity = ClusterIdentity(cluster_id, adopt=adopt_cluster_id)
+        handshake = Handshake(
+            node_id,
+            cluster_token,
+            auth if auth is not None else PeerAuth.none(),
+            self._identity,
+        )
         self._snapshot_dir = Path(snapshot_dir)
         self._max_queue = max_queue
         self._log = logger if logger is not None else logging.getLogger("raftdb.transport")
@@ -287,6 +305,11 @@ class Transport:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._listener.wait_closed()
         self._log.info("node %d: peer transport stopped", self.node_id)
+
+    @property
+    def cluster_id(self) -> str | None:
+        """The cluster identity this node presents (adopted ones included), or None."""
+        return self._identity.value
 
     @property
     def listen_address(self) -> tuple[str, int]:
