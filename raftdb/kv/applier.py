@@ -422,14 +422,16 @@ class Applier:
                 change = Change(index, _CHANGE_PUT, key, value, create, index, prev)
                 out.changes.append(change)
                 return KVResult(index, _OK, create, index, prev, False, "", (change,), None, lease)
+            # A delete's mod_index is its own index (as its change's is), so that
+            # the session remembers it and a retry reports the first attempt's.
             if old is None:
-                return KVResult(index, _OK, 0, 0, 0)
+                return KVResult(index, _OK, 0, index, 0)
             backend.remove(key)
             if self._key_lease:
                 self._detach(key)
             change = Change(index, _CHANGE_DELETE, key, b"", 0, index, prev)
             out.changes.append(change)
-            return KVResult(index, _OK, 0, 0, prev, False, "", (change,))
+            return KVResult(index, _OK, 0, index, prev, False, "", (change,))
         if op == _TXN:
             assert value is not None
             return self._txn(index, value, backend, out)
@@ -633,6 +635,11 @@ def _duplicate(index: int, op: int, cached: Response) -> KVResult:
     A put or delete remembers ``(status, create, mod, prev)``; a transaction
     ``(status, succeeded, index, 0)`` (its reads are not kept); a lease
     command ``(status, lease, ttl, 0)``.
+
+    A successful delete's ``mod`` is the delete's index. Sessions written
+    before that was so hold ``mod`` 0 for a delete (its after-state); their
+    duplicate answer keeps the 0, and the node reports the retry entry's index
+    for it, as it used to (the first attempt's is not recorded anywhere).
     """
     status, a, b, c = cached
     code = CommandStatus(status)

@@ -451,10 +451,14 @@ class KVResult:
     Attributes:
         index: the log index of the entry this result answers.
         status: the outcome.
-        create_index, mod_index: the key's indexes after the command (0 and 0
-            when the key does not exist). After a successful put ``mod_index ==
-            index``: the write's ETag. After a failed condition, the key's
-            current indexes, so the caller can report them.
+        create_index, mod_index: the key's indexes after the command. After a
+            successful put ``mod_index == index``: the write's ETag. After a
+            successful delete (of a key or of nothing) ``create_index`` is 0
+            and ``mod_index == index``, the delete's own index, as its change
+            says (so a duplicate carries the first attempt's; see
+            ``raftdb.kv.applier._duplicate`` for sessions stored before this).
+            After a failed condition, the key's current indexes (0 and 0 when
+            it does not exist), so the caller can report them.
         prev_mod_index: the key's ``mod_index`` before the command (0: it did
             not exist). A delete with 0 here deleted nothing.
         duplicate: the command was a retry, answered from the session without

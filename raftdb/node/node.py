@@ -600,7 +600,11 @@ class Node:
         except InvalidCommandError as e:
             raise BadRequestError(str(e)) from None
         result = await self._write(cmd, idempotency_key)
-        return WriteResult(result.index, result.prev_mod_index > 0, result.duplicate)
+        # mod_index is the delete's own index, or the first attempt's for a
+        # duplicate; 0 only in a duplicate answered from a session stored
+        # before deletes recorded it (raftdb.kv.applier._duplicate).
+        index = result.mod_index or result.index
+        return WriteResult(index, result.prev_mod_index > 0, result.duplicate)
 
     async def _write(self, cmd: Command, idempotency_key: bytes | None) -> KVResult:
         raw = self._check_disk("writes are refused (stale reads are served)")

@@ -81,10 +81,9 @@ def test_idempotency_key_applies_once(client: Client) -> None:
     assert not first.duplicate
     d1 = client.delete("idem/k", idempotency_key="test-idem-2")
     d2 = client.delete("idem/k", idempotency_key="test-idem-2")
-    # A retried delete answers the first attempt's outcome (existed) and says it is a
-    # duplicate; its index is not the first attempt's (the node's session keeps a
-    # delete's post-state indexes, 0 for a deleted key: reported on issue 13).
+    # A retried delete answers the first attempt's outcome and index, as a duplicate.
     assert (d1.existed, d1.duplicate, d2.existed, d2.duplicate) == (True, False, True, True)
+    assert d2.index == d1.index
 
 
 def test_list_follows_pages(client: Client) -> None:

@@ -215,3 +215,32 @@ def _keys(node: Node) -> list[bytes]:
     """The keys in the node's state machine now."""
     assert node._sm is not None
     return [kv.key for kv in node._sm.range(b"")]
+
+
+def test_a_retried_delete_answers_the_first_attempts_etag(tmp_path: Path) -> None:
+    """``DELETE`` with an ``Idempotency-Key``, retried after a later write: the
+    retry is answered from the session with the first attempt's ``ETag`` (it
+    used to be the retry entry's index), as a retried ``PUT`` is."""
+
+    async def body(node: Node, app: Any) -> None:
+        key = [(b"idempotency-key", b"del-7")]
+        put = Call(app, "PUT", "/v1/kv/k", body=b"v")
+        await put.finished()
+        assert put.status == 204
+        first = Call(app, "DELETE", "/v1/kv/k", headers=key)
+        await first.finished()
+        assert first.status == 204
+        assert first.headers[b"x-raftdb-existed"] == b"true"
+        assert b"x-raftdb-duplicate" not in first.headers
+        later = await request(app, "PUT", "/v1/kv/other")
+        assert later.status == 204
+        retry = Call(app, "DELETE", "/v1/kv/k", headers=key)
+        await retry.finished()
+        assert retry.status == 204
+        assert retry.headers[b"etag"] == first.headers[b"etag"]
+        assert retry.headers[b"x-raftdb-index"] == first.headers[b"x-raftdb-index"]
+        assert retry.headers[b"x-raftdb-existed"] == b"true"
+        assert retry.headers[b"x-raftdb-duplicate"] == b"true"
+        assert int(first.headers[b"x-raftdb-index"]) < int(later.headers[b"x-raftdb-index"])
+
+    run(tmp_path, body)

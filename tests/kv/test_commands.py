@@ -193,6 +193,48 @@ def test_session_expires_exactly_ttl_entries_after_its_last_use() -> None:
     assert result.mod_index == 6
 
 
+def delete_entry(index: int, key: bytes, **kw: object) -> Entry:
+    return Entry(1, index, EntryType.NORMAL, Command.delete(key, **kw).encode())  # type: ignore[arg-type]
+
+
+def test_a_retried_delete_is_answered_with_the_first_attempts_index() -> None:
+    """A delete's result carries its own index as ``mod_index`` (of a key or of
+    nothing), so the session's answer to a retry names the first attempt; a
+    session record from before that (``mod`` 0 for a delete) still reads, and
+    its answer keeps the 0 (the node then reports the retry's index)."""
+    applier, backend = Applier(), DictBackend()
+    session = {"client_id": b"c", "seq": 1, "ack": 1}
+    other = {"client_id": b"d", "seq": 1, "ack": 1}
+    out = applier.apply(
+        [
+            put_entry(1, b"k"),
+            delete_entry(2, b"k", **session),
+            delete_entry(3, b"none", **other),
+            put_entry(4, b"k"),
+            delete_entry(5, b"k", **session),
+            delete_entry(6, b"none", **other),
+        ],
+        backend,
+    )
+    deleted, nothing, _, retry, again = out.results[1:]
+    assert deleted == KVResult(
+        2, CommandStatus.OK, 0, 2, 1, changes=(Change(2, ChangeKind.DELETE, b"k", b"", 0, 2, 1),)
+    )
+    assert nothing == KVResult(3, CommandStatus.OK, 0, 3, 0)
+    assert retry == KVResult(5, CommandStatus.OK, 0, 2, 1, duplicate=True)
+    assert again == KVResult(6, CommandStatus.OK, 0, 3, 0, duplicate=True)
+    assert backend.data == {b"k": (b"v", 4, 4)}  # the retry deleted nothing
+    stored = applier.sessions[b"c"]
+    assert decode_session(encode_session(stored)).responses == {1: (0, 0, 2, 1)}
+
+    # A session stored before deletes remembered their index: (OK, 0, 0, prev).
+    old = SessionState(b"old", 6, 1, {1: (int(CommandStatus.OK), 0, 0, 4)})
+    assert decode_session(encode_session(old)) == old
+    applier.reset(6, 1, ConfState(), {}, [old])
+    out = applier.apply([delete_entry(7, b"k", client_id=b"old", seq=1, ack=1)], backend)
+    assert out.results == [KVResult(7, CommandStatus.OK, 0, 0, 4, duplicate=True)]
+
+
 def test_expiry_does_not_depend_on_batching() -> None:
     entries = []
     for i in range(1, 200):

@@ -69,6 +69,33 @@ def test_idempotency_key_applies_a_retried_write_once(tmp_path: Path) -> None:
     LocalCluster(tmp_path, 3).run(body)
 
 
+@pytest.mark.parametrize("plugin", ["memory", "leveldb"])
+def test_a_retried_delete_reports_the_first_attempts_index(tmp_path: Path, plugin: str) -> None:
+    """Before the fix, a retried delete answered from its session reported the
+    retry entry's index (the session kept the delete's after-state, mod 0),
+    where a retried put reports the first attempt's. Also across a restart: the
+    answer is read back from the plugin's stored session (LevelDB)."""
+
+    async def body(c: LocalCluster) -> None:
+        await c.nodes[1].put(b"gone", b"x")
+        first = await c.nodes[1].delete(b"gone", idempotency_key=b"del-1")
+        nothing = await c.nodes[2].delete(b"never", idempotency_key=b"del-2")
+        await c.nodes[2].put(b"other", b"y")  # the retries' entries come later
+        retry = await c.nodes[3].delete(b"gone", idempotency_key=b"del-1")
+        assert (retry.index, retry.existed, retry.duplicate) == (first.index, True, True)
+        again = await c.nodes[1].delete(b"never", idempotency_key=b"del-2")
+        assert (again.index, again.existed, again.duplicate) == (nothing.index, False, True)
+        if plugin == "memory":
+            return
+        await c.stop(2)
+        await c.start(2)
+        await c.wait_ready()
+        later = await c.nodes[2].delete(b"gone", idempotency_key=b"del-1")
+        assert (later.index, later.duplicate) == (first.index, True)
+
+    LocalCluster(tmp_path, 3, plugin).run(body)
+
+
 def test_range_and_stale_reads(tmp_path: Path) -> None:
     async def body(c: LocalCluster) -> None:
         for k in (b"b/2", b"a/1", b"b/1", b"b/3", b"c"):

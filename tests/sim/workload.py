@@ -1045,6 +1045,10 @@ def _check_duplicate(req: Request, cmd: Command | None, result: KVResult) -> Non
             first.mod_index,
             first.prev_mod_index,
         )
+        # The index the node reports for the write (its ETag) is the first
+        # application's: a delete's too (it used to be 0, the after-state).
+        if first.status == CommandStatus.OK:
+            same = same and result.mod_index == first.index
     if not same:
         raise InvariantViolation(
             f"{req.client.name} request {req.seq} ({req.kind}): the duplicate answer at "

@@ -110,7 +110,7 @@ def put_ok(index: int, key: bytes, value: bytes, create: int, prev: int) -> KVRe
 def delete_ok(index: int, key: bytes, prev: int) -> KVResult:
     """The result of a delete at ``index`` of a key last written at ``prev``."""
     change = delete_change(index, key, prev)
-    return KVResult(index, CommandStatus.OK, 0, 0, prev, changes=(change,))
+    return KVResult(index, CommandStatus.OK, 0, index, prev, changes=(change,))
 
 
 def one(machine: Any, entry: Entry) -> Any:

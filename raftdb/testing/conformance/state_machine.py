@@ -106,7 +106,7 @@ def check_put_get_delete(ctx: CheckContext) -> None:
     expect_equal(_kv(m, log.delete(b"a")), _delete_ok(4, b"a", 2), "delete")
     expect_equal(m.get(b"a"), None, "get after delete")
     expect_equal(
-        _kv(m, log.delete(b"a")), KVResult(5, CommandStatus.OK, 0, 0, 0), "delete of nothing"
+        _kv(m, log.delete(b"a")), KVResult(5, CommandStatus.OK, 0, 5, 0), "delete of nothing"
     )
     expect_equal(_kv(m, log.put(b"a", b"3")), _put_ok(6, b"a", b"3", 6, 0), "recreate")
     big = bytes(range(256)) * 4096
