@@ -42,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "prints the write's index (the key's new mod_index).",
     )
     common.add_client_flags(p)
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key_name", metavar="KEY")  # not "key": --key's dest
     p.add_argument("value", metavar="VALUE", nargs="?", default="-", help="default: stdin")
     cond = p.add_mutually_exclusive_group()
     cond.add_argument(
@@ -64,7 +64,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--print-index or --output json adds its create_index and mod_index.",
     )
     common.add_client_flags(p)
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key_name", metavar="KEY")  # not "key": --key's dest
     p.add_argument(
         "--consistency",
         choices=["linearizable", "stale"],
@@ -86,7 +86,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "A missing key is not an error (exit 0, '0 deleted') unless --must-exist.",
     )
     common.add_client_flags(p)
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key_name", metavar="KEY")  # not "key": --key's dest
     p.add_argument(
         "--if-match",
         metavar="INDEX",
@@ -137,7 +137,7 @@ def put(ctx: Context) -> None:
     a = ctx.args
     value = read_stdin() if a.value == "-" else arg_bytes(a.value)
     result = ctx.client.put(
-        arg_bytes(a.key), value, if_match=a.if_match, create_only=a.create_only, lease=a.lease
+        arg_bytes(a.key_name), value, if_match=a.if_match, create_only=a.create_only, lease=a.lease
     )
     if ctx.out.json:
         ctx.out.data({"index": result.index})
@@ -148,7 +148,7 @@ def put(ctx: Context) -> None:
 def get(ctx: Context) -> None:
     """``raftdb get KEY``."""
     a = ctx.args
-    key = arg_bytes(a.key)
+    key = arg_bytes(a.key_name)
     if not (ctx.out.json or a.print_index):
         got = ctx.client.get(key, consistency=a.consistency)
         if got is None:
@@ -177,7 +177,7 @@ def get(ctx: Context) -> None:
 def delete(ctx: Context) -> Exit:
     """``raftdb del KEY``."""
     a = ctx.args
-    key = arg_bytes(a.key)
+    key = arg_bytes(a.key_name)
     result = ctx.client.delete(key, if_match=a.if_match)
     if ctx.out.json:
         ctx.out.data({"index": result.index, "existed": result.existed})

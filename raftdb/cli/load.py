@@ -209,20 +209,16 @@ def load(ctx: Context) -> int:
     salt = secrets.token_bytes(16) if a.fresh else b""
     tally = _Tally()
     start = time.monotonic()
+    total = None if a.file == "-" else _count_keys(Path(a.file))  # before anything is sent
     try:
         if a.file == "-":
             _run(ctx, _lines(sys.stdin.buffer), None, salt, tally)
         else:
-            path = Path(a.file)
-            total = _count_keys(path)
-            with path.open("rb") as f:
+            with Path(a.file).open("rb") as f:
                 _run(ctx, _lines(f), total, salt, tally)
     except (RaftdbError, CommandError, KeyboardInterrupt):
-        if tally.keys:
-            ctx.out.note(
-                f"raftdb: {tally.keys} keys were loaded before the failure "
-                "(running the same input again is safe)"
-            )
+        again = " (running the same input again is safe)" if tally.keys else ""
+        ctx.out.note(f"raftdb: {tally.keys} keys were loaded before the failure{again}")
         raise
     seconds = max(time.monotonic() - start, 1e-9)
     rate = tally.keys / seconds
