@@ -54,6 +54,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from raftdb.client import (
     BadRequestError,
@@ -389,7 +390,8 @@ class Output:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text, not str: a cell is data (a key may hold "[b]"), never rich markup.
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.console.print(table)
 
     def note(self, message: str) -> None:
