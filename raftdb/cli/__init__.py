@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from raftdb.cli import common, serve
+from raftdb.cli import cluster, common, leases, lock, serve, status
 from raftdb.cli.serve import loop_factory, make_server
 
 __all__ = ["build_parser", "loop_factory", "main", "make_server"]
 
 #: The modules whose ``register(commands)`` adds top-level commands, in ``--help`` order.
-_COMMANDS: tuple[ModuleType, ...] = (serve,)
+_COMMANDS: tuple[ModuleType, ...] = (serve, status, cluster, leases, lock)
 #: The modules whose ``register_snapshot(commands)`` adds ``snapshot`` commands.
 _SNAPSHOT_COMMANDS: tuple[ModuleType, ...] = ()
 

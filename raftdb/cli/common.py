@@ -54,6 +54,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from raftdb.client import (
     BadRequestError,
@@ -389,7 +390,8 @@ class Output:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text, not str: a cell is data, never rich markup ("[b]" in a key stays).
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.console.print(table)
 
     def note(self, message: str) -> None:
@@ -459,7 +461,9 @@ def client_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
         try:
             status = handler(ctx)
         except RaftdbError as e:
-            print(f"raftdb: {e.code}: {_one_line(e.message)}", file=err)
+            # The client's messages start with the code already; say it once.
+            message = e.message.removeprefix(f"{e.code}: ")
+            print(f"raftdb: {e.code}: {_one_line(message)}", file=err)
             return int(exit_for(e))
         except CommandError as e:
             print(f"raftdb: {_one_line(e.message)}", file=err)
