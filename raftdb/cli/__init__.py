@@ -14,13 +14,37 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from raftdb.cli import backup, common, keys, load, restore, serve, txn, watch
+from raftdb.cli import (
+    backup,
+    cluster,
+    common,
+    keys,
+    leases,
+    load,
+    lock,
+    restore,
+    serve,
+    status,
+    txn,
+    watch,
+)
 from raftdb.cli.serve import loop_factory, make_server
 
 __all__ = ["build_parser", "loop_factory", "main", "make_server"]
 
 #: The modules whose ``register(commands)`` adds top-level commands, in ``--help`` order.
-_COMMANDS: tuple[ModuleType, ...] = (serve, keys, watch, txn, load, restore)
+_COMMANDS: tuple[ModuleType, ...] = (
+    serve,
+    keys,
+    watch,
+    txn,
+    load,
+    leases,
+    lock,
+    status,
+    cluster,
+    restore,
+)
 #: The modules whose ``register_snapshot(commands)`` adds ``snapshot`` commands.
 _SNAPSHOT_COMMANDS: tuple[ModuleType, ...] = (backup, restore)
 

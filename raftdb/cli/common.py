@@ -461,7 +461,9 @@ def client_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
         try:
             status = handler(ctx)
         except RaftdbError as e:
-            print(f"raftdb: {e.code}: {_one_line(e.message)}", file=err)
+            # The client's messages start with the code already; say it once.
+            message = e.message.removeprefix(f"{e.code}: ")
+            print(f"raftdb: {e.code}: {_one_line(message)}", file=err)
             return int(exit_for(e))
         except CommandError as e:
             print(f"raftdb: {_one_line(e.message)}", file=err)
