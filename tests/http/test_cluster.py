@@ -170,4 +170,5 @@ def test_status(client: TestClient) -> None:
         ],
         "alarms": [],
         "sync": True,
+        "cluster_id": None,  # the fake node records no identity
     }
