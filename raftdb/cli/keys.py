@@ -169,7 +169,7 @@ def get(ctx: Context) -> None:
     else:
         assert first.value is not None
         ctx.out.table(
-            ["key", "value", "create_index", "mod_index"],
+            ["KEY", "VALUE", "CREATE INDEX", "MOD INDEX"],
             [[shown(key), shown(first.value), first.create_index, first.mod_index]],
         )
 
@@ -199,7 +199,7 @@ def ls(ctx: Context) -> None:
         for e in entries:  # one line per key, as they come: any size of listing
             ctx.out.data(entry_json(e, value=a.values))
         return
-    columns = ["key", "create_index", "mod_index", "size"] + (["value"] if a.values else [])
+    columns = ["KEY", "CREATE INDEX", "MOD INDEX", "SIZE"] + (["VALUE"] if a.values else [])
     rows: list[list[Any]] = []
     for e in entries:
         value = e.value or b""

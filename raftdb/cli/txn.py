@@ -88,7 +88,7 @@ def txn(ctx: Context) -> Exit:
                 [op.get("op", ""), _op_key(op), _describe(r)]
                 for op, r in zip(ops, result.results, strict=False)
             ]
-            ctx.out.table(["op", "key", "result"], rows)
+            ctx.out.table(["OP", "KEY", "RESULT"], rows)
     return Exit.OK if result.succeeded else Exit.CONDITION_FAILED
 
 
