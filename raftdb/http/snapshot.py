@@ -22,27 +22,25 @@ missing, which a check reports. Everything that can fail before the stream
 starts is an ordinary JSON error: ``503`` (no leader to confirm the read
 point), ``429`` (the node streams as many backups as it may), ``507``.
 
-The answer is a small ASGI loop of its own (as the watch's is): it listens
+The answer is a :class:`~raftdb.http.streaming.StreamAnswer`, as the watch's is: it listens
 for the client's disconnect while the next chunk is read, and closes the
 node's stream however it ends, releasing the state machine's view at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Final
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Send
 
 from raftdb.config import NodeConfig
-from raftdb.http.errors import log_late_error
 from raftdb.http.params import parse_query
 from raftdb.http.spec import INT, PathItem, error, errors, header
+from raftdb.http.streaming import StreamAnswer
 from raftdb.kv.snapshot import SnapshotInfo
 from raftdb.node.handle import Backup, NodeHandle
 
@@ -80,7 +78,7 @@ def snapshot_headers(info: SnapshotInfo) -> dict[str, str]:
     return headers
 
 
-class SnapshotAnswer(StreamingResponse):
+class SnapshotAnswer(StreamAnswer):
     """The answer to ``GET /v1/snapshot``: the node's stream, until it ends or the client goes.
 
     In every case the stream is closed before the answer returns. A stream
@@ -90,45 +88,15 @@ class SnapshotAnswer(StreamingResponse):
     """
 
     def __init__(self, backup: Backup, *, head: bool = False) -> None:
-        super().__init__((), headers=snapshot_headers(backup.info))
+        super().__init__(headers=snapshot_headers(backup.info), head=head)
         self.backup = backup
-        self.head = head
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
+    async def stream(self, send: Send) -> None:
+        async for chunk in self.backup:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        async def listen() -> None:
-            """Cancel the answer when the client disconnects."""
-            nonlocal gone
-            while True:
-                message: Message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    task.cancel()
-                    return
-
-        listener = asyncio.ensure_future(listen())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            if not self.head:
-                async for chunk in self.backup:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone or task.uncancel() > 0:
-                raise  # cancelled from outside (the server stops): not ours to swallow
-        except OSError:  # a server that reports a gone client by failing the write
-            pass
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-            try:
-                await self.backup.aclose()
-            except Exception as exc:  # the answer has started: only the log can tell
-                log_late_error(exc)
+    async def close(self) -> None:
+        await self.backup.aclose()
 
 
 # -- OpenAPI: what this route answers (raftdb.http.openapi gathers it) ----------------

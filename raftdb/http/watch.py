@@ -17,32 +17,29 @@ can go wrong before the stream starts is an ordinary JSON error: ``400``
 (bad parameters, ``since`` after the node's index), ``410 compacted`` (with
 ``oldest_index``), ``429`` (``max_watchers``), ``503``.
 
-The stream is a small ASGI loop of its own (:class:`EventStream`), not
-Starlette's ``StreamingResponse``: it listens for the client's disconnect
-while it waits for events (an idle watch writes nothing for seconds, and
-under ASGI 2.3 a write to a gone client is silently dropped), and it always
-closes the node's watcher when it ends, however it ends, so that a client
-that goes away frees its watcher at once.
+The stream (:class:`EventStream`, a :class:`~raftdb.http.streaming.StreamAnswer`)
+listens for the client's disconnect while it waits for events (an idle watch
+writes nothing for seconds, and under ASGI 2.3 a write to a gone client is
+silently dropped), and it always closes the node's watcher when it ends,
+however it ends, so that a client that goes away frees its watcher at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import json
 from typing import Any, Final
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Send
 
 from raftdb.config import NodeConfig
 from raftdb.http.bodies import key_json, value_json
-from raftdb.http.errors import log_late_error
 from raftdb.http.params import parse_bool, parse_index, parse_query, show_key
 from raftdb.http.spec import INT, PathItem, Schema, error, errors, header
+from raftdb.http.streaming import StreamAnswer
 from raftdb.kv.changes import Change, ChangeKind
 from raftdb.node.errors import BadRequestError, TooLargeError
 from raftdb.node.handle import NodeHandle, Watcher, WatchEvent
@@ -138,7 +135,7 @@ _change_text = _ChangeText()
 _SEND_EVENTS: Final = 256
 
 
-class EventStream(StreamingResponse):
+class EventStream(StreamAnswer):
     """The answer to a watch: the watcher's events as they come, until one side ends it.
 
     It ends after a ``closed`` event or when the watcher runs out, or when
@@ -147,47 +144,14 @@ class EventStream(StreamingResponse):
     """
 
     def __init__(self, watcher: Watcher, *, prev: bool, head: bool = False) -> None:
-        super().__init__((), media_type=EVENT_STREAM, headers=_HEADERS)
+        super().__init__(media_type=EVENT_STREAM, headers=_HEADERS, head=head)
         self.watcher = watcher
         self.prev = prev
-        self.head = head
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
+    async def close(self) -> None:
+        await self.watcher.aclose()
 
-        async def listen() -> None:
-            """Cancel the stream when the client disconnects."""
-            nonlocal gone
-            while True:
-                message: Message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    task.cancel()
-                    return
-
-        listener = asyncio.ensure_future(listen())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            if not self.head:
-                await self._stream(send)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone or task.uncancel() > 0:
-                raise  # cancelled from outside (the server stops): not ours to swallow
-        except OSError:  # a server that reports a gone client by failing the write
-            pass
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-            try:
-                await self.watcher.aclose()
-            except Exception as exc:  # the answer has started: only the log can tell
-                log_late_error(exc)
-
-    async def _stream(self, send: Send) -> None:
+    async def stream(self, send: Send) -> None:
         """Write the events, every one already queued in the same send: one
         socket write per event per watcher was most of what a watch cost the
         node's loop (30-40 µs an event; benchmarks/test_watch_bench.py)."""
