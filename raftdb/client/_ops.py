@@ -135,27 +135,37 @@ def delete(
 
 
 def list_first(
-    prefix: bytes | str, *, start: bytes | str | None, page_size: int, consistency: Consistency
+    prefix: bytes | str,
+    *,
+    start: bytes | str | None,
+    page_size: int,
+    consistency: Consistency,
+    wait_index: int | None = None,
+    wait: float | None = None,
 ) -> str:
-    """The target of a listing's first page (later ones come from ``Link``)."""
-    return "/v1/kv" + query(
-        [
-            ("prefix", to_bytes(prefix)),
-            ("start", None if start is None else to_bytes(start)),
-            ("limit", page_size),
-            ("values", "true"),
-            ("consistency", None if consistency == "linearizable" else consistency),
-        ]
-    )
+    """The target of a listing's first page (later ones come from ``Link``). With
+    ``wait_index``, a blocking listing: the page is answered once a key under the
+    prefix changes after that index, or when ``wait`` seconds have passed."""
+    params: list[tuple[str, bytes | str | int | None]] = [
+        ("prefix", to_bytes(prefix)),
+        ("start", None if start is None else to_bytes(start)),
+        ("limit", page_size),
+        ("values", "true"),
+        ("consistency", None if consistency == "linearizable" else consistency),
+    ]
+    if wait_index is not None:
+        params += [("wait_index", wait_index), ("wait", None if wait is None else _seconds(wait))]
+    return "/v1/kv" + query(params)
 
 
-def list_page(target: str) -> Op[tuple[list[KeyValue], str | None]]:
-    """One page of ``GET /v1/kv``: its entries and the next page's target (``Link``)."""
+def list_page(target: str) -> Op[tuple[list[KeyValue], str | None, int]]:
+    """One page of ``GET /v1/kv``: its entries, the next page's target (``Link``) and
+    the index the page was read at (``X-Raftdb-Index``)."""
 
-    def parse(a: Answer) -> tuple[list[KeyValue], str | None]:
+    def parse(a: Answer) -> tuple[list[KeyValue], str | None, int]:
         entries = [KeyValue.from_listing(e) for e in a.json()]
         m = _LINK_NEXT.search(a.headers.get("link", ""))
-        return entries, (m.group(1) if m else None)
+        return entries, (m.group(1) if m else None), _index(a)
 
     return Op(Request("GET", target), parse)
 

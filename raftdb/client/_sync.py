@@ -49,6 +49,7 @@ from raftdb.client.types import (
     KeyValue,
     Lease,
     LeaseInfo,
+    Listing,
     LockHold,
     Member,
     Status,
@@ -193,8 +194,45 @@ class Client(ClientBase):
             prefix, start=start, page_size=page_size, consistency=consistency
         )
         while target is not None:
-            entries, target = self._run(_ops.list_page(target), timeout)
+            entries, target, _ = self._run(_ops.list_page(target), timeout)
             yield from entries
+
+    def list_wait(
+        self,
+        prefix: bytes | str,
+        wait_index: int,
+        *,
+        wait: float = 60.0,
+        page_size: int = 1000,
+        consistency: Consistency = "linearizable",
+        timeout: float | None = None,
+    ) -> Listing:
+        """A blocking listing (Consul's): every key under ``prefix``, read once a key
+        under it changes after ``wait_index`` (at once if one already has), or after
+        ``wait`` seconds as it is. ``index`` of the answer is the next call's
+        ``wait_index``: a loop of calls sees every change, however they fall between
+        calls. Only the first page waits; later pages (``Link``) follow at once, each
+        one consistent read. ``timeout`` bounds each page, counted beyond ``wait``
+        for the first."""
+        target: str | None = _ops.list_first(
+            prefix,
+            start=None,
+            page_size=page_size,
+            consistency=consistency,
+            wait_index=wait_index,
+            wait=wait,
+        )
+        entries: builtins.list[KeyValue] = []
+        index: int | None = None
+        limit = self._timeout(timeout) + wait
+        while target is not None:
+            page, target, read_at = self._run(_ops.list_page(target), limit)
+            entries += page
+            if index is None:
+                index = read_at
+            limit = self._timeout(timeout)
+        assert index is not None  # the first page's
+        return Listing(entries, index)
 
     def txn(
         self, txn: Txn, *, idempotency_key: str | None = None, timeout: float | None = None

@@ -15,6 +15,7 @@ __all__ = [
     "KeyValue",
     "Lease",
     "LeaseInfo",
+    "Listing",
     "LockHold",
     "Member",
     "Status",
@@ -30,6 +31,17 @@ __all__ = [
 def to_bytes(data: bytes | str) -> bytes:
     """``str`` as UTF-8, ``bytes`` as they are: the client's str convenience."""
     return data.encode() if isinstance(data, str) else bytes(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A whole listing read at once (:meth:`~raftdb.client.Client.list_wait`): the
+    entries, in key order, and ``index``, the index its first page was read at: give
+    it as the next call's ``wait_index`` to wait for the next change under the
+    prefix, and none is missed."""
+
+    entries: list[KeyValue]
+    index: int
 
 
 @dataclass(frozen=True, slots=True)

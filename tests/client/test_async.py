@@ -97,3 +97,19 @@ def test_async_fails_over_past_a_dead_endpoint(shared: ProcessCluster) -> None:
                 assert (ev.key, ev.index) == (b"async/dead/k", w.index)
 
     asyncio.run(main())
+
+
+def test_async_blocking_list(shared: ProcessCluster) -> None:
+    async def main() -> None:
+        async with AsyncClient(endpoints(shared), timeout=10.0) as c:
+            first = await c.put("ablist/a", "1")
+            waiting = asyncio.create_task(c.list_wait("ablist/", first.index, wait=20))
+            await c.put("ablist-other/x", "not under the prefix")
+            second = await c.put("ablist/b", "2")
+            got = await asyncio.wait_for(waiting, 15)
+            assert [e.key for e in got.entries] == [b"ablist/a", b"ablist/b"]
+            assert got.index >= second.index
+            same = await c.list_wait("ablist/", got.index, wait=0.2, page_size=1)
+            assert [e.key for e in same.entries] == [b"ablist/a", b"ablist/b"]
+
+    asyncio.run(main())

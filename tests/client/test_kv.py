@@ -14,6 +14,7 @@ from raftdb.client import (
     GetResult,
     KeyValue,
     LeaseNotFoundError,
+    Listing,
     RaftdbError,
     TooLargeError,
     TooManyOperationsError,
@@ -277,3 +278,29 @@ def test_blocking_get(client: Client) -> None:
     same = client.get("block/k", wait_index=second.index, wait=0.2)
     assert same is not None
     assert same.mod_index == second.index
+
+
+def test_blocking_list_waits_for_a_change_under_its_prefix(client: Client) -> None:
+    first = client.put("blist/a", "1")
+    answers: list[Listing] = []
+    t = threading.Thread(
+        target=lambda: answers.append(client.list_wait("blist/", first.index, wait=20))
+    )
+    t.start()
+    client.put("blist-other/x", "not under the prefix")
+    second = client.put("blist/b", "2")
+    t.join(15)
+    (got,) = answers
+    # Woken by the second put, not the first (which is outside the prefix): the
+    # listing read after it holds blist/b.
+    assert [(e.key, e.value) for e in got.entries] == [(b"blist/a", b"1"), (b"blist/b", b"2")]
+    assert got.index >= second.index
+    # A wait that ends with nothing changed answers the listing as it is.
+    same = client.list_wait("blist/", got.index, wait=0.2)
+    assert [e.key for e in same.entries] == [b"blist/a", b"blist/b"]
+    assert same.index >= got.index
+    # A change made before the call answers at once; pages follow Link.
+    third = client.put("blist/c", "3")
+    paged = client.list_wait("blist/", second.index, page_size=1)
+    assert [e.key for e in paged.entries] == [b"blist/a", b"blist/b", b"blist/c"]
+    assert paged.index >= third.index
