@@ -137,8 +137,8 @@ def test_ls_follows_pages_and_limits(cli: Cli, prefix: str, tmp_path: Path) -> N
     assert f"{prefix}00002" in table
     assert "v2" in table
     assert f"{prefix}00003" not in table
-    assert "size" in table
-    assert "mod_index" in table
+    assert "SIZE" in table
+    assert "MOD INDEX" in table
     assert cli("ls", prefix + "none/").status == 0
 
 
