@@ -7,6 +7,7 @@ real transports on 127.0.0.1 (``run``: no leaked task or descriptor).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from raftdb.transport.cluster_identity import ClusterIdentity
 from raftdb.transport.frames import (
+    FRAME_HEADER,
     NONCE_BYTES,
     PROTOCOL_VERSION,
     FrameKind,
@@ -27,6 +29,7 @@ from raftdb.transport.frames import (
     frame,
 )
 from raftdb.transport.handshake import PeerAuth
+from raftdb.transport.stream import abort
 
 from .support import Node, connect_all, eventually, heartbeat, run, stop_all
 
@@ -297,5 +300,31 @@ def test_an_adoption_refused_by_the_node_refuses_the_peer(tmp_path: Path) -> Non
             assert joiner.transport.cluster_id is None
         finally:
             await stop_all([member, joiner])
+
+    run(body)
+
+
+def test_an_older_dialer_is_answered_with_six_fields_it_would_refuse(tmp_path: Path) -> None:
+    # A node from before identities sends the five-field HELLO; a node with an
+    # identity cannot tell it from an empty member, so it answers, and its
+    # answer has a sixth field, which the older decoder refuses as the wrong
+    # shape: nothing passes between them.
+    async def body() -> None:
+        member = Node(1, tmp_path, cluster_id=X, peers={2: "http://127.0.0.1:1"})
+        await member.transport.start()
+        try:
+            host, port = member.transport.listen_address
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(encode_hello(Hello(PROTOCOL_VERSION, 2, "raftdb", 1)))
+                header = await reader.readexactly(FRAME_HEADER.size)
+                length, kind = FRAME_HEADER.unpack(header)
+                fields = msgpack.unpackb(await reader.readexactly(length))
+            finally:
+                await abort(writer)
+            assert kind == FrameKind.HELLO
+            assert fields == [PROTOCOL_VERSION, 1, "raftdb", 2, b"", X]
+        finally:
+            await member.transport.stop()
 
     run(body)
