@@ -245,7 +245,7 @@ def test_a_survivor_of_a_lost_quorum_is_recovered_and_gets_new_members(
         c.wait_applied(node_id, commit)
         _assert_all_present(c, node_id, {**acked, "alone": "yes"})
         joined_id = read_cluster_id(c.nodes[node_id].data_dir)
-        assert joined_id in (None, after)  # adopted from the survivor, where adoption exists
+        assert joined_id == after  # adopted from the survivor in the handshake
     assert c.member_ids(lost[0]) == [1, 2, 3]
 
     c.put_ok("together", "yes")
