@@ -27,7 +27,7 @@ from typing import Any
 
 from raftdb.app import CONFIG_EXIT_STATUS
 from raftdb.cli import common
-from raftdb.cli.serve import _add_config_flags
+from raftdb.cli.serve import add_config_flags
 from raftdb.config import KEYS, ConfigError, NodeConfig, load_config
 from raftdb.node.rebuild import (
     RebuildError,
@@ -65,7 +65,7 @@ def register_snapshot(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     p.add_argument("file", metavar="FILE", type=Path, help="the snapshot file")
     _add_output_flag(p)
-    _add_config_flags(p)
+    add_config_flags(p)
     p.set_defaults(run=_run_restore)
 
 
@@ -88,7 +88,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="do it (the membership becomes this member alone; new cluster identity)",
     )
     _add_output_flag(p)
-    _add_config_flags(p)
+    add_config_flags(p)
     p.set_defaults(run=_run_recover)
 
 

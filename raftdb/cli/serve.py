@@ -31,7 +31,7 @@ from raftdb.config import (
 )
 from raftdb.http.protocols import header_deadline_protocol
 
-__all__ = ["STARTUP_FAILURE", "loop_factory", "make_server", "register"]
+__all__ = ["STARTUP_FAILURE", "add_config_flags", "loop_factory", "make_server", "register"]
 
 #: uvicorn's exit status when the application fails to start.
 STARTUP_FAILURE: Final = 3
@@ -44,7 +44,9 @@ def _help(key: ConfigKey) -> str:
     return f"{key.help} ({default}) [{key.env}]".replace("%", "%%")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and one flag per node setting (``serve``, ``config``, and the
+    offline commands that open a node's data: ``snapshot restore``, ``recover``)."""
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -95,14 +97,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=["auto", "asyncio", "uvloop"],
         help="event loop (default auto: uvloop when installed, as uvicorn's own CLI picks it)",
     )
-    _add_config_flags(serve)
+    add_config_flags(serve)
     serve.set_defaults(run=_run_serve)
     show = commands.add_parser(
         "config",
         help="print the effective settings as TOML",
         description="Print the settings that the flags, RAFTDB_* and the TOML file add up to.",
     )
-    _add_config_flags(show)
+    add_config_flags(show)
     show.set_defaults(run=_run_serve)
 
 
