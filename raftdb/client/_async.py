@@ -378,7 +378,12 @@ class AsyncKeptLease:
 
 
 class AsyncWatch:
-    """An async iterator over a watch's events; ``aclose()`` (or ``async with``) ends it."""
+    """An async iterator over a watch's events; ``aclose()`` (or ``async with``) ends it.
+
+    ``aclose()`` may come from another task while one waits for the next event (as
+    ``Watch.close()`` may come from another thread): the waiting task is woken, its
+    stream closed, and its ``__anext__`` ends the iteration (``StopAsyncIteration``).
+    """
 
     def __init__(
         self, client: AsyncClient, cursor: WatchCursor, progress: bool, reconnect_timeout: float
@@ -389,12 +394,33 @@ class AsyncWatch:
         self._reconnect_timeout = reconnect_timeout
         self._closed = False
         self._events = self._generate()
+        #: The task inside ``__anext__`` (running the generator), and whether
+        #: ``aclose`` cancelled it; ``_idle`` is set while no task is inside.
+        self._waiter: asyncio.Task[object] | None = None
+        self._woken = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def __aiter__(self) -> AsyncWatch:
         return self
 
     async def __anext__(self) -> WatchEvent | ProgressEvent:
-        return await self._events.__anext__()
+        if self._closed:
+            raise StopAsyncIteration
+        task = asyncio.current_task()
+        self._waiter, self._woken = task, False
+        self._idle.clear()
+        try:
+            return await self._events.__anext__()
+        except asyncio.CancelledError:
+            # Cancelled by aclose() alone: the iteration ends. Cancelled by anyone
+            # else too (the task's own cancellation): that goes on.
+            if self._woken and task is not None and task.uncancel() == 0:
+                raise StopAsyncIteration from None
+            raise
+        finally:
+            self._waiter = None
+            self._idle.set()
 
     async def __aenter__(self) -> AsyncWatch:
         await self._start()
@@ -412,8 +438,15 @@ class AsyncWatch:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """End the watch and its stream."""
+        """End the watch and its stream (also while another task waits for an event)."""
         self._closed = True
+        waiter = self._waiter
+        if waiter is not None and waiter is not asyncio.current_task():
+            # The generator runs in that task: it cannot be closed from here. Wake
+            # the task; the cancellation closes the stream on its way out.
+            self._woken = True
+            waiter.cancel()
+            await self._idle.wait()
         await self._events.aclose()
 
     async def _generate(self) -> AsyncGenerator[WatchEvent | ProgressEvent, None]:

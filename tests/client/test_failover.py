@@ -3,6 +3,7 @@ whose member dies, a lease kept alive across leader changes, a lock between two 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from raftdb.client import Client, RaftdbError, Txn, WatchEvent, WriteResult
+from raftdb.client import AsyncClient, Client, RaftdbError, Txn, WatchEvent, WriteResult
+from raftdb.client._async import AsyncWatch
 from tests.client.conftest import ClusterFactory, endpoints
 from tests.integration.harness import ProcessCluster, wait_until
 
@@ -96,6 +98,56 @@ def test_kill_leader_under_writes_and_watch_resumes(cluster_factory: ClusterFact
     assert got[1].value == b"1"
     watcher.close()
     client.close()
+
+
+@pytest.mark.deadline(60)
+def test_async_watch_resumes_after_its_member_dies(cluster_factory: ClusterFactory) -> None:
+    """The async client's watch, started "from now" on a follower that is SIGKILLed
+    between a transaction's events: every event arrives once, in order, from another
+    member, and closing the watch from another task while it waits ends it."""
+    c: ProcessCluster = cluster_factory(3)
+    c.start_all()
+    follower = c.followers(c.wait_leader())[0]
+    order = [c.nodes[follower].api_url] + [n.api_url for i, n in c.nodes.items() if i != follower]
+
+    async def next_event(it: AsyncWatch) -> WatchEvent:
+        ev = await asyncio.wait_for(it.__anext__(), 20)
+        assert isinstance(ev, WatchEvent)
+        return ev
+
+    async def main() -> None:
+        writer = AsyncClient(endpoints(c), timeout=20.0, connect_timeout=0.5)
+        watcher = AsyncClient(order, timeout=10.0, connect_timeout=0.5)
+        async with writer, watcher:
+            expected: list[tuple[int, bytes]] = []
+            got: list[WatchEvent] = []
+            async with watcher.watch("w/") as events:
+                first = await writer.put("w/0", "a")
+                expected.append((first.index, b"w/0"))
+                got.append(await next_event(events))
+                t = Txn()
+                t.success.put("w/t1", "1").put("w/t2", "2").put("w/t3", "3")
+                r = await writer.txn(t)
+                expected += [(r.index, b"w/t1"), (r.index, b"w/t2"), (r.index, b"w/t3")]
+                got.append(await next_event(events))  # one of the transaction's events
+                await asyncio.to_thread(c.kill, follower)
+                for i in range(1, 4):
+                    w = await writer.put(f"w/{i}", str(i))
+                    expected.append((w.index, f"w/{i}".encode()))
+                while len(got) < len(expected):
+                    got.append(await next_event(events))
+                assert [(e.index, e.key) for e in got] == expected
+                assert (got[1].type, got[1].value) == ("put", b"1")
+
+                # Closed by another task while one waits for the next event: the
+                # waiting one ends (StopAsyncIteration), neither raises otherwise.
+                waiting = asyncio.create_task(events.__anext__())
+                await asyncio.sleep(0)  # let it start waiting on the stream
+                await asyncio.wait_for(events.aclose(), 10)
+                with pytest.raises(StopAsyncIteration):
+                    await asyncio.wait_for(waiting, 10)
+
+    asyncio.run(main())
 
 
 @pytest.mark.deadline(40)
