@@ -208,7 +208,7 @@ def _run_locked(
                 if proc.poll() is not None or keeper.lost is not None:
                     break
                 wake.wait()
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C (130), or anything else: never leave it running
             _end(proc, kill_after)
             raise
         code = proc.poll()
