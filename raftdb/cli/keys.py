@@ -184,7 +184,7 @@ def delete(ctx: Context) -> Exit:
     else:
         ctx.out.text(f"{int(result.existed)} deleted (index {result.index})")
     if a.must_exist and not result.existed:
-        ctx.out.note(f"raftdb: key '{shown(key)}' did not exist")
+        ctx.out.note(f"raftdb: not_found: key '{shown(key)}' did not exist")
         return Exit.NOT_FOUND
     return Exit.OK
 
@@ -219,4 +219,5 @@ def entry_json(e: KeyValue, *, value: bool = True) -> dict[str, Any]:
 
 
 def _missing(key: bytes) -> CommandError:
-    return CommandError(f"key '{shown(key)}' not found", Exit.NOT_FOUND)
+    # The API's code first, as every failure line has it (docs/cli.md, "Exit status").
+    return CommandError(f"not_found: key '{shown(key)}' not found", Exit.NOT_FOUND)

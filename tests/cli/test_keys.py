@@ -71,7 +71,7 @@ def test_get_missing_is_status_3_with_one_line(cli: Cli, prefix: str) -> None:
     for extra in ([], ["-w", "json"], ["--print-index"]):
         r = cli("get", prefix + "nothing", *extra)
         assert (r.status, r.out) == (3, b"")
-        assert r.err == f"raftdb: key '{prefix}nothing' not found\n"
+        assert r.err == f"raftdb: not_found: key '{prefix}nothing' not found\n"
 
 
 def test_conditional_puts(cli: Cli, prefix: str) -> None:
@@ -116,7 +116,7 @@ def test_del(cli: Cli, prefix: str) -> None:
     assert js["index"] > index
     must = cli("del", prefix + "k", "--must-exist")
     assert must.status == 3
-    assert "did not exist" in must.err
+    assert must.err == f"raftdb: not_found: key '{prefix}k' did not exist\n"
 
 
 # -- ls -------------------------------------------------------------------------------
@@ -308,7 +308,10 @@ def test_exit_statuses_of_the_process(cli_process: Cli, prefix: str) -> None:
     got = cli_process("get", prefix + "k")
     assert (got.status, got.out) == (0, b"\xfe\xff")
     missing = cli_process("get", prefix + "missing")
-    assert (missing.status, missing.err) == (3, f"raftdb: key '{prefix}missing' not found\n")
+    assert (missing.status, missing.err) == (
+        3,
+        f"raftdb: not_found: key '{prefix}missing' not found\n",
+    )
     usage = cli_process("put")
     assert usage.status == 2
     [port] = free_ports(1)
