@@ -338,11 +338,6 @@ def _settings(values: Mapping[str, tuple[Any, str]]) -> ClientSettings:
 _PIPED_WIDTH: Final = 1000
 
 
-def _is_terminal(stream: TextIO) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty()) if isatty is not None else False
-
-
 @dataclass
 class Output:
     """Where a command writes: results to stdout (a rich table, or JSON lines with
@@ -353,12 +348,11 @@ class Output:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
     def __post_init__(self) -> None:
-        # Piped into a file or a pager, a table keeps its rows whole: rich would
-        # otherwise wrap it to 80 columns (COLUMNS still rules when it is set).
-        piped = not _is_terminal(self.stdout) and "COLUMNS" not in os.environ
-        self.console = Console(
-            file=self.stdout, highlight=False, soft_wrap=True, width=_PIPED_WIDTH if piped else None
-        )
+        self.console = Console(file=self.stdout, highlight=False, soft_wrap=True)
+        if not self.console.is_terminal and "COLUMNS" not in os.environ:
+            # Piped into a file or a pager, a table keeps its rows whole: rich would
+            # otherwise wrap it to 80 columns (COLUMNS still rules when it is set).
+            self.console.width = _PIPED_WIDTH
         self.err = Console(file=self.stderr, highlight=False, soft_wrap=True)
 
     @property

@@ -1,8 +1,8 @@
 """Fixtures of the backup commands' tests (tests/cli/test_backup.py), which import them.
 
 ``backup_cluster`` is one 3-node cluster of server processes for the module (each test
-uses keys of its own prefix); ``_backup_deadline`` bounds every test in time, so that a
-hung command fails the test rather than the suite, and the processes are still stopped.
+uses keys of its own prefix). The time bound is tests/cli/conftest.py's ``deadline``
+(test_backup.py marks its own).
 """
 
 from __future__ import annotations
@@ -12,17 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from raftdb.client import Client
-from tests.deadline import deadline
+from tests.cli.conftest import endpoints
 from tests.integration.harness import ProcessCluster
-
-#: Seconds a backup test may take.
-DEADLINE_S = 60.0
-
-
-@pytest.fixture(autouse=True)
-def _backup_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEADLINE_S):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +24,6 @@ def backup_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process
         c.start_all()
         c.wait_leader()
         yield c
-
-
-def endpoints(c: ProcessCluster) -> str:
-    """Every member's API URL, comma-separated (``--endpoints``)."""
-    return ",".join(n.api_url for n in c.nodes.values())
 
 
 @pytest.fixture

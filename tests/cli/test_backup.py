@@ -24,12 +24,14 @@ from raftdb.http.tokens import hash_token
 from raftdb.kv.snapshot import SnapshotReader, check_stream
 from raftdb.testing.ports import free_ports
 from tests.cli.backup_fixtures import (  # noqa: F401 (fixtures)
-    _backup_deadline,
     backup_client,
     backup_cluster,
-    endpoints,
 )
+from tests.cli.conftest import endpoints
 from tests.integration.harness import ProcessCluster
+
+#: A backup test may take this long (the directory's default is 30 s).
+pytestmark = pytest.mark.deadline(60)
 
 
 def _keys(path: Path, prefix: bytes) -> dict[bytes, bytes]:
