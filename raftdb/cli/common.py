@@ -93,6 +93,7 @@ __all__ = [
     "client_command",
     "exit_for",
     "load_settings",
+    "render_table",
 ]
 
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:12380"
@@ -394,13 +395,7 @@ class Output:
                 records = [dict(zip(columns, row, strict=True)) for row in rows]
             self.data(records)
             return
-        table = Table(title=title, show_lines=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            # Text, not str: a cell is data (a key may hold "[b]"), never rich markup.
-            table.add_row(*(Text("" if v is None else str(v)) for v in row))
-        self.console.print(table)
+        self.console.print(render_table(columns, rows, title=title))
 
     def note(self, message: str) -> None:
         """A message for the person at the terminal (stderr, so stdout stays data)."""
@@ -421,6 +416,20 @@ class Output:
         with Progress(*columns, console=self.err, transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda amount: bar.advance(task, amount)
+
+
+def render_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> Table:
+    """The rich table :meth:`Output.table` prints (a caller that refreshes a table in
+    place, such as ``status --watch``, renders it itself)."""
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        # Text, not str: a cell is data (a key may hold "[b]"), never rich markup.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    return table
 
 
 @dataclass

@@ -15,27 +15,34 @@ unknown without a leader's answer). ``ERRORS`` says what is wrong with a row
 (unreachable, no leader known, an alarm, not a member, a different leader).
 
 The exit status is 6 when no endpoint answered, else 0: a script reads
-``--output json`` for the details.
+``--output json`` for the details. ``--watch`` repeats the round every
+``--interval`` seconds (see :func:`_watch`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from rich.live import Live
+
 from raftdb.cli import common
 from raftdb.cli.common import Context, Exit
 from raftdb.client import Client, RaftdbError, Status
 
-__all__ = ["MEMBER_TIMEOUT", "Row", "ask_all", "register", "rows_of"]
+__all__ = ["MEMBER_TIMEOUT", "WATCH_INTERVAL", "Row", "ask_all", "register", "rows_of"]
 
 #: Default seconds each member has to answer (a dead one is not waited for long).
 MEMBER_TIMEOUT: Final = 2.0
+#: Default seconds between two refreshes of ``status --watch``.
+WATCH_INTERVAL: Final = 2.0
 
 #: An endpoint's answer: its status, or why it did not give one.
 Answer = tuple[str, Status | RaftdbError]
@@ -121,6 +128,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=None,
         help=f"how long each endpoint has to answer (default {MEMBER_TIMEOUT:g}, "
         "or --timeout when shorter)",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh the table in place every --interval seconds until Ctrl-C "
+        "(piped or with -w json: one table or JSON line per refresh)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        default=WATCH_INTERVAL,
+        help=f"seconds between refreshes with --watch (default {WATCH_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        default=None,
+        help="with --watch: stop after N refreshes (default: until Ctrl-C)",
     )
     p.set_defaults(run=common.client_command(_status))
 
@@ -229,16 +256,74 @@ def _health(s: Status, leader: Status | None) -> list[str]:
 
 
 def _status(ctx: Context) -> Exit:
-    endpoints = list(ctx.settings.endpoints)
     limit = ctx.args.member_timeout
     if limit is None:
         limit = min(MEMBER_TIMEOUT, ctx.settings.timeout)
     elif not limit > 0:
         raise common.CommandError("--member-timeout: must be positive", Exit.USAGE)
-    answers = ask_all(ctx.client, endpoints, limit)
-    rows = rows_of(answers)
-    ctx.out.table(COLUMNS, [r.cells() for r in rows], records=[r.record() for r in rows])
-    if not any(isinstance(s, Status) for _, s in answers):
+    if not ctx.args.watch:
+        if ctx.args.count is not None:
+            raise common.CommandError("--count: only with --watch", Exit.USAGE)
+        rows, answered = _survey(ctx, limit)
+        ctx.out.table(COLUMNS, [r.cells() for r in rows], records=[r.record() for r in rows])
+        return _verdict(ctx, answered, limit)
+    interval = ctx.args.interval
+    if not interval > 0:
+        raise common.CommandError("--interval: must be positive", Exit.USAGE)
+    if ctx.args.count is not None and ctx.args.count < 1:
+        raise common.CommandError("--count: must be at least 1", Exit.USAGE)
+    return _watch(ctx, limit, interval, ctx.args.count)
+
+
+def _survey(ctx: Context, limit: float) -> tuple[list[Row], bool]:
+    """One round: every endpoint asked; the rows, and whether any endpoint answered."""
+    answers = ask_all(ctx.client, list(ctx.settings.endpoints), limit)
+    return rows_of(answers), any(isinstance(s, Status) for _, s in answers)
+
+
+def _verdict(ctx: Context, answered: bool, limit: float) -> Exit:
+    if not answered:
         ctx.out.note(f"raftdb: no endpoint answered within {limit:g}s")
         return Exit.UNAVAILABLE
     return Exit.OK
+
+
+def _watch(ctx: Context, limit: float, interval: float, count: int | None) -> Exit:
+    """``--watch``: a round every ``interval`` seconds (on a fixed schedule, so a slow
+    round does not make the next one late as well), ``count`` rounds or until Ctrl-C.
+
+    On a terminal the table is redrawn in place (rich's ``Live``); piped, or with
+    ``-w json``, each round is printed after the one before (one JSON line a round,
+    the same list ``status -w json`` prints), so ``status --watch | tee log`` keeps
+    every round. A round where no endpoint answers is shown, not fatal: watching a
+    cluster come back is what the option is for. The exit status is the last round's.
+    """
+    out = ctx.out
+    live = (
+        None
+        if out.json or not out.console.is_terminal
+        else Live(console=out.console, auto_refresh=False, transient=False)
+    )
+    rounds = 0
+    answered = False
+    started = time.monotonic()
+    with live if live is not None else contextlib.nullcontext():
+        while True:
+            rows, answered = _survey(ctx, limit)
+            rounds += 1
+            title = f"raftdb status · every {interval:g}s · {time.strftime('%H:%M:%S')}" + (
+                "" if answered else " · no endpoint answered"
+            )
+            if live is not None:
+                table = common.render_table(COLUMNS, [r.cells() for r in rows], title=title)
+                live.update(table, refresh=True)
+            elif out.json:
+                out.data([r.record() for r in rows])
+            else:
+                out.table(COLUMNS, [r.cells() for r in rows], title=title)
+            if count is not None and rounds >= count:
+                break
+            # The next round's slot on the schedule (skipping any already missed).
+            elapsed = time.monotonic() - started
+            time.sleep(interval - elapsed % interval)
+    return _verdict(ctx, answered, limit)
