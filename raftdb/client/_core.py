@@ -137,6 +137,14 @@ class Op(Generic[T]):
     accept: frozenset[int] = frozenset()
 
 
+def describe_failure(error: BaseException) -> str:
+    """A transport failure in words for an error message: its kind and text
+    (``ConnectError: [Errno 111] Connection refused``), not its repr."""
+    text = " ".join(str(error).split())
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
+
 def new_idempotency_key() -> str:
     """A fresh key for one write call (random: unique across processes and restarts)."""
     return uuid.uuid4().hex
@@ -279,10 +287,11 @@ def run_call(
         if isinstance(outcome, Failure):
             view.down(endpoint, now)
             if outcome.maybe_sent and request.write:
-                unknown = f"the connection to {endpoint} was lost after sending: {outcome.error!r}"
+                lost = describe_failure(outcome.error)
+                unknown = f"the connection to {endpoint} was lost after sending: {lost}"
                 if request.idempotency_key is None:
                     raise OutcomeUnknownError(f"{request.method} {request.target}: {unknown}")
-            last = EndpointsUnavailableError(f"{endpoint}: {outcome.error!r}")
+            last = EndpointsUnavailableError(f"{endpoint}: {describe_failure(outcome.error)}")
             continue
         assert isinstance(outcome, Answer)
         status = outcome.status

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 from urllib.parse import unquote
 
-from raftdb.client._core import Answer, ClusterView, Request, _retry_after
+from raftdb.client._core import Answer, ClusterView, Request, _retry_after, describe_failure
 from raftdb.client.errors import EndpointsUnavailableError, RaftdbError, error_for
 
 __all__ = ["SnapshotSaved"]
@@ -128,7 +128,8 @@ class Download:
     def cut(self, endpoint: str, error: Exception) -> EndpointsUnavailableError:
         """The error for a body that stopped before its end."""
         return EndpointsUnavailableError(
-            f"the snapshot from {endpoint} was cut off after {self.size} bytes ({error!r}): "
+            f"the snapshot from {endpoint} was cut off after {self.size} bytes "
+            f"({describe_failure(error)}): "
             "what was written is incomplete; take the snapshot again"
         )
 

@@ -15,7 +15,7 @@ import httpx
 
 from raftdb.client import _ops
 from raftdb.client._base import ClientBase, answer, failure
-from raftdb.client._core import Answer, Op, Outcome, Send, Sleep, Step, run_call
+from raftdb.client._core import Answer, Op, Outcome, Send, Sleep, Step, describe_failure, run_call
 from raftdb.client._ops import Consistency
 from raftdb.client._snapshot import (
     SNAPSHOT_REQUEST,
@@ -413,7 +413,7 @@ class Client(ClientBase):
                 self.view.down(endpoint, time.monotonic())
                 if download is not None:
                     raise download.cut(endpoint, e) from e
-                last = EndpointsUnavailableError(f"{endpoint}: {e!r}")
+                last = EndpointsUnavailableError(f"{endpoint}: {describe_failure(e)}")
                 continue
             assert download is not None
             self.view.ok(endpoint)
