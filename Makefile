@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The docs extra (make docs), installed on top of the test extra; make test builds the site.
+DOCS_STAMP := $(VENV)/.installed-docs
+# Material prints a banner about MkDocs 2.0 on every run unless told not to.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: test run lint layers typecheck unit bench-core bench clean
+.PHONY: test run lint layers typecheck unit bench-core bench docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## test: lint, type-check, check the layer contract and run the whole test suite (CI runs this).
-test: $(STAMP)
+## test: lint, type-check, check the layer contract, build the docs site (--strict) and run
+## the whole test suite (CI runs this).
+test: $(DOCS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
+	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -29,11 +35,26 @@ lint: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports --no-logo
 
-typecheck: $(STAMP)
+# The docs hooks (docs/hooks/) import mkdocs: type-check them with it installed.
+typecheck: $(DOCS_STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## docs: the documentation site (mkdocs.yml) into site/, with --strict: a broken link, a
+## missing anchor or a page left out of the navigation fails. The reference pages are
+## generated from the code as it builds (docs/hooks/). Installs the docs extra.
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(MKDOCS) build --strict --site-dir site
+
+## docs-serve: the site on http://127.0.0.1:8000/, rebuilt when docs/ or the code changes.
+docs-serve: $(DOCS_STAMP)
+	$(MKDOCS) serve -a 127.0.0.1:8000
 
 ## bench-core: pytest-benchmark suites (components, no servers).
 bench-core: $(STAMP)
@@ -83,4 +104,4 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .benchmarks
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .benchmarks site
