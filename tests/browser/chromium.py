@@ -93,7 +93,7 @@ def missing() -> str | None:
 def start(profile: Path, driver_log: Path) -> WebDriver:
     """Start headless chromium with a fresh profile directory ``profile``.
 
-    chromedriver writes its log to ``driver_log``. The caller must ``quit()`` the
+    chromedriver writes its warnings to ``driver_log``. The caller must ``quit()`` the
     driver (it stops chromium and chromedriver).
     """
     from selenium import webdriver
@@ -106,7 +106,11 @@ def start(profile: Path, driver_log: Path) -> WebDriver:
     options.add_argument(f"--user-data-dir={profile}")
     # The page's console (JavaScript errors) is attached to a failing test's report.
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(driver_log))
+    service = Service(
+        executable_path=str(CHROMEDRIVER),
+        service_args=["--log-level=WARNING"],  # its INFO lines echo every command's JSON
+        log_output=str(driver_log),
+    )
     driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)

@@ -58,6 +58,7 @@ return {
   keys: all('#kv-keys li[data-key]').map((li) => li.getAttribute('data-key')),
   value: text('#kv-value'),
   kv_error: text('#kv-error'),
+  updated: text('#updated'),
   updated_at: attr('#updated', 'data-at'),
 };
 """
@@ -89,6 +90,7 @@ class PageView:
     keys: tuple[str, ...]
     value: str | None
     kv_error: str | None
+    updated: str | None
     updated_at: str | None
 
     @property
@@ -120,6 +122,7 @@ def _view(raw: dict[str, Any]) -> PageView:
         keys=tuple(raw["keys"]),
         value=raw["value"],
         kv_error=raw["kv_error"],
+        updated=raw["updated"],
         updated_at=raw["updated_at"],
     )
 

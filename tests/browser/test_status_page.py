@@ -112,6 +112,8 @@ def test_the_page_follows_the_cluster_through_a_leader_kill(
     assert set(first.rates) >= {"writes", "reads", "commits"}, first.rates
     leader_row = first.leader_rows[0]
     assert leader_row.reachable == "true", leader_row  # a follower hears its leader
+    assert {m.reachable for m in first.members} <= {"true", "false", "unknown"}, first.members
+    assert re.fullmatch(r"updated \d\d:\d\d:\d\d", first.updated or ""), first.updated
     assert first.updated_at
     page.wait("the page to refresh by itself", lambda v: v.updated_at != first.updated_at, REACT)
     page.screenshot("first-view")
@@ -207,6 +209,12 @@ def test_with_tokens_the_page_asks_for_one_and_works_with_it(
     page.wait("the page to ask for a token", lambda v: v.state == "unauthorized", FIRST_VIEW)
     body = page.body_text()
     assert "token" in body.lower(), body
+    # The key browser shows the API's own message for the refused listing.
+    refused = cluster.client.get(cluster.url(node, "/v1/kv"), params={"prefix": "secret/"})
+    assert refused.status_code == 401
+    page.list_keys("secret/")
+    message = refused.json()["message"]
+    page.wait("the API's message in #kv-error", lambda v: message in (v.kv_error or ""), REACT)
     page.screenshot("unauthorized")
 
     page.save_token(READER[0])
