@@ -269,7 +269,9 @@ class NodeConfig:
         shown="none",
     )
     public_status: bool = setting(
-        True, help="with tokens_file, /v1/status and /metrics still answer without a token"
+        True,
+        help="with tokens_file, /v1/status, /v1/cluster/status and /metrics still answer "
+        "without a token",
     )
     # -- admission control ------------------------------------------------------------
     max_pending_requests: int = setting(

@@ -2,8 +2,9 @@
 
 The routes live in small modules (:mod:`~raftdb.http.kv`, :mod:`~raftdb.http.watch`,
 :mod:`~raftdb.http.txn`, :mod:`~raftdb.http.leases`, :mod:`~raftdb.http.lock`,
-:mod:`~raftdb.http.cluster`, :mod:`~raftdb.http.snapshot`, :mod:`~raftdb.http.meta`,
-:mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
+:mod:`~raftdb.http.cluster`, :mod:`~raftdb.http.cluster_status`,
+:mod:`~raftdb.http.snapshot`, :mod:`~raftdb.http.meta`, :mod:`~raftdb.http.ui` (the
+status page), :mod:`~raftdb.http.openapi`, :mod:`~raftdb.http.raftexample`),
 each describing its operations for the OpenAPI document beside them; errors become
 HTTP answers in one place (:func:`raftdb.http.errors.error_response`), reached
 through Starlette's exception handlers, with a last guard that turns any
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from raftdb.config import NodeConfig
 from raftdb.http.auth import Authorizer, RequireHTTPS
 from raftdb.http.cluster import cluster_routes
+from raftdb.http.cluster_status import cluster_status_routes
 from raftdb.http.errors import (
     NotFoundError,
     ReservedPathError,
@@ -50,13 +52,14 @@ from raftdb.http.raftexample import RESERVED_ROOTS, raftexample_routes
 from raftdb.http.snapshot import snapshot_routes
 from raftdb.http.tokens import TokenStore
 from raftdb.http.txn import txn_routes
+from raftdb.http.ui import ui_routes
 from raftdb.http.watch import watch_routes
 from raftdb.node.errors import NodeError
 from raftdb.node.handle import NodeHandle
 
 __all__ = ["create_api"]
 
-_RESERVED_LIST: Final = "v1/, healthz, readyz, metrics, docs and openapi.json"
+_RESERVED_LIST: Final = "v1/, healthz, readyz, metrics, docs, openapi.json and ui"
 
 
 class _Guard:
@@ -157,8 +160,10 @@ def _create_api(node: NodeHandle, config: NodeConfig, *, fast_path: bool) -> ASG
         *lease_routes(node, config),
         *lock_routes(node, config),
         *cluster_routes(node, config),
+        *cluster_status_routes(node, config),
         *snapshot_routes(node, config),
         *meta_routes(node, config),
+        *ui_routes(node, config),
         *docs_routes(node, config),
     ]
     explicit_routes = [route for route in explicit if isinstance(route, Route)]

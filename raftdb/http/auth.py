@@ -101,14 +101,17 @@ _TOKEN_SCOPE: Final = "raftdb.token"
 #: Requests whose keys only their handler knows: it checks them (:func:`check_keys`).
 _DEFERRED: Final = frozenset({Keys.BODY, Keys.LEASE})
 #: Route template → method → access. ``GET`` covers ``HEAD`` (Starlette's routes do).
-#: ``/metrics`` and ``/v1/status`` are added by :func:`access_of` (they depend on
-#: ``public_status``). Routes of the contract that come later (snapshot, ui) are
-#: here already, so that they are classified the day they exist.
+#: ``/metrics``, ``/v1/status`` and ``/v1/cluster/status`` are added by :func:`access_of`
+#: (they depend on ``public_status``). The status page's files are open always: they
+#: are static, and every request the page makes carries the user's token.
 _TABLE: Final[Mapping[str, Mapping[str, Access]]] = {
     "/healthz": {"*": OPEN},
     "/readyz": {"*": OPEN},
     "/openapi.json": {"*": OPEN},
     "/docs": {"*": OPEN},
+    "/ui": {"*": OPEN},
+    "/ui/ui.js": {"*": OPEN},
+    "/ui/ui.css": {"*": OPEN},
     "/v1/kv/{key}": {
         "GET": Access(Role.READ, Keys.PATH),
         "PUT": Access(Role.WRITE, Keys.PATH),
@@ -140,7 +143,7 @@ _TABLE: Final[Mapping[str, Mapping[str, Access]]] = {
     },
     "/": {"GET": OPEN},  # the index: links to the docs
 }
-_PUBLIC_STATUS: Final = ("/v1/status", "/metrics", "/ui")
+_PUBLIC_STATUS: Final = ("/v1/status", "/v1/cluster/status", "/metrics")
 #: Templates with a path parameter other than a key: Starlette's ``{id}`` is ``[^/]+``.
 _PATTERNS: Final = (
     (re.compile(r"/v1/cluster/members/[^/]+"), "/v1/cluster/members/{id}"),
@@ -185,7 +188,7 @@ def access_of(method: str, template: str | None, *, public_status: bool) -> Acce
     Args:
         method: the HTTP method.
         template: :func:`template_of` the path.
-        public_status: ``/v1/status`` and ``/metrics`` (and ``/ui``) are open.
+        public_status: ``/v1/status``, ``/v1/cluster/status`` and ``/metrics`` are open.
     """
     if template is None:
         return _ADMIN  # under a reserved root, not in the table: closed until classified
@@ -257,7 +260,8 @@ class Authorizer:
     Args:
         app: the API (the fast path in front of Starlette).
         tokens: the tokens in force (re-read when their file changes).
-        public_status: ``/v1/status`` and ``/metrics`` answer without a token.
+        public_status: ``/v1/status``, ``/v1/cluster/status`` and ``/metrics`` answer
+            without a token.
     """
 
     def __init__(self, app: ASGIApp, tokens: TokenStore, *, public_status: bool) -> None:

@@ -2,8 +2,8 @@
 
 The document is gathered, not written here: each route module declares the
 path items of its routes beside them (``OPENAPI_PATHS``), and the schemas of
-what they answer; the ``Status`` and ``Member`` schemas are generated from the
-node's dataclasses (:func:`raftdb.http.spec.dataclass_schema`). This module
+what they answer; the ``Status``, ``Member`` and ``ClusterStatus`` schemas are
+generated from the node's dataclasses (:func:`raftdb.http.spec.dataclass_schema`). This module
 adds what belongs to the whole API (info, tags, the ``Error`` schema) and the
 operations of its own three routes. ``tests/http`` checks that every route is
 described and that nothing is described that the app lacks. The document and
@@ -21,7 +21,19 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from raftdb.config import NodeConfig
-from raftdb.http import cluster, kv, leases, lock, meta, raftexample, snapshot, txn, watch
+from raftdb.http import (
+    cluster,
+    cluster_status,
+    kv,
+    leases,
+    lock,
+    meta,
+    raftexample,
+    snapshot,
+    txn,
+    ui,
+    watch,
+)
 from raftdb.http.auth import describe_security
 from raftdb.http.docs_page import docs_html
 from raftdb.http.errors import JSON_TYPE, json_response
@@ -71,6 +83,7 @@ _TAGS: Final = [
     {"name": "cluster", "description": "Membership and leadership."},
     {"name": "backup", "description": "Consistent snapshots of the whole state."},
     {"name": "node", "description": "Status, health, metrics."},
+    {"name": "ui", "description": "The status page: static HTML, script and style, open to all."},
     {"name": "raftexample", "description": "etcd raftexample's API, verbatim."},
     {"name": "docs", "description": "This documentation."},
 ]
@@ -101,7 +114,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             "description": "A Raft-replicated key-value store. Any node answers any request: "
             "writes and linearizable reads on a follower go through the leader. Errors are "
             '`{"error": "<code>", "message": "..."}`. The root paths `v1/`, `healthz`, '
-            "`readyz`, `metrics`, `docs` and `openapi.json` are reserved: raftexample-style "
+            "`readyz`, `metrics`, `docs`, `openapi.json` and `ui` are reserved: raftexample-style "
             "keys (`/{key}`) cannot start with them." + limits,
         },
         "tags": _TAGS,
@@ -112,8 +125,10 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
             **leases.OPENAPI_PATHS,
             **lock.OPENAPI_PATHS,
             **cluster.OPENAPI_PATHS,
+            **cluster_status.OPENAPI_PATHS,
             **snapshot.OPENAPI_PATHS,
             **meta.OPENAPI_PATHS,
+            **ui.OPENAPI_PATHS,
             **OPENAPI_PATHS,
             **raftexample.OPENAPI_PATHS,
         },
@@ -125,6 +140,7 @@ def openapi_schema(config: NodeConfig | None = None) -> dict[str, Any]:
                 "LeaderRequest": cluster.LEADER_REQUEST_SCHEMA,
                 "KeyEntry": kv.KEY_ENTRY_SCHEMA,
                 "Status": meta.STATUS_SCHEMA,
+                **cluster_status.SCHEMAS,
                 **watch.SCHEMAS,
                 **txn.SCHEMAS,
                 **leases.SCHEMAS,

@@ -28,7 +28,7 @@ from raftdb.node.handle import NodeHandle
 
 __all__ = ["OPENAPI_PATHS", "RESERVED_ROOTS", "raftexample_routes"]
 
-_RESERVED_NAMES: Final = ("v1", "healthz", "readyz", "metrics", "docs", "openapi.json")
+_RESERVED_NAMES: Final = ("v1", "healthz", "readyz", "metrics", "docs", "openapi.json", "ui")
 #: First path segments the API keeps for itself: not raftexample-style keys.
 RESERVED_ROOTS: Final = frozenset(name.encode("ascii") for name in _RESERVED_NAMES)
 

@@ -16,7 +16,14 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeAlias, Union
 
-from raftdb.node.handle import Member, NodeStatus
+from raftdb.node.handle import (
+    ClusterCounters,
+    ClusterMember,
+    ClusterStatus,
+    LeaderChange,
+    Member,
+    NodeStatus,
+)
 
 __all__ = [
     "DATACLASS_COMPONENTS",
@@ -126,7 +133,14 @@ def header(description: str, schema: Schema | None = None) -> Schema:
 
 
 #: The dataclasses the API writes as JSON, by their component name in the document.
-DATACLASS_COMPONENTS: Final[Mapping[type, str]] = {NodeStatus: "Status", Member: "Member"}
+DATACLASS_COMPONENTS: Final[Mapping[type, str]] = {
+    NodeStatus: "Status",
+    Member: "Member",
+    ClusterStatus: "ClusterStatus",
+    ClusterMember: "ClusterMember",
+    LeaderChange: "LeaderChange",
+    ClusterCounters: "ClusterCounters",
+}
 
 _SCALARS: Final[dict[object, Schema]] = {
     bool: {"type": "boolean"},

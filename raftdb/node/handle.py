@@ -18,12 +18,17 @@ from raftdb.kv.txn import Txn, TxnOpResult
 __all__ = [
     "Alarm",
     "Backup",
+    "ClusterCounters",
+    "ClusterMember",
+    "ClusterStatus",
     "Consistency",
+    "LeaderChange",
     "LeaseInfo",
     "LockHeld",
     "Member",
     "NodeHandle",
     "NodeStatus",
+    "RoleName",
     "TxnAnswer",
     "WatchEvent",
     "WatchEventKind",
@@ -32,6 +37,8 @@ __all__ = [
 ]
 
 Consistency = Literal["linearizable", "stale"]
+#: A member's Raft role as the API names it (a pre-candidate is a ``candidate``).
+RoleName = Literal["leader", "follower", "candidate", "learner"]
 #: An alarm a node raises (``NodeStatus.alarms``). ``nospace``: its disk is full.
 Alarm = Literal["nospace"]
 
@@ -139,6 +146,170 @@ class NodeStatus:
             "yet).",
             "pattern": "^[0-9a-f]{16}$",
         },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """One member as the node answering ``GET /v1/cluster/status`` sees it.
+
+    A node knows every member's peer URL and the role it can infer; only the
+    leader tracks the others' logs (Raft's progress), so a follower's rows of
+    the other members carry ``null`` where only the leader would know.
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    id: int = field(metadata={"description": "The member's id.", "minimum": 1})
+    peer_url: str = field(
+        metadata={"description": "Where the other members reach it (its Raft transport)."}
+    )
+    learner: bool = field(metadata={"description": "Whether it is a learner (no vote)."})
+    role: RoleName = field(
+        metadata={
+            "description": "This node's own role for its own row; `leader` for the member "
+            "this node knows as leader; otherwise `learner` or `follower` (what its "
+            "membership says: this node cannot see another member's elections)."
+        }
+    )
+    self: bool = field(metadata={"description": "Whether this row is the answering node."})
+    match_index: int | None = field(
+        metadata={
+            "description": "When this node leads: the highest log index known to be on the "
+            "member (Raft's match index; the leader's own row: its last index). Null in a "
+            "follower's answer: only the leader tracks it.",
+            "minimum": 0,
+        }
+    )
+    lag: int | None = field(
+        metadata={
+            "description": "Entries behind. The answering node's own row: its commit index "
+            "minus its applied index. When it leads, another member's row: its commit "
+            "index minus the member's match index. Otherwise null. Never negative.",
+            "minimum": 0,
+        }
+    )
+    reachable: bool | None = field(
+        metadata={
+            "description": "The answering node's own row: true. When it leads: the member "
+            "answered within the last election timeout (Raft's recent activity, or a peer "
+            "message received). A follower's row of its leader: a message from it arrived "
+            "within an election timeout. Otherwise null (unknown)."
+        }
+    )
+    last_contact_s: float | None = field(
+        metadata={
+            "description": "Seconds since this node last received a peer message from the "
+            "member; null for its own row and for a member it never heard from.",
+            "minimum": 0,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChange:
+    """A change of (term, leader) that the answering node observed.
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    term: int = field(metadata={"description": "The term from then on.", "minimum": 0})
+    leader: int | None = field(
+        metadata={
+            "description": "The leader from then on; null: none known (an election).",
+            "minimum": 1,
+        }
+    )
+    at: float = field(
+        metadata={"description": "When this node saw it, in Unix seconds (its wall clock)."}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterCounters:
+    """What the answering node served since it started (rates: deltas between answers).
+
+    Each field's ``metadata`` is JSON Schema, as for :class:`Member`.
+    """
+
+    writes: int = field(
+        metadata={
+            "description": "Writes proposed through this node (`raftdb_proposals_total`).",
+            "minimum": 0,
+        }
+    )
+    reads_linearizable: int = field(
+        metadata={
+            "description": "Linearizable single-key reads and listings asked of this node "
+            '(`raftdb_reads_total{consistency="linearizable"}`).',
+            "minimum": 0,
+        }
+    )
+    reads_stale: int = field(
+        metadata={
+            "description": "Stale single-key reads and listings asked of this node "
+            '(`raftdb_reads_total{consistency="stale"}`).',
+            "minimum": 0,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """``GET /v1/cluster/status``: the cluster as the answering node sees it.
+
+    What the status page (``/ui``) shows. No peer asks another anything for
+    it: a leader answers with its progress of every member, a follower with
+    what a follower knows (its own numbers, and whether its leader is heard
+    from), and ``null`` wherever it cannot know. Each field's ``metadata`` is
+    JSON Schema, as for :class:`Member`.
+    """
+
+    id: int = field(metadata={"description": "The answering node's id.", "minimum": 1})
+    cluster_id: str | None = field(
+        metadata={
+            "description": "Its cluster identity (16 hex digits), as in `/v1/status`.",
+            "pattern": "^[0-9a-f]{16}$",
+        }
+    )
+    role: RoleName = field(metadata={"description": "Its Raft role now."})
+    leader: int | None = field(
+        metadata={"description": "The leader it knows; null: none.", "minimum": 1}
+    )
+    term: int = field(metadata={"description": "Its current term.", "minimum": 0})
+    commit_index: int = field(
+        metadata={"description": "The highest log index it knows committed.", "minimum": 0}
+    )
+    applied_index: int = field(
+        metadata={"description": "The highest log index it applied.", "minimum": 0}
+    )
+    first_index: int = field(
+        metadata={"description": "The first log index it still holds.", "minimum": 0}
+    )
+    last_index: int = field(metadata={"description": "The last log index it holds.", "minimum": 0})
+    view: Literal["leader", "member"] = field(
+        metadata={
+            "description": "`leader`: it leads, and the member rows carry its progress of "
+            "each member; `member`: it does not, and rows of other members hold only what "
+            "it knows."
+        }
+    )
+    members: list[ClusterMember] = field(
+        metadata={"description": "The membership as it has applied it, by id."}
+    )
+    leader_changes: list[LeaderChange] = field(
+        metadata={
+            "description": "The last (at most 20) changes of its (term, leader), oldest "
+            "first, as this node observed them since it started."
+        }
+    )
+    counters: ClusterCounters = field(
+        metadata={"description": "Cumulative counts since this node started."}
+    )
+    at: float = field(
+        metadata={
+            "description": "When the answer was made, in Unix seconds (its wall clock): "
+            "rates are counter deltas over deltas of `at`."
+        }
     )
 
 
@@ -571,6 +742,16 @@ class NodeHandle(Protocol):
 
     def status(self) -> NodeStatus:
         """This node's view of the cluster now."""
+        ...
+
+    def cluster_status(self) -> ClusterStatus:
+        """The cluster as this node sees it now (``GET /v1/cluster/status``): every
+        member, with the leader's progress of each when this node leads, the
+        leader changes it observed, and its read and write counters.
+
+        Raises:
+            NotReadyError: the node is starting.
+        """
         ...
 
     def is_ready(self) -> bool:

@@ -124,7 +124,7 @@ async def _wait_for_turn(
     loop = asyncio.get_running_loop()
     prefix = name + b"/"
     while True:
-        keys, at = await node.range(prefix, values=False)
+        keys, at = await node.read_range(prefix, values=False)
         mine = next((kv for kv in keys if kv.key == own), None)
         if mine is None:
             try:

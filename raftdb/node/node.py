@@ -41,6 +41,7 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from raftdb.kv.changes import MAX_LEASE_TTL, Lease
@@ -55,6 +56,7 @@ from raftdb.kv.commands import (
 from raftdb.kv.txn import Txn
 from raftdb.node import locks
 from raftdb.node.backup import BackupGate, BackupStream, open_backup
+from raftdb.node.cluster_view import ClusterView, counter_value
 from raftdb.node.disk import NodeDisk
 from raftdb.node.errors import (
     BadRequestError,
@@ -68,6 +70,7 @@ from raftdb.node.errors import (
     ServiceUnavailableError,
 )
 from raftdb.node.handle import (
+    ClusterStatus,
     Consistency,
     LeaseInfo,
     LockHeld,
@@ -151,6 +154,8 @@ class Node:
         self.data_dir = Path(config.data_dir)
         self._timeout = float(config.request_timeout_s)
         self.metrics = NodeMetrics(config.id)
+        # Leader changes, last contact per peer, read counters (GET /v1/cluster/status).
+        self._view = ClusterView(config.id, config.election_timeout_s, self.metrics.registry)
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -274,6 +279,7 @@ class Node:
             tick_ms=cfg.tick_ms,
             fail=self._fail,
             failed=self._has_failed,
+            observe=self._view.observe,
         )
         self._ready_loop.start()
         self._hub.start(sm.applied_index)
@@ -451,6 +457,8 @@ class Node:
         raw = self._raw
         if raw is None or self._failed:
             return
+        if messages:  # all from one peer: when it was last heard from
+            self._view.heard[messages[0].frm] = monotonic()
         for m in messages:
             try:
                 raw.step(m)
@@ -773,6 +781,7 @@ class Node:
         self, key: bytes, consistency: Consistency = "linearizable"
     ) -> tuple[KeyValue | None, int]:
         """See ``NodeHandle.get``."""
+        self._view.count_read(consistency)
         index = await self._read_point(consistency)
         assert self._sm is not None
         sm = self._sm
@@ -808,6 +817,27 @@ class Node:
         from any thread, and its one bounded page (``max_bytes``) keeps the
         thread's work and memory bounded too.
         """
+        self._view.count_read(consistency)
+        return await self.read_range(
+            prefix,
+            start=start,
+            limit=limit,
+            consistency=consistency,
+            values=values,
+            max_bytes=max_bytes,
+        )
+
+    async def read_range(
+        self,
+        prefix: bytes = b"",
+        *,
+        start: bytes | None = None,
+        limit: int | None = None,
+        consistency: Consistency = "linearizable",
+        values: bool = True,
+        max_bytes: int | None = None,
+    ) -> tuple[list[KeyValue], int]:
+        """:meth:`range` without counting it as a client's read (the lock recipe's listings)."""
         index = await self._read_point(consistency)
         assert self._sm is not None
         sm = self._sm
@@ -961,6 +991,13 @@ class Node:
             sync=self.config.sync,
             cluster_id=self._cluster_id.value,
         )
+
+    def cluster_status(self) -> ClusterStatus:
+        """See ``NodeHandle.cluster_status`` (the rules: ``raftdb.node.cluster_view``)."""
+        status = self.status()  # raises NotReadyError while starting
+        assert self._raw is not None
+        progress = self._raw.status().progress
+        return self._view.build(status, progress, writes=counter_value(self.metrics.proposals))
 
     def is_ready(self) -> bool:
         """See ``NodeHandle.is_ready``."""

@@ -74,6 +74,7 @@ class ReadyLoop:
         tick_ms: int,
         fail: Callable[[str], None],
         failed: Callable[[], bool],
+        observe: Callable[[int, int], None] | None = None,
     ) -> None:
         """Args:
         raw: the core to drive.
@@ -87,6 +88,8 @@ class ReadyLoop:
             unexpected storage error): the node stops serving for good.
         failed: whether the node has failed (the loop ends; the ticker then only
             expires requests).
+        observe: told ``(term, leader)`` when the loop starts and after each
+            Ready that changed soft or hard state (the node records changes).
         """
         self._raw = raw
         self._disk = disk
@@ -96,12 +99,15 @@ class ReadyLoop:
         self._tick_ms = tick_ms
         self._fail = fail
         self._failed = failed
+        self._on_state = observe
         self._stopping = False  # set by stop()
         self._id = raw.id
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Start the Ready loop and the ticker on the running asyncio loop."""
+        if self._on_state is not None:
+            self._on_state(self._raw.term, self._raw.lead)
         self._tasks = [
             asyncio.create_task(self._handle_readies(), name=f"raftdb-ready-{self._id}"),
             asyncio.create_task(self._ticker(), name=f"raftdb-ticker-{self._id}"),
@@ -184,7 +190,10 @@ class ReadyLoop:
         self._requests.answer_reads(rd.read_states)
 
     def _observe(self, rd: Ready) -> None:
-        """Log a change of role or leader; re-ask the reads a former leader holds."""
+        """Log a change of role or leader; re-ask the reads a former leader holds;
+        report (term, leader) when either may have changed."""
+        if self._on_state is not None and (rd.soft_state is not None or rd.hard_state is not None):
+            self._on_state(self._raw.term, self._raw.lead)
         if rd.soft_state is not None:
             raw = self._raw
             log.info(

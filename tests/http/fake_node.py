@@ -48,11 +48,16 @@ from raftdb.node.errors import (
     TooManyRequestsError,
 )
 from raftdb.node.handle import (
+    ClusterCounters,
+    ClusterMember,
+    ClusterStatus,
     Consistency,
+    LeaderChange,
     LeaseInfo,
     LockHeld,
     Member,
     NodeStatus,
+    RoleName,
     TxnAnswer,
     WatchEvent,
     WatchEventKind,
@@ -160,6 +165,11 @@ class FakeNode:
         self.snapshot_chunk_size = 4096
         self.snapshot_break_after: int | None = None  # chunks before a snapshot fails
         self.backups: list[BackupStream] = []
+        # -- issue 14: what GET /v1/cluster/status reports
+        self.cluster_id: str | None = "0123456789abcdef"
+        self.leader_changes: list[LeaderChange] = [LeaderChange(self.term, self.leader, 1.7e9)]
+        self.writes = 0  # puts and deletes asked (the node counts proposals)
+        self.reads = {"linearizable": 0, "stale": 0}
 
     def last(self) -> tuple[object, ...]:
         """The last call the API made."""
@@ -204,6 +214,7 @@ class FakeNode:
     ) -> WriteResult:
         self.calls.append(("put", key, value, if_match, if_none_match, idempotency_key, lease))
         self._check()
+        self.writes += 1
         if idempotency_key is not None and idempotency_key in self.answers:
             return replace(self.answers[idempotency_key], duplicate=True)
         old = self.data.get(key)
@@ -230,6 +241,7 @@ class FakeNode:
     ) -> WriteResult:
         self.calls.append(("delete", key, if_match, idempotency_key))
         self._check()
+        self.writes += 1
         if idempotency_key is not None and idempotency_key in self.answers:
             return replace(self.answers[idempotency_key], duplicate=True)
         old = self.data.get(key)
@@ -247,6 +259,7 @@ class FakeNode:
         self, key: bytes, consistency: Consistency = "linearizable"
     ) -> tuple[KeyValue | None, int]:
         self.calls.append(("get", key, consistency))
+        self._count_read(consistency)
         self._check()
         return self.data.get(key), self.index
 
@@ -261,6 +274,7 @@ class FakeNode:
         max_bytes: int | None = None,
     ) -> tuple[list[KeyValue], int]:
         self.calls.append(("range", prefix, start, limit, consistency))
+        self._count_read(consistency)
         self._check()
         keys = sorted(
             key for key in self.data if key.startswith(prefix) and (start is None or key >= start)
@@ -324,6 +338,72 @@ class FakeNode:
             last_index=self.index,
             members=self.members(),
         )
+
+    def cluster_status(self) -> ClusterStatus:
+        """As the node builds it (``raftdb.node.cluster_view``): a leader's rows carry
+        ``match`` (every member caught up), a follower's only its own and its leader's."""
+        self._check()
+        leading = self.leader == self._id
+        rows = []
+        for m in self.members():
+            mine = m.id == self._id
+            role: RoleName = (
+                "leader" if m.id == self.leader else "learner" if m.learner else "follower"
+            )
+            if mine:
+                rows.append(
+                    ClusterMember(
+                        m.id,
+                        m.peer_url,
+                        m.learner,
+                        role,
+                        True,
+                        self.index if leading else None,
+                        0,
+                        True,
+                        None,
+                    )
+                )
+            elif leading:
+                rows.append(
+                    ClusterMember(
+                        m.id, m.peer_url, m.learner, role, False, self.index, 0, True, 0.05
+                    )
+                )
+            else:
+                heard = m.id == self.leader
+                rows.append(
+                    ClusterMember(
+                        m.id,
+                        m.peer_url,
+                        m.learner,
+                        role,
+                        False,
+                        None,
+                        None,
+                        True if heard else None,
+                        0.05 if heard else None,
+                    )
+                )
+        return ClusterStatus(
+            id=self._id,
+            cluster_id=self.cluster_id,
+            role="leader" if leading else "follower",
+            leader=self.leader or None,
+            term=self.term,
+            commit_index=self.index,
+            applied_index=self.index,
+            first_index=1,
+            last_index=self.index,
+            view="leader" if leading else "member",
+            members=rows,
+            leader_changes=list(self.leader_changes),
+            counters=ClusterCounters(self.writes, self.reads["linearizable"], self.reads["stale"]),
+            at=self.clock + 1_700_000_000.0,
+        )
+
+    def _count_read(self, consistency: Consistency) -> None:
+        self.reads["linearizable" if consistency == "linearizable" else "stale"] += 1
 
     def is_ready(self) -> bool:
         return self.ready

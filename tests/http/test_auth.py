@@ -268,12 +268,14 @@ class TestPrefixes:
 
 
 class TestOpenPaths:
-    @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json", "/"])
+    @pytest.mark.parametrize(
+        "path", ["/healthz", "/readyz", "/docs", "/openapi.json", "/", "/ui", "/ui/ui.js"]
+    )
     def test_always_open(self, secured: TestClient, path: str) -> None:
         assert secured.get(path).status_code == 200
         assert secured.get(path, headers={"authorization": "Bearer wrong"}).status_code == 200
 
-    @pytest.mark.parametrize("path", ["/v1/status", "/metrics"])
+    @pytest.mark.parametrize("path", ["/v1/status", "/v1/cluster/status", "/metrics"])
     def test_status_follows_public_status(
         self, node: FakeNode, tokens_file: Path, fast_path: bool, path: str
     ) -> None:

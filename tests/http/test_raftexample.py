@@ -91,7 +91,8 @@ def test_post_over_the_request_limit_is_413(client: TestClient) -> None:
 
 
 def test_root_paths_put_is_reserved(client: TestClient, node: FakeNode) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/v1/status"):
+    paths = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/ui", "/v1/status")
+    for path in paths:
         response = client.put(path, content=b"v")
         assert error_of(response, 400) == "reserved_path", path
         message = response.json()["message"]
@@ -101,7 +102,7 @@ def test_root_paths_put_is_reserved(client: TestClient, node: FakeNode) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/healthz/x", "/docs/a/b", "/openapi.json/x", "/metrics/", "/readyz/"]
+    "path", ["/healthz/x", "/docs/a/b", "/openapi.json/x", "/metrics/", "/readyz/", "/ui/x"]
 )
 def test_keys_under_reserved_roots_are_400(client: TestClient, node: FakeNode, path: str) -> None:
     for method in ("GET", "PUT", "POST", "DELETE"):
@@ -118,9 +119,9 @@ def test_unknown_v1_endpoints_are_404(client: TestClient, path: str) -> None:
 
 
 def test_reserved_lookalikes_are_keys(client: TestClient, node: FakeNode) -> None:
-    for path in ("/v1x", "/healthzz", "/docs.txt", "/metrics2/a"):
+    for path in ("/v1x", "/healthzz", "/docs.txt", "/metrics2/a", "/ui.html"):
         assert client.put(path, content=b"v").status_code == 204, path
-    assert sorted(node.data) == [b"docs.txt", b"healthzz", b"metrics2/a", b"v1x"]
+    assert sorted(node.data) == [b"docs.txt", b"healthzz", b"metrics2/a", b"ui.html", b"v1x"]
 
 
 def test_unsupported_method_is_405(client: TestClient) -> None:
