@@ -108,22 +108,19 @@ class Page:
     file: Path
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
-    def of_kind(self, kind: Kind) -> list[Block]:
-        return [b for b in self.blocks if b.kind == kind]
-
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
     """A ``# →`` comment of a snippet: the value shown for the expression ending on ``line``."""
 
     line: int  # line in the page
-    column: int  # of the arrow's ``#``, in the dedented block
+    column: int  # of the arrow's ``#`` in the block's source (fence indentation cut)
     lines: int  # how many page lines it takes (the arrow's and its continuations)
     text: str  # the expected ``repr``, continuation lines joined with a space
 
 
 def read_page(path: Path, *, shown_as: Path | None = None) -> Page:
-    """Every fenced block of the Markdown page at ``path``, with its directive.
+    """Every fenced block of the Markdown page at ``path``, with its directives.
 
     ``shown_as`` is the path failure messages name (default ``path``).
 
