@@ -8,7 +8,8 @@ tests", has the conventions for writers):
   up to the next command, are what it prints;
 - a ````python`` block is a snippet; an expression statement followed by a ``# →`` comment
   shows the value the interpreter would print (``repr``), continued, for a long value, on
-  the comment-only lines right below whose ``#`` lines up with the arrow's;
+  the comment-only lines right below that start with ``#`` and three spaces (at the
+  statement's indentation, where ``ruff format`` keeps comments);
 - any other language is data, not run (a ``file NAME`` directive writes it to a file);
 - a block without a language, or in ``sh``/``bash``/``shell``, is refused: it would look
   like an example and never run.
@@ -47,6 +48,8 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^`]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*example:\s*(?P<body>.*?)\s*-->\s*$")
 _NOT_RUN = re.compile(r"^not run \((?P<reason>.+)\)$")
 _FILE = re.compile(r"^file (?P<name>[\w.\-/]+)$")
+#: A comment-only line continuing a ``# →`` value: ``#`` and (at least) two spaces.
+_CONTINUATION = re.compile(r"^\s*#  ")
 _REFUSED_LANGUAGES = frozenset({"", "sh", "bash", "shell", "zsh"})
 
 Kind = Literal["console", "python", "data"]
@@ -254,13 +257,8 @@ def expectations(block: Block) -> list[Expectation]:
         row, col = tok.start
         parts = [tok.string[len(ARROW) :].strip()]
         nxt = row  # 0-based index of the next line (rows are 1-based)
-        while nxt < len(lines):
-            text = lines[nxt]
-            if len(text) <= col or text[col] != "#" or text[:col].strip():
-                break
-            if text[col:].startswith(ARROW):
-                break
-            parts.append(text[col + 1 :].strip())
+        while nxt < len(lines) and _CONTINUATION.match(lines[nxt]):
+            parts.append(lines[nxt].strip()[1:].strip())
             nxt += 1
         text = " ".join(p for p in parts if p)
         found.append(Expectation(block.line + row, col, len(parts), text))

@@ -138,21 +138,23 @@ class _Wrap(ast.NodeTransformer):
 
 
 def _edit(block: Block, expected: Expectation, actual: str) -> Edit:
-    """The ``# →`` comment rewritten to ``actual``, wrapped after commas under the arrow."""
+    """The ``# →`` comment rewritten to ``actual``, wrapped after commas on continuation
+    comments at the statement's indentation (where ``ruff format`` keeps them)."""
     line = block.source.splitlines()[expected.line - block.line - 1]
-    head = f"{block.indent}{line[: expected.column]}"
-    pad = " " * len(head)
-    width = max(REWRITE_WIDTH - len(head) - len(ARROW) - 1, 40)
-    chunks = _wrap(actual, width)
-    out = [f"{head}{ARROW} {chunks[0]}"] + [f"{pad}#   {c}" for c in chunks[1:]]
+    head = f"{block.indent}{line[: expected.column]}{ARROW} "
+    indent = block.indent + line[: len(line) - len(line.lstrip())]
+    more = f"{indent}#   "
+    chunks = _wrap(actual, REWRITE_WIDTH - len(head), REWRITE_WIDTH - len(more))
+    out = [head + chunks[0]] + [more + c for c in chunks[1:]]
     return Edit(expected.line, expected.lines, tuple(out))
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """``text`` cut after ``", "`` into pieces of at most ``width`` where it can be."""
-    pieces = re.split(r"(?<=, )", text)
+def _wrap(text: str, first: int, rest: int) -> list[str]:
+    """``text`` cut after ``", "`` into pieces of at most ``first``, then ``rest``,
+    characters where it can be."""
     lines = [""]
-    for piece in pieces:
+    for piece in re.split(r"(?<=, )", text):
+        width = first if len(lines) == 1 else rest
         if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
             lines.append("")
         lines[-1] += piece
