@@ -12,10 +12,15 @@ Every answer carries a Content-Security-Policy that allows only this
 node's own script, style and fetches (no inline script: whatever a key or
 value holds, the page cannot be made to run it), ``nosniff`` and
 ``no-cache`` (a node upgraded in place serves its new page at once).
+
+The files are about 25 KiB as written (readable, commented, no minifier);
+a browser that accepts gzip, as every one does, is sent them compressed
+once when the app is built, about 7 KiB in all.
 """
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Final, TypeAlias
@@ -78,11 +83,35 @@ def _read(name: str) -> bytes:
     return resources.files("raftdb.http").joinpath("ui", name).read_bytes()
 
 
+def _accepts_gzip(request: Request) -> bool:
+    """Whether the request's ``Accept-Encoding`` allows gzip (``gzip`` or ``*``, not at ``q=0``)."""
+    for item in request.headers.get("accept-encoding", "").split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        if coding.lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False
+
+
 def _endpoint(body: bytes, headers: dict[str, str]) -> Endpoint:
-    """The handler answering ``body`` with ``headers``."""
+    """The handler answering ``body`` with ``headers``: gzip-compressed (once, here)
+    to a client that accepts it."""
+    plain = {**headers, "vary": "Accept-Encoding"}
+    packed = gzip.compress(body, compresslevel=9, mtime=0)
+    compressed = {**plain, "content-encoding": "gzip"}
 
     async def serve(request: Request) -> Response:
-        return Response(body, headers=headers)
+        if _accepts_gzip(request):
+            return Response(packed, headers=compressed)
+        return Response(body, headers=plain)
 
     return serve
 

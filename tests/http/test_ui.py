@@ -9,6 +9,7 @@ reserved root. tests/browser runs the page itself in chromium.
 
 from __future__ import annotations
 
+import gzip
 import re
 import tomllib
 from fnmatch import fnmatch
@@ -172,3 +173,25 @@ def test_ui_is_a_reserved_root(node: FakeNode, config: NodeConfig, fast_path: bo
         assert client.get("/v1/kv/ui").content == b"page"
         assert client.put("/uix", content=b"x").status_code == 204
         assert sorted(node.data) == [b"ui", b"uix"]
+
+
+@pytest.mark.parametrize("path", sorted(FILES))
+def test_a_browser_that_accepts_gzip_gets_the_files_compressed(
+    client: TestClient, path: str
+) -> None:
+    original = (UI_DIR / FILES[path][0]).read_bytes()
+    packed = client.get(path, headers={"accept-encoding": "gzip, deflate, br"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["vary"] == "Accept-Encoding"
+    assert packed.content == original  # httpx decodes it: the same bytes
+    assert int(packed.headers["content-length"]) < len(original)
+    for refused in ("identity", "br", "gzip;q=0", ""):
+        plain = client.get(path, headers={"accept-encoding": refused})
+        assert "content-encoding" not in plain.headers, refused
+        assert plain.headers["vary"] == "Accept-Encoding"
+        assert plain.content == original
+
+
+def test_the_page_travels_in_a_few_kib() -> None:
+    sent = sum(len(gzip.compress((UI_DIR / name).read_bytes(), 9)) for name, _ in FILES.values())
+    assert sent < 10 * 1024
