@@ -53,11 +53,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.kv.snapshot import SnapshotFormatError, check_stream
+from raftdb.node.disk_thread import DiskThread
 from raftdb.node.handle import Alarm
 from raftdb.plugins import open_state_machine, open_storage
 from raftdb.storage import is_no_space
@@ -153,12 +153,8 @@ class NodeDisk:
         self._stopping = stopping
         self._failed = failed
         # The log thread (saves, snapshots, open and close) and the apply thread.
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"raftdb-io-{self.node_id}"
-        )
-        self._apply_executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"raftdb-apply-{self.node_id}"
-        )
+        self._log_thread = DiskThread(f"raftdb-io-{self.node_id}")
+        self._apply_thread = DiskThread(f"raftdb-apply-{self.node_id}")
         # Batches handed to the apply thread and not applied yet, oldest first.
         self._applying: collections.deque[asyncio.Future[list[Any]]] = collections.deque()
         self._snapshotting = False
@@ -213,7 +209,7 @@ class NodeDisk:
         """
         self._loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        storage, sm = await self._loop.run_in_executor(self._executor, self._open_disk)
+        storage, sm = await self._log_thread.submit(self._open_disk)
         self.storage, self.sm = storage, sm
         if sm.applied_index < storage.first_index() - 1:
             raise RuntimeError(
@@ -245,10 +241,9 @@ class NodeDisk:
         A batch waiting for space gives up (it is applied after the restart)."""
         self._stop_retrying.set()
         await self.applies_done()
-        self._apply_executor.shutdown(wait=True)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_disk)
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._apply_thread.shutdown)
+        await self._log_thread.submit(self._close_disk)
+        await asyncio.to_thread(self._log_thread.shutdown)
 
     def _close_disk(self) -> None:
         if self.storage is not None and self._unsaved_hard_state is not None and not self._failed():
@@ -279,10 +274,9 @@ class NodeDisk:
 
     def start_apply(self, entries: list[Entry]) -> None:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
-        sm, loop = self.sm, self._loop
+        sm = self.sm
         assert sm is not None
-        assert loop is not None
-        applying = loop.run_in_executor(self._apply_executor, self._apply_batch, sm, entries)
+        applying = self._apply_thread.submit(self._apply_batch, sm, entries)
         applying.add_done_callback(functools.partial(self._on_applied, entries))
         self._applying.append(applying)
 
@@ -351,7 +345,7 @@ class NodeDisk:
         ):
             assert self._loop is not None
             self._snapshotting = True
-            job = self._loop.run_in_executor(self._executor, self._snapshot_job)
+            job = self._log_thread.submit(self._snapshot_job)
             job.add_done_callback(self._on_snapshot_job)
 
     # -- the log thread --------------------------------------------------------------
@@ -395,7 +389,9 @@ class NodeDisk:
         failures = 0
         while True:
             try:
-                await self._loop.run_in_executor(self._executor, self._save, rd, send)
+                await self._log_thread.submit(self._save, rd)
+                if rd.messages_after_save:
+                    send(rd.messages_after_save)  # votes and acks: only once durable
                 if rd.snapshot is not None:
                     # Installed by _save (a save that fails after it is retried
                     # without installing it again, and ends here once).
@@ -424,16 +420,16 @@ class NodeDisk:
                 self._save_no_space = False
             return
 
-    def _save(self, rd: Ready, send: Callable[[list[Message]], None]) -> None:
-        """On the log thread: make ``rd`` durable, then release its acks.
+    def _save(self, rd: Ready) -> None:
+        """On the log thread: make ``rd`` durable (:meth:`save` then sends its acks,
+        on the loop: one wake-up of the loop per save, not two).
 
         Raises:
             _SaveFailedError: saving failed with an ``OSError``; nothing after the
                 save was done, and calling again with the same ``rd`` retries it.
         """
-        storage, loop = self.storage, self._loop
+        storage = self.storage
         assert storage is not None
-        assert loop is not None
         try:
             if rd.snapshot is not None and self._restored is not rd:
                 # A restore refused for lack of space left the old state whole
@@ -449,8 +445,6 @@ class NodeDisk:
         self.metrics.fsync_seconds.observe(time.perf_counter() - started)
         self._unsaved_hard_state = None
         self._restored = None
-        if rd.messages_after_save:
-            loop.call_soon_threadsafe(send, rd.messages_after_save)
 
     def _restore_snapshot(self, rd: Ready) -> None:
         """Install a leader's snapshot: state machine first, then the log.

@@ -1,0 +1,104 @@
+"""A long-lived thread that runs a node's disk jobs in order, fed by a plain queue.
+
+Why not ``loop.run_in_executor(ThreadPoolExecutor(1), ...)``: every job then costs
+a ``concurrent.futures.Future`` with its condition variable, a work item, the
+executor's lock and semaphore, and ``asyncio.wrap_future``'s chain of callbacks
+(the concurrent future's done-callback schedules a copy of its state into an
+asyncio future, whose own callbacks are then scheduled in turn). A node submits
+two such jobs per Ready (save, apply) on every member, so at one client
+connection that fixed cost is paid for every single write. Here a job is one
+tuple in a ``queue.SimpleQueue`` (implemented in C, no Python-level lock) and
+its result one ``call_soon_threadsafe`` that settles an asyncio future directly.
+
+Jobs run one at a time, first in first out, on the same thread (the storage and
+the state machine rely on having a single writer). A job that raises settles its
+future with the exception. A future cancelled while its job waits or runs does
+not stop the job (disk work is never half done); its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+__all__ = ["DiskThread"]
+
+_T = TypeVar("_T")
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+#: Put on the queue by :meth:`DiskThread.shutdown`: the thread ends after the jobs before it.
+_STOP: Final = None
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: hand a job's outcome to its future (unless it was cancelled)."""
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class DiskThread:
+    """One thread, its jobs in order: :meth:`submit` from the event loop,
+    :meth:`shutdown` once no job will be submitted any more."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._lock = threading.Lock()  # start and shutdown only, never per job
+        self._started = False
+        self._stopped = False
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """Run ``fn(*args)`` on the thread after the jobs before it; the future
+        (of the running loop) gets its result or its exception.
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        if not self._started:
+            with self._lock:
+                if self._stopped:
+                    raise RuntimeError(f"{self._thread.name}: submit after shutdown")
+                if not self._started:
+                    self._thread.start()
+                    self._started = True
+        elif self._stopped:
+            raise RuntimeError(f"{self._thread.name}: submit after shutdown")
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        """Let the jobs submitted so far finish, then end the thread (blocking:
+        call it from a thread, or when nothing is queued)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            started = self._started
+        if started:
+            self._jobs.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            loop, future, fn, args = job
+            outcome: tuple[Any, BaseException | None]
+            try:
+                outcome = (fn(*args), None)
+            except BaseException as e:  # handed to the awaiting side, whatever it is
+                outcome = (None, e)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits it
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            del job, future, outcome  # no reference to a result outlives its job

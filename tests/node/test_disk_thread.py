@@ -1,0 +1,102 @@
+"""raftdb.node.disk_thread: one thread, jobs in order, results and errors handed back
+to the loop, cancellation that never half-does a job, and a shutdown that finishes
+what was queued."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from raftdb.node.disk_thread import DiskThread
+
+
+def test_jobs_run_in_order_on_one_thread_and_return_their_results() -> None:
+    asyncio.run(_test_jobs_run_in_order_on_one_thread_and_return_their_results())
+
+
+async def _test_jobs_run_in_order_on_one_thread_and_return_their_results() -> None:
+    worker = DiskThread("test-disk")
+    seen: list[tuple[int, str]] = []
+
+    def job(n: int) -> int:
+        seen.append((n, threading.current_thread().name))
+        return n * n
+
+    futures = [worker.submit(job, n) for n in range(50)]
+    assert await asyncio.gather(*futures) == [n * n for n in range(50)]
+    assert [n for n, _ in seen] == list(range(50))
+    assert {name for _, name in seen} == {"test-disk"}
+    await asyncio.to_thread(worker.shutdown)
+
+
+def test_an_error_reaches_the_awaiting_side_and_the_thread_goes_on() -> None:
+    asyncio.run(_test_an_error_reaches_the_awaiting_side_and_the_thread_goes_on())
+
+
+async def _test_an_error_reaches_the_awaiting_side_and_the_thread_goes_on() -> None:
+    worker = DiskThread("test-disk")
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        await worker.submit(fail)
+    assert await worker.submit(lambda: "still working") == "still working"
+    await asyncio.to_thread(worker.shutdown)
+
+
+def test_a_cancelled_future_does_not_stop_its_job() -> None:
+    asyncio.run(_test_a_cancelled_future_does_not_stop_its_job())
+
+
+async def _test_a_cancelled_future_does_not_stop_its_job() -> None:
+    worker = DiskThread("test-disk")
+    gate = threading.Event()
+    done: list[str] = []
+
+    def slow() -> str:
+        gate.wait(10)
+        done.append("slow")
+        return "slow"
+
+    first = worker.submit(slow)
+    second = worker.submit(done.append, "next")
+    first.cancel()
+    gate.set()
+    await second
+    assert done == ["slow", "next"]
+    assert first.cancelled()
+    await asyncio.to_thread(worker.shutdown)
+
+
+def test_shutdown_finishes_the_queued_jobs_then_refuses_more() -> None:
+    asyncio.run(_test_shutdown_finishes_the_queued_jobs_then_refuses_more())
+
+
+async def _test_shutdown_finishes_the_queued_jobs_then_refuses_more() -> None:
+    worker = DiskThread("test-disk")
+    gate = threading.Event()
+    done: list[int] = []
+    worker.submit(gate.wait, 10)
+    for n in range(5):
+        worker.submit(done.append, n)
+    stopping = asyncio.create_task(asyncio.to_thread(worker.shutdown))
+    gate.set()
+    await stopping
+    assert done == [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        worker.submit(done.append, 5)
+    worker.shutdown()  # twice is fine
+
+
+def test_a_thread_never_started_shuts_down_at_once() -> None:
+    worker = DiskThread("test-disk")
+    worker.shutdown()
+    with pytest.raises(RuntimeError):
+        asyncio.run(_submit(worker))
+
+
+async def _submit(worker: DiskThread) -> None:
+    await worker.submit(lambda: None)
