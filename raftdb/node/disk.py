@@ -465,9 +465,9 @@ class NodeDisk:
             if not (isinstance(e, OSError) and is_no_space(e)):
                 self._drop_received(meta)
             raise  # refused for lack of space: kept for the retry (the old state is whole)
+        self.metrics.snapshots_restored.inc()  # at once: the restored state is visible
         self._drop_received(meta)
         self._last_snapshot_index = meta.index
-        self.metrics.snapshots_restored.inc()
         log.info(
             "node %d installed snapshot %d (state machine at %d)",
             self.node_id,

@@ -226,8 +226,18 @@ def test_wiped_follower_catches_up_through_a_snapshot(cluster_factory: ClusterFa
     assert r.status_code == 201, r.text
     c.start(follower, join=True)
     c.wait_applied(follower, c.status(leader)["commit_index"])
-    assert c.metric(follower, "raftdb_snapshots_restored_total") >= 1
-    assert c.status(follower)["first_index"] > 1  # its log starts after the snapshot
+    # The restored state is visible (applied index) as soon as the state machine has
+    # it; the log thread then counts the install and saves the snapshot to the log,
+    # so both are awaited, not read at once (read at once, they failed in CI).
+    wait_until(
+        "the follower to count its snapshot install and start its log after it",
+        lambda: (
+            c.metric(follower, "raftdb_snapshots_restored_total") >= 1
+            and c.status(follower)["first_index"] > 1
+        ),
+        10.0,
+        on_timeout=lambda: c.log_tail(follower),
+    )
     assert_all_present(c, follower, acked, stale=True)
     assert c.member_ids(follower) == [1, 2, 3]
 
