@@ -21,14 +21,9 @@ replayable from its seed.
 
 from __future__ import annotations
 
-import heapq
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
-from raftdb.kv.commands import Command
 from raftdb.raft import (
-    CompactedError,
     ConfChange,
     ConfChangeType,
     MessageType,
@@ -36,220 +31,16 @@ from raftdb.raft import (
     Role,
 )
 
-from .invariants import InvariantViolation
-from .workload import KVClient
+from .script import Schedule, Script
 
 if TYPE_CHECKING:
     from raftdb.raft import Message
 
-    from .simulator import SimConfig, SimNode, Simulation
+    from .simulator import SimConfig, SimNode
 
 __all__ = ["SCHEDULES", "SCHEDULE_NAMES", "Schedule"]
 
 MT = MessageType
-
-#: Ticks a schedule waits for one step (an election, a save) before it gives up.
-_WAIT = 300
-
-
-class Schedule(ABC):
-    """One targeted sequence of faults, played at the start of a run."""
-
-    name: ClassVar[str]
-    #: What the sequence does, for the docs and the failure messages.
-    summary: ClassVar[str]
-
-    @abstractmethod
-    def configure(self, cfg: SimConfig) -> None:
-        """Adjust the run's settings to what the sequence needs."""
-
-    def play(self, sim: Simulation) -> None:
-        """Play the sequence on ``sim``, then hand the run back to its random faults."""
-        sim.faulty = False  # no random faults, no lost messages, clients idle
-        sim.quiet_budget = 5_000
-        try:
-            self.script(_Script(sim, self.name))
-        finally:
-            sim.drop_filter = None
-            sim.pinned = None
-            sim.cut.clear()
-            sim.quiet_budget = 100_000
-            sim.faulty = True
-            sim._count(f"schedule-{self.name}")
-
-    @abstractmethod
-    def script(self, s: _Script) -> None:
-        """The sequence itself."""
-
-
-class _Script:
-    """Step-by-step control of a simulation, for the schedules."""
-
-    def __init__(self, sim: Simulation, name: str) -> None:
-        self.sim = sim
-        self.name = name
-
-    # -- time ----------------------------------------------------------------------
-
-    def rounds(self, n: int) -> None:
-        """Let ``n`` ticks pass (each worked until the network is quiet)."""
-        for _ in range(n):
-            self.sim._round()
-
-    def until(self, what: str, done: Callable[[], bool], ticks: int = _WAIT) -> None:
-        """Let ticks pass until ``done()``.
-
-        Raises:
-            InvariantViolation: it did not happen within ``ticks``: with a correct
-                core every step of a schedule happens, so this is a liveness failure.
-        """
-        for _ in range(ticks):
-            if done():
-                return
-            self.sim._round()
-        if not done():
-            raise InvariantViolation(
-                f"schedule {self.name}: {what} did not happen in {ticks} ticks"
-            )
-
-    # -- nodes ---------------------------------------------------------------------
-
-    def node(self, node_id: int) -> SimNode:
-        return self.sim.nodes[node_id]
-
-    def leader(self) -> SimNode | None:
-        """The live leader of the highest term, if any."""
-        return self.sim._leader()
-
-    def settled(self) -> SimNode:
-        """Wait for a leader that has committed an entry of its term, with every
-        live node applied up to its commit index; return it."""
-        found: list[SimNode] = []
-
-        def ready() -> bool:
-            leader = self.leader()
-            if leader is None or leader.raw is None:
-                return False
-            r = leader.raw._raft
-            if not r.committed_entry_in_current_term():
-                return False
-            if any(n.sm.applied_index < leader.raw.commit_index for n in self.sim.live_nodes()):
-                return False
-            found[:] = [leader]
-            return True
-
-        self.until("a settled leader", ready)
-        return found[0]
-
-    def others(self, *exclude: SimNode) -> list[SimNode]:
-        """The other voters of the first members, in an order drawn from the run's Random."""
-        ids = {n.id for n in exclude}
-        rest = [n for n in self.sim.nodes.values() if n.id not in ids]
-        self.sim.rng.shuffle(rest)
-        return rest
-
-    def step(self) -> None:
-        """Move the history's clock: the steps of a sequence happen one after
-        another, as the steps of a round do (clients' calls and returns are
-        ordered by it)."""
-        self.sim.step_no += 1
-
-    def crash(self, node: SimNode) -> None:
-        self.step()
-        if node.raw is not None:
-            self.sim._crash(node, f"schedule-crash-{self.name}")
-
-    def start(self, node: SimNode) -> None:
-        self.step()
-        if node.raw is None:
-            self.sim._start(node)
-
-    def campaign(self, node: SimNode) -> None:
-        """Make ``node`` start an election now."""
-        assert node.raw is not None
-        self.step()
-        node.raw.campaign()
-        self.sim._after_step(node)
-
-    def clients(self) -> list[KVClient]:
-        """The key-value clients (idle during a schedule until it uses them)."""
-        return [cl for cl in self.sim.workload.clients if isinstance(cl, KVClient)]
-
-    def drain(self, node: SimNode) -> None:
-        """Handle every Ready ``node`` has, completely (both halves, repeatedly)."""
-        while self.sim._ready_phase(node):
-            self.step()
-
-    def half(self, node: SimNode) -> bool:
-        """One half of handling a Ready: send its messages, or save and apply it."""
-        self.step()
-        return self.sim._ready_phase(node)
-
-    def deliver(self, to: SimNode, frm: SimNode | None = None) -> int:
-        """Deliver the due messages for ``to`` (from ``frm`` only, if given)."""
-
-        def wanted(m: Message) -> bool:
-            return m.to == to.id and (frm is None or m.frm == frm.id)
-
-        self.step()
-        return self.sim.deliver_matching(wanted)
-
-    def hold(self, to: SimNode, frm: SimNode) -> list[Message]:
-        """Take the due messages from ``frm`` to ``to`` out of the network (a long delay)."""
-        held = [item for item in self.sim.network if item[2].to == to.id and item[2].frm == frm.id]
-        ids = {item[1] for item in held}
-        self.sim.network = [item for item in self.sim.network if item[1] not in ids]
-        heapq.heapify(self.sim.network)
-        return [item[2] for item in sorted(held)]
-
-    def release(self, held: list[Message]) -> None:
-        """Deliver messages taken out with :meth:`hold`, now."""
-        self.step()
-        for m in held:
-            self.sim._deliver(m)
-
-    def quiesce(self) -> None:
-        """Deliver and handle Readys, without ticks, until nothing moves."""
-        for _ in range(10_000):
-            self.step()
-            moved = self.sim.deliver_matching(lambda m: True) > 0
-            for node in list(self.sim.nodes.values()):
-                if self.sim._ready_phase(node):
-                    moved = True
-            if not moved:
-                return
-        raise InvariantViolation(f"schedule {self.name}: the cluster never went quiet")
-
-    def isolate(self, *nodes: SimNode, one_way: bool = False) -> None:
-        """Cut ``nodes`` off from the others (only their outgoing links if ``one_way``)."""
-        inside = {n.id for n in nodes}
-        for a in inside:
-            for b in self.sim.nodes:
-                if b not in inside:
-                    self.sim.cut.add((a, b))
-                    if not one_way:
-                        self.sim.cut.add((b, a))
-
-    def propose(self, node: SimNode, what: str) -> int:
-        """Propose a sessionless put of ``what`` on leader ``node``; its index."""
-        assert node.raw is not None
-        value = self.sim.workload.unique()
-        data = Command.put(f"schedule/{what}".encode(), value.encode()).encode()
-        self.step()
-        if not self.sim.propose(node, data):
-            raise InvariantViolation(f"schedule {self.name}: leader {node.id} refused {what}")
-        return node.raw.last_index
-
-    def saved(self, node: SimNode, index: int, term: int) -> bool:
-        """Whether ``node``'s disk holds the entry ``(index, term)``."""
-        disk = node.storage
-        try:
-            return disk.last_index() >= index and disk.term(index) == term
-        except CompactedError:
-            return False
-
-
-# -- the schedules ----------------------------------------------------------------------
 
 
 class Figure8(Schedule):
@@ -275,7 +66,7 @@ class Figure8(Schedule):
         cfg.nodes = 3
         cfg.max_size_per_msg = 1  # one entry per append: x can go without the next one
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         assert a.raw is not None
         rest = s.others(a)
@@ -360,7 +151,7 @@ class LeaderCrashBeforeSave(Schedule):
     def configure(self, cfg: SimConfig) -> None:
         cfg.nodes = 3
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         b, c = s.others(a)
         s.quiesce()
@@ -403,7 +194,7 @@ class VoterCrashBeforeSave(Schedule):
         cfg.pre_vote = False
         cfg.check_quorum = False
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         leader = s.settled()
         s.crash(leader)
         s.start(leader)  # back as a follower that knows no leader
@@ -446,7 +237,7 @@ class NewLeaderRead(Schedule):
         cfg.pre_vote = False
         cfg.check_quorum = False
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         b, c = s.others(a)
         s.quiesce()
@@ -508,7 +299,7 @@ class ConcurrentConfChanges(Schedule):
         cfg.max_size_per_msg = 1 << 20  # both changes in one append
         cfg.max_inflight = 256
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         c = s.settled()
         assert c.raw is not None
         a, b = s.others(c)
@@ -562,7 +353,7 @@ class StaleVoteGrant(Schedule):
         cfg.pre_vote = False
         cfg.check_quorum = False
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         leader = s.settled()
         s.crash(leader)
         s.start(leader)
@@ -608,7 +399,7 @@ class OverwriteWhileSaving(Schedule):
         cfg.pre_vote = False
         cfg.check_quorum = False
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         b, c = s.others(a)
         s.quiesce()
@@ -656,7 +447,7 @@ class LaggingApplyRead(Schedule):
     def configure(self, cfg: SimConfig) -> None:
         cfg.nodes = 3
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         b, c = s.others(a)
         s.quiesce()
@@ -707,7 +498,7 @@ class StaleHeartbeatAck(Schedule):
         cfg.pre_vote = False
         cfg.check_quorum = False
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         assert a.raw is not None
         t = a.raw.term
@@ -765,7 +556,7 @@ class StaleSnapshot(Schedule):
     def configure(self, cfg: SimConfig) -> None:
         cfg.nodes = 3
 
-    def script(self, s: _Script) -> None:
+    def script(self, s: Script) -> None:
         a = s.settled()
         b, c = s.others(a)
         s.quiesce()
