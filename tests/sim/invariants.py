@@ -77,12 +77,14 @@ class Invariants:
         self.snapshots: dict[int, bytes] = {}  # index -> state machine image
         self.roles: dict[int, tuple[Role, int]] = {}
         self.commit_seen: dict[int, int] = {}
+        self.voters_seen: dict[int, frozenset[int]] = {}  # node -> voters at its last input
         self.elections = 0
 
     def node_started(self, node_id: int) -> None:
         """A (re)start: in-memory positions may go back to what was saved."""
         self.roles.pop(node_id, None)
         self.commit_seen.pop(node_id, None)
+        self.voters_seen.pop(node_id, None)
 
     def observe(self, node_id: int, raw: RawNode) -> None:
         """Check a node after it handled an input."""
@@ -105,6 +107,7 @@ class Invariants:
         if commit > seen and role == Role.LEADER:
             self._check_durable_quorum(node_id, raw, commit)
         self.commit_seen[node_id] = commit
+        self.voters_seen[node_id] = raw._raft.tracker.voters
         if raw.applied_index > commit:
             raise InvariantViolation(
                 f"node {node_id}'s applied index {raw.applied_index} is beyond its commit "
@@ -112,18 +115,29 @@ class Invariants:
             )
 
     def _check_durable_quorum(self, node_id: int, raw: RawNode, commit: int) -> None:
-        """The entry at a leader's new commit index is on a majority of its voters' disks."""
+        """The entry at a leader's new commit index is on a majority of its voters' disks.
+
+        Of the voters before this input or after it: one input can commit under
+        the old membership and then apply a change (``advance()`` counts the
+        saved entries, then applies the committed ones), and a change applied
+        can commit under the new one.
+        """
         r = raw._raft
         term = r.log.term_or_zero(commit)
+        memberships = {r.tracker.voters, self.voters_seen.get(node_id, r.tracker.voters)}
+        for members in memberships:
+            voters = sorted(members)
+            held = [v for v in voters if self._durable(v, commit, term)]
+            # A majority, counted here and not with the core's quorum code, which a
+            # mutation may have broken.
+            if len(held) > len(voters) // 2:
+                return
         voters = sorted(r.tracker.voters)
         held = [v for v in voters if self._durable(v, commit, term)]
-        # A majority, counted here and not with the core's quorum code, which a
-        # mutation may have broken.
-        if len(held) <= len(voters) // 2:
-            raise InvariantViolation(
-                f"leader {node_id} (term {raw.term}) committed {commit} (term {term}), which is "
-                f"on the disks of {held or 'none'} only, of voters {voters}"
-            )
+        raise InvariantViolation(
+            f"leader {node_id} (term {raw.term}) committed {commit} (term {term}), which is "
+            f"on the disks of {held or 'none'} only, of voters {voters}"
+        )
 
     def _durable(self, node_id: int, index: int, term: int) -> bool:
         """Whether ``node_id``'s disk holds the entry ``(index, term)`` (or a snapshot past it)."""

@@ -94,9 +94,6 @@ class Script:
 
     # -- nodes ---------------------------------------------------------------------
 
-    def node(self, node_id: int) -> SimNode:
-        return self.sim.nodes[node_id]
-
     def leader(self) -> SimNode | None:
         """The live leader of the highest term, if any."""
         return self.sim._leader()

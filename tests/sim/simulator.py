@@ -816,7 +816,9 @@ class Simulation:
         operator shuts down a removed member: without pre-vote, a removed
         server left running campaigns with ever higher terms and deposes every
         leader (Raft thesis §4.2.3); the cluster still commits, but a leader
-        never lasts a TTL, and only a lasting leader expires leases."""
+        never lasts a TTL, and only a lasting leader expires leases. A node
+        stopped so while its addition was still on its way is started again once
+        the membership has it (the operator starts every member)."""
         conf = leader.sm.conf_state()
         members = {*conf.voters, *conf.learners}
         if leader.id not in members:
@@ -824,6 +826,10 @@ class Simulation:
         for node in self.nodes.values():
             if node.raw is not None and node.id not in members:
                 self._crash(node, "decommission")
+            elif node.raw is None and node.id in members:
+                # Stopped while its addition was not yet applied: a member now.
+                self._start(node)
+                self._count("recommission")
 
     def _converged(self, leader: SimNode) -> bool:
         assert leader.raw is not None
