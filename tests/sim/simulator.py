@@ -812,17 +812,26 @@ class Simulation:
         )
 
     def _decommission(self, leader: SimNode) -> None:
-        """Stop the nodes the leader's applied membership does not have, as an
+        """Stop the nodes the newest applied membership does not have, as an
         operator shuts down a removed member: without pre-vote, a removed
         server left running campaigns with ever higher terms and deposes every
         leader (Raft thesis §4.2.3); the cluster still commits, but a leader
-        never lasts a TTL, and only a lasting leader expires leases. A node
-        stopped so while its addition was still on its way is started again once
-        the membership has it (the operator starts every member)."""
-        conf = leader.sm.conf_state()
-        members = {*conf.voters, *conf.learners}
-        if leader.id not in members:
+        never lasts a TTL, and only a lasting leader expires leases.
+
+        The membership is that of the live node that applied the most, not the
+        leader's: a removed leader cut off from the others may still lead its
+        old membership (without CheckQuorum nothing tells it), and stopping the
+        real members by its view would leave the cluster without a quorum. A
+        node stopped while its addition was still on its way is started again
+        once the membership has it (the operator starts every member). A leader
+        whose own applied membership lacks it should have stepped down: it is
+        left running, and the run fails to recover."""
+        own = leader.sm.conf_state()
+        if leader.id not in {*own.voters, *own.learners}:
             return
+        newest = max(self.live_nodes(), key=lambda n: n.sm.applied_index)
+        conf = newest.sm.conf_state()
+        members = {*conf.voters, *conf.learners}
         for node in self.nodes.values():
             if node.raw is not None and node.id not in members:
                 self._crash(node, "decommission")
