@@ -25,6 +25,7 @@ test: $(DOCS_STAMP)
 	$(BIN)/lint-imports --no-logo
 	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/pytest
+	$(BIN)/python -m tests.mutation --seeds 100
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -88,6 +89,15 @@ chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos/test_fuzz.py tests/chaos/test_api_schema.py -p no:cacheprovider
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_KILLS=$(CHAOS_KILLS) \
 	CHAOS_SUMMARY=$(CHAOS_SUMMARY) $(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
+	$(BIN)/python -m tests.mutation --seeds 2000
+
+## mutants: the mutation check (tests/mutation, docs/testing.md): each hand-written mutation
+## of the Raft core, applied alone, must make the simulation fail. make test runs it with 100
+## seeds, make chaos with 2000. Options: make mutants MUTANT_ARGS='--only figure8 --seeds 1000'.
+MUTANT_ARGS ?=
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutation $(MUTANT_ARGS)
 
 ## run: the local 3-node cluster of the Procfile (honcho) in the foreground; Ctrl-C stops it.
 run: $(STAMP)

@@ -3,8 +3,11 @@
 - ``--rewrite``: regenerate the expected output of scenario files in place
   (review the diff before committing).
 - ``--sim-seeds=N``: how many seeds the deterministic simulation runs
-  (default: 300, the CI budget); ``--sim-seed=S``: run only seed S (the
-  one-line replay a failing seed prints).
+  (default: 300, the CI budget), from ``--sim-first=F`` (default 0: seeds
+  F..F+N-1, so that a long run can be split into chunks); ``--sim-seed=S``:
+  run only seed S (the one-line replay a failing seed prints);
+  ``--sim-summary=FILE``: append each passing seed's figures (operations,
+  elections, faults, seconds) to FILE as one JSON line.
 
 A ``SIGTERM`` (``timeout``, a CI runner giving up) interrupts the run as Ctrl-C
 does, so that fixtures and ``finally`` blocks still stop the servers they
@@ -41,6 +44,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=300,
         help="number of seeds for the deterministic cluster simulation",
+    )
+    parser.addoption(
+        "--sim-first",
+        type=int,
+        default=0,
+        help="the first seed of the --sim-seeds range (default 0)",
+    )
+    parser.addoption(
+        "--sim-summary",
+        default=None,
+        help="append each simulation seed's figures to this file (JSON lines)",
     )
     parser.addoption(
         "--sim-seed",

@@ -1,6 +1,10 @@
 """Raft's safety properties, checked while a simulation runs.
 
 - Election safety: at most one leader per term (Figure 3).
+- Durable commitment: whenever a leader's commit index moves, the entry there
+  is on the disk of a majority of its voters (what "committed" means: the
+  leader's own unsaved copy, a learner's or a minority's do not count).
+- Positions: each node's applied index is at most its commit index.
 - Log matching: two logs with an entry of the same index and term are
   identical up to it.
 - Leader completeness: a new leader's log holds every committed entry.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from raftdb.kv.changes import Change, ChangeKind
 from raftdb.kv.commands import ApplyResult, Command, CommandStatus, KVResult, Op
@@ -47,6 +52,9 @@ from raftdb.testing.linearizability import (
 #: Nodes' whole states are compared at the indexes that are multiples of this.
 DIGEST_EVERY = 4
 
+#: A node's disk by its id (None for a node the simulation does not have).
+Disks: TypeAlias = Callable[[int], MemoryStorage | None]
+
 
 class InvariantViolation(AssertionError):
     """A safety property failed."""
@@ -55,8 +63,9 @@ class InvariantViolation(AssertionError):
 class Invariants:
     """Tracks what the cluster has committed and checks each observation against it."""
 
-    def __init__(self, watch_history: int) -> None:
+    def __init__(self, watch_history: int, disks: Disks) -> None:
         self.watch_history = watch_history
+        self.disks = disks
         self.results: dict[int, ApplyResult] = {}  # index -> the first node's result
         self.last_committed = 0  # the highest index any node applied
         self.digests: dict[int, tuple[int, int]] = {}  # index -> (image hash, nodes compared)
@@ -68,12 +77,14 @@ class Invariants:
         self.snapshots: dict[int, bytes] = {}  # index -> state machine image
         self.roles: dict[int, tuple[Role, int]] = {}
         self.commit_seen: dict[int, int] = {}
+        self.voters_seen: dict[int, frozenset[int]] = {}  # node -> voters at its last input
         self.elections = 0
 
     def node_started(self, node_id: int) -> None:
         """A (re)start: in-memory positions may go back to what was saved."""
         self.roles.pop(node_id, None)
         self.commit_seen.pop(node_id, None)
+        self.voters_seen.pop(node_id, None)
 
     def observe(self, node_id: int, raw: RawNode) -> None:
         """Check a node after it handled an input."""
@@ -87,12 +98,63 @@ class Invariants:
                 self._check_leader_completeness(node_id, raw)
         self.roles[node_id] = (role, term)
         commit = raw.commit_index
-        if commit < self.commit_seen.get(node_id, 0):
+        seen = self.commit_seen.get(node_id, 0)
+        if commit < seen:
             raise InvariantViolation(
                 f"node {node_id}'s commit index went back from "
                 f"{self.commit_seen[node_id]} to {commit} without a restart"
             )
+        if commit > seen and role == Role.LEADER:
+            self._check_durable_quorum(node_id, raw, commit)
         self.commit_seen[node_id] = commit
+        self.voters_seen[node_id] = raw._raft.tracker.voters
+        if raw.applied_index > commit:
+            raise InvariantViolation(
+                f"node {node_id}'s applied index {raw.applied_index} is beyond its commit "
+                f"index {commit}"
+            )
+
+    def _check_durable_quorum(self, node_id: int, raw: RawNode, commit: int) -> None:
+        """The entry at a leader's new commit index is on a majority of its voters' disks.
+
+        Of the voters before this input or after it: one input can commit under
+        the old membership and then apply a change (``advance()`` counts the
+        saved entries, then applies the committed ones), and a change applied
+        can commit under the new one.
+        """
+        r = raw._raft
+        term = r.log.term_or_zero(commit)
+        memberships = {r.tracker.voters, self.voters_seen.get(node_id, r.tracker.voters)}
+        for members in memberships:
+            voters = sorted(members)
+            held = [v for v in voters if self._durable(v, commit, term)]
+            # A majority, counted here and not with the core's quorum code, which a
+            # mutation may have broken.
+            if len(held) > len(voters) // 2:
+                return
+        voters = sorted(r.tracker.voters)
+        held = [v for v in voters if self._durable(v, commit, term)]
+        raise InvariantViolation(
+            f"leader {node_id} (term {raw.term}) committed {commit} (term {term}), which is "
+            f"on the disks of {held or 'none'} only, of voters {voters}"
+        )
+
+    def _durable(self, node_id: int, index: int, term: int) -> bool:
+        """Whether ``node_id``'s disk holds the entry ``(index, term)`` (or a snapshot past it)."""
+        disk = self.disks(node_id)
+        if disk is None:
+            return False
+        snap = disk.snapshot().metadata
+        if index < snap.index:
+            return True  # compacted into a snapshot, which holds only committed entries
+        if index == snap.index:
+            return snap.term == term
+        if index > disk.last_index():
+            return False
+        try:
+            return disk.term(index) == term
+        except CompactedError:
+            return True
 
     def _check_leader_completeness(self, node_id: int, raw: RawNode) -> None:
         log = raw._raft.log

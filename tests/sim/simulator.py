@@ -60,6 +60,7 @@ from raftdb.raft import (
 from raftdb.storage.memory import MemoryStorage
 
 from .invariants import Invariants, InvariantViolation
+from .schedules import SCHEDULE_NAMES, SCHEDULES
 from .workload import TICK_S, Workload
 
 __all__ = ["SimConfig", "SimResult", "Simulation"]
@@ -95,6 +96,8 @@ class SimConfig:
     max_size_per_msg: int = 1 << 20
     election_tick: int = 10
     op_timeout: int = 60
+    #: A targeted fault sequence played before the random faults (``schedules.py``).
+    schedule: str | None = None
 
     @classmethod
     def from_seed(cls, seed: int) -> SimConfig:
@@ -120,7 +123,14 @@ class SimConfig:
             # A small window makes trimming (and snapshots of a trimmed
             # window) happen in most runs.
             watch_history=rng.choice((4, 16, 64, 50_000)),
-        )
+        ).with_schedule(rng.choice(SCHEDULE_NAMES) if rng.random() < 0.1 else None)
+
+    def with_schedule(self, name: str | None) -> SimConfig:
+        """This run with the targeted schedule ``name`` first (and the settings it needs)."""
+        if name is not None:
+            self.schedule = name
+            SCHEDULES[name].configure(self)
+        return self
 
 
 @dataclass
@@ -179,7 +189,14 @@ class Simulation:
         self.cut: set[tuple[int, int]] = set()
         self.partition_heal_at = 0
         self.faults: dict[str, int] = {}
-        self.inv = Invariants(cfg.watch_history)
+        self.inv = Invariants(cfg.watch_history, self._disk)
+        # Set by a targeted schedule: messages the network loses (on top of the
+        # cuts), and the node that clients and reads go through.
+        self.drop_filter: Callable[[Message], bool] | None = None
+        self.pinned: int | None = None
+        # Steps a round without faults may take to go quiet (a schedule lowers
+        # it: a core that loops sending must fail fast, not spin for minutes).
+        self.quiet_budget = 100_000
         self.crashed_at: dict[int, int] = {}
         self.faulty = True
         self.next_ctx = 0
@@ -219,6 +236,10 @@ class Simulation:
             rng=Random(f"{cfg.seed}-{node_id}-{self.step_no}"),
             logger=_quiet,
         )
+
+    def _disk(self, node_id: int) -> MemoryStorage | None:
+        node = self.nodes.get(node_id)
+        return None if node is None else node.storage
 
     def clock(self, node: SimNode) -> float:
         """``node``'s monotonic clock, in seconds."""
@@ -277,7 +298,8 @@ class Simulation:
         live = self.live_nodes()
         if not live:
             return False
-        node = self.rng.choice(live)
+        pinned = [n for n in live if n.id == self.pinned]
+        node = pinned[0] if pinned else self.rng.choice(live)
         raw = node.raw
         assert raw is not None
         self.next_ctx += 1
@@ -321,14 +343,32 @@ class Simulation:
         _, _, m = due.pop(self.rng.randrange(len(due)))
         for item in due:
             heapq.heappush(network, item)
+        self._deliver(m)
+        return True
+
+    def _deliver(self, m: Message) -> None:
+        """Hand ``m`` to its recipient, unless a cut or the schedule's filter loses it."""
         node = self.nodes.get(m.to)
-        if (m.frm, m.to) in self.cut or node is None or node.raw is None:
+        lost = self.drop_filter is not None and self.drop_filter(m)
+        if lost or (m.frm, m.to) in self.cut or node is None or node.raw is None:
             self._report_snapshot(m, ok=False)
-            return True
+            return
         node.raw.step(m)
         self._report_snapshot(m, ok=True)
         self._after_step(node)
-        return True
+
+    def deliver_matching(self, wanted: Callable[[Message], bool]) -> int:
+        """Deliver, in order, every due message ``wanted`` picks (the rest wait);
+        how many were taken. For the targeted schedules' step-by-step sequences."""
+        taken = [item for item in self.network if item[0] <= self.now and wanted(item[2])]
+        if not taken:
+            return 0
+        ids = {item[1] for item in taken}
+        self.network = [item for item in self.network if item[1] not in ids]
+        heapq.heapify(self.network)
+        for item in sorted(taken):
+            self._deliver(item[2])
+        return len(taken)
 
     def _report_snapshot(self, m: Message, ok: bool) -> None:
         """The transport tells the sender how a snapshot transfer ended, as raftdb's does."""
@@ -375,6 +415,11 @@ class Simulation:
             entries = entries[cut:]
         node.ready_reads.extend((rs.index, rs.context) for rs in rd.read_states)
         raw.advance(rd)
+        if node.sm.applied_index == raw.commit_index and raw.conf_state() != node.sm.conf_state():
+            raise InvariantViolation(
+                f"node {node.id}'s core has membership {raw.conf_state()}, its state machine "
+                f"{node.sm.conf_state()}, both at index {raw.commit_index}"
+            )
         self._serve_reads(node)
         self._after_step(node)
         return True
@@ -613,8 +658,9 @@ class Simulation:
         self._count(f"conf-{cc.type.name.lower()}")
         self._after_step(leader)
 
-    def _compact(self, node: SimNode) -> None:
-        """Snapshot the state machine and compact the log, keeping a few entries."""
+    def _compact(self, node: SimNode, keep: int | None = None) -> None:
+        """Snapshot the state machine and compact the log, keeping a few entries
+        (``keep``, or 0, 2 or 10 at random)."""
         if node.raw is None:
             return
         applied = node.sm.applied_index
@@ -624,7 +670,8 @@ class Simulation:
         data = self._image(node)
         node.storage.create_snapshot(applied, node.sm.conf_state(), data)
         self.inv.snapshotted(node.id, applied, data)
-        keep = self.rng.choice((0, 2, 10))
+        if keep is None:
+            keep = self.rng.choice((0, 2, 10))
         node.storage.compact(max(applied - keep, node.storage.first_index() - 1))
         self._count("compact")
 
@@ -648,7 +695,7 @@ class Simulation:
         # backlog left by the faults (thousands of small appends) drains at once
         # instead of delaying commits by tens of ticks.
         if not self.faulty:
-            budget = 100_000
+            budget = self.quiet_budget
         elif rng.random() < 0.8:
             budget = 500
         else:
@@ -686,6 +733,8 @@ class Simulation:
     def run(self) -> SimResult:
         """Run the faulty phase, then heal and check recovery, lease expiry,
         convergence and linearizability."""
+        if self.cfg.schedule is not None:
+            SCHEDULES[self.cfg.schedule].play(self)
         for _ in range(self.cfg.rounds):
             self._round()
             if self.now % 25 == 0:
@@ -763,18 +812,33 @@ class Simulation:
         )
 
     def _decommission(self, leader: SimNode) -> None:
-        """Stop the nodes the leader's applied membership does not have, as an
+        """Stop the nodes the newest applied membership does not have, as an
         operator shuts down a removed member: without pre-vote, a removed
         server left running campaigns with ever higher terms and deposes every
         leader (Raft thesis §4.2.3); the cluster still commits, but a leader
-        never lasts a TTL, and only a lasting leader expires leases."""
-        conf = leader.sm.conf_state()
-        members = {*conf.voters, *conf.learners}
-        if leader.id not in members:
+        never lasts a TTL, and only a lasting leader expires leases.
+
+        The membership is that of the live node that applied the most, not the
+        leader's: a removed leader cut off from the others may still lead its
+        old membership (without CheckQuorum nothing tells it), and stopping the
+        real members by its view would leave the cluster without a quorum. A
+        node stopped while its addition was still on its way is started again
+        once the membership has it (the operator starts every member). A leader
+        whose own applied membership lacks it should have stepped down: it is
+        left running, and the run fails to recover."""
+        own = leader.sm.conf_state()
+        if leader.id not in {*own.voters, *own.learners}:
             return
+        newest = max(self.live_nodes(), key=lambda n: n.sm.applied_index)
+        conf = newest.sm.conf_state()
+        members = {*conf.voters, *conf.learners}
         for node in self.nodes.values():
             if node.raw is not None and node.id not in members:
                 self._crash(node, "decommission")
+            elif node.raw is None and node.id in members:
+                # Stopped while its addition was not yet applied: a member now.
+                self._start(node)
+                self._count("recommission")
 
     def _converged(self, leader: SimNode) -> bool:
         assert leader.raw is not None

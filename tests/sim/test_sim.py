@@ -1,9 +1,14 @@
 """The deterministic cluster simulation, over many seeds.
 
-CI runs ``--sim-seeds`` seeds (default 300); ask for more with
-``pytest tests/sim --sim-seeds=5000``, and for fifty runs five times as long
-with ``pytest -m slow tests/sim``. A failing seed prints the one command that
-replays it.
+CI runs ``--sim-seeds`` seeds (default 300; ``--sim-first`` moves the range);
+ask for more with ``pytest tests/sim --sim-seeds=5000``, and for fifty runs
+five times as long with ``pytest -m slow tests/sim``. A failing seed prints the
+one command that replays it.
+
+Before the random seeds, each targeted schedule (``schedules.py``) runs over a
+few seeds of its own: the sequences of faults that random draws almost never
+make. They come first in this module, so that ``-x`` (the mutation check's
+``python -m tests.mutation``) stops at them when they catch a broken core.
 
 Besides the seeds, a few tests give the invariants a broken lease keeper or
 Applier and check that a run catches it: invariants that never fire prove
@@ -12,8 +17,11 @@ nothing.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -23,14 +31,22 @@ from raftdb.kv.expiry import LeaseClock
 from raftdb.kv.state_machine import MemoryStateMachine
 
 from .invariants import InvariantViolation
+from .schedules import SCHEDULE_NAMES
 from .simulator import SimConfig, SimResult, Simulation
+
+#: Seeds each targeted schedule runs with (each draws its other settings and
+#: which node plays which part of the sequence).
+SCHEDULE_SEEDS = range(3)
+#: Ticks of random faults after a targeted schedule's sequence.
+SCHEDULE_ROUNDS = 300
 
 
 def _seeds(config: pytest.Config) -> list[int]:
     one = config.getoption("--sim-seed")
     if one is not None:
         return [int(one)]
-    return list(range(int(config.getoption("--sim-seeds"))))
+    first = int(config.getoption("--sim-first"))
+    return list(range(first, first + int(config.getoption("--sim-seeds"))))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -51,11 +67,59 @@ def _replayable(run: str, replay: str) -> Iterator[None]:
         raise
 
 
-def test_simulation(sim_seed: int) -> None:
+def targeted(schedule: str, seed: int) -> SimConfig:
+    """The run of targeted ``schedule`` with ``seed``: its settings drawn from the
+    seed, then those the schedule needs, and a shorter random phase after it."""
+    cfg = SimConfig.from_seed(seed)
+    cfg.schedule = None
+    cfg.with_schedule(schedule)
+    cfg.rounds = SCHEDULE_ROUNDS
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("schedule", "variant"),
+    [(name, seed) for name in SCHEDULE_NAMES for seed in SCHEDULE_SEEDS],
+    ids=[f"{name}-{seed}" for name in SCHEDULE_NAMES for seed in SCHEDULE_SEEDS],
+)
+def test_targeted_schedule(schedule: str, variant: int) -> None:
+    """A targeted schedule's sequence, then random faults: a correct core survives it."""
+    replay = (
+        f".venv/bin/pytest 'tests/sim/test_sim.py::test_targeted_schedule[{schedule}-{variant}]'"
+    )
+    with _replayable(f"schedule {schedule} (seed {variant})", replay):
+        result = Simulation(targeted(schedule, variant)).run()
+    assert result.faults.get(f"schedule-{schedule}") == 1
+    assert result.linearizable
+
+
+@pytest.fixture
+def sim_summary(request: pytest.FixtureRequest) -> Path | None:
+    """Where ``--sim-summary`` asks each run's figures to be appended, if anywhere."""
+    path = request.config.getoption("--sim-summary")
+    return None if path is None else Path(path)
+
+
+def test_simulation(sim_seed: int, sim_summary: Path | None) -> None:
     replay = f".venv/bin/pytest tests/sim/test_sim.py --sim-seed={sim_seed} -x"
+    cfg = SimConfig.from_seed(sim_seed)
+    start = time.perf_counter()
     with _replayable(f"seed {sim_seed}", replay):
-        result = Simulation(SimConfig.from_seed(sim_seed)).run()
+        result = Simulation(cfg).run()
     assert result.linearizable, f"seed {sim_seed}: linearizability check ran out of budget"
+    if sim_summary is not None:
+        figures = {
+            "seed": sim_seed,
+            "schedule": cfg.schedule,
+            "nodes": cfg.nodes,
+            "ops": result.ops,
+            "elections": result.elections,
+            "committed": result.committed,
+            "faults": result.faults,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        with sim_summary.open("a") as f:
+            f.write(json.dumps(figures) + "\n")
 
 
 @pytest.mark.slow

@@ -807,12 +807,14 @@ class Workload:
         )
 
     def send(self, req: Request) -> bool:
-        """One attempt of ``req`` through a live node (another than the last, if any)."""
+        """One attempt of ``req`` through a live node (another than the last, if any;
+        the one a targeted schedule pinned, if it is up)."""
         sim = self.sim
         live = [n for n in sim.live_nodes() if n.id != req.node_id] or sim.live_nodes()
+        pinned = [n for n in sim.live_nodes() if n.id == sim.pinned]
         if not live:
             return False
-        node = sim.rng.choice(live)
+        node = pinned[0] if pinned else sim.rng.choice(live)
         if not sim.propose(node, req.data):
             return False
         req.node_id = node.id
