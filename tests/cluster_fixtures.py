@@ -1,23 +1,30 @@
 """What the fixtures of the real-process suites share (``tests/integration``,
-``tests/chaos``): clusters made under a test's ``tmp_path`` and always closed,
-and their log tails attached to the report of a test that failed."""
+``tests/chaos``, ``tests/cli``, ...): clusters made under a test's ``tmp_path`` and
+always closed, and their log tails attached to the report of a test that failed
+(the suite-wide hook in ``tests/conftest.py`` does that for every test)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from tests.integration.harness import ProcessCluster
+if TYPE_CHECKING:
+    from tests.integration.harness import ProcessCluster
 
-__all__ = ["attach_cluster_logs", "clusters_of_test", "remember_cluster"]
+__all__ = [
+    "attach_cluster_logs",
+    "cluster_factory_fixture",
+    "clusters_of_test",
+    "remember_cluster",
+]
 
-_C = TypeVar("_C", bound=ProcessCluster)
+_C = TypeVar("_C", bound="ProcessCluster")
 
 #: The clusters a test used, for its failure report.
-_CLUSTERS = pytest.StashKey[list[ProcessCluster]]()
+_CLUSTERS = pytest.StashKey[list["ProcessCluster"]]()
 
 
 def clusters_of_test(
@@ -38,6 +45,24 @@ def clusters_of_test(
     finally:
         for c in clusters:
             c.close()
+
+
+def cluster_factory_fixture(
+    kind: Callable[..., _C],
+) -> Callable[[pytest.FixtureRequest, Path], Iterator[Callable[..., _C]]]:
+    """A suite's ``cluster_factory`` fixture: ``cluster_factory(size=3, **kwargs)`` → a
+    ``kind`` cluster (not started) under the test's ``tmp_path``, closed when it ends.
+
+    In a conftest: ``cluster_factory = cluster_factory_fixture(ProcessCluster)``.
+    """
+
+    @pytest.fixture
+    def cluster_factory(
+        request: pytest.FixtureRequest, tmp_path: Path
+    ) -> Iterator[Callable[..., _C]]:
+        yield from clusters_of_test(request, tmp_path, kind)
+
+    return cluster_factory
 
 
 def remember_cluster(request: pytest.FixtureRequest, cluster: ProcessCluster) -> None:

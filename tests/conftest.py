@@ -9,6 +9,9 @@
   ``--sim-summary=FILE``: append each passing seed's figures (operations,
   elections, faults, seconds) to FILE as one JSON line.
 
+The ``deadline`` marker (:mod:`tests.deadline`) is registered here, and a failing test's
+report gets the log tails of every cluster it used (:mod:`tests.cluster_fixtures`).
+
 A ``SIGTERM`` (``timeout``, a CI runner giving up) interrupts the run as Ctrl-C
 does, so that fixtures and ``finally`` blocks still stop the servers they
 started and unmount the filesystems they mounted.
@@ -18,9 +21,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Generator
 from types import FrameType
 
 import pytest
+
+from tests.cluster_fixtures import attach_cluster_logs
+from tests.deadline import MARKER as DEADLINE_MARKER
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -28,6 +35,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", DEADLINE_MARKER)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
 
@@ -62,3 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the simulation for this one seed only (replay)",
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    attach_cluster_logs(item, report)
+    return report

@@ -1,15 +1,16 @@
 """A wall-clock limit per test, for the suites that start real processes.
 
-``@pytest.mark.deadline(seconds)`` sets it; each suite's conftest gives its own
-default. SIGALRM interrupts the test wherever it waits, so its finalizers still
-stop every process it started.
+``@pytest.mark.deadline(seconds)`` sets it (the marker is registered suite-wide, in
+``tests/conftest.py``); each suite's conftest gives its own default with
+``_deadline = deadline_fixture(DEFAULT_DEADLINE)``. SIGALRM interrupts the test
+wherever it waits, so its finalizers still stop every process it started.
 """
 
 from __future__ import annotations
 
 import signal
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -38,3 +39,15 @@ def deadline(request: pytest.FixtureRequest, default: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def deadline_fixture(default: float) -> Callable[[pytest.FixtureRequest], Iterator[None]]:
+    """An autouse fixture that bounds every test of a suite: its ``deadline`` marker's
+    seconds, else ``default``."""
+
+    @pytest.fixture(autouse=True)
+    def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
+        with deadline(request, default):
+            yield
+
+    return _deadline

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.browser import chromium
-from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import cluster_factory_fixture
+from tests.deadline import deadline_fixture
 from tests.integration.harness import ProcessCluster
 
 if TYPE_CHECKING:
@@ -46,20 +45,10 @@ _SHOTS = pytest.StashKey[list[Path]]()
 _ALL_SHOTS: list[Path] = []
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
-@pytest.fixture(autouse=True)
-def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
-
-
-@pytest.fixture
-def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``cluster_factory(size=3, **kwargs)`` → a :class:`ProcessCluster` (not started)."""
-    yield from clusters_of_test(request, tmp_path, ProcessCluster)
+cluster_factory = cluster_factory_fixture(ProcessCluster)
 
 
 @pytest.fixture
@@ -127,7 +116,6 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and report.when == "call":
         _attach_browser_state(item, report)
-    attach_cluster_logs(item, report)
     shots = item.stash.get(_SHOTS, [])
     if shots and report.when == "call":
         report.sections.append(("browser screenshots", "\n".join(str(p) for p in shots)))

@@ -13,16 +13,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.chaos.cluster import ChaosCluster
-from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import cluster_factory_fixture
+from tests.deadline import deadline_fixture
 
 #: Seconds a chaos test may run unless it says otherwise.
 DEFAULT_DEADLINE = 120.0
@@ -32,20 +30,11 @@ _SUMMARIES: list[str] = []
 ChaosFactory = Callable[..., ChaosCluster]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
-@pytest.fixture(autouse=True)
-def _chaos_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
-
-
-@pytest.fixture
-def chaos_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChaosFactory]:
-    """``chaos_cluster(size=3, **kwargs)`` → a :class:`ChaosCluster` (not started)."""
-    yield from clusters_of_test(request, tmp_path, ChaosCluster)
+#: ``chaos_cluster(size=3, **kwargs)`` → a :class:`ChaosCluster` (not started).
+chaos_cluster = cluster_factory_fixture(ChaosCluster)
 
 
 @pytest.fixture
@@ -61,15 +50,6 @@ def summary() -> Callable[[str], None]:
                 f.write(line + "\n")
 
     return record
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    attach_cluster_logs(item, report)
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -16,16 +16,15 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import raftdb.cli
-from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test, remember_cluster
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import cluster_factory_fixture, remember_cluster
+from tests.deadline import deadline_fixture
 from tests.integration.harness import ProcessCluster
 
 DEFAULT_DEADLINE = 30.0
@@ -35,20 +34,10 @@ PROCESS_TIMEOUT = 20.0
 ClusterFactory = Callable[..., ProcessCluster]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
-@pytest.fixture(autouse=True)
-def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
-
-
-@pytest.fixture
-def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``cluster_factory(size=3)`` → a :class:`ProcessCluster` (not started), closed after."""
-    yield from clusters_of_test(request, tmp_path, ProcessCluster)
+cluster_factory = cluster_factory_fixture(ProcessCluster)
 
 
 @pytest.fixture(scope="session")
@@ -175,12 +164,3 @@ def offline_cli(isolated_env: None, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """``raftdb`` in this process without a cluster (offline commands; or give
     ``--endpoints`` of a cluster of the test's own)."""
     return run_in_process(monkeypatch)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    attach_cluster_logs(item, report)
-    return report

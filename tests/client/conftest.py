@@ -7,15 +7,13 @@ test uses keys of its own); tests that kill members start their own with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from raftdb.client import Client
-from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test, remember_cluster
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import cluster_factory_fixture, remember_cluster
+from tests.deadline import deadline_fixture
 from tests.integration.harness import ProcessCluster
 
 DEFAULT_DEADLINE = 30.0
@@ -23,20 +21,10 @@ DEFAULT_DEADLINE = 30.0
 ClusterFactory = Callable[..., ProcessCluster]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
-@pytest.fixture(autouse=True)
-def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
-
-
-@pytest.fixture
-def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``cluster_factory(size=3)`` → a :class:`ProcessCluster` (not started), closed after."""
-    yield from clusters_of_test(request, tmp_path, ProcessCluster)
+cluster_factory = cluster_factory_fixture(ProcessCluster)
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +48,3 @@ def client(request: pytest.FixtureRequest, shared: ProcessCluster) -> Iterator[C
     remember_cluster(request, shared)
     with Client(endpoints(shared), timeout=10.0) as c:
         yield c
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    attach_cluster_logs(item, report)
-    return report

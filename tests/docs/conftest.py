@@ -6,28 +6,20 @@ and a failing test's report carries the tails of its nodes' logs.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster_fixtures import attach_cluster_logs, remember_cluster
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import remember_cluster
+from tests.deadline import deadline_fixture
 from tests.docs.cluster import DocsCluster
 
 #: Seconds one page's examples may take.
 DEFAULT_DEADLINE = 60.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
-
-
-@pytest.fixture(autouse=True)
-def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
 @pytest.fixture
@@ -39,12 +31,3 @@ def docs_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Doc
         yield docs
     finally:
         docs.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    attach_cluster_logs(item, report)
-    return report

@@ -10,14 +10,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test, remember_cluster
-from tests.deadline import MARKER as DEADLINE_MARKER
-from tests.deadline import deadline
+from tests.cluster_fixtures import cluster_factory_fixture, remember_cluster
+from tests.deadline import deadline_fixture
 from tests.integration.harness import ProcessCluster
 
 #: Seconds an integration test may run unless it says otherwise.
@@ -27,20 +25,10 @@ DEFAULT_DEADLINE = 60.0
 ClusterFactory = Callable[..., ProcessCluster]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", DEADLINE_MARKER)
+_deadline = deadline_fixture(DEFAULT_DEADLINE)
 
 
-@pytest.fixture(autouse=True)
-def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    with deadline(request, DEFAULT_DEADLINE):
-        yield
-
-
-@pytest.fixture
-def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``cluster_factory(size=3, **kwargs)`` → a :class:`ProcessCluster` (not started)."""
-    yield from clusters_of_test(request, tmp_path, ProcessCluster)
+cluster_factory = cluster_factory_fixture(ProcessCluster)
 
 
 @pytest.fixture
@@ -69,12 +57,3 @@ def shared_cluster(
     serving); its logs are attached to a failing test's report."""
     remember_cluster(request, _module_cluster)
     return _module_cluster
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    attach_cluster_logs(item, report)
-    return report
