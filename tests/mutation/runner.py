@@ -1,9 +1,9 @@
 """Run the simulation against each mutation of the core; every one must be caught.
 
 For each mutation of :data:`~tests.mutation.catalogue.CATALOGUE`, alone: copy
-``raftdb/`` and the simulation (``tests/sim``, with ``tests/conftest.py`` and
-``pyproject.toml`` for pytest's settings) into a fresh temporary directory,
-apply the edit there, and run ``pytest tests/sim/test_sim.py -x`` in that
+``raftdb/`` and the simulation (``tests/sim``, with ``tests/conftest.py``, the two
+modules it imports, and ``pyproject.toml`` for pytest's settings) into a fresh
+temporary directory, apply the edit there, and run ``pytest tests/sim/test_sim.py -x`` in that
 directory, in a subprocess with a time limit. The copy comes first on the
 subprocess's ``sys.path`` (pytest inserts the directory that holds the
 ``tests`` package, and ``PYTHONPATH`` names it too), ahead of the editable
@@ -41,7 +41,14 @@ __all__ = ["Outcome", "prepare", "run_all", "run_one"]
 ROOT = Path(__file__).resolve().parents[2]
 
 #: What is copied into each mutant's directory, besides raftdb/.
-_SUPPORT = ("tests/__init__.py", "tests/conftest.py", "tests/sim", "pyproject.toml")
+_SUPPORT = (
+    "tests/__init__.py",
+    "tests/conftest.py",
+    "tests/deadline.py",
+    "tests/cluster_fixtures.py",
+    "tests/sim",
+    "pyproject.toml",
+)
 
 #: The tests a mutant runs, in this order (pytest keeps the module's order).
 _TESTS = "test_targeted_schedule or test_simulation"

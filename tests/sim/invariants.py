@@ -1,9 +1,12 @@
 """Raft's safety properties, checked while a simulation runs.
 
-- Election safety: at most one leader per term (Figure 3).
+- Election safety: at most one leader per term (Figure 3), and a leader is a
+  voter of the membership it runs.
 - Durable commitment: whenever a leader's commit index moves, the entry there
   is on the disk of a majority of its voters (what "committed" means: the
   leader's own unsaved copy, a learner's or a minority's do not count).
+- No committed entry leaves a disk: a save (a snapshot installed) keeps every
+  committed entry the node's disk held, or covers it with the snapshot.
 - Positions: each node's applied index is at most its commit index.
 - Log matching: two logs with an entry of the same index and term are
   identical up to it.
@@ -90,6 +93,14 @@ class Invariants:
         """Check a node after it handled an input."""
         role, term = raw.role, raw.term
         if role == Role.LEADER:
+            voters = raw._raft.tracker.voters
+            if node_id not in voters:
+                # Membership is adopted when applied, and a leader that applies its own
+                # removal or demotion steps down at once (thesis §4.2.2).
+                raise InvariantViolation(
+                    f"node {node_id} leads term {term} but is not one of its voters "
+                    f"{sorted(voters)}"
+                )
             other = self.leaders.setdefault(term, node_id)
             if other != node_id:
                 raise InvariantViolation(f"two leaders in term {term}: {other} and {node_id}")
@@ -187,6 +198,32 @@ class Invariants:
                 f"state machine safety: node {node_id} applied {record} at {entry.index}, "
                 f"another node applied {known}"
             )
+
+    def committed_held(self, storage: MemoryStorage) -> list[tuple[int, int]]:
+        """The committed entries ``storage`` holds past its snapshot, as ``(index, term)``:
+        what a save must leave on the disk (:meth:`kept`)."""
+        first = storage.snapshot().metadata.index + 1
+        held = []
+        for index in range(first, min(storage.last_index(), self.last_committed) + 1):
+            known = self.committed.get(index)
+            if known is not None and storage.term(index) == known[0]:
+                held.append((index, known[0]))
+        return held
+
+    def kept(self, node_id: int, held: list[tuple[int, int]]) -> None:
+        """Check that a save kept the committed entries the disk held before it.
+
+        A follower that holds a snapshot's last entry keeps the entries after it
+        (Figure 13, InstallSnapshot step 6); one that does not hold it holds no
+        committed entry past it (log matching). Only the commit-time check would
+        miss a committed entry thrown away later, once the majority that made it
+        committed is no longer one.
+        """
+        for index, term in held:
+            if not self._durable(node_id, index, term):
+                raise InvariantViolation(
+                    f"node {node_id}'s save took committed entry {index} (term {term}) off its disk"
+                )
 
     def snapshotted(self, node_id: int, index: int, image: bytes) -> None:
         """Check a snapshot a node takes of its state machine."""

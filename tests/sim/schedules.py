@@ -589,6 +589,179 @@ class StaleSnapshot(Schedule):
         s.quiesce()
 
 
+class SnapshotOverHeldEntries(Schedule):
+    """A follower that holds a snapshot's last entry, and acknowledged entries
+    after it, receives that snapshot.
+
+    Leader A sends B four appends, one entry each (``e1``..``e4``), all held
+    back. B gets the second first and refuses it (it lacks ``e1``), so A backs
+    B's ``next`` off to ``e1``. C saves ``e1``..``e3`` (not ``e4``): A commits
+    and applies ``e3`` and compacts its log there. The held appends now reach
+    B, which saves all four and acknowledges them (the answers are delayed);
+    its commit index is still below ``e1``. A, which has no ``e1`` to send
+    any more, sends B a snapshot ending at ``e3`` (held back too). B's late
+    answers reach A, which commits ``e4`` with B's copy. Then the snapshot
+    arrives. A correct follower only learns from it that ``e3`` is committed
+    and keeps ``e4``; one that installs it anyway throws away ``e4``, a
+    committed entry that is then on one disk of three.
+    """
+
+    name = "snapshot-over-held-entries"
+    summary = (
+        "reordered appends back a leader off; it compacts and sends a snapshot to a "
+        "follower that holds the snapshot's last entry and a committed one after it"
+    )
+
+    def configure(self, cfg: SimConfig) -> None:
+        cfg.nodes = 3
+        cfg.max_size_per_msg = 1  # one entry per append
+        cfg.max_inflight = 256  # all four in flight at once
+
+    def script(self, s: Script) -> None:
+        a = s.settled()
+        b, c = s.others(a)
+        s.quiesce()
+        to_b: list[Message] = []
+        to_c: list[Message] = []
+        for k in range(4):
+            s.propose(a, f"held-e{k + 1}")
+            s.drain(a)  # the appends leave (all with A's commit index before e1)
+            to_b += s.hold(b, a)
+            to_c += s.hold(c, a)
+        appends = [m for m in to_b if m.type == MT.APP and m.entries]
+        s.release([m for m in to_c if m.type == MT.APP and m.entries][:3])  # not e4
+        s.drain(c)
+        s.deliver(a, c)  # A commits e3 with C
+        if len(appends) != 4 or a.raw is None or a.raw.role != Role.LEADER:
+            return
+        e4 = appends[-1].entries[0].index
+        released = {id(m) for m in appends}
+        snapshots: list[Message] = []
+
+        def held_back(m: Message) -> bool:
+            if m.frm != a.id or id(m) in released:
+                return False
+            if m.to == c.id:  # C never gets e4
+                return m.type == MT.APP and any(e.index >= e4 for e in m.entries)
+            if m.to != b.id:
+                return False
+            if m.type == MT.SNAP:
+                snapshots.append(m)
+            return m.type in (MT.APP, MT.SNAP)  # only the held appends reach B
+
+        s.sim.drop_filter = held_back
+        s.release(appends[1:2])  # e2 before e1: B refuses it
+        s.drain(b)
+        s.deliver(a, b)  # A backs B's next off to e1
+        s.drain(a)  # A applies e3
+        s.sim._compact(a, keep=0)
+        s.release(appends)  # now B saves e1..e4
+        s.drain(b)
+        answers = s.hold(a, b)  # B's acknowledgements, delayed
+        s.until("A sending B a snapshot", lambda: bool(snapshots))
+        s.release(answers)  # A commits e4 with B's copy
+        s.drain(a)
+        released.add(id(snapshots[0]))
+        s.release(snapshots[:1])
+        s.drain(b)
+        s.sim.drop_filter = None
+        s.quiesce()
+
+
+class LearnersHoldAnEntry(Schedule):
+    """An entry that only the leader and two learners hold.
+
+    Leader A of voters {A, B, C} adds two learners, which catch up. Then A's
+    links to B and C fail, and A proposes ``x``: the learners save it and
+    acknowledge it. A correct leader does not commit ``x`` (one voter of
+    three holds it); one that counts learners sees three members of five
+    holding it and commits it, though B and C, a majority, may elect a leader
+    without it.
+    """
+
+    name = "learners-hold-an-entry"
+    summary = "the leader's links to the other voters fail; only learners acknowledge an entry"
+
+    def configure(self, cfg: SimConfig) -> None:
+        cfg.nodes = 3
+
+    def script(self, s: Script) -> None:
+        a = s.settled()
+        b, c = s.others(a)
+        learners = []
+        for _ in range(2):
+            node = s.sim._new_node(max(s.sim.nodes) + 1)
+            s.start(node)
+            learners.append(node)
+            if a.raw is None or a.raw.role != Role.LEADER:
+                return
+            cc = ConfChange(ConfChangeType.ADD_LEARNER, node.id, f"node-{node.id}".encode())
+            s.step()
+            a.raw.propose_conf_change(cc)
+            s.sim._after_step(a)
+
+            def caught_up(node: SimNode = node) -> bool:
+                leader = a.raw
+                return (
+                    node.raw is not None
+                    and leader is not None
+                    and node.id in leader.conf_state().learners
+                    and node.sm.applied_index >= leader.commit_index
+                )
+
+            s.until(f"learner {node.id} added and caught up", caught_up)
+        s.quiesce()
+        if a.raw is None or a.raw.role != Role.LEADER:
+            return
+        s.sim.cut |= {(a.id, b.id), (a.id, c.id)}
+        s.propose(a, "learners-x")
+        s.drain(a)
+        for node in learners:
+            s.deliver(node, a)
+            s.drain(node)
+        s.deliver(a)  # the learners' acknowledgements: counting them commits x
+        s.drain(a)
+        s.sim.cut.clear()
+        s.quiesce()
+
+
+class LeaderRemovesItself(Schedule):
+    """The leader of four voters removes itself.
+
+    Once the removal is applied the leader is not a voter any more: it must
+    step down, and the other three elect a leader. One that keeps leading
+    goes on sending heartbeats, so nobody else campaigns, and it can commit
+    nothing of its own (it refuses proposals: it is not a member), so the
+    cluster is stuck.
+    """
+
+    name = "leader-removes-itself"
+    summary = "the leader proposes its own removal and applies it"
+
+    def configure(self, cfg: SimConfig) -> None:
+        cfg.nodes = 4
+
+    def script(self, s: Script) -> None:
+        a = s.settled()
+        s.quiesce()
+        if a.raw is None:
+            return
+        s.step()
+        a.raw.propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, a.id))
+        s.sim._after_step(a)
+        s.until(
+            "the leader applying its removal",
+            lambda: a.raw is None or a.id not in a.sm.conf_state().voters,
+        )
+        s.until(
+            "a leader among the others",
+            lambda: any(
+                n.raw is not None and n.raw.role == Role.LEADER and n is not a
+                for n in s.sim.nodes.values()
+            ),
+        )
+
+
 #: Every schedule, by name.
 SCHEDULES: dict[str, Schedule] = {
     sch.name: sch
@@ -603,6 +776,9 @@ SCHEDULES: dict[str, Schedule] = {
         LaggingApplyRead(),
         StaleHeartbeatAck(),
         StaleSnapshot(),
+        SnapshotOverHeldEntries(),
+        LearnersHoldAnEntry(),
+        LeaderRemovesItself(),
     )
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(SCHEDULES)

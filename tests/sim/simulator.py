@@ -395,8 +395,10 @@ class Simulation:
             return True
         rd = node.pending
         node.pending = None
+        held = self.inv.committed_held(node.storage) if rd.snapshot is not None else []
         node.storage.save(rd.hard_state, rd.entries, rd.snapshot)
         self.inv.saved(node.id, node.storage)
+        self.inv.kept(node.id, held)
         self._send(rd.messages_after_save)
         if rd.snapshot is not None:
             node.sm.restore([rd.snapshot.data])
