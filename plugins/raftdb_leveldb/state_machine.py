@@ -128,6 +128,7 @@ from raftdb_leveldb._layout import (
     read_leases,
     stage_leases_and_history,
 )
+from raftdb_leveldb._marker import unknown_format
 
 __all__ = ["LevelDBStateMachine"]
 
@@ -323,7 +324,9 @@ class LevelDBStateMachine:
         with leveldb_errors(where):
             marker = db.get(FORMAT_KEY)
             if marker != FORMAT:
-                raise CorruptionError(f"{where}: not a raftdb state machine (format {marker!r})")
+                raise CorruptionError(
+                    unknown_format(where, marker, (FORMAT_1, FORMAT), "state machine")
+                )
             raw = db.get(STATE)
             if raw is None:
                 raise CorruptionError(f"{where}: the state record is missing")
