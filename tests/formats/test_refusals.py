@@ -32,7 +32,7 @@ import pytest
 from raftdb.kv.commands import NewerCommandFormatError
 from raftdb.kv.snapshot import MAGIC, SnapshotFormatError, check_stream
 from raftdb.kv.state_machine import MemoryStateMachine
-from raftdb.raft.messages import Entry, EntryType
+from raftdb.raft.messages import Entry, EntryType, HardState
 from raftdb.testing.ports import free_ports
 from raftdb.transport.frames import (
     FRAME_HEADER,
@@ -42,6 +42,7 @@ from raftdb.transport.frames import (
     frame,
     parse_frame_header,
 )
+from raftdb_leveldb.storage import LevelDBStorage
 from tests.transport.support import Node, eventually, heartbeat, run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "981ca8c"
@@ -92,26 +93,57 @@ EDITS: dict[str, tuple[str, Callable[[Path], None], str]] = {
 }
 
 
+def _serve(data: Path, storage: str) -> subprocess.CompletedProcess[str]:
+    """``raftdb serve`` on ``data`` as member 1 of a one-member cluster, to its exit."""
+    api, peer = free_ports(2)
+    return subprocess.run(
+        [sys.executable, "-m", "raftdb.cli", "serve", "--id", "1", "--host", "127.0.0.1"]
+        + ["--cluster", f"http://127.0.0.1:{peer}", "--port", str(api)]
+        + ["--data-dir", str(data), "--storage", storage],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_a_data_directory_of_a_newer_format_is_refused_at_start(edit: str, tmp_path: Path) -> None:
     fixture, change, line = EDITS[edit]
     data = tmp_path / "data-1"
     shutil.copytree(FIXTURE / fixture / "data-1", data)
     change(data)
-    api, peer = free_ports(2)
-    done = subprocess.run(
-        [sys.executable, "-m", "raftdb.cli", "serve", "--id", "1", "--host", "127.0.0.1"]
-        + ["--cluster", f"http://127.0.0.1:{peer}", "--port", str(api)]
-        + ["--data-dir", str(data), "--storage", fixture],
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT,
-        check=False,
-    )
+    done = _serve(data, fixture)
     assert done.returncode != 0
     errors = [x for x in done.stderr.splitlines() if "cannot start" in x]
     assert len(errors) == 1, done.stderr
     assert errors[0].endswith(f"node 1 cannot start: {line.format(d=data)}"), errors[0]
+
+
+def test_a_committed_command_of_a_newer_format_stops_the_node(tmp_path: Path) -> None:
+    """A newer member's command in the log (appended, committed, on a copy of the
+    fixture): the node stops with one line when it reaches it, and again at every
+    start, instead of applying it as a no-op its newer peers did not."""
+    data = tmp_path / "data-1"
+    shutil.copytree(FIXTURE / "leveldb" / "data-1", data)
+    storage = LevelDBStorage(data / "log")
+    try:
+        hard, _ = storage.initial_state()
+        last = storage.last_index()
+        newer = msgpack.packb([3, 1, b"k", b"v", None, None, 0, 0, 0, 0, "a new field"])
+        entry = Entry(hard.term, last + 1, EntryType.NORMAL, newer)
+        storage.save(HardState(hard.term, hard.vote, last + 1), [entry])
+    finally:
+        storage.close()
+    for _ in range(2):
+        done = _serve(data, "leveldb")
+        assert done.returncode != 0
+        fatal = [x for x in done.stderr.splitlines() if x.startswith("raftdb: the node failed")]
+        assert fatal == [
+            "raftdb: the node failed and the server exits: NewerCommandFormatError: "
+            f"entry {last + 1}: a command of format 3, newer than this raftdb reads (1, 2): "
+            "a member running a newer raftdb wrote it; upgrade this node (see docs/formats.md)"
+        ], done.stderr
 
 
 # -- peers ----------------------------------------------------------------------------------
