@@ -63,6 +63,7 @@ directory is removed at the next open.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -131,6 +132,8 @@ from raftdb_leveldb._layout import (
 from raftdb_leveldb._marker import unknown_format
 
 __all__ = ["LevelDBStateMachine"]
+
+_log = logging.getLogger("raftdb.leveldb")
 
 _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
@@ -316,6 +319,13 @@ class LevelDBStateMachine:
             with db.write_batch(sync=True) as batch:
                 batch.put(FLOOR, encode_floor(info.index))
                 batch.put(FORMAT_KEY, FORMAT)
+        _log.warning(
+            "%s: upgraded from format %s to %s (no leases, and no watch history before index %d)",
+            where,
+            FORMAT_1.decode(),
+            FORMAT.decode(),
+            info.index,
+        )
 
     def _load(self) -> None:
         """Read the applied state, sessions, leases and history; reset the Applier to them."""
