@@ -63,6 +63,7 @@ directory is removed at the next open.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -128,8 +129,11 @@ from raftdb_leveldb._layout import (
     read_leases,
     stage_leases_and_history,
 )
+from raftdb_leveldb._marker import unknown_format
 
 __all__ = ["LevelDBStateMachine"]
+
+_log = logging.getLogger("raftdb.leveldb")
 
 _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
@@ -315,6 +319,13 @@ class LevelDBStateMachine:
             with db.write_batch(sync=True) as batch:
                 batch.put(FLOOR, encode_floor(info.index))
                 batch.put(FORMAT_KEY, FORMAT)
+        _log.warning(
+            "%s: upgraded from format %s to %s (no leases, and no watch history before index %d)",
+            where,
+            FORMAT_1.decode(),
+            FORMAT.decode(),
+            info.index,
+        )
 
     def _load(self) -> None:
         """Read the applied state, sessions, leases and history; reset the Applier to them."""
@@ -323,7 +334,9 @@ class LevelDBStateMachine:
         with leveldb_errors(where):
             marker = db.get(FORMAT_KEY)
             if marker != FORMAT:
-                raise CorruptionError(f"{where}: not a raftdb state machine (format {marker!r})")
+                raise CorruptionError(
+                    unknown_format(where, marker, (FORMAT_1, FORMAT), "state machine")
+                )
             raw = db.get(STATE)
             if raw is None:
                 raise CorruptionError(f"{where}: the state record is missing")

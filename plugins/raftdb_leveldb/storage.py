@@ -48,6 +48,7 @@ from raftdb.storage import (
     encode_log_bounds,
 )
 from raftdb_leveldb._db import leveldb_errors, open_db, reopen
+from raftdb_leveldb._marker import unknown_format
 
 __all__ = ["GARBAGE_PER_WRITE", "LevelDBStorage"]
 
@@ -119,7 +120,7 @@ class LevelDBStorage(DiskStorage):
                 batch.put(_META["log_bounds"], encode_log_bounds(LogBounds(0, 0, 0)))
             marker = _FORMAT
         if marker != _FORMAT:
-            raise CorruptionError(f"{self._location}: unknown format {marker!r}")
+            raise CorruptionError(unknown_format(self._location, marker, _FORMAT, "log"))
 
     # -- the database calls of DiskStorage --------------------------------------------
 

@@ -148,7 +148,13 @@ class SQLiteStorage(DiskStorage):
             conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={_FORMAT}")
             conn.execute("COMMIT")
-        elif app_id != _APPLICATION_ID or version != _FORMAT:
+        elif app_id == _APPLICATION_ID and version != _FORMAT:
+            newer = ": a newer raftdb wrote it; run that version on it" if version > _FORMAT else ""
+            raise CorruptionError(
+                f"{self._location}: format {version} (user_version) is not one this raftdb "
+                f"reads ({_FORMAT}){newer} (see docs/formats.md)"
+            )
+        elif app_id != _APPLICATION_ID:
             raise CorruptionError(
                 f"{self._location}: not a raftdb log "
                 f"(application_id {app_id:#x}, user_version {version})"

@@ -34,6 +34,7 @@ from raftdb.kv.commands import (
     InvalidCommandError,
     KeyValue,
     KVResult,
+    NewerCommandFormatError,
     NoopResult,
     Op,
     Response,
@@ -338,6 +339,8 @@ class Applier:
             fields = parse_command(data)
         except InvalidCommandError as exc:
             return KVResult(index, CommandStatus.INVALID, message=str(exc))
+        except NewerCommandFormatError as exc:
+            raise NewerCommandFormatError(f"entry {index}: {exc}") from None
         if len(fields) == 8:
             _, op, key, value, expect, client_id, seq, ack = fields
             if client_id is None and expect is None and op == _PUT:

@@ -70,6 +70,7 @@ __all__ = [
     "ConfChangeResult",
     "InvalidCommandError",
     "KVResult",
+    "NewerCommandFormatError",
     "KeyValue",
     "NoopResult",
     "Op",
@@ -133,6 +134,31 @@ class CommandStatus(IntEnum):
 
 class InvalidCommandError(ValueError):
     """Bytes that are not an encoded :class:`Command`, or a command out of range."""
+
+
+class NewerCommandFormatError(Exception):
+    """A committed command of a format newer than this code reads: a member running
+    a newer raftdb wrote it.
+
+    Not an :class:`InvalidCommandError` on purpose: an invalid command is applied
+    as a no-op by every member alike, but a newer one means something to the
+    members that read it, so skipping it here would make this state machine
+    diverge from theirs. The applier lets it through and the node stops (one
+    line) until it runs a version that reads the format (docs/formats.md).
+    """
+
+
+def _newer_format(fields: Any) -> None:
+    """Raise :class:`NewerCommandFormatError` if ``fields`` is tagged with a format
+    above :data:`COMMAND_FORMAT_2`. Called only once a command failed the checks
+    of the known formats (the hot path never pays for it); every format, past and
+    future, starts with its version tag."""
+    if type(fields) is tuple and fields and type(fields[0]) is int and fields[0] > 2:
+        raise NewerCommandFormatError(
+            f"a command of format {fields[0]}, newer than this raftdb reads "
+            f"({COMMAND_FORMAT}, {COMMAND_FORMAT_2}): a member running a newer raftdb "
+            "wrote it; upgrade this node (see docs/formats.md)"
+        )
 
 
 def _check(op: Any, key: Any, value: Any, expect: Any, client_id: Any, seq: Any, ack: Any) -> None:
@@ -240,9 +266,11 @@ def parse_command(data: bytes) -> tuple[Any, ...]:
     except Exception as exc:  # msgpack raises several unrelated types
         raise InvalidCommandError(f"not a msgpack command: {exc}") from None
     if type(fields) is not tuple or len(fields) not in (8, 10):
+        _newer_format(fields)
         raise InvalidCommandError("a command is an array of 8 or 10 fields")
     if len(fields) == 10:
         if fields[0] != COMMAND_FORMAT_2 or type(fields[0]) is not int:
+            _newer_format(fields)
             raise InvalidCommandError(f"a 10-field command is format 2, not {fields[0]!r}")
         _check_v2(*fields[1:])
         return fields
@@ -264,6 +292,7 @@ def parse_command(data: bytes) -> tuple[Any, ...]:
     ):
         return fields
     if version != COMMAND_FORMAT or type(version) is not int:
+        _newer_format(fields)
         raise InvalidCommandError(f"unknown command format {version!r}")
     _check(op, key, value, expect, client_id, seq, ack)
     return fields
@@ -428,6 +457,7 @@ class Command:
 
         Raises:
             InvalidCommandError: ``data`` is not a valid command.
+            NewerCommandFormatError: ``data`` is a command of a newer format.
         """
         fields = parse_command(data)
         if len(fields) == 8:

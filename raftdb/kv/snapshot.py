@@ -377,6 +377,11 @@ class SnapshotReader:
         if len(items) != 1 or not isinstance(items[0], list) or not items[0]:
             raise SnapshotFormatError("the header has the wrong shape")
         fmt = items[0][0]
+        if type(fmt) is int and fmt > _FORMAT:
+            raise SnapshotFormatError(
+                f"snapshot format {fmt} is not one this raftdb reads (1, {_FORMAT}): "
+                "a newer raftdb wrote it (see docs/formats.md)"
+            )
         if type(fmt) is not int or fmt not in _FORMATS:
             raise SnapshotFormatError(f"unknown snapshot format {fmt!r}")
         if len(items[0]) != _FORMATS[fmt]:

@@ -535,9 +535,15 @@ def decode_hello(body: bytes) -> Hello:
     """Parse a HELLO body. Raises :class:`WireError`.
 
     Any version number decodes; refusing a version is the caller's decision
-    (with a message that says which versions met).
+    (with a message that says which versions met). What every version's HELLO
+    must keep is its start, ``[version, node_id, ...]``: a HELLO of another
+    version decodes to those two fields alone (the rest may be any shape that
+    version chose), so that the refusal names the peer and both versions
+    rather than a shape this version does not know.
     """
     value = _unpack(body, "HELLO")
+    if type(value) is list and len(value) >= 2 and value[0] != PROTOCOL_VERSION:
+        return Hello(_uint(value[0], "HELLO version"), _node_id(value[1], "HELLO node id"), "")
     if type(value) is not list or len(value) not in (3, 5, 6):
         raise WireError("HELLO has the wrong shape")
     version, node_id, token = value[:3]

@@ -360,7 +360,7 @@ class Handshake:
         admit: Callable[[int], None],
     ) -> int:
         me = self.node_id
-        hello = await self._read_hello(reader)
+        hello = await self._read_hello(reader, writer)
         sender = hello.node_id
         if sender == me:
             raise WireError(f"the caller claims to be this node ({sender})")
@@ -411,13 +411,25 @@ class Handshake:
 
     # -- shared ------------------------------------------------------------------------------
 
-    async def _read_hello(self, reader: asyncio.StreamReader) -> Hello:
-        """The other end's HELLO: the next frame, of this protocol version and cluster."""
+    async def _read_hello(
+        self, reader: asyncio.StreamReader, answer: asyncio.StreamWriter | None = None
+    ) -> Hello:
+        """The other end's HELLO: the next frame, of this protocol version and cluster.
+
+        ``answer`` (the listener's side): a dialer of another protocol version
+        is sent this node's HELLO before the refusal, so that its log names
+        both versions too.
+        """
         hello = decode_hello(await read_control_frame(reader, FrameKind.HELLO))
         if hello.version != PROTOCOL_VERSION:
+            if answer is not None:
+                answer.write(
+                    encode_hello(Hello(PROTOCOL_VERSION, self.node_id, self.cluster_token))
+                )
             raise WireError(
-                f"node {hello.node_id} speaks protocol version {hello.version}, "
-                f"this node version {PROTOCOL_VERSION}"
+                f"node {hello.node_id} speaks peer protocol version {hello.version}, "
+                f"this node version {PROTOCOL_VERSION}: members must run raftdb versions "
+                "that share a protocol (see docs/formats.md)"
             )
         if hello.cluster_token != self.cluster_token:
             raise WireError(

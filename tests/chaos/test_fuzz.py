@@ -1,8 +1,9 @@
 """Fuzzing what a node reads from others: peer frames and log commands (hypothesis).
 
 Any byte string must give a clean rejection (``WireError`` for peer bytes,
-``InvalidCommandError`` or an ``INVALID`` result for a command), never another
-exception, and never a state change:
+``InvalidCommandError`` or an ``INVALID`` result for a command, or, for a command
+tagged with a newer format, ``NewerCommandFormatError``, which stops the apply), never
+another exception, and never a state change:
 
 - the frame decoder, on mutations of valid frames of every kind (bit flips,
   cut, inserted and spliced bytes): a frame that decodes is one a valid
@@ -33,6 +34,7 @@ from raftdb.kv.commands import (
     CommandStatus,
     InvalidCommandError,
     KVResult,
+    NewerCommandFormatError,
     Op,
     parse_command,
 )
@@ -308,6 +310,17 @@ command_bytes = st.one_of(
 def test_the_command_decoder_is_total_and_changes_nothing_it_refuses(data: bytes) -> None:
     try:
         command = Command.decode(data)
+    except NewerCommandFormatError:
+        # Tagged with a newer format: applying it stops the node, changing nothing
+        # (skipping it would diverge from the members that read it: docs/formats.md).
+        with pytest.raises(NewerCommandFormatError):
+            parse_command(data)
+        sm = MemoryStateMachine()
+        with pytest.raises(NewerCommandFormatError):
+            sm.apply([Entry(term=1, index=1, type=EntryType.NORMAL, data=data)])
+        assert sm.range(b"", b"", None) == []
+        assert sm.applied_index == 0
+        return
     except InvalidCommandError:
         with pytest.raises(InvalidCommandError):
             parse_command(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import logging
 import os
 import subprocess
 import sys
@@ -197,9 +198,17 @@ def _make_format_1(tmp_path: Path) -> Path:
     return db_path
 
 
-def test_a_format_1_database_is_upgraded_at_open(tmp_path: Path) -> None:
+def test_a_format_1_database_is_upgraded_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db_path = _make_format_1(tmp_path)
-    machine = LevelDBStateMachine(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="raftdb.leveldb"):
+        machine = LevelDBStateMachine(tmp_path)
+    [message] = [r.getMessage() for r in caplog.records if r.name == "raftdb.leveldb"]
+    assert message.endswith(
+        ": upgraded from format raftdb.leveldb.state_machine/1 to "
+        "raftdb.leveldb.state_machine/2 (no leases, and no watch history before index 8)"
+    )
     assert machine.applied_index == 8
     assert machine.history(0, 100) == (8, [])  # nothing before the upgrade is retained
     assert machine.leases() == []

@@ -94,7 +94,7 @@ def test_foreign_database(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError, match="not a raftdb log"):
         LevelDBStorage(tmp_path)
     tamper(tmp_path, **{b"m/format".hex(): b"raftdb.leveldb.storage/99"})
-    with pytest.raises(CorruptionError, match="unknown format"):
+    with pytest.raises(CorruptionError, match="format raftdb.leveldb.storage/99 is not one"):
         LevelDBStorage(tmp_path)
 
 

@@ -362,17 +362,36 @@ def test_decode_rejects_malformed_msgpack(payload: bytes) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        msgpack.packb([1, 1], use_bin_type=True),
-        msgpack.packb([1, 0, "raftdb"], use_bin_type=True),
-        msgpack.packb([1, 1, b"raftdb"], use_bin_type=True),
+        msgpack.packb([2, 1], use_bin_type=True),
+        msgpack.packb([2, 0, "raftdb"], use_bin_type=True),
+        msgpack.packb([2, 1, b"raftdb"], use_bin_type=True),
         msgpack.packb([-1, 1, "raftdb"], use_bin_type=True),
-        msgpack.packb([1, 1, "t" * 257], use_bin_type=True),
-        msgpack.packb([1, True, "raftdb"], use_bin_type=True),
+        msgpack.packb([2, 1, "t" * 257], use_bin_type=True),
+        msgpack.packb([2, True, "raftdb"], use_bin_type=True),
+        msgpack.packb([3, 0, "raftdb"], use_bin_type=True),
+        msgpack.packb([True, 1, "raftdb"], use_bin_type=True),
+        msgpack.packb([3], use_bin_type=True),
     ],
 )
 def test_decode_hello_rejects(payload: bytes) -> None:
     with pytest.raises(WireError):
         decode_hello(payload)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [3, 7, "raftdb", 1, b"", None, {"a future": "field"}],
+        [3, 7],
+        [1, 7, "raftdb"],
+        [99, 7, b"not even the token's type"],
+    ],
+)
+def test_a_hello_of_another_version_decodes_to_its_version_and_sender(fields: list[Any]) -> None:
+    """Whatever shape another version gave its HELLO, its start says who and which
+    version, so that the refusal can name both (docs/formats.md)."""
+    hello = decode_hello(msgpack.packb(fields, use_bin_type=True))
+    assert (hello.version, hello.node_id) == (fields[0], 7)
 
 
 @pytest.mark.parametrize(
