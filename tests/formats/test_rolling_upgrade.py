@@ -17,14 +17,19 @@ and at the end every acknowledged write reads back, from every member.
 
 ``OLD_COMMIT`` is the previous release. To bump it at a release, set it to the
 commit (or tag) of the release being replaced, and check docs/formats.md's
-table of the versions that can be mixed. Without that commit in the clone's
-history (a shallow clone), the test is skipped, and under ``CI=true`` fails,
-saying so.
+table of the versions that can be mixed, and write the commit's tree to
+``tests/formats/fixtures/<commit>/source.tar.xz`` (``git archive --format=tar
+<commit> raftdb plugins pyproject.toml | xz -9e``): a clone without the commit in
+its history (a shallow one) runs the test from that copy instead, which
+:func:`test_the_committed_copy_is_the_release` checks against git wherever git
+has the commit. Without either, the test is skipped, and under ``CI=true``
+fails, saying so.
 """
 
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import subprocess
 import sys
@@ -48,23 +53,71 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=False)
 
 
-def extract_old_release(into: Path) -> Path:
-    """``git archive OLD_COMMIT`` of :data:`OLD_PATHS` into ``into``; skip (fail under
-    ``CI=true``) when the clone does not have the commit."""
+def _committed_copy() -> Path:
+    """Where the copy of :data:`OLD_COMMIT`'s tree is committed."""
+    return ROOT / "tests" / "formats" / "fixtures" / OLD_COMMIT / "source.tar.xz"
+
+
+def _git_archive() -> bytes | None:
+    """``git archive OLD_COMMIT`` of :data:`OLD_PATHS` (a tar), or ``None`` when this
+    clone's history does not have the commit."""
     if _git("cat-file", "-e", f"{OLD_COMMIT}^{{commit}}").returncode != 0:
+        return None
+    archive = _git("archive", "--format=tar", OLD_COMMIT, *OLD_PATHS)
+    assert archive.returncode == 0, archive.stderr.decode()
+    return archive.stdout
+
+
+def extract_old_release(into: Path) -> Path:
+    """:data:`OLD_COMMIT`'s tree into ``into``: from git, else from the committed copy;
+    skip (fail under ``CI=true``) when there is neither."""
+    archive = _git_archive()
+    if archive is None and _committed_copy().exists():
+        archive = lzma.decompress(_committed_copy().read_bytes())
+    if archive is None:
         why = (
             f"the rolling-upgrade test needs commit {OLD_COMMIT} (the previous release) in "
             f"this clone's git history, which {ROOT} does not have (a shallow clone? "
-            "`git fetch --unshallow`)"
+            f"`git fetch --unshallow`), or its copy {_committed_copy()}"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
-    archive = _git("archive", "--format=tar", OLD_COMMIT, *OLD_PATHS)
-    assert archive.returncode == 0, archive.stderr.decode()
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def _files(tar: tarfile.TarFile) -> dict[str, bytes]:
+    out = {}
+    for member in tar.getmembers():
+        if member.isfile():
+            f = tar.extractfile(member)
+            assert f is not None
+            out[member.name] = f.read()
+    return out
+
+
+def test_the_committed_copy_is_the_release() -> None:
+    """The copy a shallow clone falls back on holds exactly the release's files."""
+    archive = _git_archive()
+    if archive is None:
+        pytest.skip(f"this clone's history does not have {OLD_COMMIT} to compare with")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        released = _files(tar)
+    with tarfile.open(_committed_copy(), "r:xz") as tar:
+        committed = _files(tar)
+    assert committed.keys() == released.keys()
+    assert [name for name in released if committed[name] != released[name]] == []
+
+
+def test_a_shallow_clone_runs_the_committed_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "_git_archive", lambda: None)
+    tree = extract_old_release(tmp_path)
+    assert (tree / "raftdb" / "__init__.py").exists()
+    assert (tree / "plugins" / "raftdb_leveldb" / "__init__.py").exists()
 
 
 def _pythonpath(tree: Path) -> str:
