@@ -26,7 +26,10 @@ reports a quota (``EDQUOT``) as a plain I/O error, which stays fatal.
 
 SQLite does not checksum its pages, so the entries carry raftdb's own
 checksums; at open ``PRAGMA quick_check`` checks the file's structure and every
-entry is read back and checked, as for LevelDB.
+entry is read back and checked, as for LevelDB. SQLite does checksum the frames
+of its write-ahead log, but reads a damaged frame as a crash's torn tail and
+drops every later transaction with it: :mod:`raftdb_sqlite._wal` checks the log
+first and refuses a damaged frame that later commits follow.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
+
+from raftdb_sqlite._wal import check_wal
 
 from raftdb.storage import (
     GARBAGE_PER_WRITE,
@@ -89,6 +94,9 @@ class SQLiteStorage(DiskStorage):
         file = Path(path) / FILE_NAME
         super().__init__(path, f"SQLite storage {file}")
         self._file = file
+        damage = check_wal(file.with_name(FILE_NAME + "-wal"))
+        if damage is not None:  # before SQLite reads it as a torn tail and drops the rest
+            raise CorruptionError(f"{self._location}: {damage}")
         with self._errors():
             # timeout=0: the file is ours alone (EXCLUSIVE locking), so a lock
             # held by someone else is an error to report now, not to wait out.
