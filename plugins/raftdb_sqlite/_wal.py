@@ -70,6 +70,8 @@ def check_wal(wal: Path) -> str | None:
     orders = [magic == _MAGIC[1]] if magic in _MAGIC else [False, True]
     for big in orders:
         header_ok = magic in _MAGIC and _checksum(data[:24], big, 0, 0) == (c0, c1)
+        if not header_ok:  # the salts may be what is damaged: the first frame's then
+            salts = struct.unpack(">2I", data[_HEADER + 8 : _HEADER + 16])
         found = _scan(data, big, page_size, salts, (c0, c1), header_ok)
         if found is not None:
             return f"the write-ahead log {wal} is damaged at {found}"
