@@ -41,6 +41,12 @@ def pristine(
     return build_data_dir(tmp, storage, state_machine), storage, state_machine
 
 
+@pytest.fixture(scope="module")
+def leveldb_pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pristine directory with the default plugins (LevelDB storage and state machine)."""
+    return build_data_dir(tmp_path_factory.mktemp("pristine-leveldb"), "leveldb", "leveldb")
+
+
 @pytest.fixture
 def summary() -> Callable[[str], None]:
     """Record a run's summary line (terminal summary, and ``$CHAOS_SUMMARY``)."""

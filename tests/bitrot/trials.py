@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.bitrot.dump import Detected, Dump, open_and_dump
-from tests.bitrot.flips import file_kind, flip_bytes, pick_file, trial_rng
+from tests.bitrot.flips import Flip, flip_bytes, pick_file, trial_rng
 
-__all__ = ["Outcome", "TrialRun", "run_trials"]
+__all__ = ["Outcome", "TrialRun", "damage", "judge", "run_trials"]
 
 # Not data: the cluster identity is checked by the peers' handshake (a flip to
 # another hex digit is a different cluster, which every peer refuses), not here.
@@ -78,11 +78,8 @@ def run_trials(
     expected = open_and_dump(scratch, storage, state_machine)  # it writes: a copy
     run = TrialRun()
     for trial in range(first_trial, first_trial + trials):
-        rng = trial_rng(seed, trial)
         data = work / f"trial-{trial}"
-        shutil.copytree(pristine, data)
-        kind, path = pick_file(rng, data, exclude=_NOT_HERE)
-        flips = flip_bytes(rng, path, most_flips)
+        kind, path, flips = damage(pristine, data, seed=seed, trial=trial, most_flips=most_flips)
         outcome = _judge(data, path, storage, state_machine, expected)
         if outcome.startswith("bug: wrong") and kind == "log/sqlite-wal":
             outcome = _torn_tail(data, storage, state_machine, expected, outcome)
@@ -99,6 +96,25 @@ def run_trials(
             run.by_kind[(kind, outcome)] += 1
         shutil.rmtree(data)
     return run
+
+
+def damage(
+    pristine: Path, data: Path, *, seed: int, trial: int, most_flips: int
+) -> tuple[str, Path, list[Flip]]:
+    """Copy ``pristine`` to ``data`` and damage it as trial ``trial`` of ``seed`` does.
+
+    Returns:
+        The damaged file's kind, its path and the flips.
+    """
+    rng = trial_rng(seed, trial)
+    shutil.copytree(pristine, data)
+    kind, path = pick_file(rng, data, exclude=_NOT_HERE)
+    return kind, path, flip_bytes(rng, path, most_flips)
+
+
+def judge(data: Path, storage: str, state_machine: str, expected: Dump, damaged: Path) -> Outcome:
+    """The outcome of starting the damaged ``data`` offline (the module docstring)."""
+    return _judge(data, damaged, storage, state_machine, expected)
 
 
 def _judge(data: Path, path: Path, storage: str, state_machine: str, expected: Dump) -> Outcome:
