@@ -7,15 +7,19 @@ module and combination; each trial damages its own copy.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.bitrot.datadir import COMBINATIONS, build_data_dir
+from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test
 from tests.deadline import MARKER as DEADLINE_MARKER
 from tests.deadline import deadline
+from tests.integration.harness import ProcessCluster
+
+ClusterFactory = Callable[..., ProcessCluster]
 
 DEFAULT_DEADLINE = 120.0
 _SUMMARIES: list[str] = []
@@ -39,6 +43,22 @@ def pristine(
     storage, state_machine = request.param
     tmp = tmp_path_factory.mktemp(f"pristine-{storage}-{state_machine}")
     return build_data_dir(tmp, storage, state_machine), storage, state_machine
+
+
+@pytest.fixture
+def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClusterFactory]:
+    """``cluster_factory(size=3, **kwargs)`` → a :class:`ProcessCluster` (not started),
+    stopped at the end of the test whatever happens."""
+    yield from clusters_of_test(request, tmp_path, ProcessCluster)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    attach_cluster_logs(item, report)
+    return report
 
 
 @pytest.fixture(scope="module")
