@@ -127,6 +127,10 @@ class SQLiteStorage(DiskStorage):
         except sqlite3.DatabaseError as exc:
             # "file is not a database", "database disk image is malformed", ...
             raise CorruptionError(f"{where}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            # Text SQLite hands back (a damaged schema, in an error message) that is
+            # not UTF-8: raftdb writes only ASCII text, so the file is damaged.
+            raise CorruptionError(f"{where}: damaged text in the file: {exc}") from exc
 
     def _open(self, sync: bool) -> None:
         conn = self._conn
@@ -161,6 +165,13 @@ class SQLiteStorage(DiskStorage):
                 f"{self._location}: not a raftdb log "
                 f"(application_id {app_id:#x}, user_version {version})"
             )
+        else:
+            # The schema is text in the file, which SQLite parses as it reads it:
+            # a damaged byte there can still parse (an ``idx`` column that is no
+            # longer the rowid reads as NULL). It must be exactly ours.
+            tables = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")
+            if sorted(row[0] for row in tables) != sorted(_SCHEMA):
+                raise CorruptionError(f"{self._location}: the schema is damaged")
 
     # -- the database calls of DiskStorage --------------------------------------------
 
@@ -175,6 +186,8 @@ class SQLiteStorage(DiskStorage):
 
     def _stored_entries(self) -> Iterator[tuple[int, bytes]]:
         for index, record in self._conn.execute("SELECT idx, rec FROM entries ORDER BY idx"):
+            if type(index) is not int:
+                raise CorruptionError(f"{self._location}: an entry's index is {index!r}")
             if not isinstance(record, bytes):
                 raise CorruptionError(f"{self._where(index)}: the record is not a blob")
             yield index, record

@@ -73,7 +73,8 @@ def run_trials(
     first_trial: int = 0,
 ) -> TrialRun:
     """Run trials ``first_trial ..`` of ``seed`` on copies of ``pristine`` in ``work``."""
-    scratch = work / "pristine-copy"
+    shutil.copytree(pristine, work / "pristine")  # as it was, for a failure's replay
+    scratch = work / "pristine-opened"
     shutil.copytree(pristine, scratch)
     expected = open_and_dump(scratch, storage, state_machine)  # it writes: a copy
     run = TrialRun()
@@ -90,11 +91,13 @@ def run_trials(
             f"{path.relative_to(data)} flips={[(f.offset, f.old, f.new) for f in flips]}"
         )
         if outcome.startswith("bug"):
-            run.problems.append(f"{where}: {outcome}")
+            # Kept, with the pristine copy beside it: the pristine directory is
+            # rebuilt by each run, and its bytes depend on timing a little.
+            run.problems.append(f"{where} (kept in {data}): {outcome}")
         else:
             run.outcomes[outcome] += 1
             run.by_kind[(kind, outcome)] += 1
-        shutil.rmtree(data)
+            shutil.rmtree(data)
     return run
 
 
