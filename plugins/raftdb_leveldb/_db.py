@@ -26,9 +26,8 @@ from typing import Any
 
 import plyvel
 
-from raftdb_leveldb._logcheck import check_db_files
-
 from raftdb.storage import CorruptionError, free_bytes, no_space_error
+from raftdb_leveldb._logcheck import check_db_files
 
 __all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db", "reopen"]
 

@@ -64,9 +64,9 @@ def _verifies(data: bytes, at: int) -> bool:
     """Whether a whole record whose header is at ``at`` passes its checksum."""
     if at + _HEADER > len(data):
         return False
-    stored, length, kind = struct.unpack_from("<IHB", data, at)
+    stored, length, _ = struct.unpack_from("<IHB", data, at)
     end = at + _HEADER + length
-    return end <= len(data) and _masked(crc32c(data[at + 6 : end])) == stored
+    return end <= len(data) and _masked(crc32c(data[at + 6 : end])) == int(stored)
 
 
 def check_log_file(path: Path) -> str | None:

@@ -114,6 +114,4 @@ def _scan(
     if later == 0:
         return None
     where = "its header" if first_bad < 0 else f"frame {first_bad + 1}"
-    return (
-        f"{where}: SQLite would drop that transaction and the {later} frames written after it"
-    )
+    return f"{where}: SQLite would drop that transaction and the {later} frames written after it"

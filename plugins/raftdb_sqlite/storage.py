@@ -41,8 +41,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from raftdb_sqlite._wal import check_wal
-
 from raftdb.storage import (
     GARBAGE_PER_WRITE,
     CorruptionError,
@@ -51,6 +49,7 @@ from raftdb.storage import (
     MetaName,
     encode_log_bounds,
 )
+from raftdb_sqlite._wal import check_wal
 
 __all__ = ["FILE_NAME", "GARBAGE_PER_WRITE", "SQLiteStorage"]
 
@@ -169,8 +168,10 @@ class SQLiteStorage(DiskStorage):
             # The schema is text in the file, which SQLite parses as it reads it:
             # a damaged byte there can still parse (an ``idx`` column that is no
             # longer the rowid reads as NULL). It must be exactly ours.
-            tables = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")
-            if sorted(row[0] for row in tables) != sorted(_SCHEMA):
+            tables = conn.execute(
+                "SELECT CAST(sql AS BLOB) FROM sqlite_master WHERE type = 'table'"
+            )
+            if sorted(row[0] for row in tables) != sorted(t.encode() for t in _SCHEMA):
                 raise CorruptionError(f"{self._location}: the schema is damaged")
 
     # -- the database calls of DiskStorage --------------------------------------------

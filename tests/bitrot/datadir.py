@@ -12,7 +12,6 @@ a clean close checkpoints it away), as after a kill.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 from pathlib import Path

@@ -29,7 +29,14 @@ STARTS = 2
 def _serve(data: Path, storage: str, state_machine: str) -> subprocess.CompletedProcess[bytes]:
     api, peer = free_ports(2)
     argv = [sys.executable, "-m", "raftdb.cli", "serve", "--id", "1", "--port", str(api)]
-    argv += ["--cluster", f"http://127.0.0.1:{peer}", "--data-dir", str(data), "--host", "127.0.0.1"]
+    argv += [
+        "--cluster",
+        f"http://127.0.0.1:{peer}",
+        "--data-dir",
+        str(data),
+        "--host",
+        "127.0.0.1",
+    ]
     argv += ["--storage", storage, "--state-machine", state_machine, "--tick-ms", "20"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTDB_")}
     return subprocess.run(argv, capture_output=True, timeout=60, env=env)

@@ -16,8 +16,8 @@ import pytest
 from raftdb.codec import CorruptionError
 from raftdb.plugins import open_storage
 from raftdb.raft.messages import Entry, EntryType, HardState
-from raftdb_sqlite.storage import FILE_NAME
 from raftdb_sqlite._wal import check_wal
+from raftdb_sqlite.storage import FILE_NAME
 
 SAVES = 3
 

@@ -47,7 +47,8 @@ class TrialRun:
     def line(self, name: str) -> str:
         """One summary line."""
         kinds = " ".join(
-            f"{kind}={n}" for kind, n in sorted(Counter(k for k, _ in self.by_kind.elements()).items())
+            f"{kind}={n}"
+            for kind, n in sorted(Counter(k for k, _ in self.by_kind.elements()).items())
         )
         o = self.outcomes
         return (
@@ -142,7 +143,10 @@ def _torn_tail(data: Path, storage: str, state_machine: str, expected: Dump, out
     and only if exactly the last save is missing and nothing else differs."""
     got = open_and_dump(data, storage, state_machine)
     hs, cs, snap, first, last, term, entries = expected.log
-    if got.log == (hs, cs, snap, first, last - 1, term, entries[:-1]) and got.state == expected.state:
+    if (
+        got.log == (hs, cs, snap, first, last - 1, term, entries[:-1])
+        and got.state == expected.state
+    ):
         return "torn"
     return outcome
 
