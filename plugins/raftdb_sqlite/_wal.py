@@ -97,11 +97,13 @@ def _scan(
     for n in range(count):
         at = _HEADER + n * size
         pgno, db_size, f1, f2, k0, k1 = struct.unpack(">6I", data[at : at + 24])
-        valid = (f1, f2) == salts and pgno != 0
         salted.append((f1, f2) == salts)
         frame = data[at : at + 8] + data[at + 24 : at + size]
-        ok.append(valid and _checksum(frame, big, *prev) == (k0, k1))
-        commit.append(valid and db_size != 0)
+        verified = _checksum(frame, big, *prev) == (k0, k1)
+        ok.append(salted[-1] and pgno != 0 and verified)
+        # A commit frame: its salts are this log's, or its checksum (which does not
+        # cover the salts) verifies: then only a salt is damaged.
+        commit.append(db_size != 0 and (salted[-1] or verified))
         prev = (k0, k1)
     first_bad = -1 if not header_ok else next((n for n in range(count) if not ok[n]), None)
     if first_bad is None:

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.bitrot.dump import open_and_dump
+from tests.bitrot.flips import file_kind
 from tests.bitrot.trials import damage, judge
 from tests.integration.harness import free_ports
 
-# Damaged directories started per storage/state machine pair (make test);
-# BITROT_STARTS for more (make chaos).
+# Damaged directories started per storage/state machine pair in make test;
+# make chaos starts BITROT_STARTS (marker slow).
 STARTS = 2
 
 
@@ -71,8 +72,24 @@ def _refusals(
 def test_a_damaged_directory_is_refused_with_one_line(
     pristine: tuple[Path, str, str], tmp_path: Path
 ) -> None:
+    _check_starts(pristine, tmp_path, STARTS)
+
+
+@pytest.mark.slow
+@pytest.mark.deadline(900)
+def test_damaged_directories_of_every_kind_are_refused_with_one_line(
+    pristine: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """More kinds (``BITROT_STARTS``, at most the kinds the pair's directory has
+    that can be refused: its LOG text files never are)."""
+    data = pristine[0]
+    kinds = {file_kind(data, p) for p in data.rglob("*") if p.is_file() and p.stat().st_size}
+    refusable = kinds - {"log/LOG", "log/LOG.old", "state/LOG", "state/LOG.old", "cluster-id"}
+    _check_starts(pristine, tmp_path, min(int(os.environ.get("BITROT_STARTS", 6)), len(refusable)))
+
+
+def _check_starts(pristine: tuple[Path, str, str], tmp_path: Path, wanted: int) -> None:
     _, storage, state_machine = pristine
-    wanted = int(os.environ.get("BITROT_STARTS", STARTS))
     for data, kind, damaged in _refusals(pristine, tmp_path, wanted):
         done = _serve(data, storage, state_machine)
         output = done.stdout.decode() + done.stderr.decode()

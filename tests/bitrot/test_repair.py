@@ -31,7 +31,9 @@ KEYS = 60
 
 @pytest.mark.deadline(150)
 def test_a_damaged_member_is_repaired_from_its_peers(cluster_factory: ClusterFactory) -> None:
-    c = cluster_factory(3, tick_ms=20, settings={"snapshot_entries": 20, "snapshot_keep_entries": 5})
+    c = cluster_factory(
+        3, tick_ms=20, settings={"snapshot_entries": 20, "snapshot_keep_entries": 5}
+    )
     c.start_all()
     values = [os.urandom(32) for _ in range(KEYS)]  # random: stored as they are
     for n, value in enumerate(values):
