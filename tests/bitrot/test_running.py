@@ -21,30 +21,40 @@ import pytest
 
 from tests.bitrot.cluster import flip_in_place
 from tests.bitrot.conftest import ClusterFactory
-from tests.integration.harness import wait_until
+from tests.integration.harness import ProcessCluster, wait_until
 
 KEYS = 40
+
+
+def _written_and_restarted(
+    cluster_factory: ClusterFactory, values: list[bytes]
+) -> tuple[ProcessCluster, int, int]:
+    """A 3-node cluster holding ``k<n>`` = ``values[n]``, one of whose followers was
+    restarted after applying them (LevelDB moved its write-ahead logs into tables);
+    returns the cluster, the leader and that follower."""
+    c = cluster_factory(3, tick_ms=20)
+    c.start_all()
+    leader = c.wait_leader()
+    index = 0
+    for n, value in enumerate(values):
+        index = c.put_ok(f"k{n}", value, node_id=leader)
+    follower = c.followers(leader)[0]
+    c.wait_applied(follower, index)
+    c.stop(follower)
+    c.start(follower)
+    c.wait_applied(follower, index)
+    return c, leader, follower
 
 
 @pytest.mark.deadline(120)
 def test_a_running_follower_stops_at_the_first_read_of_a_damaged_table(
     cluster_factory: ClusterFactory,
 ) -> None:
-    c = cluster_factory(3, tick_ms=20)
-    c.start_all()
-    leader = c.wait_leader()
     # 2 KiB random values: a LevelDB block then holds a record or two, and the
     # damaged one holds keys only (the watch history's copies are elsewhere).
+    # The restart moves the state machine's write-ahead log into tables, not yet read.
     values = [os.urandom(2048) for _ in range(KEYS)]
-    index = 0
-    for n, value in enumerate(values):
-        index = c.put_ok(f"k{n}", value, node_id=leader)
-    follower = c.followers(leader)[0]
-    c.wait_applied(follower, index)
-    # A restart moves the state machine's write-ahead log into tables, not yet read.
-    c.stop(follower)
-    c.start(follower)
-    c.wait_applied(follower, index)
+    c, leader, follower = _written_and_restarted(cluster_factory, values)
     damaged = flip_in_place(c.nodes[follower].data_dir / "state", "*.ldb", values[KEYS // 2])
 
     # Reads of other keys may be served (their blocks are whole); the damaged
@@ -73,17 +83,9 @@ def test_a_running_follower_stops_at_the_first_read_of_a_damaged_table(
 def test_damage_to_a_running_followers_log_is_found_at_its_next_start(
     cluster_factory: ClusterFactory,
 ) -> None:
-    c = cluster_factory(3, tick_ms=20)
-    c.start_all()
-    leader = c.wait_leader()
+    # The restart makes its log's write-ahead log a table, read whole at start.
     values = [os.urandom(256) for _ in range(KEYS)]
-    index = 0
-    for n, value in enumerate(values):
-        index = c.put_ok(f"k{n}", value, node_id=leader)
-    follower = c.followers(leader)[0]
-    c.wait_applied(follower, index)
-    c.stop(follower)
-    c.start(follower)  # its log's write-ahead log becomes a table, read whole at start
+    c, leader, follower = _written_and_restarted(cluster_factory, values)
     damaged = flip_in_place(c.nodes[follower].data_dir / "log", "*.ldb", values[KEYS // 2])
     # Running, it serves what it verified at start and goes on taking entries.
     index = c.put_ok("after", b"1", node_id=leader)
