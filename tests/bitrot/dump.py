@@ -88,6 +88,9 @@ def open_and_dump(data: Path, storage_name: str, sm_name: str) -> Dump:
                     )
                 if hs.commit > last:
                     raise NodeRefusedError(f"commit {hs.commit} is beyond the last index {last}")
+                # NodeDisk.open: a state machine behind the snapshot point catches up.
+                if sm.applied_index < snap.index:
+                    sm.apply(storage.entries(sm.applied_index + 1, snap.index + 1))
                 applied = max(min(sm.applied_index, hs.commit), snap.index)
                 for lo in range(applied + 1, hs.commit + 1, _APPLY_BATCH):
                     sm.apply(storage.entries(lo, min(lo + _APPLY_BATCH, hs.commit + 1)))
