@@ -72,10 +72,14 @@ def _verifies(data: bytes, at: int) -> bool:
 def check_log_file(path: Path) -> str | None:
     """What is wrong with the log-format file ``path`` that LevelDB would not
     report, or None (see the module docstring)."""
-    data = path.read_bytes()
+    # Records do not span blocks: only one in the last block can run past the end.
+    # It alone is read (a state machine's write-ahead log may be tens of MiB).
+    with path.open("rb") as f:
+        base = (max(f.seek(0, 2) - 1, 0) // _BLOCK) * _BLOCK
+        f.seek(base)
+        data = f.read()
     size = len(data)
-    last_block = (max(size - 1, 0) // _BLOCK) * _BLOCK
-    at = last_block  # records do not span blocks: only the last one can run past the end
+    at = 0  # offsets in the last block, which starts at ``base`` in the file
     while at + _HEADER <= size:
         block_end = (at // _BLOCK + 1) * _BLOCK
         if block_end - at < _HEADER:  # the block's trailer
@@ -93,7 +97,7 @@ def check_log_file(path: Path) -> str | None:
                 crc = crc32c(data[payload_end - 1 : payload_end], crc)
             if _masked(crc) == stored and (payload_end == size or _verifies(data, payload_end)):
                 return (
-                    f"{path}: the record at offset {at} has a damaged length ({length}, "
+                    f"{path}: the record at offset {base + at} has a damaged length ({length}, "
                     f"the record is {payload_end - at - _HEADER} bytes): LevelDB would "
                     "drop it and everything after it"
                 )
@@ -102,8 +106,8 @@ def check_log_file(path: Path) -> str | None:
         for later in range(at + _HEADER, size - _HEADER + 1):
             if _chain_to_end(data, later) and _verifies(data, later):
                 return (
-                    f"{path}: the record at offset {at} is damaged (its length {length} "
-                    f"runs past the end, but records follow at offset {later}): LevelDB "
+                    f"{path}: the record at offset {base + at} is damaged (its length {length} "
+                    f"runs past the end, but records follow at offset {base + later}): LevelDB "
                     "would drop it and everything after it"
                 )
         return None

@@ -133,3 +133,20 @@ def test_sqlite_text_that_is_not_utf8_is_corruption(tmp_path: Path) -> None:
         conn.close()
     with pytest.raises(CorruptionError, match="damaged text"):
         open_storage("sqlite", file.parent)
+
+
+def test_the_check_reads_the_last_block_of_a_long_log(tmp_path: Path) -> None:
+    """A write-ahead log of several 32 KiB blocks: the record opening the last one."""
+    path = tmp_path / "db"
+    db = plyvel.DB(str(path), create_if_missing=True)
+    for n in range(100):
+        db.put(f"k{n:03d}".encode(), bytes([n]) * 1000, sync=True)
+    db.close()
+    (log,) = path.glob("*.log")
+    data = bytearray(log.read_bytes())
+    last_block = (len(data) - 1) // 32768 * 32768
+    assert last_block >= 65536
+    data[last_block + 5] ^= 0x80  # a block always opens with a record header
+    log.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=rf"offset {last_block} has a damaged length"):
+        open_db(path)
