@@ -77,18 +77,25 @@ bench: $(BENCH_STAMP)
 
 ## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
 ## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills
-## each) and the fuzzers with more examples. Each run prints one summary line; they are
+## each), the fuzzers with more examples, and BITROT_TRIALS bit-rot trials per storage and
+## state machine pair (tests/bitrot). Each run prints one summary line; they are
 ## also appended to CHAOS_SUMMARY. CI (make test) runs the short set. docs/reliability.md.
 CHAOS_SECONDS ?= 120
 CHAOS_SEEDS ?= 5
 CHAOS_KILLS ?= 100
 CHAOS_SUMMARY ?= $(CURDIR)/$(VENV)/chaos-summary.txt
+# The bit-rot trials (tests/bitrot): offline trials per storage/state machine pair, with a
+# fresh seed (BITROT_SEED=S replays one), and damaged directories started as real nodes.
+BITROT_TRIALS ?= 2000
+BITROT_STARTS ?= 6
 .PHONY: chaos
 chaos: $(STAMP)
 	FUZZ_EXAMPLES=20000 SCHEMATHESIS_EXAMPLES=300 \
 	$(BIN)/pytest tests/chaos/test_fuzz.py tests/chaos/test_api_schema.py -p no:cacheprovider
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_KILLS=$(CHAOS_KILLS) \
 	CHAOS_SUMMARY=$(CHAOS_SUMMARY) $(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
+	BITROT_TRIALS=$(BITROT_TRIALS) BITROT_STARTS=$(BITROT_STARTS) CHAOS_SUMMARY=$(CHAOS_SUMMARY) \
+	$(BIN)/pytest tests/bitrot -m slow -p no:cacheprovider
 	$(BIN)/python -m tests.mutation --seeds 2000
 
 ## mutants: the mutation check (tests/mutation, docs/testing.md): each hand-written mutation

@@ -27,6 +27,7 @@ from typing import Any
 import plyvel
 
 from raftdb.storage import CorruptionError, free_bytes, no_space_error
+from raftdb_leveldb._logcheck import check_db_files
 
 __all__ = ["fsync_dir", "fsync_tree", "leveldb_errors", "open_db", "reopen"]
 
@@ -106,12 +107,17 @@ def open_db(path: Path, *, create: bool = True, **options: Any) -> Any:
 
     ``paranoid_checks`` makes LevelDB refuse to open on a damaged log or
     manifest instead of skipping what it cannot read, which would silently
-    lose writes from the middle of the history.
+    lose writes from the middle of the history; :mod:`raftdb_leveldb._logcheck`
+    first catches the one damage LevelDB reads as a crash's torn tail.
 
     Raises:
         CorruptionError: the database is damaged or not a LevelDB database.
         OSError: it cannot be opened (permissions, locked by another process).
     """
+    if path.is_dir():
+        damage = check_db_files(path)  # what LevelDB would read as a torn tail
+        if damage is not None:
+            raise CorruptionError(f"LevelDB database {path}: {damage}")
     with leveldb_errors(f"LevelDB database {path}"):
         return plyvel.DB(
             str(path),

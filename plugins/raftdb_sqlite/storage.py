@@ -26,7 +26,10 @@ reports a quota (``EDQUOT``) as a plain I/O error, which stays fatal.
 
 SQLite does not checksum its pages, so the entries carry raftdb's own
 checksums; at open ``PRAGMA quick_check`` checks the file's structure and every
-entry is read back and checked, as for LevelDB.
+entry is read back and checked, as for LevelDB. SQLite does checksum the frames
+of its write-ahead log, but reads a damaged frame as a crash's torn tail and
+drops every later transaction with it: :mod:`raftdb_sqlite._wal` checks the log
+first and refuses a damaged frame that later commits follow.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from raftdb.storage import (
     MetaName,
     encode_log_bounds,
 )
+from raftdb_sqlite._wal import check_wal
 
 __all__ = ["FILE_NAME", "GARBAGE_PER_WRITE", "SQLiteStorage"]
 
@@ -89,6 +93,9 @@ class SQLiteStorage(DiskStorage):
         file = Path(path) / FILE_NAME
         super().__init__(path, f"SQLite storage {file}")
         self._file = file
+        damage = check_wal(file.with_name(FILE_NAME + "-wal"))
+        if damage is not None:  # before SQLite reads it as a torn tail and drops the rest
+            raise CorruptionError(f"{self._location}: {damage}")
         with self._errors():
             # timeout=0: the file is ours alone (EXCLUSIVE locking), so a lock
             # held by someone else is an error to report now, not to wait out.
@@ -119,6 +126,10 @@ class SQLiteStorage(DiskStorage):
         except sqlite3.DatabaseError as exc:
             # "file is not a database", "database disk image is malformed", ...
             raise CorruptionError(f"{where}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            # Text SQLite hands back (a damaged schema, in an error message) that is
+            # not UTF-8: raftdb writes only ASCII text, so the file is damaged.
+            raise CorruptionError(f"{where}: damaged text in the file: {exc}") from exc
 
     def _open(self, sync: bool) -> None:
         conn = self._conn
@@ -159,6 +170,15 @@ class SQLiteStorage(DiskStorage):
                 f"{self._location}: not a raftdb log "
                 f"(application_id {app_id:#x}, user_version {version})"
             )
+        else:
+            # The schema is text in the file, which SQLite parses as it reads it:
+            # a damaged byte there can still parse (an ``idx`` column that is no
+            # longer the rowid reads as NULL). It must be exactly ours.
+            tables = conn.execute(
+                "SELECT CAST(sql AS BLOB) FROM sqlite_master WHERE type = 'table'"
+            )
+            if sorted(row[0] for row in tables) != sorted(t.encode() for t in _SCHEMA):
+                raise CorruptionError(f"{self._location}: the schema is damaged")
 
     # -- the database calls of DiskStorage --------------------------------------------
 
@@ -173,6 +193,8 @@ class SQLiteStorage(DiskStorage):
 
     def _stored_entries(self) -> Iterator[tuple[int, bytes]]:
         for index, record in self._conn.execute("SELECT idx, rec FROM entries ORDER BY idx"):
+            if type(index) is not int:
+                raise CorruptionError(f"{self._location}: an entry's index is {index!r}")
             if not isinstance(record, bytes):
                 raise CorruptionError(f"{self._where(index)}: the record is not a blob")
             yield index, record

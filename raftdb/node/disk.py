@@ -81,6 +81,10 @@ _SAVE_RETRY_FIRST = 0.05
 #: next save back, few enough to bound what is committed but not yet applied.
 MAX_APPLYING = 4
 _SAVE_RETRY_CAP = 2.0
+# Entries (and bytes) read and applied per batch when a state machine behind the
+# log's snapshot point is brought up to it at open.
+_REPLAY_BATCH: Final = 512
+_REPLAY_BYTES: Final = 16 << 20
 #: Where in a data directory the storage plugin keeps the log, and the state
 #: machine plugin its state (``raftdb.node.rebuild`` builds data directories too).
 LOG_DIR: Final = "log"
@@ -218,7 +222,32 @@ class NodeDisk:
                 "from this log; wipe the data directory and re-add the node"
             )
         self._last_snapshot_index = storage.snapshot().metadata.index
+        if sm.applied_index < self._last_snapshot_index:
+            await self._log_thread.submit(self._replay_to_snapshot, storage, sm)
         return storage, sm
+
+    def _replay_to_snapshot(self, storage: Storage, sm: StateMachine) -> None:
+        """On the log thread: apply the entries up to the log's snapshot point to a
+        state machine behind it, while the log still holds them.
+
+        The core takes everything up to the snapshot point as applied (the state
+        machine restarts from its snapshot), which holds for a state machine that
+        keeps its state on disk. One that keeps nothing (``memory``) restarts
+        empty: without this, the core applied the entries after the point to it,
+        and the node stopped (``entries start at 121, applied index is 0``).
+        """
+        lo, hi = sm.applied_index + 1, self._last_snapshot_index + 1
+        log.info(
+            "node %d replays entries %d..%d into its state machine (behind the log's "
+            "snapshot point)",
+            self.node_id,
+            lo,
+            hi - 1,
+        )
+        while lo < hi:
+            batch = storage.entries(lo, min(hi, lo + _REPLAY_BATCH), _REPLAY_BYTES)
+            sm.apply(batch)
+            lo += len(batch)
 
     def _open_disk(self) -> tuple[Storage, StateMachine]:
         cfg = self.config

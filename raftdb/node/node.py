@@ -407,10 +407,12 @@ class Node:
     def _on_restored(self) -> None:
         """A leader's snapshot replaced the state machine's state (the disk calls it on
         the loop, before any later entry is applied): watchers catch up again from
-        its history, the lease keeper starts again from its leases."""
+        its history, the lease keeper starts again from its leases, and the membership
+        is the snapshot's (a new member learns it so, and whether it is a learner)."""
         sm = self._sm
         assert sm is not None
         assert self._loop is not None
+        self._on_conf_change()
         self._hub.restored(sm.applied_index)
         self._leases.load(sm.leases(), self._loop.time())
         self._requests.wake_applied()  # reads waiting for an index the snapshot reached
