@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.cluster import ChaosCluster
 from tests.cluster_fixtures import attach_cluster_logs, clusters_of_test
 from tests.deadline import MARKER as DEADLINE_MARKER
 from tests.deadline import deadline
+from tests.powerloss.cluster import PowerCluster
 from tests.powerloss.mount import PowerLossMount, require_fuse
 
 DEFAULT_DEADLINE = 60.0
@@ -55,11 +55,13 @@ def mounts(tmp_path: Path) -> Iterator[MountFactory]:
 
 
 @pytest.fixture
-def chaos_cluster(
-    request: pytest.FixtureRequest, tmp_path: Path, mounts: MountFactory
-) -> Iterator[Callable[..., ChaosCluster]]:
-    """As ``tests/chaos``'s: clusters stopped before the mounts go."""
-    yield from clusters_of_test(request, tmp_path, ChaosCluster)
+def power_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., PowerCluster]]:
+    """``power_cluster(size=3, **kwargs)`` → a :class:`PowerCluster` (mounted, not
+    started); closed at the end: nodes stopped, then every mount unmounted."""
+    require_fuse()
+    yield from clusters_of_test(request, tmp_path, PowerCluster)
 
 
 @pytest.hookimpl(wrapper=True)

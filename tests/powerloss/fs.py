@@ -138,7 +138,9 @@ class PowerLossFS(mfusepy.Operations):  # type: ignore[misc]
                 "st_ctime": now,
                 "st_size": 0,
             }
-            if isinstance(node, File):
+            if isinstance(node, Dir):
+                attrs.update(st_mtime=node.mtime_ns, st_ctime=node.mtime_ns)
+            else:
                 st = os.stat(self.model.object_path(node))
                 attrs.update(
                     st_size=st.st_size,

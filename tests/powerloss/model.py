@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,9 @@ class Dir:
     mode: int
     entries: dict[str, int] = field(default_factory=dict)
     durable: dict[str, int] = field(default_factory=dict)
+    #: Moves with every change of its entries, as on a real filesystem (LevelDB's
+    #: plugin watches it to know when to sync the directory).
+    mtime_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass
@@ -149,8 +153,10 @@ class Model:
         return self._next - 1
 
     def _changed(self, *dirs: Dir) -> None:
-        if self.mode == "ordered":
-            for d in dirs:
+        now = time.time_ns()
+        for d in dirs:
+            d.mtime_ns = now
+            if self.mode == "ordered":
                 d.durable = dict(d.entries)
 
     def create(self, path: str, mode: int) -> File:
@@ -284,6 +290,8 @@ class Model:
             if isinstance(node, Dir):
                 changed = set(node.entries.items()) ^ set(node.durable.items())
                 self.stats.names_reverted += len({name for name, _ in changed})
+                if changed:
+                    node.mtime_ns = time.time_ns()
                 node.entries = dict(node.durable)
                 stack.extend(c for c in node.entries.values() if c not in reachable)
         for node_id, node in list(self.nodes.items()):
