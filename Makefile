@@ -77,11 +77,14 @@ bench: $(BENCH_STAMP)
 
 ## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
 ## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills
-## each) and the fuzzers with more examples. Each run prints one summary line; they are
-## also appended to CHAOS_SUMMARY. CI (make test) runs the short set. docs/reliability.md.
+## each), the fuzzers with more examples, and the power cuts (tests/powerloss: POWERLOSS_CUTS
+## cuts for each pair of storage and state machine plugins). Each run prints one summary
+## line; they are also appended to CHAOS_SUMMARY. CI (make test) runs the short set.
+## docs/reliability.md.
 CHAOS_SECONDS ?= 120
 CHAOS_SEEDS ?= 5
 CHAOS_KILLS ?= 100
+POWERLOSS_CUTS ?= 60
 CHAOS_SUMMARY ?= $(CURDIR)/$(VENV)/chaos-summary.txt
 .PHONY: chaos
 chaos: $(STAMP)
@@ -89,6 +92,8 @@ chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos/test_fuzz.py tests/chaos/test_api_schema.py -p no:cacheprovider
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_KILLS=$(CHAOS_KILLS) \
 	CHAOS_SUMMARY=$(CHAOS_SUMMARY) $(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
+	POWERLOSS_CUTS=$(POWERLOSS_CUTS) CHAOS_SUMMARY=$(CHAOS_SUMMARY) \
+	$(BIN)/pytest tests/powerloss -m slow -p no:cacheprovider
 	$(BIN)/python -m tests.mutation --seeds 2000
 
 ## mutants: the mutation check (tests/mutation, docs/testing.md): each hand-written mutation
