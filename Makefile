@@ -77,12 +77,15 @@ bench: $(BENCH_STAMP)
 
 ## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
 ## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills
-## each), the fuzzers with more examples, and BITROT_TRIALS bit-rot trials per storage and
-## state machine pair (tests/bitrot). Each run prints one summary line; they are
-## also appended to CHAOS_SUMMARY. CI (make test) runs the short set. docs/reliability.md.
+## each), the fuzzers with more examples, BITROT_TRIALS bit-rot trials per storage and
+## state machine pair (tests/bitrot), and the power cuts (tests/powerloss: POWERLOSS_CUTS
+## cuts for each pair of storage and state machine plugins). Each run prints one summary
+## line; they are also appended to CHAOS_SUMMARY. CI (make test) runs the short set.
+## docs/reliability.md.
 CHAOS_SECONDS ?= 120
 CHAOS_SEEDS ?= 5
 CHAOS_KILLS ?= 100
+POWERLOSS_CUTS ?= 60
 CHAOS_SUMMARY ?= $(CURDIR)/$(VENV)/chaos-summary.txt
 # The bit-rot trials (tests/bitrot): offline trials per storage/state machine pair, with a
 # fresh seed (BITROT_SEED=S replays one), and damaged directories started as real nodes.
@@ -96,6 +99,8 @@ chaos: $(STAMP)
 	CHAOS_SUMMARY=$(CHAOS_SUMMARY) $(BIN)/pytest tests/chaos -m slow -p no:cacheprovider
 	BITROT_TRIALS=$(BITROT_TRIALS) BITROT_STARTS=$(BITROT_STARTS) CHAOS_SUMMARY=$(CHAOS_SUMMARY) \
 	$(BIN)/pytest tests/bitrot -m slow -p no:cacheprovider
+	POWERLOSS_CUTS=$(POWERLOSS_CUTS) CHAOS_SUMMARY=$(CHAOS_SUMMARY) \
+	$(BIN)/pytest tests/powerloss -m slow -p no:cacheprovider
 	$(BIN)/python -m tests.mutation --seeds 2000
 
 ## mutants: the mutation check (tests/mutation, docs/testing.md): each hand-written mutation

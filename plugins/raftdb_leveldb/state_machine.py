@@ -102,8 +102,15 @@ from raftdb.state_machine import (
     encode_stream,
     prefix_end,
 )
-from raftdb.storage import is_no_space
-from raftdb_leveldb._db import fsync_dir, fsync_tree, leveldb_errors, open_db, reopen
+from raftdb.storage import durable_mkdir, is_no_space
+from raftdb_leveldb._db import (
+    NewNames,
+    fsync_dir,
+    fsync_tree,
+    leveldb_errors,
+    open_db,
+    reopen,
+)
 from raftdb_leveldb._layout import (
     BARRIER,
     CHANGE,
@@ -204,7 +211,7 @@ class LevelDBStateMachine:
             self._options["history_limit"] = watch_history
         self._applier = Applier(**self._options)
         self._path = Path(path)
-        self._path.mkdir(parents=True, exist_ok=True)
+        durable_mkdir(self._path)
         self._sync = sync
         self._lock = RWLock()
         # What lease and history reads see, as of the last batch LevelDB took
@@ -218,6 +225,7 @@ class LevelDBStateMachine:
         self._floor = 0  # the history floor on disk
         self._generation = self._open_current()
         self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
+        self._new_names = NewNames(self._db_path(self._generation))
         try:
             self._upgrade()
             self._load()
@@ -495,6 +503,8 @@ class LevelDBStateMachine:
                     info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
                     batch.put(STATE, encode_info(info))
                     batch.write()
+                    if self._sync:
+                        self._new_names.after_write()
             except UsageError:
                 raise  # refused before anything changed
             except OSError as exc:
@@ -616,6 +626,7 @@ class LevelDBStateMachine:
                     # A durable point to hand out: the driver may compact the
                     # log up to it. (Synced applies are durable already.)
                     self._db.put(BARRIER, b"", sync=True)
+                    self._new_names.after_write()
                 raw = view.get(STATE)
                 raw_floor = view.get(FLOOR, verify_checksums=True)
         if raw is None:
@@ -739,6 +750,7 @@ class LevelDBStateMachine:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
             self._db, self._generation = db, generation
+            self._new_names = NewNames(self._db_path(generation))
             self._install(applier, info, history, floor)
             self._refused = None  # the new state replaces what a refused batch left behind
             if old_db is not None:

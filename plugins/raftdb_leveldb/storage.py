@@ -47,7 +47,7 @@ from raftdb.storage import (
     MetaName,
     encode_log_bounds,
 )
-from raftdb_leveldb._db import leveldb_errors, open_db, reopen
+from raftdb_leveldb._db import NewNames, leveldb_errors, open_db, reopen
 from raftdb_leveldb._marker import unknown_format
 
 __all__ = ["GARBAGE_PER_WRITE", "LevelDBStorage"]
@@ -97,6 +97,7 @@ class LevelDBStorage(DiskStorage):
         path = Path(path)
         super().__init__(path, f"LevelDB storage {path}")
         self._sync = sync
+        self._new_names = NewNames(self._path)
         self._db = open_db(self._path)
         try:
             with leveldb_errors(self._location):
@@ -165,6 +166,8 @@ class LevelDBStorage(DiskStorage):
             for name, record in meta:
                 batch.put(_META[name], record)
             batch.write()
+            if self._sync:
+                self._new_names.after_write()
 
     def _close_db(self) -> None:
         if self._db is not None:

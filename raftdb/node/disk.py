@@ -60,7 +60,7 @@ from raftdb.kv.snapshot import SnapshotFormatError, check_stream
 from raftdb.node.disk_thread import DiskThread
 from raftdb.node.handle import Alarm
 from raftdb.plugins import open_state_machine, open_storage
-from raftdb.storage import is_no_space
+from raftdb.storage import durable_mkdir, is_no_space
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
@@ -212,7 +212,7 @@ class NodeDisk:
                 it cannot catch up from this log.
         """
         self._loop = asyncio.get_running_loop()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        durable_mkdir(self.data_dir)
         storage, sm = await self._log_thread.submit(self._open_disk)
         self.storage, self.sm = storage, sm
         if sm.applied_index < storage.first_index() - 1:

@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Final
 
+from raftdb.storage import durable_mkdir
+
 __all__ = [
     "CLUSTER_ID_FILE",
     "ClusterIdError",
@@ -79,7 +81,7 @@ def write_cluster_id(data_dir: Path, cluster_id: str) -> None:
     """
     if not _ID.fullmatch(cluster_id):
         raise ValueError(f"a cluster id is 16 lowercase hex digits, got {cluster_id!r}")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    durable_mkdir(data_dir)
     path = data_dir / CLUSTER_ID_FILE
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:

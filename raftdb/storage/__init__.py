@@ -10,7 +10,8 @@ needs from here, never from the modules inside (an import-linter contract in
 - :class:`DiskStorage`, the base of the disk plugins, with its :class:`LogIndex`;
 - a full disk as plugins report it (:mod:`raftdb.storage.nospace`: an
   ``OSError`` with ``errno`` ``ENOSPC``/``EDQUOT``, the one error a node survives);
-- the on-disk records (:mod:`raftdb.storage.records`) and :class:`CorruptionError`.
+- the on-disk records (:mod:`raftdb.storage.records`) and :class:`CorruptionError`;
+- :func:`durable_mkdir`: directories that a power cut cannot take away.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from raftdb.codec import CorruptionError
 from raftdb.raft.storage import StorageReader
 from raftdb.storage.disk import GARBAGE_PER_WRITE, DiskStorage, MetaName
+from raftdb.storage.durable import durable_mkdir, fsync_dir
 from raftdb.storage.logindex import LogIndex, load_log
 from raftdb.storage.memory import MemoryStorage
 from raftdb.storage.nospace import NO_SPACE_ERRNOS, free_bytes, is_no_space, no_space_error
@@ -37,8 +39,10 @@ __all__ = [
     "StorageReader",
     "StorageWriter",
     "decode_log_bounds",
+    "durable_mkdir",
     "encode_log_bounds",
     "free_bytes",
+    "fsync_dir",
     "is_no_space",
     "load_log",
     "no_space_error",

@@ -53,6 +53,7 @@ from raftdb.raft.messages import (
     SnapshotMetadata,
     entry_size,
 )
+from raftdb.storage.durable import durable_mkdir
 from raftdb.storage.logindex import LogIndex, load_log
 from raftdb.storage.nospace import is_no_space
 from raftdb.storage.records import (
@@ -202,7 +203,7 @@ class DiskStorage(ABC):
 
     def __init__(self, path: Path | str, location: str) -> None:
         self._path = Path(path)
-        self._path.mkdir(parents=True, exist_ok=True)
+        durable_mkdir(self._path)
         self._location = location
         self._write_lock = threading.RLock()
         self._lock = threading.RLock()
