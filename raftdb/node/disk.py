@@ -37,9 +37,7 @@ stops). Any other storage or state machine error stops the node for good
 
 While the log's save is retried the Ready loop waits for it, so the core
 makes no new Ready: this node sends nothing, confirms no read index and
-applies nothing that this save or a later one writes (committed entries saved
-before it may be handed to the apply thread beside it, ``raftdb.node.ready_loop``);
-while a batch is retried, nothing after it is applied.
+applies nothing; while a batch is retried, nothing after it is applied.
 Either way a linearizable read cannot be answered here (its read index is at
 or past what is stuck): the node refuses it at once, and serves stale reads
 (``raftdb.node.node``).

@@ -10,11 +10,9 @@ one Ready at a time, in the order ``raftdb.raft.rawnode`` requires::
 
     rd = raw.ready()
     send rd.messages                  (a leader's appends leave before its own save)
-    if rd.committed_entries were all saved before rd (none at or after rd.entries[0],
-        no snapshot): hand them to the apply thread now, to apply beside the save
     on the log thread: [restore a received snapshot], save, then
         send rd.messages_after_save   (votes, acks: only once durable)
-    else hand rd.committed_entries to the apply thread (one state machine batch)
+    hand rd.committed_entries to the apply thread (one state machine batch)
     raw.advance(rd); answer waiting reads
 
 The log thread and the apply thread are the node's disk (``raftdb.node.disk``,
@@ -22,14 +20,6 @@ with the storage and the state machine they write): a batch applies while the
 next Ready is saved (a few batches queued at most, applied in order), and a
 snapshot to install waits for every batch before it. Requests are answered
 when their batch is applied (the disk's ``after_apply``, the node's).
-
-Applying a Ready's committed entries during its save, when they are durable
-already (as a follower's usually are: an append carries the commit index of
-the entries before it, and a busy leader's are those of the previous save),
-lets both threads finish together: their results come back in one wake-up of
-the loop (the disk threads share one inbox), and a busy leader answers its
-clients one fsync sooner. Entries this very save writes are applied only
-after it, so nothing is applied that a crash could take from this log.
 
 While the threads save and apply, the loop keeps stepping peer messages and
 taking proposals; they go into the next Ready, so one fsync covers every
@@ -182,11 +172,6 @@ class ReadyLoop:
             transport.send(rd.messages)
         if rd.snapshot is not None:
             await disk.applies_done()  # the restore must follow every earlier batch
-        apply_now = bool(rd.committed_entries) and _durable_before(rd)
-        if apply_now:
-            # Committed and already on disk: apply beside the save, not after it.
-            await disk.apply_room()
-            disk.start_apply(rd.committed_entries)
         if rd.entries or rd.snapshot is not None or rd.must_sync:
             # An OSError saving rd is retried (NodeDisk.save); any other storage
             # error propagates: the node stops (fail).
@@ -198,7 +183,7 @@ class ReadyLoop:
                 disk.defer_hard_state(rd.hard_state)
             if rd.messages_after_save:
                 transport.send(rd.messages_after_save)
-        if rd.committed_entries and not apply_now:
+        if rd.committed_entries:
             await disk.apply_room()  # a few batches queued at most, applied in order
             disk.start_apply(rd.committed_entries)
         raw.advance(rd)
@@ -221,18 +206,3 @@ class ReadyLoop:
             if rd.soft_state.lead:
                 # Reads sent to a former leader will not be answered: ask the new one.
                 self._requests.reissue_reads(raw)
-
-
-def _durable_before(rd: Ready) -> bool:
-    """Whether ``rd``'s committed entries were all saved before ``rd`` (so they may
-    be applied while ``rd`` is saved): no snapshot, and every committed entry
-    precedes the first entry ``rd`` writes.
-
-    The Ready loop saves one Ready at a time and advances none before its save,
-    so an entry before ``rd.entries`` is on disk already; an entry at or after
-    their first index may be rewritten by this very save (a conflict replaced)
-    and must wait for it.
-    """
-    if rd.snapshot is not None:
-        return False
-    return not rd.entries or rd.committed_entries[-1].index < rd.entries[0].index
