@@ -14,6 +14,12 @@ back to the loop, the awaiting coroutine resumed):
 Each round awaits 100 jobs one after another (as a Ready loop at one connection
 does), so the figure is 100 round trips.
 
+- ``test_pair[separate|shared_inbox]``: a save and an apply as a follower's Ready
+  hands them over (both submitted, then both awaited), on two threads that each
+  wake the loop (``separate``) or that share one :class:`~raftdb.node.disk_thread.Inbox`,
+  whose outcomes are handed back in one ``call_soon_threadsafe`` when they come
+  close together (``shared_inbox``). 100 pairs a round.
+
 Run: ``pytest benchmarks/test_disk_thread_bench.py --benchmark-only``.
 """
 
@@ -26,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from raftdb.node.disk_thread import DiskThread
+from raftdb.node.disk_thread import DiskThread, Inbox
 
 ROUND_TRIPS = 100
 
@@ -66,4 +72,23 @@ def test_hand_off(benchmark: Any, kind: str) -> None:
         benchmark(lambda: loop.run_until_complete(rounds()))
     finally:
         close()
+        loop.close()
+
+
+@pytest.mark.parametrize("kind", ["separate", "shared_inbox"])
+def test_pair(benchmark: Any, kind: str) -> None:
+    inbox = Inbox() if kind == "shared_inbox" else None
+    log = DiskThread("bench-log", inbox)
+    apply = DiskThread("bench-apply", inbox)
+    loop = asyncio.new_event_loop()
+
+    async def rounds() -> None:
+        for _ in range(ROUND_TRIPS):
+            await asyncio.gather(apply.submit(_job), log.submit(_job))
+
+    try:
+        benchmark(lambda: loop.run_until_complete(rounds()))
+    finally:
+        log.shutdown()
+        apply.shutdown()
         loop.close()

@@ -448,8 +448,7 @@ class Command:
         else:
             fields = [COMMAND_FORMAT_2, int(self.op), self.key, self.value, self.expect]
             fields += [self.client_id, self.seq, self.ack, self.lease, self.ttl]
-        data: bytes = msgpack.packb(fields, use_bin_type=True)
-        return data
+        return pack(fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Command:

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import msgpack
 
+from raftdb.codec import pack
 from raftdb.kv.commands import InvalidCommandError, KeyValue
 
 __all__ = [
@@ -159,11 +160,7 @@ class Txn:
     def encode(self) -> bytes:
         """The transaction as the value of a ``TXN`` command."""
         compares = [[c.key, int(c.target), int(c.op), c.value] for c in self.compare]
-        data: bytes = msgpack.packb(
-            [compares, _ops_to_list(self.success), _ops_to_list(self.failure)],
-            use_bin_type=True,
-        )
-        return data
+        return pack([compares, _ops_to_list(self.success), _ops_to_list(self.failure)])
 
     @classmethod
     def decode(cls, data: bytes) -> Txn:

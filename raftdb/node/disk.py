@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.kv.snapshot import SnapshotFormatError, check_stream
-from raftdb.node.disk_thread import DiskThread
+from raftdb.node.disk_thread import DiskThread, Inbox
 from raftdb.node.handle import Alarm
 from raftdb.plugins import open_state_machine, open_storage
 from raftdb.storage import durable_mkdir, is_no_space
@@ -156,9 +156,12 @@ class NodeDisk:
         self._fail = fail
         self._stopping = stopping
         self._failed = failed
-        # The log thread (saves, snapshots, open and close) and the apply thread.
-        self._log_thread = DiskThread(f"raftdb-io-{self.node_id}")
-        self._apply_thread = DiskThread(f"raftdb-apply-{self.node_id}")
+        # The log thread (saves, snapshots, open and close) and the apply thread,
+        # handing their results back through one inbox: a save and an apply that
+        # end close together wake the loop once.
+        inbox = Inbox()
+        self._log_thread = DiskThread(f"raftdb-io-{self.node_id}", inbox)
+        self._apply_thread = DiskThread(f"raftdb-apply-{self.node_id}", inbox)
         # Batches handed to the apply thread and not applied yet, oldest first.
         self._applying: collections.deque[asyncio.Future[list[Any]]] = collections.deque()
         self._snapshotting = False

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from raftdb.node.disk_thread import DiskThread
+from raftdb.node.disk_thread import DiskThread, Inbox
 
 
 def test_jobs_run_in_order_on_one_thread_and_return_their_results() -> None:
@@ -100,3 +100,46 @@ def test_a_thread_never_started_shuts_down_at_once() -> None:
 
 async def _submit(worker: DiskThread) -> None:
     await worker.submit(lambda: None)
+
+
+def test_threads_sharing_an_inbox_hand_back_every_result_in_order() -> None:
+    asyncio.run(_test_threads_sharing_an_inbox_hand_back_every_result_in_order())
+
+
+async def _test_threads_sharing_an_inbox_hand_back_every_result_in_order() -> None:
+    inbox = Inbox()
+    first, second = DiskThread("test-disk-1", inbox), DiskThread("test-disk-2", inbox)
+    gate = threading.Event()
+    settled: list[str] = []
+
+    def job(name: str) -> str:
+        gate.wait(10)
+        return name
+
+    futures = [
+        t.submit(job, f"{t_name}-{n}")
+        for n in range(20)
+        for t, t_name in ((first, "a"), (second, "b"))
+    ]
+    for future in futures:
+        future.add_done_callback(lambda f: settled.append(f.result()))
+    gate.set()
+    results = await asyncio.gather(*futures)
+    assert results == [f"{t}-{n}" for n in range(20) for t in ("a", "b")]
+    # Each thread's results are settled in the order its jobs ran.
+    for t in ("a", "b"):
+        assert [r for r in settled if r.startswith(t)] == [f"{t}-{n}" for n in range(20)]
+    await asyncio.to_thread(first.shutdown)
+    await asyncio.to_thread(second.shutdown)
+
+
+def test_an_inbox_serves_a_new_loop_after_the_old_one_closed() -> None:
+    inbox = Inbox()
+    worker = DiskThread("test-disk", inbox)
+
+    async def one(n: int) -> int:
+        return await worker.submit(lambda: n)
+
+    assert asyncio.run(one(1)) == 1
+    assert asyncio.run(one(2)) == 2
+    worker.shutdown()
