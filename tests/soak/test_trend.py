@@ -181,3 +181,19 @@ def test_leftovers_finds_a_port_still_taken(tmp_path: Path) -> None:
         found = leftovers(tmp_path, pids=[2**22 + 12345], ports=[port])
         assert found == [f"port {port} is still taken"]
     assert leftovers(tmp_path, pids=[], ports=[port]) == []
+
+
+def test_judge_reads_a_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.soak.judge import main
+
+    write_header(tmp_path / "samples.csv")
+    append(tmp_path / "samples.csv", _series(1, 1, [60 + 0.2 * n for n in range(120)]))
+    assert main([str(tmp_path), "--no-plot", "--warmup-seconds", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "node 1 process 1 rss_mib: +12.00/h" in out
+    assert "GROWS" in out
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_header(flat / "samples.csv")
+    append(flat / "samples.csv", _series(2, 1, [60.0] * 30))
+    assert main([str(flat), "--no-plot"]) == 0
