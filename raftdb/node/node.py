@@ -81,6 +81,7 @@ from raftdb.node.handle import (
 )
 from raftdb.node.identity_keeper import ClusterIdKeeper, bootstrap_cluster_id
 from raftdb.node.leases import LeaseKeeper
+from raftdb.node.loop_lag import LoopLagMonitor
 from raftdb.node.metrics import NodeMetrics
 from raftdb.node.ready_loop import ReadyLoop
 from raftdb.node.requests import WaitingRequests, no_leader
@@ -156,6 +157,7 @@ class Node:
         self.metrics = NodeMetrics(config.id)
         # Leader changes, last contact per peer, read counters (GET /v1/cluster/status).
         self._view = ClusterView(config.id, config.election_timeout_s, self.metrics.registry)
+        self._loop_lag = LoopLagMonitor(self.metrics.registry)
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -285,6 +287,7 @@ class Node:
         self._hub.start(sm.applied_index)
         self._leases.load(sm.leases(), self._loop.time())
         self._leases.start(self._leading)
+        self._loop_lag.start()
         if not cfg.sync:
             log.warning(_SYNC_OFF_WARNING, self._id)
         log.info(
@@ -338,6 +341,7 @@ class Node:
         self._stopping = True
         self.end_streams()
         await self._leases.stop()
+        await self._loop_lag.stop()
         if self._ready_loop is not None:
             await self._ready_loop.stop()
         if self._transport is not None:

@@ -36,7 +36,7 @@ import base64
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -94,6 +94,8 @@ class Bank:
     records: list[TxnRecord] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    #: Awaited before each transfer or audit (the workload's rate limit; none by default).
+    pace: Callable[[], Awaitable[None]] | None = None
 
     @property
     def total(self) -> int:
@@ -120,6 +122,8 @@ class Bank:
         seq = 0
         while not self.halt.is_set():
             seq += 1
+            if self.pace is not None:
+                await self.pace()
             if rng.random() < 0.25:
                 await self._audit(http, rng)
                 continue

@@ -22,6 +22,11 @@ the nemesis measures how long the cluster takes to acknowledge a write again
 ``restart_all`` ``kill -9`` every node at once, then restart them all.
 
 Only clock-free faults: raftdb does not depend on synchronised clocks.
+
+``spare`` nodes are never restarted: ``kill``, ``stop`` and ``member`` pick
+others and ``restart_all`` restarts the rest; every other fault still hits
+them. The soak (:mod:`tests.soak`) spares one node so that one process lives
+through the whole run and its memory can be followed for hours.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Nemesis:
     recoveries: list[float] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
     on_membership: Callable[[], None] | None = None
+    spare: frozenset[int] = frozenset()
     _probes: int = 0
 
     # -- the loop -------------------------------------------------------------------
@@ -129,11 +135,14 @@ class Nemesis:
         """The current leader among the members, if there is one now."""
         return self.cluster.leader(sorted(self.cluster.membership))
 
-    def _victim(self, leader_bias: float = 0.5) -> int:
+    def _victim(self, leader_bias: float = 0.5, *, restart: bool = False) -> int:
+        """A live member, the leader with probability ``leader_bias``; never a spared
+        node when the fault ``restart``s its victim."""
         c = self.cluster
         leader = self.leader()
-        running = [i for i in sorted(c.membership) if c.nodes[i].live]
-        if leader is not None and self.rng.random() < leader_bias:
+        spared = self.spare if restart else frozenset()
+        running = [i for i in sorted(c.membership) if c.nodes[i].live and i not in spared]
+        if leader is not None and leader not in spared and self.rng.random() < leader_bias:
             return leader
         return self.rng.choice(running)
 
@@ -141,7 +150,7 @@ class Nemesis:
 
     def _kill(self) -> None:
         c = self.cluster
-        victim = self._victim()
+        victim = self._victim(restart=True)
         self._note(f"kill {victim}")
         c.kill(victim)
         self.counts["kill"] += 1
@@ -150,7 +159,7 @@ class Nemesis:
 
     def _stop(self) -> None:
         c = self.cluster
-        victim = self._victim()
+        victim = self._victim(restart=True)
         self._note(f"stop {victim}")
         code = c.stop(victim)
         # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly.
@@ -215,10 +224,10 @@ class Nemesis:
 
     def _member(self) -> None:
         c = self.cluster
-        members = sorted(c.membership)
+        members = [i for i in sorted(c.membership) if i not in self.spare]
         leader = self.leader()
         # The leader itself a quarter of the time.
-        if leader is not None and self.rng.random() < 0.25:
+        if leader in members and self.rng.random() < 0.25:
             victim = leader
         else:
             victim = self.rng.choice([i for i in members if i != leader] or members)
@@ -269,10 +278,11 @@ class Nemesis:
 
     def _restart_all(self) -> None:
         c = self.cluster
-        self._note("kill all")
-        for i in sorted(c.membership):
+        victims = [i for i in sorted(c.membership) if i not in self.spare]
+        self._note(f"kill all of {victims}")
+        for i in victims:
             c.kill(i)
         self.counts["restart_all"] += 1
         self._sleep((0.2, 1.0))
-        for i in sorted(c.membership):
+        for i in victims:
             c.start(i, wait=False)

@@ -144,6 +144,12 @@ class Workload:
         lease_clients: lease clients (:mod:`tests.chaos.leases`).
         lease_ttl: the TTL of their leases, seconds.
         watchers: watchers per member (prefixes: :func:`watch_prefix`).
+        rate: at most this many operations a second, over the key-value clients,
+            the ledger writers and the bank clients together (``None``: as fast
+            as they go; the soak, :mod:`tests.soak`, runs for hours at a modest rate).
+        stale_reads: the share of the key-value clients' reads sent with
+            ``consistency=stale`` (counted as ``stale_reads``, not in the history:
+            a stale read may be behind, so it proves nothing about linearizability).
     """
 
     def __init__(
@@ -160,8 +166,13 @@ class Workload:
         lease_clients: int = 0,
         lease_ttl: int = 3,
         watchers: int = 0,
+        rate: float | None = None,
+        stale_reads: float = 0.0,
     ) -> None:
         self.urls = urls
+        self.rate = rate
+        self.stale_reads = stale_reads
+        self._next_slot = 0.0
         self.seed = seed
         self.n_clients = clients
         self.n_ledgers = ledgers
@@ -180,6 +191,8 @@ class Workload:
         self.n_banks = banks
         self.n_lease_clients = lease_clients
         self.bank = Bank(urls, seed, self.run_id, self._halt)
+        if rate is not None:
+            self.bank.pace = self._pace
         self.leases = LeaseClients(urls, seed, self.run_id, self._halt, lease_ttl)
         self.watchers = [
             Watcher(
@@ -264,6 +277,17 @@ class Workload:
     def _url(self, rng: random.Random) -> str:
         return rng.choice(self.urls())
 
+    async def _pace(self) -> None:
+        """Wait for this operation's slot under ``rate`` (one shared schedule: every
+        task runs on the workload's loop)."""
+        if self.rate is None:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
     # -- recording ------------------------------------------------------------------
 
     def _record(self, client: int, op: KVInput, call: float, output: KVOutput, ret: float) -> None:
@@ -287,13 +311,17 @@ class Workload:
         n = 0
         async with self._http() as http:
             while not self._halt.is_set():
+                await self._pace()
                 n += 1
                 key = self._key(rng)
                 roll = rng.random()
                 value = f"c{client}-{n}"
                 seen = state.seen.get(key)
                 if roll < 0.40:
-                    await self._get(http, rng, client, key, state)
+                    if self.stale_reads and rng.random() < self.stale_reads:
+                        await self._stale_get(http, rng, key)
+                    else:
+                        await self._get(http, rng, client, key, state)
                     continue
                 op: KVInput
                 headers: dict[str, str] = {}
@@ -345,6 +373,20 @@ class Workload:
             self.counts["read_failed"] += 1
         else:
             self.errors.append(f"GET {key}: unexpected {r.status_code} {r.text[:200]}")
+
+    async def _stale_get(self, http: httpx.AsyncClient, rng: random.Random, key: str) -> None:
+        """A ``consistency=stale`` read: any node's own answer, so only its shape is checked."""
+        try:
+            r = await http.get(f"{self._url(rng)}/v1/kv/{key}", params={"consistency": "stale"})
+        except httpx.HTTPError:
+            self.counts["read_failed"] += 1
+            return
+        if r.status_code in (200, 404):
+            self.counts["stale_reads"] += 1
+        elif r.status_code in (429, 503, 504, 507):
+            self.counts["read_failed"] += 1
+        else:
+            self.errors.append(f"stale GET {key}: unexpected {r.status_code} {r.text[:200]}")
 
     async def _write(
         self,
@@ -419,6 +461,7 @@ class Workload:
         n = 0
         async with self._http() as http:
             while not self._halt.is_set():
+                await self._pace()
                 n += 1
                 entry = LedgerEntry(f"ledger/{writer}/{n:06d}", f"{self.run_id}-L{writer}-{n}")
                 self.ledger.append(entry)
