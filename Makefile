@@ -61,8 +61,10 @@ docs-serve: $(DOCS_STAMP)
 bench-core: $(STAMP)
 	$(BIN)/pytest benchmarks/ --benchmark-only -p no:cacheprovider
 
-## bench: the cluster benchmark (issue 6): raftdb, etcd, PySyncObj and the trivial apps
-## side by side under wrk; writes docs/benchmarks.md's section and docs/benchmarks/cluster.png.
+## bench: the cluster benchmark (issues 6 and 15): raftdb, etcd, PySyncObj and the trivial apps
+## side by side under wrk, raftdb and etcd also as one-member clusters, with the servers' CPU
+## per request; writes docs/benchmarks.md's section (issue 15's targets) and
+## docs/benchmarks/cluster.png.
 ## Installs the bench extra, and wrk and etcd-server with apt-get when missing.
 ## Options: make bench BENCH_ARGS='--repeats 1 --duration 5' (python -m benchmarks.cluster run -h).
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -29,6 +29,7 @@ __all__ = [
     "HOST",
     "BenchError",
     "ProcessSet",
+    "cpu_seconds",
     "free_ports",
     "http_request",
     "http_json",
@@ -47,6 +48,20 @@ T = TypeVar("T")
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on (a server did not start, a tool is missing...)."""
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """The CPU time (user + system, every thread's, exited ones included) the
+    processes ``pids`` have used so far, summed; a process that is gone counts 0."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def free_ports(count: int) -> list[int]:

@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Final
 
 from benchmarks.cluster import profile
-from benchmarks.cluster.procs import BenchError, ProcessSet, http_json
+from benchmarks.cluster.procs import BenchError, ProcessSet, cpu_seconds, http_json
 from benchmarks.cluster.report import (
     HEADING,
     Record,
@@ -51,7 +51,14 @@ from benchmarks.cluster.report import (
     render_section,
     update_doc,
 )
-from benchmarks.cluster.systems import SYSTEMS, PySyncObjServer, Raftdb, Running, System
+from benchmarks.cluster.systems import (
+    SYSTEMS,
+    PySyncObjServer,
+    Raftdb,
+    Raftdb1,
+    Running,
+    System,
+)
 from benchmarks.cluster.wrk import Op, Target, WrkResult, run_wrk
 
 __all__ = ["main", "plan_targets"]
@@ -227,8 +234,9 @@ def measure(
     mode: str,
     args: argparse.Namespace,
     tag: str,
-) -> WrkResult:
-    """A warm-up run, then the measured one, of the same shape."""
+) -> tuple[WrkResult, float]:
+    """A warm-up run, then the measured one, of the same shape; returns the measured
+    run's result and the CPU seconds the system's server processes used during it."""
     leader = system.find_leader(running.ports)
     if leader is not None and leader != running.leader:
         _say(f"  note: {system.name} leader moved to node {leader + 1}")
@@ -238,7 +246,9 @@ def measure(
     common = {"nkeys": args.keys, "log": system.dir / "wrk.log" if system.dir else None}
     if args.warmup > 0:
         run_wrk(targets, system.api, op, prefix=f"w{tag}", duration_s=args.warmup, **common)
-    return run_wrk(targets, system.api, op, prefix=f"m{tag}", duration_s=args.duration, **common)
+    before = cpu_seconds(running.pids)
+    result = run_wrk(targets, system.api, op, prefix=f"m{tag}", duration_s=args.duration, **common)
+    return result, cpu_seconds(running.pids) - before
 
 
 def _run_system(system: System, repeat: int, args: argparse.Namespace, results: Results) -> None:
@@ -248,19 +258,26 @@ def _run_system(system: System, repeat: int, args: argparse.Namespace, results: 
     for op in args.ops:
         if op == "get" and not system.linearizable:
             continue
+        if system.only_ops is not None and op not in system.only_ops:
+            continue
         if op != "put" and not preloaded:
             system.preload(args.keys)
             preloaded = True
         for connections in args.connections:
             for mode in args.modes:
+                if system.only_modes is not None and mode not in system.only_modes:
+                    continue
                 tag = f"{repeat}{op}{connections}{mode[0]}"
-                result = measure(system, running, op, connections, mode, args, tag)
-                results.records.append(Record(repeat, system.name, op, connections, mode, result))
+                result, cpu = measure(system, running, op, connections, mode, args, tag)
+                record = Record(repeat, system.name, op, connections, mode, result, cpu)
+                results.records.append(record)
                 errors = f", {result.errors} errors" if result.errors else ""
+                per = record.cpu_us_per_request()
+                cost = f"  CPU {per:6.0f} µs/req" if per is not None else ""
                 _say(
                     f"  {system.name:10} {op:5} {connections:3} conns {mode:6}: "
                     f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                    f"p99 {result.p99_ms:7.2f} ms{errors}"
+                    f"p99 {result.p99_ms:7.2f} ms{cost}{errors}"
                 )
 
 
@@ -307,6 +324,8 @@ def command_run(args: argparse.Namespace) -> None:
 def _make(name: str, args: argparse.Namespace) -> System:
     if name == "raftdb":
         return Raftdb(args.workdir, args.raftdb_source, args.raftdb_launcher)
+    if name == "raftdb-1":
+        return Raftdb1(args.workdir, args.raftdb_source, args.raftdb_launcher)
     if name == "pysyncobj" and args.pysyncobj_args:
         return PySyncObjServer(args.workdir, args.pysyncobj_args.split())
     return SYSTEMS[name](args.workdir)
@@ -413,7 +432,7 @@ def command_tune(args: argparse.Namespace) -> None:
             system.preload(args.keys)
             figures = []
             for op in ("put", "get"):
-                result = measure(system, running, op, args.connections, "leader", args, op)
+                result, _ = measure(system, running, op, args.connections, "leader", args, op)
                 figures.append(result)
             rows.append((setting, figures))
             _say(
@@ -441,7 +460,7 @@ def command_txn(args: argparse.Namespace) -> None:
             _say(f"[repeat {repeat + 1}] raftdb: started, leader node {running.leader + 1}")
             for connections in args.connections:
                 for op in TXN_OPS:
-                    result = measure(
+                    result, _ = measure(
                         system,
                         running,
                         op,

@@ -1,4 +1,4 @@
-"""The systems under test: how each starts 3 nodes, finds its leader, is preloaded.
+"""The systems under test: how each starts its nodes, finds its leader, is preloaded.
 
 Each :class:`System` starts its processes in a :class:`ProcessSet` of its
 own, under a fresh directory, on free ports of 127.0.0.1, and waits until
@@ -12,6 +12,8 @@ every node answers and (for the replicated ones) a leader is known.
   PySyncObj keeps its log in memory).
 - ``starlette`` and ``asgi``: :mod:`benchmarks.cluster.apps` on uvicorn × 3,
   independent processes (nothing is replicated; "leader" is the first).
+- ``raftdb-1`` and ``etcd-1``: the same two as clusters of **one member**
+  (issue 15's one-member target), measured on writes to that member only.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ __all__ = [
     "AsgiApp",
     "Etcd",
     "PySyncObjServer",
+    "Etcd1",
     "Raftdb",
+    "Raftdb1",
     "Running",
     "StarletteApp",
     "System",
@@ -109,6 +113,11 @@ class System(ABC):
     linearizable: ClassVar[bool] = True
     #: Keys must be written before reads (a real store).
     stores: ClassVar[bool] = True
+    #: How many nodes it runs.
+    members: ClassVar[int] = NODES
+    #: The operations and modes measured on it (``None``: all that apply).
+    only_ops: ClassVar[tuple[str, ...] | None] = None
+    only_modes: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -217,7 +226,7 @@ class _RaftdbShapedApi(System):
 
 
 class Raftdb(_RaftdbShapedApi):
-    """``raftdb serve`` × 3: LevelDB plugins, fsync on.
+    """``raftdb serve`` × :attr:`members` (3): LevelDB plugins, fsync on.
 
     Args:
         workdir: parent of the system's directory.
@@ -239,8 +248,9 @@ class Raftdb(_RaftdbShapedApi):
         self.launcher = launcher
 
     def launch(self, directory: Path) -> tuple[list[int], list[int]]:
-        ports = free_ports(2 * NODES)
-        api_ports, peer_ports = ports[:NODES], ports[NODES:]
+        n = self.members
+        ports = free_ports(2 * n)
+        api_ports, peer_ports = ports[:n], ports[n:]
         cluster = ",".join(f"http://{HOST}:{p}" for p in peer_ports)
         script = Path(sys.executable).with_name("raftdb")
         command = [str(script)] if script.exists() else [sys.executable, "-m", "raftdb.cli"]
@@ -300,8 +310,9 @@ class Etcd(System):
         binary = shutil.which("etcd")
         if binary is None:
             raise BenchError("etcd is not installed (apt-get install etcd-server)")
-        ports = free_ports(2 * NODES)
-        client_ports, peer_ports = ports[:NODES], ports[NODES:]
+        n = self.members
+        ports = free_ports(2 * n)
+        client_ports, peer_ports = ports[:n], ports[n:]
         initial = ",".join(f"n{i}=http://{HOST}:{p}" for i, p in enumerate(peer_ports, 1))
         pids = []
         for i, (client, peer) in enumerate(zip(client_ports, peer_ports, strict=True), start=1):
@@ -345,6 +356,26 @@ class Etcd(System):
         query = {"key": _b64(key.encode()), "serializable": True}
         answer: Any = http_json(port, "POST", "/v3/kv/range", query)
         return answer is not None and int(answer.get("count", 0)) > 0
+
+
+class Raftdb1(Raftdb):
+    """``raftdb serve`` as a cluster of one member (LevelDB plugins, fsync on): writes only."""
+
+    name = "raftdb-1"
+    label = "raftdb, one member (LevelDB, fsync on)"
+    members = 1
+    only_ops = ("put",)
+    only_modes = ("leader",)
+
+
+class Etcd1(Etcd):
+    """Debian's etcd 3.4 as a cluster of one member (fsync on): writes only."""
+
+    name = "etcd-1"
+    label = "etcd 3.4, one member (gateway, fsync on)"
+    members = 1
+    only_ops = ("put",)
+    only_modes = ("leader",)
 
 
 def _b64(data: bytes) -> str:
@@ -444,4 +475,6 @@ SYSTEMS: Final[dict[str, Callable[[Path], System]]] = {
     "pysyncobj": PySyncObjServer,
     "starlette": StarletteApp,
     "asgi": AsgiApp,
+    "raftdb-1": Raftdb1,
+    "etcd-1": Etcd1,
 }
