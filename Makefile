@@ -106,9 +106,11 @@ chaos: $(STAMP)
 	$(BIN)/python -m tests.mutation --seeds 2000
 
 ## soak: hours of mixed, rate-limited load with faults every few seconds on a 3-node cluster
-## (tests/soak, not in CI), sampling every node's RSS, fds, threads and event-loop lag; fails on
-## a growth trend, a leak or a failed end check. Writes build/soak/<run>/ (samples.csv,
-## summary.json, rss.png). docs/reliability.md#soak. Installs the soak extra.
+## (tests/soak, not in CI): kill, stop, pause, partition, slow links, membership, power cuts
+## (every node's data on a power-loss FUSE filesystem, so FUSE is needed), sampling every node's
+## RSS, fds, threads and event-loop lag; fails on a growth trend, a leak or a failed end check.
+## Writes build/soak/<run>/ (samples.csv, daemons.csv, summary.json, rss.png).
+## docs/reliability.md#soak. Installs the soak extra.
 ## Options: SOAK_MINUTES (120), SOAK_SAMPLE_SECONDS (60), SOAK_RATE (ops/s, 10), SOAK_SEED (1),
 ## SOAK_WARMUP_SECONDS (left out of the trend fits; default a fifth of the run, at most 300).
 SOAK_STAMP := $(VENV)/.installed-soak

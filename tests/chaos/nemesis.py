@@ -19,12 +19,21 @@ the nemesis measures how long the cluster takes to acknowledge a write again
                 learner, start it with ``--join``, let it catch up, promote it
                 (a voter that lost its disk must rejoin as a new member: Raft
                 thesis §4, docs/operations.md);
-``restart_all`` ``kill -9`` every node at once, then restart them all.
+``restart_all`` ``kill -9`` every node at once, then restart them all;
+``powercut``    cut the power of a random node (the leader half the time): ``kill -9``,
+                then its filesystem drops everything it had not made durable; it is
+                started again by :meth:`Nemesis.recover`;
+``powercut_all`` the same for every node at once (as ``restart_all`` for ``kill -9``).
+
+The power cuts need a cluster that can cut the power (:class:`PowerCutter`: one whose
+nodes keep their data on a power-loss filesystem, ``tests.powerloss.cluster.
+PowerCluster``): a :class:`Nemesis` given one of them with any other cluster is
+refused at once (:class:`NemesisError`), never turned into a plain kill.
 
 Only clock-free faults: raftdb does not depend on synchronised clocks.
 
-``spare`` nodes are never restarted: ``kill``, ``stop`` and ``member`` pick
-others and ``restart_all`` restarts the rest; every other fault still hits
+``spare`` nodes are never restarted: ``kill``, ``stop``, ``powercut`` and ``member``
+pick others and ``restart_all`` and ``powercut_all`` take the rest; every other fault still hits
 them. The soak (:mod:`tests.soak`) spares one node so that one process lives
 through the whole run and its memory can be followed for hours.
 """
@@ -35,16 +44,16 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import httpx
 
 from tests.chaos.cluster import ChaosCluster, poll
 from tests.integration.harness import ServerError
 
-__all__ = ["FAULTS", "RECOVERY_BOUND", "Nemesis"]
+__all__ = ["FAULTS", "POWER_FAULTS", "RECOVERY_BOUND", "Nemesis", "NemesisError", "PowerCutter"]
 
 #: Longest the cluster may take to acknowledge a write after a fault is healed.
 RECOVERY_BOUND: Final = 30.0
@@ -52,6 +61,21 @@ RECOVERY_BOUND: Final = 30.0
 READY_BOUND: Final = 45.0
 
 FAULTS: Final = ("kill", "stop", "pause", "partition", "slow", "transfer", "member", "restart_all")
+#: The faults that need a :class:`PowerCutter` cluster.
+POWER_FAULTS: Final = ("powercut", "powercut_all")
+
+
+class NemesisError(ValueError):
+    """A fault the nemesis cannot inject into the cluster it was given."""
+
+
+@runtime_checkable
+class PowerCutter(Protocol):
+    """A cluster that can cut the power of its nodes (``tests.powerloss``'s
+    ``PowerCluster``): ``kill -9`` each of ``ids``, then drop what it had not made
+    durable."""
+
+    def power_cut(self, ids: Iterable[int]) -> None: ...
 
 
 @dataclass
@@ -73,6 +97,13 @@ class Nemesis:
     on_membership: Callable[[], None] | None = None
     spare: frozenset[int] = frozenset()
     _probes: int = 0
+
+    def __post_init__(self) -> None:
+        for kind in dict.fromkeys(self.faults):
+            if kind not in FAULTS + POWER_FAULTS:
+                raise NemesisError(f"no such fault: {kind!r} (the faults: {FAULTS + POWER_FAULTS})")
+            if kind in POWER_FAULTS:
+                self._power_cutter(kind)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -286,3 +317,30 @@ class Nemesis:
         self._sleep((0.2, 1.0))
         for i in victims:
             c.start(i, wait=False)
+
+    def _power_cutter(self, kind: str) -> PowerCutter:
+        """The cluster as one that can cut the power; :class:`NemesisError` otherwise."""
+        c = self.cluster
+        if not isinstance(c, PowerCutter):
+            raise NemesisError(
+                f"the {kind!r} fault needs a cluster that can cut the power (nodes on "
+                f"power-loss filesystems: tests.powerloss.cluster.PowerCluster); "
+                f"{type(c).__name__} cannot, and a kill -9 is not a power cut"
+            )
+        return c
+
+    def _powercut(self) -> None:
+        cutter = self._power_cutter("powercut")
+        victim = self._victim(restart=True)
+        self._note(f"power cut of {victim}")
+        cutter.power_cut([victim])
+        self.counts["powercut"] += 1
+        self._sleep(self.hold)  # the power stays off; recover() starts the node again
+
+    def _powercut_all(self) -> None:
+        cutter = self._power_cutter("powercut_all")
+        victims = [i for i in sorted(self.cluster.membership) if i not in self.spare]
+        self._note(f"power cut of all of {victims}")
+        cutter.power_cut(victims)
+        self.counts["powercut_all"] += 1
+        self._sleep((0.2, 1.0))  # recover() starts them again

@@ -6,7 +6,12 @@ serve`` processes, a link proxy, the harness's kill/start/wait) with one
 ``<mount i>/data``. A **power cut** of some nodes is ``kill -9`` of each (reaped),
 then a ``cut`` of each one's filesystem: what the node wrote and did not make durable
 is gone, as after the power went off. The mounts are unmounted in :meth:`close`,
-after the nodes stopped, whatever happened before.
+after the nodes stopped, whatever happened before (and at once if the cluster cannot
+be set up).
+
+:meth:`wipe` (the chaos nemesis's ``member`` fault: a voter that lost its disk) makes
+the emptied filesystem durable: a new disk is blank, and a later cut must not bring
+the old one's files back.
 
 Nodes may differ in their plugins (``node_settings``): the storage and the state
 machine are each node's own choice, so one cluster can cover several pairs.
@@ -38,6 +43,13 @@ class PowerCluster(ChaosCluster):
     mounts: dict[int, PowerLossMount] = field(default_factory=dict, init=False)
     #: What the cuts dropped, summed over all nodes.
     dropped: Counter[str] = field(default_factory=Counter, init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except BaseException:
+            self._unmount()
+            raise
 
     def add_node(self, node_id: int) -> NodeProc:
         if node_id in self.nodes:
@@ -77,14 +89,22 @@ class PowerCluster(ChaosCluster):
         for i in chosen:
             self.dropped.update(self.mounts[i].cut())
 
+    def wipe(self, node_id: int) -> None:
+        """Delete node ``node_id``'s data directory, durably (see the module docstring)."""
+        super().wipe(node_id)
+        self.mounts[node_id].request("sync")
+
     def close(self) -> None:
         """Stop every node and the proxy, then unmount every filesystem. Idempotent."""
         try:
             super().close()
         finally:
-            for mount in self.mounts.values():
-                with contextlib.suppress(Exception):
-                    mount.close()
+            self._unmount()
+
+    def _unmount(self) -> None:
+        for mount in self.mounts.values():
+            with contextlib.suppress(Exception):
+                mount.close()
 
 
 def check_disk(c: PowerCluster) -> list[str]:

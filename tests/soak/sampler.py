@@ -6,6 +6,12 @@ that runs it reads ``/proc/<pid>`` and scrapes ``/metrics`` (2 s timeout: a
 paused node gives its ``/proc`` figures and NaN lag). The lag p99 is over the
 measurements since the previous scrape of the same process; a restarted
 process starts a new segment and its first p99 covers its life so far.
+
+Only the raftdb node processes are node samples. A soak with power cuts also runs
+one power-loss filesystem daemon per node (:mod:`tests.powerloss.fs`); given
+``daemons`` (node id → daemon pid), the sampler records their ``/proc`` figures
+apart, in ``daemons_path``: they are the harness, not raftdb, so they are shown
+but not judged.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ class Sampler:
     path: Path
     interval: float
     started: float
+    daemons: Callable[[], dict[int, int]] | None = None
+    daemons_path: Path | None = None
     samples: list[Sample] = field(default_factory=list)
+    daemon_samples: list[Sample] = field(default_factory=list)
     pids: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     _last: dict[int, LagHistogram] = field(default_factory=dict)
@@ -111,4 +120,29 @@ class Sampler:
             )
         append(self.path, taken)
         self.samples += taken
+        self._sample_daemons(now)
         return taken
+
+    def _sample_daemons(self, now: float) -> None:
+        if self.daemons is None or self.daemons_path is None:
+            return
+        taken = []
+        for node_id, pid in sorted(self.daemons().items()):
+            figures = proc_figures(pid)
+            if figures is None:
+                continue
+            taken.append(
+                Sample(
+                    t=round(now, 3),
+                    node=node_id,
+                    segment=1,
+                    pid=pid,
+                    rss_mib=round(figures.rss_mib, 3),
+                    fds=figures.fds,
+                    threads=figures.threads,
+                    lag_max_s=math.nan,
+                    lag_p99_s=math.nan,
+                )
+            )
+        append(self.daemons_path, taken)
+        self.daemon_samples += taken
