@@ -109,6 +109,9 @@ class PowerLossMount:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Its own session: a Ctrl-C of the test's process group must not stop
+                # the daemon (unmounting under running nodes) before close() runs.
+                start_new_session=True,
             )
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not (os.path.ismount(self.path) and self.control_path.exists()):
