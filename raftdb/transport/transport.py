@@ -299,6 +299,7 @@ class Transport:
             return
         self._running = False
         self._listener.close()
+        self._listener.close_connections()
         tasks: list[asyncio.Task[Any]] = list(self._retired)
         for peer in self._peers.values():
             tasks.extend(t for t in (peer.task, peer.snapshot_task) if t is not None)
