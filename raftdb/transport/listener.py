@@ -10,10 +10,13 @@ secret the challenge–response, with peer TLS the certificates) until it has
 proven which member the caller is, within a deadline. From then on the
 listener only reads, except for the SNAPSHOT_ACK that ends a snapshot stream
 (:mod:`raftdb.transport.snapshots`). Each MESSAGES frame is decoded and handed
-to the handler's ``on_messages`` in one call, in the order received: from the
-connection's data callback itself (:class:`~raftdb.transport.frame_reader.FrameReader`),
-without waking the connection's task, until a frame of another kind (a
-snapshot stream) hands the connection back to the task.
+to the handler's ``on_messages`` in one call, in the order received. Frames are
+parsed, decoded and checked in the connection's data callback
+(:class:`~raftdb.transport.frame_reader.FrameReader`), without waking the
+connection's task, until a frame of another kind (a snapshot stream) hands the
+connection back to the task; the handler gets them in a callback on the next
+loop iteration, when a reading task would have (so that a leader's Ready still
+takes the client requests that arrived with the acknowledgements).
 
 Inbound, every connection is suspect: its first frame is read under the
 handshake ceiling (4 KiB, whatever kind its header declares) and must be a
@@ -40,7 +43,7 @@ from collections.abc import Callable, Container
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from raftdb.raft.messages import MessageType
+from raftdb.raft.messages import Message, MessageType
 from raftdb.transport.frame_reader import FrameReader
 from raftdb.transport.frames import (
     FrameKind,
@@ -446,7 +449,14 @@ class Listener:
                 raise WireError(
                     f"refusing {m.type.name} from {m.frm} to {m.to} on node {sender}'s connection"
                 )
-        self._call(self._handler.on_messages, messages)
+        # To the handler on the next loop iteration, in order (FIFO): what else
+        # this iteration brought (client requests) is proposed before the
+        # Ready that these messages start, as when a task read the frame.
+        asyncio.get_running_loop().call_soon(self._hand_over, conn, messages)
+
+    def _hand_over(self, conn: Inbound, messages: list[Message]) -> None:
+        if not conn.closed and self._accepting:  # not after the transport stopped
+            self._call(self._handler.on_messages, messages)
 
 
 class _TLSStreamProtocol(asyncio.StreamReaderProtocol):
