@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+import plyvel
+
 from raftdb.storage import (
     GARBAGE_PER_WRITE,
     CorruptionError,
@@ -155,19 +157,29 @@ class LevelDBStorage(DiskStorage):
         entries: Sequence[tuple[int, bytes]],
         meta: Sequence[tuple[MetaName, bytes]],
     ) -> None:
-        """One ``WriteBatch``, synced if ``sync`` is on."""
-        with leveldb_errors(self._location):
+        """One ``WriteBatch``, synced if ``sync`` is on.
+
+        On the path of every Ready: plyvel's errors are translated only once
+        one is raised (:func:`~raftdb_leveldb._db.leveldb_errors`), not by
+        entering a context manager on every write.
+        """
+        try:
             batch: Any = self._db.write_batch(sync=self._sync)
+            put = batch.put
             for lo, hi in garbage:
+                delete = batch.delete
                 for i in range(lo, hi + 1):
-                    batch.delete(_key(i))
+                    delete(_key(i))
             for index, record in entries:
-                batch.put(_key(index), record)
+                put(_KEY.pack(_ENTRY_PREFIX, index), record)
             for name, record in meta:
-                batch.put(_META[name], record)
+                put(_META[name], record)
             batch.write()
-            if self._sync:
-                self._new_names.after_write()
+        except plyvel.Error:
+            with leveldb_errors(self._location):
+                raise
+        if self._sync:
+            self._new_names.after_write()
 
     def _close_db(self) -> None:
         if self._db is not None:

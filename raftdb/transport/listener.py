@@ -10,7 +10,13 @@ secret the challenge–response, with peer TLS the certificates) until it has
 proven which member the caller is, within a deadline. From then on the
 listener only reads, except for the SNAPSHOT_ACK that ends a snapshot stream
 (:mod:`raftdb.transport.snapshots`). Each MESSAGES frame is decoded and handed
-to the handler's ``on_messages`` in one call, in the order received.
+to the handler's ``on_messages`` in one call, in the order received. Frames are
+parsed, decoded and checked in the connection's data callback
+(:class:`~raftdb.transport.frame_reader.FrameReader`), without waking the
+connection's task, until a frame of another kind (a snapshot stream) hands the
+connection back to the task; the handler gets them in a callback on the next
+loop iteration, when a reading task would have (so that a leader's Ready still
+takes the client requests that arrived with the acknowledgements).
 
 Inbound, every connection is suspect: its first frame is read under the
 handshake ceiling (4 KiB, whatever kind its header declares) and must be a
@@ -37,7 +43,8 @@ from collections.abc import Callable, Container
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from raftdb.raft.messages import MessageType
+from raftdb.raft.messages import Message, MessageType
+from raftdb.transport.frame_reader import FrameReader
 from raftdb.transport.frames import (
     FrameKind,
     WireError,
@@ -72,13 +79,16 @@ _ACCEPT_RETRY_S: Final = 0.1
 class Inbound:
     """One accepted connection; ``sender`` is known after its HELLO."""
 
-    __slots__ = ("address", "sender", "started")
+    __slots__ = ("address", "closed", "sender", "started")
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.sender: int | None = None
         #: Its task has begun to run (one cancelled before it ran never saw its socket).
         self.started = False
+        #: Being closed (the transport stops, or the sender was removed): nothing
+        #: more of it is delivered, even before its task has ended.
+        self.closed = False
 
 
 class Listener:
@@ -151,7 +161,12 @@ class Listener:
         """
         loop = asyncio.get_running_loop()
         if self._handshake.auth.server_context is None:
-            self._server = await asyncio.start_server(self._accept, host, port, limit=STREAM_LIMIT)
+            # asyncio.start_server, with a FrameReader for each connection.
+            def connection() -> asyncio.StreamReaderProtocol:
+                reader = FrameReader(STREAM_LIMIT, loop)
+                return asyncio.StreamReaderProtocol(reader, self._accept, loop=loop)
+
+            self._server = await loop.create_server(connection, host, port)
         else:
             self._sockets = await _bind(loop, host, port)
             self._accept_loops = [
@@ -193,7 +208,13 @@ class Listener:
         """Close every connection whose HELLO said it is ``peer_id`` (a removed peer)."""
         for task, conn in self.connections.items():
             if conn.sender == peer_id:
+                conn.closed = True
                 task.cancel()
+
+    def close_connections(self) -> None:
+        """Deliver nothing more from any connection (the transport is stopping)."""
+        for conn in self.connections.values():
+            conn.closed = True
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The plain listener's callback: serve one inbound connection. Never raises."""
@@ -323,7 +344,7 @@ class Listener:
         """
         loop = asyncio.get_running_loop()
         context = self._handshake.auth.server_context
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        reader = FrameReader(STREAM_LIMIT, loop)
         protocol = _TLSStreamProtocol(reader, loop=loop)
         try:
             transport, _ = await loop.connect_accepted_socket(
@@ -387,28 +408,55 @@ class Listener:
         # From here on the connection speaks for ``sender`` and for nobody else.
         conn.sender = sender
         self._log.debug("node %d: accepted peer %d from %s", self.node_id, sender, conn.address)
+        deliver = partial(self._deliver, conn, sender)
         me = self.node_id
+        fast = isinstance(reader, FrameReader)
         while True:
+            if fast:
+                # MESSAGES frames from the data callback, until another kind.
+                fast = False
+                assert isinstance(reader, FrameReader)
+                if not await reader.deliver_messages(deliver, self._max_frame):
+                    return  # a clean close between frames
             try:
                 kind, body = await read_frame(reader, self._max_frame)
             except EOFError:
                 return  # a clean close between frames
             if kind is FrameKind.MESSAGES:
-                messages = decode_messages(body)
-                for m in messages:
-                    if m.frm != sender or m.to != me or m.type == MessageType.SNAP:
-                        raise WireError(
-                            f"refusing {m.type.name} from {m.frm} to {m.to} "
-                            f"on node {sender}'s connection"
-                        )
-                self._call(self._handler.on_messages, messages)
+                deliver(body)
             elif kind is FrameKind.SNAPSHOT_BEGIN:
                 m = decode_snapshot_begin(body)
                 if m.frm != sender or m.to != me:
                     raise WireError(f"refusing a snapshot from {m.frm} to {m.to}")
                 await self._snapshots.receive(m, reader, writer)
+                fast = isinstance(reader, FrameReader)
             else:
                 raise WireError(f"unexpected {kind.name} frame")
+
+    def _deliver(self, conn: Inbound, sender: int, body: bytes) -> None:
+        """A MESSAGES frame's body from ``sender``'s connection: checked, then to the handler.
+
+        Raises:
+            WireError: a bad message, or one not from ``sender`` to this node
+                (nothing of the frame is delivered).
+        """
+        if conn.closed:
+            return
+        messages = decode_messages(body)
+        me = self.node_id
+        for m in messages:
+            if m.frm != sender or m.to != me or m.type == MessageType.SNAP:
+                raise WireError(
+                    f"refusing {m.type.name} from {m.frm} to {m.to} on node {sender}'s connection"
+                )
+        # To the handler on the next loop iteration, in order (FIFO): what else
+        # this iteration brought (client requests) is proposed before the
+        # Ready that these messages start, as when a task read the frame.
+        asyncio.get_running_loop().call_soon(self._hand_over, conn, messages)
+
+    def _hand_over(self, conn: Inbound, messages: list[Message]) -> None:
+        if not conn.closed and self._accepting:  # not after the transport stopped
+            self._call(self._handler.on_messages, messages)
 
 
 class _TLSStreamProtocol(asyncio.StreamReaderProtocol):

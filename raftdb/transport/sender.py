@@ -11,14 +11,20 @@ that member before this one sends it anything more; after that the writer task
 (see :mod:`raftdb.transport.frames`).
 
 Sending never blocks. :meth:`~raftdb.transport.transport.Transport.send`
-appends each message to its recipient's bounded queue and wakes that peer's
-writer task, which takes *everything* queued, packs it into as few frames as
-the frame limit allows, writes them and awaits ``drain()``. While it waits, new
-messages pile up and go out together in the next round: batching grows with
-load by itself. A message that cannot be queued (unknown recipient, queue full,
-peer known to be down) is dropped and reported through ``on_unreachable``:
-Raft resends, so the transport never has to, and memory stays bounded by
-``max_queue``.
+appends each message to its recipient's bounded queue, and once per loop
+iteration the transport flushes the queues it touched (:meth:`Sender.write_now`):
+*everything* queued for a peer is packed into as few frames as the frame limit
+allows and written at once, from that callback, when the peer's connection is
+up and its writer task idle (the common case: one ``write`` per peer per Raft
+Ready, no task wake-up). Otherwise, and whenever a write leaves bytes in the
+socket's buffer, the peer's writer task is woken: it writes what is queued and
+awaits ``drain()``, and while it waits new messages pile up and go out together
+in the next round: batching grows with load by itself, and the task's
+``drain()`` is the back-pressure. Either way every message goes through the
+queue and leaves it in order, so the order per peer is the order sent. A
+message that cannot be queued (unknown recipient, queue full, peer known to be
+down) is dropped and reported through ``on_unreachable``: Raft resends, so the
+transport never has to, and memory stays bounded by ``max_queue``.
 
 A lost connection is retried with exponential backoff (capped, with jitter
 from an injected ``random.Random``). Until the handshake succeeds again the
@@ -74,6 +80,7 @@ class Peer:
         "task",
         "url",
         "wake",
+        "writer",
     )
 
     def __init__(self, peer_id: int, url: str) -> None:
@@ -90,6 +97,9 @@ class Peer:
         self.last_failure = ""
         self.task: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
+        #: The connection, while it is up and the writer task idle (waiting for
+        #: work, not draining): :meth:`Sender.write_now` may write to it then.
+        self.writer: asyncio.StreamWriter | None = None
 
 
 class Sender:
@@ -217,7 +227,11 @@ class Sender:
             while True:
                 if not peer.queue:
                     peer.wake.clear()
-                    await peer.wake.wait()
+                    peer.writer = writer  # idle: write_now may write for this task
+                    try:
+                        await peer.wake.wait()
+                    finally:
+                        peer.writer = None
                 if peer.lost:
                     return
                 self._write_queue(peer, writer)
@@ -233,6 +247,31 @@ class Sender:
             await reader.read(1)
         peer.lost = True
         peer.wake.set()
+
+    def write_now(self, peer: Peer) -> None:
+        """Write ``peer``'s queue from the caller (a loop callback), if its task is idle.
+
+        With the connection up, the writer task waiting for work and the
+        socket's buffer empty, the queue is written here, without a task
+        wake-up. Otherwise, or if this write leaves bytes the kernel did not
+        take, the writer task is woken: it writes what is still queued and
+        awaits ``drain()`` (back-pressure), or, while connecting, finds the
+        queue when the handshake is done. Order is kept either way: only the
+        queue's owner at the time writes, and it writes the queue in order.
+        """
+        writer = peer.writer
+        if writer is None or peer.lost:
+            peer.wake.set()
+            return
+        transport = writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size():
+            peer.writer = None  # the task owns the queue until it idles again
+            peer.wake.set()
+            return
+        self._write_queue(peer, writer)
+        if transport.get_write_buffer_size():
+            peer.writer = None
+            peer.wake.set()  # the task drains before the next write
 
     def _write_queue(self, peer: Peer, writer: asyncio.StreamWriter) -> None:
         """Everything queued for ``peer``, packed into as few frames as allowed."""

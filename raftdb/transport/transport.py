@@ -21,9 +21,11 @@ splits its transport into peers, streams and a snapshot sender:
 
 - :mod:`raftdb.transport.sender`: the outbound side. :meth:`Transport.send`
   never blocks: it appends each message to its recipient's bounded queue,
-  and that peer's writer task batches everything queued into MESSAGES
-  frames; lost connections are retried with backoff, and a message that
-  cannot be queued is dropped and reported through ``on_unreachable``;
+  and one callback per loop iteration writes everything queued for each
+  peer touched as MESSAGES frames, or leaves it to that peer's writer task
+  when the connection is busy or not up; lost connections are retried with
+  backoff, and a message that cannot be queued is dropped and reported
+  through ``on_unreachable``;
 - :mod:`raftdb.transport.listener`: the inbound side, where every connection
   is suspect until its HELLO checks out and closes at the first bad frame;
 - :mod:`raftdb.transport.snapshots`: a SNAP message goes to a per-peer
@@ -221,6 +223,8 @@ class Transport:
         self._unreachable: set[int] = set()
         self._snapshot_failures: list[int] = []
         self._report_scheduled = False
+        #: Peers given messages since the last flush (:meth:`_flush`), in order.
+        self._to_flush: dict[Peer, None] = {}
 
         self._sender = Sender(
             handshake,
@@ -295,6 +299,7 @@ class Transport:
             return
         self._running = False
         self._listener.close()
+        self._listener.close_connections()
         tasks: list[asyncio.Task[Any]] = list(self._retired)
         for peer in self._peers.values():
             tasks.extend(t for t in (peer.task, peer.snapshot_task) if t is not None)
@@ -361,6 +366,7 @@ class Transport:
             return
         peers = self._peers
         max_queue = self._max_queue
+        to_flush = self._to_flush
         for m in messages:
             peer = peers.get(m.to)
             if peer is None:
@@ -374,7 +380,33 @@ class Transport:
                 self._log.error("refusing to send local message %s to a peer", m.type.name)
             else:
                 peer.queue.append(m)
-                peer.wake.set()
+                if peer not in to_flush:
+                    if not to_flush:
+                        # Once per loop iteration, after the caller's turn: a
+                        # leader's Ready hands its save to the log thread
+                        # before the sockets are written, and every send() of
+                        # the iteration goes out in one write per peer.
+                        assert self._loop is not None
+                        self._loop.call_soon(self._flush)
+                    to_flush[peer] = None
+
+    def _flush(self) -> None:
+        """Write what :meth:`send` queued, one peer after the other (:meth:`Sender.write_now`)."""
+        to_flush, self._to_flush = self._to_flush, {}
+        if not self._running:
+            return
+        write_now = self._sender.write_now
+        for peer in to_flush:
+            if peer.queue:
+                try:
+                    write_now(peer)
+                except Exception:
+                    # Not a network failure (those surface in the writer task,
+                    # as a lost connection): say so, and leave the rest to the task.
+                    self._log.exception("node %d: writing to peer %d failed", self.node_id, peer.id)
+                    self._report_unreachable(peer.id)
+                    peer.writer = None
+                    peer.wake.set()
 
     def _report_unreachable(self, peer_id: int, *, snapshot: bool = False) -> None:
         self._unreachable.add(peer_id)

@@ -246,6 +246,38 @@ def test_batches_are_split_at_the_frame_limit_in_order(tmp_path: Path) -> None:
     run(body)
 
 
+def test_order_is_kept_when_the_socket_buffer_fills(tmp_path: Path) -> None:
+    """Sends that the flush callback writes and sends left to the writer task
+    (a full socket buffer: back-pressure) reach the peer in the order sent."""
+
+    async def body() -> None:
+        a, b = Node(1, tmp_path), Node(2, tmp_path)
+        await connect_all([a, b])
+        try:
+            await eventually(
+                lambda: bool(b.recorder.batches),
+                "the first delivery",
+                action=lambda: a.transport.send([heartbeat(1, 2)]),
+            )
+            payload = b"x" * (64 << 10)
+            sent = [app(1, 2, i, payload) for i in range(300)]  # ~19 MiB
+            for i in range(0, len(sent), 10):
+                a.transport.send(sent[i : i + 5])
+                a.transport.send(sent[i + 5 : i + 10])  # same iteration: one write
+                await asyncio.sleep(0)
+
+            def appends() -> list[Message]:
+                return [m for m in b.recorder.messages if m.type == MessageType.APP]
+
+            await eventually(lambda: len(appends()) == 300, "every message")
+            assert appends() == sent
+            assert a.recorder.unreachable == []
+        finally:
+            await stop_all([a, b])
+
+    run(body)
+
+
 def test_a_message_over_the_frame_limit_is_dropped_and_reported(tmp_path: Path) -> None:
     async def body() -> None:
         a = Node(1, tmp_path, max_message_frame=1024)
