@@ -83,6 +83,14 @@ class _Child:
         self.proc.wait()
         return [line for line in rest if line]
 
+    def kill_complete(self) -> list[str]:
+        """SIGKILL the child; the whole lines it printed that we had not read yet
+        (a line the kill cut short is dropped)."""
+        self.proc.kill()
+        rest = [line.strip() for line in self.read_rest() if line.endswith("\n")]
+        self.proc.wait()
+        return [line for line in rest if line]
+
     def read_rest(self) -> list[str]:
         stdout = self.proc.stdout
         assert stdout is not None
@@ -323,7 +331,7 @@ def run_state_machine_power_cut(
                     break
             if stopped:
                 raise child.fail(f"round {round_no}: the child stopped after {applied[-1:]}")
-            for line in child.kill():  # what it reported before it died
+            for line in child.kill_complete():  # what it reported before it died
                 word, _, rest = line.partition(" ")
                 if word == "a":
                     applied.append(int(rest))
