@@ -4,8 +4,10 @@ A state machine plugin imports what it needs from here, never from the
 modules of :mod:`raftdb.kv` (an import-linter contract in ``make test`` holds
 the shipped plugins to that), so those modules can move without breaking it:
 
-- :class:`StateMachine`, the contract (its docstrings are the reference), and
-  :class:`MemoryStateMachine`, the in-memory version (the ``memory`` plugin);
+- :class:`StateMachine`, the contract (its docstrings are the reference),
+  :class:`DefersDurability`, the promise of a plugin that makes a batch durable
+  after ``apply`` returns (before the next one), and :class:`MemoryStateMachine`,
+  the in-memory version (the ``memory`` plugin);
 - :class:`Applier` and :class:`KVBackend`: the deterministic core a plugin
   applies entries with, over its own storage;
 - the snapshot stream every state machine reads and writes
@@ -47,7 +49,12 @@ from raftdb.kv.snapshot import (
     encode_stream,
 )
 from raftdb.kv.sortedkeys import SortedKeys, prefix_end
-from raftdb.kv.state_machine import MemoryStateMachine, StateMachine, check_range_args
+from raftdb.kv.state_machine import (
+    DefersDurability,
+    MemoryStateMachine,
+    StateMachine,
+    check_range_args,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -58,6 +65,7 @@ __all__ = [
     "Change",
     "ChangeKind",
     "CorruptionError",
+    "DefersDurability",
     "History",
     "KVBackend",
     "KVRecord",

@@ -30,7 +30,15 @@ import plyvel
 from raftdb.storage import CorruptionError, free_bytes, no_space_error
 from raftdb_leveldb._logcheck import check_db_files
 
-__all__ = ["NewNames", "fsync_dir", "fsync_tree", "leveldb_errors", "open_db", "reopen"]
+__all__ = [
+    "NewNames",
+    "fsync_dir",
+    "fsync_logs",
+    "fsync_tree",
+    "leveldb_errors",
+    "open_db",
+    "reopen",
+]
 
 # A directory's mtime this recent may still move within its clock tick (a few ms
 # on common filesystems): it is not trusted to show the next change.
@@ -156,13 +164,24 @@ class NewNames:
         self._path = path
         self._seen: int | None = None
 
-    def after_write(self) -> None:
-        """Call after a synced write, before it is acknowledged."""
+    def after_write(self, *, logs: bool = False) -> bool:
+        """Call after a synced write, before it is acknowledged; whether the
+        directory (may have) changed, and was synced.
+
+        Args:
+            logs: also fsync every log file when the directory changed (:func:`fsync_logs`):
+                for writes made without ``sync`` before this synced one, which a log
+                rotation since the last call may have left in a log LevelDB closed
+                without an fsync.
+        """
         mtime = os.stat(self._path).st_mtime_ns
         if mtime == self._seen:
-            return
+            return False
+        if logs:
+            fsync_logs(self._path)
         fsync_dir(self._path)
         self._seen = mtime if time.time_ns() - mtime > _FRESH_NS else None
+        return True
 
 
 def fsync_dir(path: Path) -> None:
@@ -172,6 +191,33 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_logs(path: Path) -> int:
+    """fsync every LevelDB log file (``*.log``) in ``path``; returns how many.
+
+    When its memtable is full, LevelDB starts a new log inside a write and closes
+    the old one without an fsync; a synced write after that fsyncs the new log
+    only. The old log's records become durable once its memtable is in a synced
+    table named by a synced manifest, and only then does LevelDB delete the log
+    (``CompactMemTable``, then ``RemoveObsoleteFiles``). So a log that is gone
+    needs nothing, and fsyncing those still there makes every write made so far
+    durable. A log deleted between the listing and its fsync was in that state.
+    """
+    count = 0
+    with os.scandir(path) as entries:
+        names = [entry.name for entry in entries if entry.name.endswith(".log")]
+    for name in names:
+        try:
+            fd = os.open(path / name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        count += 1
+    return count
 
 
 def fsync_tree(path: Path) -> None:

@@ -13,9 +13,25 @@ Apply. A batch of entries becomes one ``WriteBatch``: the keys it writes, the
 sessions and leases it changes, the history changes it adds and trims, the
 floor and the new ``m/state``, so ``applied_index`` is always exactly the
 state the data shows, and LevelDB makes the batch visible to readers all at
-once. With ``sync`` on (the default) the batch is fsynced: LevelDB keeps a
-database a prefix of its writes across a power loss only if every write is
-synced (it does not fsync a log file it rotates away from).
+once.
+
+Durability (``sync`` on, the default). A batch is written without ``sync``:
+``apply`` returns once it is visible, and :meth:`LevelDBStateMachine.make_durable`
+makes it durable, which the node calls on its apply thread after handing the
+batch's results back (so the fsync is off the answer's path). It happens in
+``apply`` too, before the next batch is written, if nobody called it: every
+batch is durable before the next one is written, so after a power loss the
+database is the state after some prefix of the batches, missing at most the
+last one, whole (the node replays it from the Raft log). Making a batch
+durable is a synced write of ``m/barrier``, which fsyncs LevelDB's current log.
+That is not enough after a log rotation: LevelDB closes the log it rotates away
+from without an fsync, so a batch written just before a rotation (which the
+barrier's own write may trigger) is in that old log, unsynced, while later
+synced writes go to the new one; a power cut would keep them and lose it. So
+when the directory changed since the last barrier (a new log is a new name in
+it: :class:`~raftdb_leveldb._db.NewNames`), every log still there is fsynced
+too, then the directory (:func:`~raftdb_leveldb._db.fsync_logs`: a log that is
+gone was deleted only once its memtable was in a synced table).
 
 Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
 while applies go on. Leases and the history are answered from memory (loaded
@@ -106,6 +122,7 @@ from raftdb.storage import durable_mkdir, is_no_space
 from raftdb_leveldb._db import (
     NewNames,
     fsync_dir,
+    fsync_logs,
     fsync_tree,
     leveldb_errors,
     open_db,
@@ -146,6 +163,10 @@ _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
+#: A test-only knob: the write buffer in bytes (a small one makes LevelDB rotate its
+#: log every few batches, which the power-loss tests aim at). Not a setting: unset
+#: in production.
+WRITE_BUFFER_ENV: Final = "TEST_RAFTDB_LEVELDB_WRITE_BUFFER"
 # Bloom filters make the read every put does (for the key's create index)
 # cheap when the key is new. A 32 MiB write buffer (LevelDB's default is
 # 4 MiB) and 8 MiB tables cut memtable flushes and level-0 compactions by
@@ -157,6 +178,15 @@ _OPTIONS: Final[dict[str, int]] = {
     "write_buffer_size": 32 << 20,
     "max_file_size": 8 << 20,
 }
+
+
+def _db_options() -> dict[str, int]:
+    """:data:`_OPTIONS`, with the write buffer of :data:`WRITE_BUFFER_ENV` if set."""
+    options = dict(_OPTIONS)
+    size = os.environ.get(WRITE_BUFFER_ENV)
+    if size:
+        options["write_buffer_size"] = int(size)
+    return options
 
 
 class _Refused:
@@ -179,9 +209,12 @@ class LevelDBStateMachine:
 
     Args:
         path: the directory the state machine owns (created if missing).
-        sync: fsync every applied batch (the default). Off, a process crash
-            loses nothing, but after a machine crash the state may not be a
-            prefix of the applied batches; use it for tests and benchmarks.
+        sync: keep the state a prefix of the applied batches across a power
+            loss (the default): each batch is made durable by
+            :meth:`make_durable`, or before the next batch is written (see
+            the module docstring). Off, a process crash loses nothing, but
+            after a machine crash the state may not be a prefix of the
+            applied batches; use it for tests and benchmarks.
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
             value for the whole cluster).
         watch_history: the changes the watch history retains (``None``: the
@@ -213,6 +246,17 @@ class LevelDBStateMachine:
         self._path = Path(path)
         durable_mkdir(self._path)
         self._sync = sync
+        self._db_options = _db_options()
+        # A batch was written without sync and is not durable yet (with sync on):
+        # make_durable, or the next apply first, makes it so. Apply thread only.
+        self._pending = False
+        # make_durable was refused for lack of space: LevelDB then refuses every
+        # write; the next apply (or make_durable) reopens the database first.
+        self._unsettled: OSError | None = None
+        #: Counts (inspection, benchmarks): batches made durable, and how many of
+        #: those found the directory changed and fsynced every log.
+        self.barriers = 0
+        self.log_syncs = 0
         self._lock = RWLock()
         # What lease and history reads see, as of the last batch LevelDB took
         # (see the module docstring); both under _views.
@@ -224,7 +268,7 @@ class LevelDBStateMachine:
         self._closed = False
         self._floor = 0  # the history floor on disk
         self._generation = self._open_current()
-        self._db = open_db(self._db_path(self._generation), create=False, **_OPTIONS)
+        self._db = open_db(self._db_path(self._generation), create=False, **self._db_options)
         self._new_names = NewNames(self._db_path(self._generation))
         try:
             self._upgrade()
@@ -443,20 +487,7 @@ class LevelDBStateMachine:
         assert refused is not None
         with self._lock.write():
             self._check()
-            path = self._db_path(self._generation)
-            try:
-                with leveldb_errors(self._where):
-                    try:
-                        self._db = reopen(self._db, path, **_OPTIONS)
-                    except OSError:
-                        if self._db is not None and self._db.closed:
-                            self._db = None
-                        raise
-                    self._load()
-            except BaseException as exc:
-                if not (isinstance(exc, OSError) and is_no_space(exc)):
-                    self._failed = exc
-                raise
+            self._reopen_and_load()
             self._refused = None
             index = self._info.index
             if index == refused.before:
@@ -469,7 +500,101 @@ class LevelDBStateMachine:
             )
             raise self._failed
 
+    def _reopen_and_load(self) -> None:
+        """Reopen the database after LevelDB refused a write for lack of space, and
+        reload the applied state from it. Under the write lock.
+
+        Opening replays LevelDB's log into a table, which it fsyncs, and a manifest
+        it fsyncs (then ``open_db`` fsyncs the directory): what the database holds
+        after this is durable.
+
+        Raises:
+            OSError: ENOSPC, still no room (nothing changed; reads go on).
+        """
+        path = self._db_path(self._generation)
+        try:
+            with leveldb_errors(self._where):
+                try:
+                    self._db = reopen(self._db, path, **self._db_options)
+                except OSError:
+                    if self._db is not None and self._db.closed:
+                        self._db = None
+                    raise
+                self._load()
+        except BaseException as exc:
+            if not (isinstance(exc, OSError) and is_no_space(exc)):
+                self._failed = exc
+            raise
+        self._pending = False
+        self._unsettled = None
+
+    def _resettle(self) -> None:
+        """After :meth:`_settle` was refused for lack of space: reopen (which makes
+        the last batch durable) and check the database holds it.
+
+        Raises:
+            OSError: ENOSPC, still no room.
+            StorageError: the reopened database is not at the last batch.
+        """
+        with self._lock.write():
+            self._check()
+            want = self._info.index
+            self._reopen_and_load()
+            if self._info.index != want:
+                self._failed = StorageError(
+                    f"{self._where()}: after making a batch durable was refused for lack "
+                    f"of space the state is at {self._info.index}, not at {want}"
+                )
+                raise self._failed
+
+    def _settle(self) -> None:
+        """Make the batch written without sync durable: a synced barrier write, and
+        after a change of the directory (a log rotation, maybe) every log fsynced
+        (see the module docstring). Holding the read lock, on the apply thread.
+
+        Raises:
+            OSError: ENOSPC (:meth:`_resettle` comes next), or any other failure
+                (the state machine is then failed).
+        """
+        try:
+            with leveldb_errors(self._where):
+                self._db.put(BARRIER, b"", sync=True)
+            if self._new_names.after_write(logs=True):
+                self.log_syncs += 1
+        except OSError as exc:
+            if is_no_space(exc):
+                self._unsettled = exc
+            else:
+                self._failed = exc
+            raise
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        self._pending = False
+        self.barriers += 1
+
     # -- apply -------------------------------------------------------------------------
+
+    def make_durable(self) -> None:
+        """Make every applied batch durable; at once if it is already.
+
+        The node calls it on its apply thread once the last batch's results are
+        handed back, before the next ``apply`` (which would do it first anyway).
+        With ``sync`` off it does nothing (nothing is promised across a power loss).
+
+        Raises:
+            OSError: ENOSPC: refused for lack of space (the next ``apply`` or
+                ``make_durable`` tries again, after reopening the database);
+                any other ``OSError`` or ``StorageError``: the state machine is
+                failed, as for a failed ``apply``.
+        """
+        if self._unsettled is not None:
+            self._resettle()
+            return
+        with self._lock.read():
+            self._check()
+            if self._pending:
+                self._settle()
 
     @property
     def applied_index(self) -> int:
@@ -480,10 +605,14 @@ class LevelDBStateMachine:
             landed = self._recover(entries)
             if landed is not None:
                 return landed
+        if self._unsettled is not None:
+            self._resettle()
         with self._lock.read():  # shared: only restore, close and _recover are exclusive
             self._check()
+            if self._pending:
+                self._settle()  # the last batch is durable before this one is written
             where = self._where()
-            batch = self._db.write_batch(sync=self._sync)
+            batch = self._db.write_batch()
             backend = BatchBackend(self._db, batch, where)
             a = self._applier
             before = a.applied_index
@@ -503,8 +632,7 @@ class LevelDBStateMachine:
                     info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
                     batch.put(STATE, encode_info(info))
                     batch.write()
-                    if self._sync:
-                        self._new_names.after_write()
+                    self._pending = self._sync
             except UsageError:
                 raise  # refused before anything changed
             except OSError as exc:
@@ -622,11 +750,14 @@ class LevelDBStateMachine:
             generation = self._generation
             with leveldb_errors(where):
                 view = self._db_for_reads().snapshot()
-                if not self._sync:
-                    # A durable point to hand out: the driver may compact the
-                    # log up to it. (Synced applies are durable already.)
-                    self._db.put(BARRIER, b"", sync=True)
-                    self._new_names.after_write()
+                # A durable point to hand out: the driver may compact the log up
+                # to it. The barrier fsyncs the current log, fsync_logs the logs
+                # a rotation left unsynced: everything written so far is durable.
+                # (Not the apply thread's _settle: this runs on another thread.)
+                self._db.put(BARRIER, b"", sync=True)
+                db_path = self._db_path(generation)
+                fsync_logs(db_path)
+                fsync_dir(db_path)
                 raw = view.get(STATE)
                 raw_floor = view.get(FLOOR, verify_checksums=True)
         if raw is None:
@@ -694,7 +825,7 @@ class LevelDBStateMachine:
         path = self._db_path(generation)
         if path.exists():
             shutil.rmtree(path)
-        db = open_db(path, create=True, error_if_exists=True, **_OPTIONS)
+        db = open_db(path, create=True, error_if_exists=True, **self._db_options)
         try:
             sessions: list[SessionState] = []
             leases: list[Lease] = []
@@ -735,7 +866,7 @@ class LevelDBStateMachine:
                     batch.put(FLOOR, encode_floor(floor))
             db.close()
             fsync_tree(path)
-            db = open_db(path, create=False, **_OPTIONS)
+            db = open_db(path, create=False, **self._db_options)
         except BaseException:
             db.close()
             shutil.rmtree(path, ignore_errors=True)
@@ -753,15 +884,24 @@ class LevelDBStateMachine:
             self._new_names = NewNames(self._db_path(generation))
             self._install(applier, info, history, floor)
             self._refused = None  # the new state replaces what a refused batch left behind
+            self._unsettled = None
+            self._pending = False  # the restored database is durable
             if old_db is not None:
                 old_db.close()
         shutil.rmtree(old_path, ignore_errors=True)
         return info
 
     def close(self) -> None:
+        """Close the database, after making the last batch durable (LevelDB's own
+        close fsyncs nothing). If that fails, the batch is left to the log's replay."""
         with self._lock.write():
             if self._closed:
                 return
+            if self._pending and self._failed is None and self._db is not None:
+                try:
+                    self._settle()
+                except Exception as exc:  # closing anyway; the node replays the batch
+                    _log.warning("%s: the last batch was not made durable: %s", self._where(), exc)
             self._closed = True
             if self._db is not None:
                 self._db.close()

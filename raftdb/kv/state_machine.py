@@ -10,8 +10,26 @@ hashicorp raft's ``FSM`` made explicit (see each method):
 - ``snapshot`` is cheap at the call and defers the slow work to the stream;
 - ``restore`` replaces all state, atomically.
 
-Threads. The driver calls ``apply`` and ``restore`` from one thread at a time
-(its apply worker). ``get``, ``range``, ``history``, ``lease``, ``leases``,
+Durability. A durable plugin makes one of two promises about a power loss:
+
+- *durable at apply*: a batch is durable when ``apply`` returns;
+- *durable before the next batch* (:class:`DefersDurability`, a plugin with a
+  ``make_durable`` method): ``apply`` returns once the batch is visible to
+  reads, and the batch is durable once ``make_durable`` returns, and in any
+  case before the next ``apply`` writes anything (the plugin does it first),
+  when ``snapshot`` returns and when ``close`` returns. After a power loss the
+  state is then exactly the state after some prefix of the applied batches,
+  missing at most the last one, whole. The driver calls ``make_durable`` on
+  its apply thread once the batch's results are handed back, so that the
+  fsync is off the answer's path, and replays the lost batch from the Raft
+  log at start (it replays from :attr:`~StateMachine.applied_index`). Reads
+  see the visible state: a read never sees less than what was answered.
+
+Either way, after a restart :attr:`~StateMachine.applied_index` is exactly
+the state found, never above it.
+
+Threads. The driver calls ``apply``, ``make_durable`` and ``restore`` from one
+thread at a time (its apply worker). ``get``, ``range``, ``history``, ``lease``, ``leases``,
 ``snapshot``, ``conf_state``, ``members`` and :attr:`applied_index` may be
 called from any thread, at the same time as an ``apply``. ``close`` comes
 last, once the others have returned.
@@ -40,7 +58,7 @@ from raftdb.kv.sortedkeys import SortedKeys, prefix_end
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfState, Entry
 
-__all__ = ["MemoryStateMachine", "StateMachine", "check_range_args"]
+__all__ = ["DefersDurability", "MemoryStateMachine", "StateMachine", "check_range_args"]
 
 
 @runtime_checkable
@@ -72,6 +90,8 @@ class StateMachine(Protocol):
 
         Concurrent readers see the state before the batch or after it, never
         in between. Entries at or below :attr:`applied_index` are skipped.
+        The batch is visible to reads when this returns; whether it is durable
+        yet is the plugin's promise (see "Durability" in the module docstring).
 
         Args:
             entries: consecutive committed entries, starting at or below
@@ -204,6 +224,26 @@ class StateMachine(Protocol):
 
     def close(self) -> None:
         """Release files and handles. Nothing may be called afterwards."""
+        ...
+
+
+@runtime_checkable
+class DefersDurability(Protocol):
+    """A state machine whose batches become durable after ``apply`` returns: it
+    promises *durable before the next batch* (see the module docstring)."""
+
+    def make_durable(self) -> None:
+        """Make every applied batch durable; returns at once if they are.
+
+        Called from the apply thread, never during an ``apply`` or a ``restore``.
+
+        Raises:
+            OSError: with ``errno`` ``ENOSPC`` or ``EDQUOT``: refused for lack of
+                space; the batch is not durable yet, and the next ``apply`` (or
+                ``make_durable``) tries again first, raising the same while the
+                disk is full. Any other ``OSError`` or ``StorageError``: the
+                state machine is unusable, as after a failed ``apply``.
+        """
         ...
 
 

@@ -19,6 +19,18 @@ so that the restore follows every batch before it. Once a batch is applied,
 the node answers its requests (``after_apply``); every ``snapshot_entries``
 applied entries, the log thread then records a snapshot and compacts the log.
 
+A state machine that makes a batch durable after ``apply`` returns
+(:class:`~raftdb.kv.state_machine.DefersDurability`, the LevelDB one) gets its
+``make_durable`` call on the apply thread right after the batch's results are
+posted to the loop and before the next batch: the requests are answered while
+the state machine fsyncs. Nothing is lost by answering first: the entries are
+in the Raft log, fsynced on a majority before they were committed, and a
+batch a power cut takes from the state machine (the last one, whole, by its
+promise) is replayed from the log at the next start. Reads are served from
+the visible state, which includes the batch, so none sees less than what was
+answered. The log is compacted only up to a snapshot's point, which
+``snapshot`` makes durable.
+
 A full disk makes the node read-only, never dead. A save refused for lack
 of space (an ``OSError`` with errno ``ENOSPC``/``EDQUOT``,
 :mod:`raftdb.storage.nospace`) is saved again, the same Ready, with backoff
@@ -57,6 +69,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from raftdb.kv.snapshot import SnapshotFormatError, check_stream
+from raftdb.kv.state_machine import DefersDurability
 from raftdb.node.disk_thread import DiskThread, Inbox
 from raftdb.node.handle import Alarm
 from raftdb.plugins import open_state_machine, open_storage
@@ -176,6 +189,8 @@ class NodeDisk:
         self._stop_retrying = threading.Event()  # set by close(): give up waiting for space
         self._abandoned = False  # a batch was given up: so is every later one
         self._last_snapshot_index = 0
+        # The state machine's make_durable (DefersDurability), set by open().
+        self._make_durable: Callable[[], None] | None = None
 
     @property
     def save_error(self) -> str | None:
@@ -218,6 +233,8 @@ class NodeDisk:
         durable_mkdir(self.data_dir)
         storage, sm = await self._log_thread.submit(self._open_disk)
         self.storage, self.sm = storage, sm
+        if isinstance(sm, DefersDurability):
+            self._make_durable = sm.make_durable
         if sm.applied_index < storage.first_index() - 1:
             raise RuntimeError(
                 f"raftdb: the state machine in {self.data_dir} is at index {sm.applied_index}, "
@@ -251,6 +268,8 @@ class NodeDisk:
             batch = storage.entries(lo, min(hi, lo + _REPLAY_BATCH), _REPLAY_BYTES)
             sm.apply(batch)
             lo += len(batch)
+        if isinstance(sm, DefersDurability):
+            sm.make_durable()
 
     def _open_disk(self) -> tuple[Storage, StateMachine]:
         cfg = self.config
@@ -289,8 +308,12 @@ class NodeDisk:
     # -- the apply thread ------------------------------------------------------------
 
     async def applies_done(self) -> None:
-        """Wait until every batch handed over is applied; never cancels one."""
+        """Wait until every batch handed over is applied, and made durable by a
+        state machine that defers it (a restore never runs beside ``make_durable``);
+        never cancels one."""
         await self._applied_down_to(0)
+        if self._make_durable is not None:
+            await self._apply_thread.submit(_nothing)  # after the last follow-up
 
     async def apply_room(self) -> None:
         """Wait until fewer than :data:`MAX_APPLYING` batches are queued to apply."""
@@ -308,7 +331,8 @@ class NodeDisk:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
         sm = self.sm
         assert sm is not None
-        applying = self._apply_thread.submit(self._apply_batch, sm, entries)
+        settle = self._settle if self._make_durable is not None else None
+        applying = self._apply_thread.submit_then(self._apply_batch, settle, sm, entries)
         applying.add_done_callback(functools.partial(self._on_applied, entries))
         self._applying.append(applying)
 
@@ -356,6 +380,33 @@ class NodeDisk:
                 )
                 self._apply_no_space = None
             return results
+
+    def _settle(self) -> None:
+        """On the apply thread, once a batch's results are posted (the loop answers
+        them meanwhile): make the batch durable before the next one.
+
+        Refused for lack of space, the state machine tries again at the next
+        ``apply``, which is retried while the disk is full (see
+        :meth:`_apply_batch`). Any other failure stops the node.
+        """
+        make_durable = self._make_durable
+        assert make_durable is not None
+        try:
+            make_durable()
+        except OSError as e:
+            if is_no_space(e):
+                log.warning("node %d: making a batch durable was refused: %s", self.node_id, e)
+                return
+            self._fail_from_thread(e)
+        except Exception as e:
+            self._fail_from_thread(e)
+
+    def _fail_from_thread(self, error: BaseException) -> None:
+        log.error("node %d: making a batch durable failed", self.node_id, exc_info=error)
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: the node is gone anyway
+            loop.call_soon_threadsafe(self._fail, f"{type(error).__name__}: {error}")
 
     def _on_applied(self, entries: list[Entry], applying: asyncio.Future[list[Any]]) -> None:
         """On the loop, once a batch is applied: answer its requests; start a snapshot
@@ -564,6 +615,10 @@ class NodeDisk:
         for key in [k for k in self._incoming_snapshots if k[0] < meta.index]:
             self._incoming_snapshots.pop(key).unlink(missing_ok=True)
         self._incoming_snapshots[(meta.index, meta.term)] = path
+
+
+def _nothing() -> None:
+    """A job that only waits its turn on a disk thread."""
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

@@ -15,6 +15,10 @@ the state machine rely on having a single writer). A job that raises settles its
 future with the exception. A future cancelled while its job waits or runs does
 not stop the job (disk work is never half done); its result is dropped.
 
+A job may have a follow-up (:meth:`DiskThread.submit_then`), run on the thread
+right after the job's result is posted and before the next job: the apply
+thread makes a batch durable there, while the loop already answers it.
+
 Several threads may share one :class:`Inbox` (a node's log and apply threads
 do): their results wait in it, and only the first result after the loop last
 emptied it costs a ``call_soon_threadsafe`` (a write to the loop's self-pipe
@@ -25,6 +29,7 @@ are then handed back in one turn of the loop, not two.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -33,10 +38,18 @@ from typing import Any, Final, TypeVar
 __all__ = ["DiskThread", "Inbox"]
 
 _T = TypeVar("_T")
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    Callable[..., Any],
+    tuple[Any, ...],
+    Callable[[], None] | None,
+]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 #: Put on the queue by :meth:`DiskThread.shutdown`: the thread ends after the jobs before it.
 _STOP: Final = None
+
+log = logging.getLogger("raftdb.node")
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -110,6 +123,18 @@ class DiskThread:
         Raises:
             RuntimeError: after :meth:`shutdown`.
         """
+        return self.submit_then(fn, None, *args)
+
+    def submit_then(
+        self, fn: Callable[..., _T], then: Callable[[], None] | None, *args: Any
+    ) -> asyncio.Future[_T]:
+        """:meth:`submit`, and if ``fn`` returned, run ``then()`` on the thread once
+        its result is posted, before the next job. ``then`` handles its own
+        errors (one that escapes is logged; the thread goes on).
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         if not self._started:
@@ -121,7 +146,7 @@ class DiskThread:
                     self._started = True
         elif self._stopped:
             raise RuntimeError(f"{self._thread.name}: submit after shutdown")
-        self._jobs.put((loop, future, fn, args))
+        self._jobs.put((loop, future, fn, args, then))
         return future
 
     def shutdown(self) -> None:
@@ -143,11 +168,18 @@ class DiskThread:
             job = jobs.get()
             if job is None:
                 return
-            loop, future, fn, args = job
+            loop, future, fn, args, then = job
             outcome: tuple[Any, BaseException | None]
             try:
                 outcome = (fn(*args), None)
             except BaseException as e:  # handed to the awaiting side, whatever it is
                 outcome = (None, e)
             post(loop, future, *outcome)
+            failed = outcome[1] is not None
             del job, future, outcome  # no reference to a result outlives its job
+            if then is not None and not failed:
+                try:
+                    then()
+                except Exception:
+                    log.exception("%s: a job's follow-up failed", self._thread.name)
+            del then

@@ -143,3 +143,55 @@ def test_an_inbox_serves_a_new_loop_after_the_old_one_closed() -> None:
     assert asyncio.run(one(1)) == 1
     assert asyncio.run(one(2)) == 2
     worker.shutdown()
+
+
+def test_a_follow_up_runs_after_the_result_is_posted_and_before_the_next_job() -> None:
+    asyncio.run(_test_a_follow_up_runs_after_the_result_is_posted_and_before_the_next_job())
+
+
+async def _test_a_follow_up_runs_after_the_result_is_posted_and_before_the_next_job() -> None:
+    """The apply thread's make_durable: the loop has the batch's result while the
+    follow-up still runs, and the next job waits for it."""
+    worker = DiskThread("test-disk")
+    release = threading.Event()
+    order: list[str] = []
+
+    def follow_up() -> None:
+        order.append("follow-up started")
+        assert release.wait(30), "the loop never saw the result"
+        order.append("follow-up done")
+
+    def job(name: str, result: int) -> int:
+        order.append(name)
+        return result
+
+    first = worker.submit_then(job, follow_up, "job", 1)
+    second = worker.submit(job, "next job", 2)
+    assert await first == 1  # settled while the follow-up blocks on release
+    release.set()
+    assert await second == 2
+    assert order == ["job", "follow-up started", "follow-up done", "next job"]
+    await asyncio.to_thread(worker.shutdown)
+
+
+def test_a_failed_job_has_no_follow_up_and_a_failed_follow_up_stops_nothing() -> None:
+    asyncio.run(_test_a_failed_job_has_no_follow_up_and_a_failed_follow_up_stops_nothing())
+
+
+async def _test_a_failed_job_has_no_follow_up_and_a_failed_follow_up_stops_nothing() -> None:
+    worker = DiskThread("test-disk")
+    ran: list[str] = []
+
+    def fail() -> None:
+        raise OSError(5, "input/output error")
+
+    def broken_follow_up() -> None:
+        ran.append("broken")
+        raise RuntimeError("follow-up bug")
+
+    with pytest.raises(OSError, match="input/output"):
+        await worker.submit_then(fail, lambda: ran.append("after a failure"))
+    assert await worker.submit_then(lambda: "ok", broken_follow_up) == "ok"
+    assert await worker.submit(lambda: "still working") == "still working"
+    assert ran == ["broken"]
+    await asyncio.to_thread(worker.shutdown)

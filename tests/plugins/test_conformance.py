@@ -153,4 +153,7 @@ def test_one_pytest_command_runs_the_suite(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     storage = sum(1 for c in STORAGE_CHECKS if not c.durable)
     machine = sum(1 for c in STATE_MACHINE_CHECKS if not c.durable)
-    assert f"{storage + machine} passed" in result.stdout
+    # memory has no make_durable: the checks of that promise skip.
+    deferred = sum(1 for c in STATE_MACHINE_CHECKS if not c.durable and "make_durable" in c.name)
+    assert deferred == 1
+    assert f"{storage + machine - deferred} passed, {deferred} skipped" in result.stdout

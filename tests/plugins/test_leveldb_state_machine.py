@@ -181,6 +181,7 @@ def test_reads_during_a_restore_see_old_or_new(tmp_path: Path) -> None:
 def test_a_failed_write_stops_the_state_machine(tmp_path: Path) -> None:
     machine = LevelDBStateMachine(tmp_path)
     machine.apply(puts(1, 3))
+    machine.make_durable()  # the fake below writes batches only, no barrier
     real = machine._db
 
     class Batch:

@@ -13,7 +13,12 @@ and compares what it finds with the workload's model:
   at the recovered ``applied_index``, which is at least the last
   acknowledged batch's; replaying the rest gives the reference state;
 - state machine, restore: killed inside ``restore`` the old state is whole;
-  killed after it returned, the new state is there.
+  killed after it returned, the new state is there;
+- state machine, power cut (:func:`run_state_machine_power_cut`, for a harness
+  with a filesystem that can drop what was not made durable): the recovered
+  state is exactly the reference state at its ``applied_index``, which is at
+  least what the plugin's durability promise covers (see
+  :mod:`raftdb.kv.state_machine`).
 
 No sleeps: the parent acts on the child's output, and a watchdog timer kills
 a child that stops producing it, so every run ends in bounded time.
@@ -25,17 +30,23 @@ Child entry point (``python -m raftdb.testing.conformance.crash``):
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from raftdb.testing.conformance.checks import ConformanceError
 
-__all__ = ["run_restore_crash", "run_state_machine_crash", "run_storage_crash"]
+__all__ = [
+    "run_restore_crash",
+    "run_state_machine_crash",
+    "run_state_machine_power_cut",
+    "run_storage_crash",
+]
 
 _WATCHDOG_SECONDS = 60.0
 _APPLY_TOTAL = 1_000_000  # entries the apply workload can produce before a child stops
@@ -69,6 +80,14 @@ class _Child:
         """SIGKILL the child; the lines it printed but we had not read yet."""
         self.proc.kill()
         rest = [line.strip() for line in self.read_rest()]
+        self.proc.wait()
+        return [line for line in rest if line]
+
+    def kill_complete(self) -> list[str]:
+        """SIGKILL the child; the whole lines it printed that we had not read yet
+        (a line the kill cut short is dropped)."""
+        self.proc.kill()
+        rest = [line.strip() for line in self.read_rest() if line.endswith("\n")]
         self.proc.wait()
         return [line for line in rest if line]
 
@@ -246,6 +265,132 @@ def _apply_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
             print(machine.applied_index, file=out, flush=True)
 
 
+# -- state machine: power cut -------------------------------------------------------------
+
+
+def run_state_machine_power_cut(
+    reference: str,
+    path: Path,
+    cut: Callable[[], object],
+    *,
+    seed: int,
+    rounds: int,
+    kill_when: Callable[[], bool] | None = None,
+) -> dict[str, int]:
+    """Kill -9 a child applying batches to ``reference`` in ``path``, then ``cut()``
+    (the caller's power cut: drop everything not made durable), reopen and check.
+
+    The child calls ``make_durable`` after a random half of the batches if the
+    plugin has it (:class:`~raftdb.kv.state_machine.DefersDurability`), and
+    reports each ``apply`` and ``make_durable`` that returned. After the cut:
+
+    - a plugin *durable at apply* holds at least the last batch ``apply``
+      returned; one *durable before the next batch* at least the batch before
+      that, and the last one ``make_durable`` covered;
+    - either way the state is exactly the reference state at its applied index:
+      a prefix of the batches, never a state with a hole.
+
+    Args:
+        cut: called once the child is dead and reaped.
+        kill_when: checked after each line the child reports once it has run a
+            few batches (e.g. "LevelDB just rotated its log"); the child is
+            killed when it says so (default: after a random number of batches).
+
+    Returns:
+        Counts: ``rounds``, ``lost`` (rounds whose last returned batch was lost,
+        as the promise allows), ``killed_when`` (rounds ``kill_when`` chose).
+    """
+    from raftdb.plugins import open_state_machine
+    from raftdb.testing.conformance.state_machine import digest
+
+    rng = random.Random(seed)
+    counts = {"rounds": 0, "lost": 0, "killed_when": 0}
+    for round_no in range(rounds):
+        child = _Child("apply-durable", reference, str(path), str(seed + round_no), "0")
+        defers = False
+        applied: list[int] = []  # apply returned, in order
+        durable = -1  # make_durable returned
+        try:
+            kill_after = rng.randint(3, 40)
+            stopped = True
+            for line in child.lines():
+                word, _, rest = line.partition(" ")
+                if word == "ready":
+                    defers = rest.split()[1] == "defers"
+                    continue
+                if word == "a":
+                    applied.append(int(rest))
+                elif word == "d":
+                    durable = int(rest)
+                if len(applied) >= 3 and kill_when is not None and kill_when():
+                    counts["killed_when"] += 1
+                    stopped = False
+                    break
+                if kill_when is None and len(applied) >= kill_after:
+                    stopped = False
+                    break
+            if stopped:
+                raise child.fail(f"round {round_no}: the child stopped after {applied[-1:]}")
+            for line in child.kill_complete():  # what it reported before it died
+                word, _, rest = line.partition(" ")
+                if word == "a":
+                    applied.append(int(rest))
+                elif word == "d":
+                    durable = int(rest)
+        finally:
+            child.close()
+        cut()
+        # Durable before the next batch: the one before the last returned apply.
+        before_last = applied[-2] if len(applied) >= 2 else -1
+        promised = max(durable, before_last) if defers else applied[-1]
+        machine = open_state_machine(reference, path)
+        try:
+            found_index = machine.applied_index
+            if found_index < promised:
+                raise ConformanceError(
+                    f"round {round_no}: applied_index is {found_index} after a power cut, but "
+                    f"the batch up to {promised} was promised durable ("
+                    f"{'before the next batch' if defers else 'at apply'}; last apply returned "
+                    f"at {applied[-1]}, last make_durable at {durable})"
+                )
+            found = digest(machine)
+        finally:
+            machine.close()
+        want = digest(_reference_at(seed + round_no, found_index))
+        if found != want:
+            raise ConformanceError(
+                f"round {round_no}: after a power cut the state machine at applied index "
+                f"{found_index} differs from the reference state at that index: not a prefix "
+                "of the applied batches"
+            )
+        counts["rounds"] += 1
+        counts["lost"] += found_index < applied[-1]
+        # Each round has a workload of its own seed, from an empty state.
+        shutil.rmtree(path)
+    return counts
+
+
+def _durable_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
+    from raftdb.kv.state_machine import DefersDurability
+    from raftdb.plugins import open_state_machine
+    from raftdb.testing.conformance.workloads import EntryWorkload
+
+    machine = open_state_machine(reference, path)
+    make_durable = machine.make_durable if isinstance(machine, DefersDurability) else None
+    defers = make_durable is not None
+    rng = random.Random(seed)
+    workload = EntryWorkload(seed)
+    print("ready", machine.applied_index, "defers" if defers else "at-apply", file=out, flush=True)
+    while workload.index < _APPLY_TOTAL:
+        batch = [e for e in workload.batch() if e.index > machine.applied_index]
+        if batch:
+            machine.apply(batch)
+            print("a", machine.applied_index, file=out, flush=True)
+            if make_durable is not None and rng.random() < 0.5:
+                make_durable()
+                print("d", machine.applied_index, file=out, flush=True)
+
+
 # -- state machine: restore ---------------------------------------------------------------
 
 
@@ -349,6 +494,8 @@ def main(argv: list[str]) -> None:
         _storage_child(reference, path, seed, int(argv[4]), sys.stdout)
     elif mode == "apply":
         _apply_child(reference, path, seed, sys.stdout)
+    elif mode == "apply-durable":
+        _durable_child(reference, path, seed, sys.stdout)
     elif mode == "restore":
         _restore_child(reference, path, seed, int(argv[4]), argv[5], sys.stdout, sys.stdin)
     else:

@@ -5,8 +5,15 @@ Every promise of the StateMachine protocol and of the KV semantics in
 key indexes, conditions, sessions and their expiry, membership changes,
 determinism whatever the batching, reads that never see part of a batch,
 snapshots taken while applies go on, bounded chunks, atomic restore that
-refuses damaged streams, restart recovery, and kill -9 during applies and
-during a restore. The reference is :class:`~raftdb.state_machine.MemoryStateMachine`.
+refuses damaged streams, restart recovery, kill -9 during applies and
+during a restore, and for a plugin that defers durability
+(:class:`~raftdb.state_machine.DefersDurability`) that ``make_durable``
+changes nothing a reader sees and leaves a state that survives a reopen. The
+reference is :class:`~raftdb.state_machine.MemoryStateMachine`.
+
+The power-cut half of the durability promise needs a filesystem that drops
+what was not made durable: :func:`~raftdb.testing.conformance.crash.run_state_machine_power_cut`
+runs it given such a filesystem's cut (raftdb's ``tests/powerloss`` does, on FUSE).
 
     from raftdb.testing.conformance.state_machine import check_state_machine
     check_state_machine(MyStateMachine)
@@ -15,6 +22,7 @@ during a restore. The reference is :class:`~raftdb.state_machine.MemoryStateMach
 from __future__ import annotations
 
 import threading
+import unittest
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,7 @@ from raftdb.kv.commands import (
     SessionState,
 )
 from raftdb.kv.snapshot import SnapshotFormatError, SnapshotInfo, SnapshotReader, encode_stream
-from raftdb.kv.state_machine import MemoryStateMachine
+from raftdb.kv.state_machine import DefersDurability, MemoryStateMachine
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfChangeType, ConfState, Entry, EntryType
 from raftdb.storage.nospace import is_no_space
@@ -362,6 +370,59 @@ def check_determinism(ctx: CheckContext) -> None:
     for a, b in zip(found, want, strict=True):
         expect_equal(a, b, f"result of entry {b.index}")
     expect(digest(m) == digest(reference), "state differs from the reference after the workload")
+
+
+def _defers(machine: Any) -> DefersDurability:
+    """The machine as a :class:`DefersDurability`, or skip the check."""
+    if not isinstance(machine, DefersDurability):
+        raise unittest.SkipTest("the plugin has no make_durable (durable at apply, or not at all)")
+    return machine
+
+
+@_register()
+def check_make_durable_changes_nothing_visible(ctx: CheckContext) -> None:
+    """``make_durable`` (a plugin that defers durability): before any batch, after
+    each, twice in a row, after a snapshot: the results and the state are the
+    reference's, as if it had never been called."""
+    m = ctx.open()
+    durable = _defers(m)
+    durable.make_durable()  # nothing applied yet
+    reference = MemoryStateMachine()
+    for n, batch in enumerate(EntryWorkload(9).batches(2000)):
+        want = reference.apply(batch)
+        found = m.apply(batch)
+        expect_equal(found, want, f"results of batch {n}")
+        expect_equal(m.applied_index, reference.applied_index, f"applied_index after batch {n}")
+        if n % 3 == 0:
+            durable.make_durable()
+        if n % 7 == 0:
+            durable.make_durable()
+            durable.make_durable()
+        if n % 11 == 0:
+            m.snapshot().close()
+            durable.make_durable()
+    expect(digest(m) == digest(reference), "state differs from the reference")
+
+
+@_register(durable=True)
+def check_make_durable_then_reopen(ctx: CheckContext) -> None:
+    """What ``make_durable`` covered is there after a reopen, and so is a batch
+    applied after it (``close`` makes it durable): nothing twice, nothing lost."""
+    m = ctx.open()
+    durable = _defers(m)
+    entries = [e for batch in EntryWorkload(13).batches(1200) for e in batch]
+    m.apply(entries[:500])
+    durable.make_durable()
+    m.apply(entries[500:800])
+    m = ctx.reopen(m)
+    reference = MemoryStateMachine()
+    reference.apply(entries[:800])
+    expect(digest(m) == digest(reference), "state after make_durable, an apply and a reopen")
+    m.apply(entries[700:1200])
+    _defers(m).make_durable()
+    m = ctx.reopen(m)
+    reference.apply(entries[800:1200])
+    expect(digest(m) == digest(reference), "state after a replay, make_durable and a reopen")
 
 
 @_register()
