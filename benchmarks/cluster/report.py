@@ -133,16 +133,8 @@ class Results:
 
     def get(self, repeat: int, system: str, op: str, conns: int, mode: str) -> WrkResult | None:
         """One run's result, if it was made."""
-        for r in self.records:
-            if (r.repeat, r.system, r.op, r.connections, r.mode) == (
-                repeat,
-                system,
-                op,
-                conns,
-                mode,
-            ):
-                return r.result
-        return None
+        found = self.record(repeat, system, op, conns, mode)
+        return found.result if found is not None else None
 
     def record(self, repeat: int, system: str, op: str, conns: int, mode: str) -> Record | None:
         """One run, if it was made."""
