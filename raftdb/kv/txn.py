@@ -157,6 +157,13 @@ class Txn:
                     f"a transaction takes at most {MAX_TXN_OPS} entries in {name!r}"
                 )
 
+    def writes(self, succeeded: bool) -> bool:
+        """Whether the branch that runs when the compares hold (``succeeded``), or
+        the other one, puts or deletes a key: a transaction whose branch only
+        reads changed nothing when it ran."""
+        ops = self.success if succeeded else self.failure
+        return any(op.kind in (TxnOpKind.PUT, TxnOpKind.DELETE) for op in ops)
+
     def encode(self) -> bytes:
         """The transaction as the value of a ``TXN`` command."""
         compares = [[c.key, int(c.target), int(c.op), c.value] for c in self.compare]

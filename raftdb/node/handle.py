@@ -336,14 +336,18 @@ class TxnAnswer:
     results: tuple[TxnOpResult, ...] | None = field(
         metadata={
             "description": "One result per operation of the branch that ran, in order; "
-            "null for a duplicate (an `Idempotency-Key` retry: its reads are not kept)."
+            "null for a duplicate (an `Idempotency-Key` retry, or a transaction that writes "
+            "whose node caught up through a snapshot before applying it: the first "
+            "attempt's results are not kept)."
         }
     )
     duplicate: bool = field(
         default=False,
         metadata={
-            "description": "The request was a retry (same `Idempotency-Key`) answered from "
-            "the first attempt, which was applied once, at `index`."
+            "description": "The answer came from the first attempt's session record, not "
+            "its results: a retry (same `Idempotency-Key`), or a transaction that writes, "
+            "proposed again by its node after the node caught up through a snapshot. It was "
+            "applied once, at `index`."
         },
     )
 

@@ -125,6 +125,11 @@ _SYNC_OFF_WARNING = (
     "Use it only for tests and benchmarks."
 )
 
+#: How many times a read-only transaction is run again when its answer came from
+#: this node's session instead of its reads (see ``Node.txn``): once more is enough
+#: unless the node catches up through another snapshot meanwhile.
+_TXN_RERUNS = 2
+
 # The commands the lease keeper follows.
 _LEASE_OPS = frozenset({Op.LEASE_GRANT, Op.LEASE_KEEPALIVE, Op.LEASE_REVOKE, Op.LEASE_EXPIRE})
 
@@ -632,14 +637,27 @@ class Node:
             cmd = Command.txn(txn.encode())
         except InvalidCommandError as e:
             raise BadRequestError(str(e)) from None
-        result = await self._write(cmd, idempotency_key)
-        outcome = result.txn
-        if outcome is None:  # an OK answer to a TXN always has one
-            raise OutcomeUnknownError("the transaction was applied without an outcome")
-        # mod_index: the transaction's index, or the first attempt's for a duplicate.
-        if result.duplicate:
-            return TxnAnswer(result.mod_index, outcome.succeeded, None, True)
-        return TxnAnswer(result.mod_index, outcome.succeeded, outcome.results)
+        reruns = 0
+        while True:
+            result = await self._write(cmd, idempotency_key)
+            outcome = result.txn
+            if outcome is None:  # an OK answer to a TXN always has one
+                raise OutcomeUnknownError("the transaction was applied without an outcome")
+            if not result.duplicate:
+                return TxnAnswer(result.mod_index, outcome.succeeded, outcome.results)
+            # A request without a key answered as a duplicate: its first copy
+            # was applied where this node did not see it (it caught up through
+            # a leader's snapshot), and its second proposal was answered from
+            # this node's session, which keeps no reads. If the branch that ran
+            # only read, it changed nothing: run it again, for its reads.
+            if idempotency_key is not None or txn.writes(outcome.succeeded):
+                break
+            if reruns == _TXN_RERUNS:
+                break
+            reruns += 1
+        # mod_index: the first attempt's index. Its writes were applied once;
+        # their results and its reads were not kept.
+        return TxnAnswer(result.mod_index, outcome.succeeded, None, True)
 
     # -- leases ----------------------------------------------------------------------
 
