@@ -158,9 +158,8 @@ class Txn:
                 )
 
     def writes(self, succeeded: bool) -> bool:
-        """Whether the branch that runs when the compares hold (``succeeded``), or
-        the other one, puts or deletes a key: a transaction whose branch only
-        reads changed nothing when it ran."""
+        """Whether the branch that ran (``success`` if ``succeeded``, else
+        ``failure``) puts or deletes a key; one that only reads changed nothing."""
         ops = self.success if succeeded else self.failure
         return any(op.kind in (TxnOpKind.PUT, TxnOpKind.DELETE) for op in ops)
 

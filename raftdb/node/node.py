@@ -650,9 +650,11 @@ class Node:
             # a leader's snapshot), and its second proposal was answered from
             # this node's session, which keeps no reads. If the branch that ran
             # only read, it changed nothing: run it again, for its reads.
-            if idempotency_key is not None or txn.writes(outcome.succeeded):
-                break
-            if reruns == _TXN_RERUNS:
+            if (
+                idempotency_key is not None
+                or txn.writes(outcome.succeeded)
+                or reruns == _TXN_RERUNS
+            ):
                 break
             reruns += 1
         # mod_index: the first attempt's index. Its writes were applied once;
