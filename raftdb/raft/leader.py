@@ -29,6 +29,7 @@ __all__ = [
     "append_entries",
     "bcast_append",
     "bcast_heartbeat",
+    "flush_commit",
     "flush_reads",
     "maybe_commit",
     "on_commit",
@@ -144,12 +145,31 @@ def maybe_commit(r: Raft) -> bool:
 
 
 def on_commit(r: Raft) -> None:
-    """The commit index moved: release waiting reads and tell the followers."""
+    """The commit index moved: release waiting reads, and tell the followers at
+    the next Ready (:func:`flush_commit`)."""
     if r.pending_read_index_messages and r.committed_entry_in_current_term():
         waiting, r.pending_read_index_messages = r.pending_read_index_messages, []
         for m in waiting:
             _register_read(r, m)
-    bcast_append(r)
+    r.commit_unsent = True
+
+
+def flush_commit(r: Raft) -> None:
+    """Send the commit index to each follower not yet told of it (``RawNode.ready``).
+
+    Deferred from :func:`on_commit` to the Ready, where messages leave anyway:
+    when proposals came in meanwhile, their appends carry the new index, and
+    an append of the commit alone (and its answer) would repeat them. Under
+    load that was most of them. A follower was told once an append or
+    heartbeat took it that index (``Progress.sent_commit``).
+    """
+    if not r.commit_unsent:
+        return
+    r.commit_unsent = False
+    committed = r.log.committed
+    for node_id, pr in r.tracker.peers(r.id):
+        if pr.sent_commit < committed:
+            send_append(r, node_id)
 
 
 def bcast_append(r: Raft, send_if_empty: bool = True) -> None:
@@ -263,8 +283,9 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
     if maybe_commit(r):
         on_commit(r)
     elif pr.can_bump_commit(r.log.committed):
-        # A straggler caught up without moving the commit index: tell it the index.
-        send_append(r, m.frm)
+        # A straggler caught up without moving the commit index: tell it the
+        # index at the next Ready, unless an append of that Ready does.
+        r.commit_unsent = True
     # The window may have opened: send what fits.
     while send_append(r, m.frm, send_if_empty=False):
         pass

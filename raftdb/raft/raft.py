@@ -94,6 +94,10 @@ class Raft:
         # proposed only once it is applied (one change at a time).
         self.pending_conf_index = 0
         self.uncommitted_size = 0
+        # A leader's commit index moved and the followers are still to hear of
+        # it: told at the next Ready (``leader.flush_commit``), by the appends of
+        # that Ready where they carry it, else by an append of the commit alone.
+        self.commit_unsent = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.election_timeout
@@ -188,6 +192,7 @@ class Raft:
                 pr.recent_active = True
         self.pending_conf_index = 0
         self.uncommitted_size = 0
+        self.commit_unsent = False
         self.read_only = ReadOnly()
         self.pending_read_index_messages = []
 

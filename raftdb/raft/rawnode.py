@@ -29,7 +29,7 @@ from raftdb.raft.errors import (
     ProposalDroppedError,
     UsageError,
 )
-from raftdb.raft.leader import flush_reads
+from raftdb.raft.leader import flush_commit, flush_reads
 from raftdb.raft.messages import (
     LOCAL_MESSAGES,
     ConfChange,
@@ -274,6 +274,7 @@ class RawNode:
         return bool(
             r.msgs
             or r.msgs_after_save
+            or r.commit_unsent
             or log.unstable.entries
             or log.unstable.snapshot is not None
             or log.has_next_committed()
@@ -297,6 +298,7 @@ class RawNode:
         r = self._raft
         log = r.log
         if r.role == Role.LEADER:
+            flush_commit(r)
             flush_reads(r)
         rd = Ready()
         if r.lead != self._prev_soft.lead or r.role != self._prev_soft.role:

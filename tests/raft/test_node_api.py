@@ -300,6 +300,52 @@ def test_propose_on_a_follower_forwards_to_the_leader() -> None:
     assert all(any(e.data == b"fwd" for e in d.storages[i].all_entries()) for i in d.nodes)
 
 
+def _answers_commit_an_entry(d: Driver) -> int:
+    """Leader 1 proposes an entry; the followers' answers commit it, and no Ready
+    of the leader's has been taken since. Returns the entry's index."""
+    leader = d.nodes[1]
+    leader.propose(b"first")
+    d.handle(1)  # the appends leave; the leader saves its own copy
+    for i in (2, 3):
+        for m in [m for m in d.queue if m.to == i]:
+            d.nodes[i].step(m)
+        d.handle(i)  # save, then answer
+    answers, d.queue = [m for m in d.queue if m.to == 1], []
+    for m in answers:
+        leader.step(m)
+    index = leader.commit_index
+    assert index == d.storages[1].last_index()
+    return index
+
+
+def _appends(rd: Ready) -> list[tuple[int, list[bytes], int]]:
+    return sorted(
+        (m.to, [e.data for e in m.entries], m.commit) for m in rd.messages if m.type == MT.APP
+    )
+
+
+def test_a_new_commit_index_rides_on_the_appends_of_the_same_ready() -> None:
+    """Proposals that came in after the commit carry it: no append of the commit
+    alone (nor its answer) repeats them."""
+    d = elected()
+    index = _answers_commit_an_entry(d)
+    d.nodes[1].propose(b"second")
+    rd = d.handle(1)
+    assert _appends(rd) == [(2, [b"second"], index), (3, [b"second"], index)]
+    d.stabilize()
+    assert all(d.nodes[i].commit_index == index + 1 for i in d.nodes)
+
+
+def test_a_new_commit_index_alone_is_sent_at_the_next_ready() -> None:
+    d = elected()
+    index = _answers_commit_an_entry(d)
+    assert d.nodes[1].has_ready()
+    rd = d.handle(1)
+    assert _appends(rd) == [(2, [], index), (3, [], index)]
+    d.stabilize()
+    assert all(d.nodes[i].commit_index == index for i in d.nodes)
+
+
 def test_disabled_forwarding_raises_not_leader_with_hint() -> None:
     d = elected(disable_proposal_forwarding=True)
     with pytest.raises(NotLeaderError) as info:
