@@ -10,9 +10,10 @@ one Ready at a time, in the order ``raftdb.raft.rawnode`` requires::
 
     rd = raw.ready()
     send rd.messages                  (a leader's appends leave before its own save)
+    hand the committed entries that earlier saves made durable to the apply thread
     on the log thread: [restore a received snapshot], save, then
         send rd.messages_after_save   (votes, acks: only once durable)
-    hand rd.committed_entries to the apply thread (one state machine batch)
+    hand the rest of rd.committed_entries (this save's own) to the apply thread
     raw.advance(rd); answer waiting reads
 
 The log thread and the apply thread are the node's disk (``raftdb.node.disk``,
@@ -20,6 +21,14 @@ with the storage and the state machine they write): a batch applies while the
 next Ready is saved (a few batches queued at most, applied in order), and a
 snapshot to install waits for every batch before it. Requests are answered
 when their batch is applied (the disk's ``after_apply``, the node's).
+
+A Ready's committed entries that an earlier save made durable (on a leader,
+all of them as a rule; on a follower, those the commit index reached after
+their append was saved) start applying before this Ready's save, so that
+their answers do not wait for its fsync. Those that this same Ready brings
+(a follower told of an append and of its commit at once) apply only after
+the save: the state machine never holds an entry that a power cut could take
+from the log.
 
 While the threads save and apply, the loop keeps stepping peer messages and
 taking proposals; they go into the next Ready, so one fsync covers every
@@ -47,7 +56,7 @@ from collections.abc import Callable
 
 from raftdb.node.disk import NodeDisk
 from raftdb.node.requests import WaitingRequests
-from raftdb.raft import RawNode, Ready
+from raftdb.raft import Entry, RawNode, Ready
 from raftdb.transport.transport import Transport
 
 __all__ = ["ReadyLoop"]
@@ -172,7 +181,15 @@ class ReadyLoop:
             transport.send(rd.messages)
         if rd.snapshot is not None:
             await disk.applies_done()  # the restore must follow every earlier batch
+        committed = rd.committed_entries
         if rd.entries or rd.snapshot is not None or rd.must_sync:
+            if committed and rd.snapshot is None:
+                # What earlier saves made durable applies while this one saves.
+                saved = _saved_before(rd)
+                if saved:
+                    await disk.apply_room()
+                    disk.start_apply(saved)
+                    committed = committed[len(saved) :]
             # An OSError saving rd is retried (NodeDisk.save); any other storage
             # error propagates: the node stops (fail).
             await disk.save(rd, transport.send)
@@ -183,9 +200,9 @@ class ReadyLoop:
                 disk.defer_hard_state(rd.hard_state)
             if rd.messages_after_save:
                 transport.send(rd.messages_after_save)
-        if rd.committed_entries:
+        if committed:
             await disk.apply_room()  # a few batches queued at most, applied in order
-            disk.start_apply(rd.committed_entries)
+            disk.start_apply(committed)
         raw.advance(rd)
         self._requests.answer_reads(rd.read_states)
 
@@ -206,3 +223,22 @@ class ReadyLoop:
             if rd.soft_state.lead:
                 # Reads sent to a former leader will not be answered: ask the new one.
                 self._requests.reissue_reads(raw)
+
+
+def _saved_before(rd: Ready) -> list[Entry]:
+    """The committed entries of ``rd`` that earlier saves made durable: those
+    before its first new entry, all of them if it has none.
+
+    That holds because every earlier Ready was saved before this one was taken,
+    and a committed entry is never replaced. A leader counts its own copy towards
+    a commit only once saved, so only a quorum of followers can commit an entry
+    it still saves; a follower may be told of an entry and of its commit in one
+    Ready. Those apply after this save (the module docstring).
+    """
+    committed = rd.committed_entries
+    if not rd.entries:
+        return committed
+    first_new = rd.entries[0].index
+    if committed[-1].index < first_new:
+        return committed
+    return [e for e in committed if e.index < first_new]
