@@ -60,3 +60,40 @@ def test_commit_one_at_a_time(benchmark: Any) -> None:
     benchmark.pedantic(round_trip, rounds=2000, iterations=1, warmup_rounds=50)
     benchmark.extra_info["rounds_per_second"] = 1 / benchmark.stats.stats.mean
     assert cluster.nodes[2].commit_index == leader.commit_index
+
+
+@pytest.mark.parametrize("per_step", [1, 8])
+def test_commit_under_steady_load(benchmark: Any, per_step: int) -> None:
+    """Proposals keep arriving while earlier ones commit: each step proposes
+    ``per_step`` entries, then handles one Ready of each node and delivers what
+    they sent (one network hop). Records the peer messages per committed entry:
+    a count, the same on any machine, beside the core's time per entry."""
+    cluster = _cluster()
+    leader = cluster.nodes[1]
+    payload = [VALUE] * per_step
+    steps = 200
+    counts: dict[str, int] = {}
+
+    def deliver() -> bool:
+        for m in cluster.queue:
+            counts[m.type.name] = counts.get(m.type.name, 0) + 1
+        return cluster.deliver()
+
+    def run() -> None:
+        for _ in range(steps):
+            leader.propose_many(payload)
+            cluster.process_ready()
+            deliver()
+        while cluster.process_ready() or deliver():
+            pass
+        _trim(cluster)
+
+    start = leader.commit_index
+    benchmark.pedantic(run, rounds=20, iterations=1, warmup_rounds=2)
+    committed = leader.commit_index - start
+    assert committed == 22 * steps * per_step  # warm-up rounds included
+    assert cluster.nodes[3].commit_index == leader.commit_index
+    benchmark.extra_info["messages_per_entry"] = sum(counts.values()) / committed
+    for kind, n in sorted(counts.items()):
+        benchmark.extra_info[f"{kind.lower()}_per_entry"] = n / committed
+    benchmark.extra_info["entries_per_second"] = steps * per_step / benchmark.stats.stats.mean
