@@ -462,9 +462,9 @@ class NodeDisk:
         Nothing moves meanwhile: ``rd`` is not advanced, so the core keeps it (and
         stacks new work behind it), none of the entries it saves is applied, and
         no message that waits for the save is sent (what earlier saves made
-        durable may be applying: ``raftdb.node.ready_loop``). The same Ready is saved
-        again, and its entries
-        are applied once, after the save that succeeded. A storage that refuses
+        durable may be applying: ``raftdb.node.ready_loop``). The same Ready is
+        saved again, and its entries are applied once, after the save that
+        succeeded. A storage that refuses
         every call after a failed write (LevelDB's, which cannot tell what
         reached the disk) answers the retry with a ``StorageError``: it
         propagates, and the node stops serving, as for any other storage error.
