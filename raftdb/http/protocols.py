@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocols with a deadline on request headers, against slowloris.
+"""uvicorn's HTTP protocols with a deadline on request headers, against slowloris,
+and (httptools) an answer's head and body sent in one write.
 
 uvicorn bounds how long an idle keep-alive connection stays open
 (``timeout_keep_alive``), but any byte received cancels that timer, and a
@@ -14,6 +15,15 @@ or after its previous answer ended, is closed.
 keep-alive, pipelining and ``limit_concurrency`` stay uvicorn's. The timer
 is not armed while a request is being served (a long answer or a slow
 handler is not a slow client), nor while a pipelined request waits.
+
+uvicorn writes an answer's status line and headers to the socket when the
+application sends ``http.response.start``, and its body at
+``http.response.body``: two ``send`` calls and two TCP segments for every GET
+that returns a value, each waking the client. The httptools protocol here
+gives each request's cycle a :class:`_HeadWithBody` transport, which holds the
+head until the body's first write (one ``send``) or, for an answer that
+streams (a watch), until the loop's next turn, so that the head never waits
+on the application.
 """
 
 from __future__ import annotations
@@ -61,6 +71,56 @@ class _HeaderDeadline:
             self.transport.close()
 
 
+class _HeadWithBody:
+    """The transport of one request's uvicorn cycle: its first write (the
+    answer's head) is held and sent with the second (the body), or alone at
+    the loop's next turn when no body follows at once; every later write goes
+    straight through.
+
+    Only the cycle writes through it, and it writes nothing after the answer
+    ends (uvicorn starts the next pipelined request's cycle only then), so the
+    connection's bytes stay in order. A ``100 Continue``, written before the
+    head when the application first reads the body, is held the same way and
+    goes at the next turn: the application is then waiting for the body.
+    """
+
+    __slots__ = ("_transport", "_loop", "_head", "_started")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if self._started:
+            head = self._head
+            if head is not None:
+                self._head = None
+                data = head + data
+            self._transport.write(data)
+            return
+        self._started = True
+        self._head = bytes(data)
+        self._loop.call_soon(self._send_head)
+
+    def _send_head(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._send_head()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _mixin_methods(base: type[asyncio.Protocol]) -> dict[str, Any]:
     """The overrides shared by both protocols: arm on open and after each answer, stop on close."""
 
@@ -90,6 +150,9 @@ def _httptools_class(base: type[asyncio.Protocol]) -> dict[str, Any]:
     def on_headers_complete(self: Any) -> None:
         base.on_headers_complete(self)  # type: ignore[attr-defined]
         self._cancel_header_timer()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = _HeadWithBody(self.transport, self.loop)
 
     methods["on_headers_complete"] = on_headers_complete
     return methods
