@@ -71,6 +71,10 @@ class _HeaderDeadline:
             self.transport.close()
 
 
+#: What uvicorn writes when the application reads the body of an ``Expect: 100-continue``.
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class _HeadWithBody:
     """The transport of one request's uvicorn cycle: its first write (the
     answer's head) is held and sent with the second (the body), or alone at
@@ -79,9 +83,9 @@ class _HeadWithBody:
 
     Only the cycle writes through it, and it writes nothing after the answer
     ends (uvicorn starts the next pipelined request's cycle only then), so the
-    connection's bytes stay in order. A ``100 Continue``, written before the
-    head when the application first reads the body, is held the same way and
-    goes at the next turn: the application is then waiting for the body.
+    connection's bytes stay in order. A ``100 Continue``, which uvicorn writes
+    before the head when the application first reads the body, goes straight
+    through: the client waits for it before it sends the body.
     """
 
     __slots__ = ("_transport", "_loop", "_head", "_started")
@@ -98,6 +102,9 @@ class _HeadWithBody:
             if head is not None:
                 self._head = None
                 data = head + data
+            self._transport.write(data)
+            return
+        if data == _CONTINUE:
             self._transport.write(data)
             return
         self._started = True
