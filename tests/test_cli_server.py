@@ -136,3 +136,25 @@ def test_the_deadline_restarts_after_each_answer_and_spares_a_slow_body(http: st
             writer.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_answers_move_the_deadline_of_a_busy_connection(http: str) -> None:
+    """The connection's one timer, armed at its opening, fires while later answers
+    have moved the deadline: it re-arms for the later one and closes nothing."""
+
+    async def scenario() -> None:
+        async with _server(http) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(6):  # 6 x 0.3 s: the first deadlines pass while it is busy
+                writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+                assert head.startswith(b"HTTP/1.1 200")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await asyncio.wait_for(reader.readexactly(length), WAIT)
+                await asyncio.sleep(DEADLINE * 0.6)  # the pace under test, not a synchronisation
+            # Idle now: closed once the deadline after the last answer passes.
+            assert await _closed(reader) == b""
+            writer.close()
+
+    asyncio.run(scenario())
