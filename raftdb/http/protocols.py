@@ -40,21 +40,10 @@ logger = logging.getLogger("raftdb.api")
 
 
 class _HeaderDeadline:
-    """The timer, mixed into a uvicorn protocol class (which provides the rest).
-
-    A connection's deadline moves at every answer, and a busy one answers
-    thousands of times per deadline: re-arming a loop timer each time (a
-    ``TimerHandle`` pushed onto the loop's heap, and a cancelled one left in
-    it) cost about 5 % of a node's CPU under 64 connections of reads. So
-    only the deadline moves (``_headers_due``); the one timer of a connection
-    fires at the deadline it was armed for, and re-arms itself for the later
-    one if an answer moved it meanwhile.
-    """
+    """The timer, mixed into a uvicorn protocol class (which provides the rest)."""
 
     header_timeout: float = 10.0
     _header_timer: asyncio.TimerHandle | None = None
-    #: When the next request's headers are due; ``None`` while one is served.
-    _headers_due: float | None = None
     # Provided by the uvicorn protocol this is mixed into:
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -66,35 +55,20 @@ class _HeaderDeadline:
         return cycle is None or bool(cycle.response_complete)
 
     def _arm_header_timer(self) -> None:
-        """The connection opened or an answer ended: the next headers are due in
-        ``header_timeout``, unless a pipelined request is being served already."""
+        self._cancel_header_timer()
         if self._waiting_for_headers() and not self.transport.is_closing():
-            due = self.loop.time() + self.header_timeout
-            self._headers_due = due
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_at(due, self._headers_deadline)
-
-    def _stop_header_deadline(self) -> None:
-        """A request's headers are complete: nothing is due until its answer ends."""
-        self._headers_due = None
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _cancel_header_timer(self) -> None:
-        """The connection is gone."""
-        self._headers_due = None
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _headers_deadline(self) -> None:
+    def _headers_late(self) -> None:
         self._header_timer = None
-        due = self._headers_due
-        if due is None or not self._waiting_for_headers() or self.transport.is_closing():
-            return  # a request is being served: its answer's end arms the timer again
-        if self.loop.time() < due:  # answers moved the deadline since this was armed
-            self._header_timer = self.loop.call_at(due, self._headers_deadline)
-            return
-        logger.debug("closing a connection: no complete request headers in time")
-        self.transport.close()
+        if self._waiting_for_headers() and not self.transport.is_closing():
+            logger.debug("closing a connection: no complete request headers in time")
+            self.transport.close()
 
 
 #: What uvicorn writes when the application reads the body of an ``Expect: 100-continue``.
@@ -182,7 +156,7 @@ def _httptools_class(base: type[asyncio.Protocol]) -> dict[str, Any]:
 
     def on_headers_complete(self: Any) -> None:
         base.on_headers_complete(self)  # type: ignore[attr-defined]
-        self._stop_header_deadline()
+        self._cancel_header_timer()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
             cycle.transport = _HeadWithBody(self.transport, self.loop)
@@ -197,7 +171,7 @@ def _h11_class(base: type[asyncio.Protocol]) -> dict[str, Any]:
     def handle_events(self: Any) -> None:
         base.handle_events(self)  # type: ignore[attr-defined]
         if not self._waiting_for_headers():  # a request's headers came in: it is being served
-            self._stop_header_deadline()
+            self._cancel_header_timer()
 
     methods["handle_events"] = handle_events
     return methods
