@@ -14,9 +14,11 @@ Each round encodes or decodes a list of items prepared beforehand (1000
 commands or entries; 200 messages) and checks nothing: correctness is
 checked once, before the benchmark, by a round trip of the same items.
 
-- ``test_command[encode|decode|parse]``: ``Command.encode``,
-  ``Command.decode`` (the driver's, to answer a client) and ``parse_command``
-  (the applier's: fields only, no object); ``items_per_second``.
+- ``test_command[encode|decode|parse|session]``: ``Command.encode``,
+  ``Command.decode``, ``parse_command`` (the applier's and the node's after
+  each applied batch: fields only, no object) and ``Command.with_session``
+  (the driver's, on each proposed write: a command made without a session,
+  put in one); ``items_per_second``.
 - ``test_entry[encode|decode]``: ``encode_entry`` and ``decode_entry`` with
   the index check, as ``DiskStorage.save`` and its reads call them;
   ``items_per_second`` (entries).
@@ -112,18 +114,24 @@ def _measure(benchmark: Any, work: Callable[[Any], object], items: Sequence[Any]
     return per_second
 
 
-@pytest.mark.parametrize("direction", ["encode", "decode", "parse"])
+@pytest.mark.parametrize("direction", ["encode", "decode", "parse", "session"])
 def test_command(benchmark: Any, direction: str) -> None:
     commands = _commands(ITEMS)
     datas = [c.encode() for c in commands]
     assert [Command.decode(d) for d in datas] == commands
     assert parse_command(datas[0])[5:] == (CLIENT_ID, 1, 1)
+    bare = [Command.put(c.key, c.value) for c in commands]
+    assert [
+        b.with_session(CLIENT_ID, c.seq, c.ack) for b, c in zip(bare, commands, strict=True)
+    ] == commands
     if direction == "encode":
         _measure(benchmark, Command.encode, commands)
     elif direction == "decode":
         _measure(benchmark, Command.decode, datas)
-    else:
+    elif direction == "parse":
         _measure(benchmark, parse_command, datas)
+    else:
+        _measure(benchmark, lambda c: c.with_session(CLIENT_ID, 9, 1), bare)
 
 
 @pytest.mark.parametrize("direction", ["encode", "decode"])

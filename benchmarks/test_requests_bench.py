@@ -22,7 +22,6 @@ Run: ``pytest benchmarks/test_requests_bench.py --benchmark-only``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -30,11 +29,11 @@ import pytest
 
 from raftdb.config import NodeConfig
 from raftdb.http.app import create_api
-from raftdb.kv.commands import Command, CommandStatus, KeyValue, KVResult
+from raftdb.kv.commands import Command, CommandStatus, KeyValue, KVResult, parse_command
 from raftdb.node.handle import NodeHandle, WriteResult
 from raftdb.node.metrics import NodeMetrics
 from raftdb.node.requests import WaitingRequests
-from raftdb.raft import Entry, EntryType, RawNode
+from raftdb.raft import RawNode
 
 CLUSTER = ["http://127.0.0.1:12379"]
 
@@ -72,15 +71,15 @@ def test_write_cycle(benchmark: Any, loop: asyncio.AbstractEventLoop) -> None:
     raw = _StubRaw()
     core = cast(RawNode, raw)
     cmd = Command.put(b"key", b"value")
-    index = itertools.count(1)
     ok = KVResult(1, CommandStatus.OK, 1, 1)
 
     async def cycle() -> None:
         tasks = [loop.create_task(requests.write(core, cmd, None)) for _ in range(256)]
         await asyncio.sleep(0)
         requests.propose_queued(core)
-        for data in raw.proposed:
-            requests.resolve_write(Entry(1, next(index), EntryType.NORMAL, data), ok)
+        for data in raw.proposed:  # as the node answers an applied batch's writes
+            fields = parse_command(data)
+            requests.resolve_write(ok, fields[5], fields[6])
         raw.proposed.clear()
         await asyncio.gather(*tasks)
 

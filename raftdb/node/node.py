@@ -52,6 +52,7 @@ from raftdb.kv.commands import (
     KeyValue,
     KVResult,
     Op,
+    parse_command,
 )
 from raftdb.kv.txn import Txn
 from raftdb.node import locks
@@ -393,16 +394,17 @@ class Node:
         for entry, result in zip(entries, results, strict=False):
             if isinstance(result, KVResult):
                 try:
-                    cmd = Command.decode(entry.data)
+                    # The fields, not a Command: this runs for every applied write.
+                    fields = parse_command(entry.data)
                 except InvalidCommandError:
                     continue
                 if result.changes:
                     hub.publish(result.changes)
-                if cmd.op in _LEASE_OPS:
+                if fields[1] in _LEASE_OPS:
                     if now < 0:
                         now = asyncio.get_running_loop().time()
-                    leases.applied(cmd, result, now)
-                self._requests.resolve_write(entry, result, cmd)
+                    leases.applied(Command.decode(entry.data), result, now)
+                self._requests.resolve_write(result, fields[5], fields[6])
             elif isinstance(result, ConfChangeResult):
                 conf_changed = True
                 self._requests.resolve_conf(result)

@@ -67,7 +67,7 @@ from raftdb.node.errors import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
-from raftdb.raft import ConfChange, Entry, NotLeaderError, ProposalDroppedError, RawNode
+from raftdb.raft import ConfChange, NotLeaderError, ProposalDroppedError, RawNode
 
 if TYPE_CHECKING:
     from raftdb.config import NodeConfig
@@ -423,25 +423,18 @@ class WaitingRequests:
         if self.queued:
             self._queued_done = True
 
-    def resolve_write(self, entry: Entry, result: KVResult, cmd: Command | None = None) -> None:
-        """``entry`` was applied with ``result``: answer its write, if it waits here.
-
-        ``cmd``: the entry's command, if the caller decoded it already.
-        """
-        if cmd is None:
-            try:
-                cmd = Command.decode(entry.data)
-            except InvalidCommandError:
-                return
-        if cmd.client_id in self._sessions:
-            if cmd.client_id == self._session:
+    def resolve_write(self, result: KVResult, client_id: bytes | None, seq: int) -> None:
+        """The command of session ``client_id`` (``None``: none) and ``seq`` was
+        applied with ``result``: answer its write, if it waits here."""
+        if client_id in self._sessions:
+            if client_id == self._session:
                 if result.status == CommandStatus.SESSION_EXPIRED:
                     self._rotate_session()
                 else:
                     self._session_open = True
-            pending = self.writes.pop(cmd.seq, None)
-        elif cmd.client_id is not None:
-            pending = self._idem.pop(cmd.client_id, None)
+            pending = self.writes.pop(seq, None)
+        elif client_id is not None:
+            pending = self._idem.pop(client_id, None)
         else:
             return
         if pending is not None and not pending.future.done():
