@@ -611,7 +611,7 @@ class LevelDBStateMachine:
             self._check()
             if self._pending:
                 self._settle()  # the last batch is durable before this one is written
-            where = self._where()
+            where = self._where  # named only when something fails: a path costs µs per batch
             batch = self._db.write_batch()
             backend = BatchBackend(self._db, batch, where)
             a = self._applier
