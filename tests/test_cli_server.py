@@ -20,6 +20,7 @@ from raftdb.cli import build_parser, make_server
 from raftdb.config import NodeConfig
 from raftdb.http.protocols import header_deadline_protocol
 from tests.http.fake_node import FakeNode
+from tests.http.helpers import serving
 
 CLUSTER = ["http://127.0.0.1:12379"]
 DEADLINE = 0.5
@@ -74,16 +75,8 @@ async def _server(http: str) -> AsyncIterator[int]:
         log_level="warning",
         http=header_deadline_protocol(DEADLINE, http),
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(WAIT):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                await asyncio.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
+    async with serving(config, WAIT) as port:
+        yield port
 
 
 async def _closed(reader: asyncio.StreamReader) -> bytes:

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from raftdb.http.protocols import header_deadline_protocol
+from tests.http.helpers import serving
 
 #: Longest a test waits for something that should happen.
 WAIT = 10.0
@@ -80,16 +81,8 @@ async def _server(app: _App) -> AsyncIterator[tuple[int, list[list[bytes]]]]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_level="critical", http=Counting
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(WAIT):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                await asyncio.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1], writes
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
+    async with serving(config, WAIT) as port:
+        yield port, writes
 
 
 async def _answer(reader: asyncio.StreamReader) -> bytes:
