@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 # Material prints a banner about MkDocs 2.0 on every run unless told not to.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: test run lint layers typecheck unit bench-core bench docs docs-serve clean
+.PHONY: test run lint layers typecheck unit bench-core bench bench-pair docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,17 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.cluster run $(BENCH_ARGS)
+
+## bench-pair: revisions A and B of raftdb, their clusters at the same time under the same
+## load, B/A per round (requests/s, CPU per answer, p99), median and range over rounds: how
+## each lever in docs/benchmarks.md was measured. make bench-pair A=main B=HEAD; options:
+## PAIR_ARGS='--rounds 6 --ops put,get --connections 1,16,64' (python -m benchmarks.cluster pair -h).
+A ?= main
+B ?= HEAD
+PAIR_ARGS ?=
+
+bench-pair: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.cluster pair --a $(A) --b $(B) $(PAIR_ARGS)
 
 ## chaos: the long fault-injection runs (tests/chaos, marker slow): every nemesis
 ## scenario for CHAOS_SECONDS with CHAOS_SEEDS seeds, the kill -9 runs (CHAOS_KILLS kills

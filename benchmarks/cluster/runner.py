@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from benchmarks.cluster import profile
+from benchmarks.cluster import pair, profile
 from benchmarks.cluster.procs import BenchError, ProcessSet, cpu_seconds, http_json
 from benchmarks.cluster.report import (
     HEADING,
@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune-pysyncobj", help="PySyncObj batching settings compared")
     render = commands.add_parser("render", help="the section and plot from saved results")
     txn = commands.add_parser("txn", help="raftdb's PUTs beside transactions (issue 12)")
+    pairs = commands.add_parser(
+        "pair", help="two revisions of raftdb at the same time, B/A per round (make bench-pair)"
+    )
     for sub in (run, memory, prof, tune, render, txn):
         sub.add_argument("--doc", type=Path, default=DOC, help="Markdown file to update")
         sub.add_argument("--plot", type=Path, default=PLOT, help="PNG to write")
@@ -568,6 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
     txn.add_argument("--repeats", type=int, default=3)
     txn.add_argument("--connections", type=_ints, default=[1, 64])
     profile.add_arguments(prof)
+    pair.add_arguments(pairs)
+    pairs.add_argument("--workdir", type=Path, default=None, help="for the runs' scratch (tmp)")
+    pairs.add_argument("--no-setup", action="store_true", help="do not apt-get install wrk")
+    pairs.add_argument("--duration", type=float, default=5.0, help="seconds per load")
+    pairs.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per load")
+    pairs.add_argument("--keys", type=int, default=1000, help="preloaded keys for reads")
+    pairs.add_argument("--raftdb-launcher", choices=["serve", "uvicorn"], default="serve")
+    pairs.add_argument("--ops", type=_names, default=["put"], help="put,get,stale")
+    pairs.add_argument("--connections", type=_ints, default=[1, 16, 64])
+    pairs.add_argument("--modes", type=_names, default=["leader"])
     return parser
 
 
@@ -595,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _finish(Results.load(args.json), args)
             return 0
         if not args.no_setup:
-            setup(("wrk",) if args.command == "txn" else tuple(APT_PACKAGES))
+            setup(("wrk",) if args.command in ("txn", "pair") else tuple(APT_PACKAGES))
         export_source(args)
         commands = {
             "run": command_run,
@@ -603,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "profile": profile.command_profile,
             "tune-pysyncobj": command_tune,
             "txn": command_txn,
+            "pair": pair.command_pair,
         }
         commands[args.command](args)
         return 0
