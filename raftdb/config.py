@@ -200,6 +200,11 @@ class NodeConfig:
     election_ticks: int = setting(10, help="election timeout in ticks, randomised in [n, 2n)")
     heartbeat_ticks: int = setting(1, help="heartbeat interval in ticks")
     sync: bool = setting(True, help="fsync before acknowledging writes")
+    state_sync_interval_ms: int = setting(
+        100,
+        help="make the state machine durable at most every N ms; the Raft log, "
+        "fsynced before every answer, replays what a power cut took",
+    )
     request_timeout_s: float = setting(
         5.0, help="longest wait for a leader, commit or read index", metavar="SECONDS"
     )
@@ -357,6 +362,7 @@ class NodeConfig:
                 f"(got {self.election_ticks} ≤ {self.heartbeat_ticks})",
             )
         _check_bool("sync", self.sync)
+        _check_int("state_sync_interval_ms", self.state_sync_interval_ms, minimum=1)
         object.__setattr__(
             self, "request_timeout_s", _seconds("request_timeout_s", self.request_timeout_s)
         )

@@ -6,7 +6,9 @@ the shipped plugins to that), so those modules can move without breaking it:
 
 - :class:`StateMachine`, the contract (its docstrings are the reference),
   :class:`DefersDurability`, the promise of a plugin that makes a batch durable
-  after ``apply`` returns (before the next one), and :class:`MemoryStateMachine`,
+  after ``apply`` returns (before the next one), :class:`BatchesDurability`, that
+  of one whose batches are durable only at ``make_durable`` (many share one
+  fsync), and :class:`MemoryStateMachine`,
   the in-memory version (the ``memory`` plugin);
 - :class:`Applier` and :class:`KVBackend`: the deterministic core a plugin
   applies entries with, over its own storage;
@@ -50,6 +52,7 @@ from raftdb.kv.snapshot import (
 )
 from raftdb.kv.sortedkeys import SortedKeys, prefix_end
 from raftdb.kv.state_machine import (
+    BatchesDurability,
     DefersDurability,
     MemoryStateMachine,
     StateMachine,
@@ -61,6 +64,7 @@ __all__ = [
     "DEFAULT_WATCH_HISTORY",
     "AppliedBatch",
     "Applier",
+    "BatchesDurability",
     "ApplyResult",
     "Change",
     "ChangeKind",

@@ -11,6 +11,8 @@ Every key of the database starts with one byte that says what it holds::
     b"m/state"                     ->  sealed applied index, term, conf state, members
     b"m/floor"                     ->  the history floor (8 bytes)
     b"m/barrier"                   ->  empty: a synced write that makes a snapshot durable
+    b"m/batch/" + last index (8)   ->  the batch's first index (8 bytes): one a batch
+    b"m/verified"                  ->  an index (8 bytes) every batch up to which was durable
 
 Integers in keys are big-endian, so LevelDB's byte order is numeric order: the
 leases come out by id and the history in index order, then in the order of the
@@ -31,6 +33,17 @@ a batch adds its changes and deletes the ones it trimmed in the same
 ``WriteBatch`` as its keys and ``m/state``, so after a crash the history is
 exactly the one of the applied index found. ``m/floor`` is written only when
 the floor moves; it is part of the same batch too.
+
+Many batches share one fsync (the state machine's ``make_durable``), so a
+power cut may take several of them. LevelDB drops what its log lost without
+a word where a lost page reads back as zeros, and goes on with the records
+after it: a state with a hole, which the applied index in ``m/state`` cannot
+show. So each batch also writes ``m/batch/<last>`` = ``first`` (in the same
+``WriteBatch``, so it is there exactly when the batch is), and opening walks
+that chain from the applied index down to ``m/verified``, the point every
+batch before which was durable: a missing link is a hole. ``make_durable``
+deletes the links below the point the one before it made durable and moves
+``m/verified`` there.
 """
 
 from __future__ import annotations
@@ -61,10 +74,13 @@ __all__ = [
     "FORMAT",
     "FORMAT_1",
     "FORMAT_KEY",
+    "INDEX",
     "LEASE",
+    "MARK",
     "REC",
     "SESSION",
     "STATE",
+    "VERIFIED",
     "BatchBackend",
     "HistoryKeys",
     "change_key",
@@ -87,6 +103,9 @@ FORMAT_KEY: Final = b"m/format"
 STATE: Final = b"m/state"
 FLOOR: Final = b"m/floor"
 BARRIER: Final = b"m/barrier"
+MARK: Final = b"m/batch/"
+VERIFIED: Final = b"m/verified"
+INDEX = struct.Struct(">Q")
 DATA: Final = b"d"
 DATA_END: Final = b"e"  # the first key after every b"d" key
 SESSION: Final = b"s"

@@ -15,23 +15,34 @@ floor and the new ``m/state``, so ``applied_index`` is always exactly the
 state the data shows, and LevelDB makes the batch visible to readers all at
 once.
 
-Durability (``sync`` on, the default). A batch is written without ``sync``:
-``apply`` returns once it is visible, and :meth:`LevelDBStateMachine.make_durable`
-makes it durable, which the node calls on its apply thread after handing the
-batch's results back (so the fsync is off the answer's path). It happens in
-``apply`` too, before the next batch is written, if nobody called it: every
-batch is durable before the next one is written, so after a power loss the
-database is the state after some prefix of the batches, missing at most the
-last one, whole (the node replays it from the Raft log). Making a batch
-durable is a synced write of ``m/barrier``, which fsyncs LevelDB's current log.
-That is not enough after a log rotation: LevelDB closes the log it rotates away
-from without an fsync, so a batch written just before a rotation (which the
-barrier's own write may trigger) is in that old log, unsynced, while later
-synced writes go to the new one; a power cut would keep them and lose it. So
-when the directory changed since the last barrier (a new log is a new name in
-it: :class:`~raftdb_leveldb._db.NewNames`), every log still there is fsynced
-too, then the directory (:func:`~raftdb_leveldb._db.fsync_logs`: a log that is
-gone was deleted only once its memtable was in a synced table).
+Durability (``sync`` on, the default): *durable at make_durable*
+(:class:`~raftdb.state_machine.BatchesDurability`). A batch is written without
+``sync``: ``apply`` returns once it is visible, and makes nothing durable.
+:meth:`LevelDBStateMachine.make_durable` makes every batch so far durable; the
+node calls it at most every ``state_sync_interval_ms`` (many batches, one
+fsync), before a restore and at close. After a power loss the database is the
+state after some prefix of the batches, at or after the last
+``make_durable``'s :attr:`~LevelDBStateMachine.durable_index`; the node replays
+the rest from the Raft log. Two things keep it a prefix:
+
+- *The order of the logs.* ``make_durable`` is a synced write, which fsyncs
+  LevelDB's current log only. LevelDB closes the log it rotates away from
+  without an fsync, so batches written before a rotation sit in that old log,
+  unsynced, while the synced write goes to the new one; a power cut would keep
+  it and lose them. So when the directory changed since the last call (a new
+  log is a new name in it: :class:`~raftdb_leveldb._db.NewNames`), every log
+  still there is fsynced first, then the directory
+  (:func:`~raftdb_leveldb._db.fsync_logs`: a log that is gone was deleted only
+  once its memtable was in a synced table), and again if the synced write
+  itself rotated the log.
+- *A chain of batches.* Within one log a disk may keep later pages and lose
+  earlier ones; LevelDB reads a page lost as zeros as nothing and goes on with
+  the records after it. Each batch also writes a mark (``m/batch/<last>`` =
+  ``first``), and opening follows them from the applied index down to
+  ``m/verified``, the point every batch before which was durable (the one
+  ``make_durable`` before last reached): a missing batch is a
+  ``CorruptionError`` that says so, never a state with a hole
+  (:mod:`raftdb_leveldb._layout`).
 
 Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
 while applies go on. Leases and the history are answered from memory (loaded
@@ -137,10 +148,13 @@ from raftdb_leveldb._layout import (
     FORMAT,
     FORMAT_1,
     FORMAT_KEY,
+    INDEX,
     LEASE,
+    MARK,
     REC,
     SESSION,
     STATE,
+    VERIFIED,
     BatchBackend,
     HistoryKeys,
     data_record,
@@ -163,6 +177,16 @@ _CURRENT: Final = "CURRENT"
 _NAME = re.compile(r"db-(\d{6})")
 _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
+
+
+def _index(raw: bytes, where: str) -> int:
+    """An 8-byte index of ``m/verified`` or a batch mark."""
+    if len(raw) != INDEX.size:
+        raise CorruptionError(f"{where}: a batch mark or m/verified is {len(raw)} bytes, not 8")
+    value: int = INDEX.unpack(raw)[0]
+    return value
+
+
 #: A test-only knob: the write buffer in bytes (a small one makes LevelDB rotate its
 #: log every few batches, which the power-loss tests aim at). Not a setting: unset
 #: in production.
@@ -210,9 +234,8 @@ class LevelDBStateMachine:
     Args:
         path: the directory the state machine owns (created if missing).
         sync: keep the state a prefix of the applied batches across a power
-            loss (the default): each batch is made durable by
-            :meth:`make_durable`, or before the next batch is written (see
-            the module docstring). Off, a process crash loses nothing, but
+            loss (the default): the batches are made durable by
+            :meth:`make_durable` (see the module docstring). Off, a process crash loses nothing, but
             after a machine crash the state may not be a prefix of the
             applied batches; use it for tests and benchmarks.
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
@@ -247,9 +270,15 @@ class LevelDBStateMachine:
         durable_mkdir(self._path)
         self._sync = sync
         self._db_options = _db_options()
-        # A batch was written without sync and is not durable yet (with sync on):
-        # make_durable, or the next apply first, makes it so. Apply thread only.
+        # Batches were written without sync and are not durable yet (with sync on):
+        # make_durable makes them so. Apply thread only.
         self._pending = False
+        # The last index of each batch written since the last make_durable (their
+        # m/batch marks), and of those it covered: the next one deletes their
+        # marks. Apply thread only.
+        self._marks: list[int] = []
+        self._covered: list[int] = []
+        self._durable = 0  # durable_index: every batch up to it is durable
         # make_durable was refused for lack of space: LevelDB then refuses every
         # write; the next apply (or make_durable) reopens the database first.
         self._unsettled: OSError | None = None
@@ -273,6 +302,7 @@ class LevelDBStateMachine:
         try:
             self._upgrade()
             self._load()
+            self._check_batches()
         except BaseException:
             self._db.close()
             raise
@@ -337,6 +367,7 @@ class LevelDBStateMachine:
                 batch.put(FORMAT_KEY, FORMAT)
                 batch.put(STATE, encode_info(_EMPTY))
                 batch.put(FLOOR, encode_floor(0))
+                batch.put(VERIFIED, INDEX.pack(0))
         finally:
             db.close()
         fsync_tree(path)
@@ -416,6 +447,65 @@ class LevelDBStateMachine:
         except ValueError as exc:
             raise CorruptionError(f"{where}: {exc}") from None
         self._install(applier, info, history, floor)
+
+    def _check_batches(self) -> None:
+        """At open: check that the state is a prefix of the batches written (see
+        :mod:`raftdb_leveldb._layout`), then start a new chain from it.
+
+        Opening replays LevelDB's log into a table it fsyncs: what the database
+        holds now is durable, so the marks are deleted and ``m/verified`` is the
+        applied index, in one synced write. With ``sync`` off nothing is promised
+        and nothing is checked.
+
+        Raises:
+            CorruptionError: a batch is missing below a later one that is there
+                (a power cut lost it), or below the point ``m/verified`` says
+                was durable.
+        """
+        index = self._info.index
+        if not self._sync:
+            self._durable = index
+            return
+        where = self._where()
+        db = self._db
+        with leveldb_errors(where):
+            raw = db.get(VERIFIED, verify_checksums=True)
+            marks = {
+                _index(key[len(MARK) :], where): _index(value, where)
+                for key, value in db.iterator(prefix=MARK, verify_checksums=True)
+            }
+        verified = None if raw is None else _index(raw, where)
+        if verified is not None and index < verified:
+            raise CorruptionError(
+                f"{where}: the state is at index {index}, before {verified}, up to which "
+                "every batch was durable: durable batches were lost"
+            )
+        # Without a mark for the last batch, the last writer did not mark its batches
+        # (an earlier raftdb, which made each durable before the next; or sync off,
+        # which promises nothing).
+        if verified is not None and index in marks:
+            at = index
+            while at > verified:
+                first = marks.get(at)
+                if first is None:
+                    raise CorruptionError(
+                        f"{where}: the batch that ends at index {at} is missing, but later "
+                        f"ones up to {index} are there (a power cut kept them and lost it): "
+                        "the state is not the log's up to any index. Move this data "
+                        "directory away and add the node again (it catches up from the "
+                        "cluster), or restore a backup"
+                    )
+                at = first - 1
+            if at != verified:
+                raise CorruptionError(
+                    f"{where}: a batch starts at {at + 1}, inside the batch that ends at "
+                    f"{verified} (m/verified)"
+                )
+        with leveldb_errors(where), db.write_batch(sync=True) as batch:
+            for last in marks:
+                batch.delete(MARK + INDEX.pack(last))
+            batch.put(VERIFIED, INDEX.pack(index))
+        self._durable = index
 
     def _new_applier(
         self,
@@ -558,9 +648,20 @@ class LevelDBStateMachine:
         """
         try:
             with leveldb_errors(self._where):
-                self._db.put(BARRIER, b"", sync=True)
-            if self._new_names.after_write(logs=True):
-                self.log_syncs += 1
+                # Logs a rotation closed without an fsync first: the synced write
+                # below makes only the current log durable, and a cut must never
+                # keep a newer log's batches and lose an older one's.
+                if self._new_names.after_write(logs=True):
+                    self.log_syncs += 1
+                # Every batch up to _durable was durable before this call (the
+                # last one's logs were all synced when it returned): their marks go.
+                with self._db.write_batch(sync=True) as batch:
+                    for last in self._covered:
+                        batch.delete(MARK + INDEX.pack(last))
+                    batch.put(VERIFIED, INDEX.pack(self._durable))
+                # ...and if that write rotated the log, the one it closed.
+                if self._new_names.after_write(logs=True):
+                    self.log_syncs += 1
         except OSError as exc:
             if is_no_space(exc):
                 self._unsettled = exc
@@ -572,15 +673,18 @@ class LevelDBStateMachine:
             raise
         self._pending = False
         self.barriers += 1
+        self._covered, self._marks = self._marks, []
+        self._durable = self._info.index
 
     # -- apply -------------------------------------------------------------------------
 
     def make_durable(self) -> None:
         """Make every applied batch durable; at once if it is already.
 
-        The node calls it on its apply thread once the last batch's results are
-        handed back, before the next ``apply`` (which would do it first anyway).
-        With ``sync`` off it does nothing (nothing is promised across a power loss).
+        The node calls it on its apply thread, between batches: at most every
+        ``state_sync_interval_ms`` while it applies, before a restore and at
+        close (see the module docstring). With ``sync`` off it does nothing
+        (nothing is promised across a power loss).
 
         Raises:
             OSError: ENOSPC: refused for lack of space (the next ``apply`` or
@@ -600,6 +704,10 @@ class LevelDBStateMachine:
     def applied_index(self) -> int:
         return self._info.index
 
+    @property
+    def durable_index(self) -> int:
+        return self._durable
+
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         if self._refused is not None:
             landed = self._recover(entries)
@@ -609,8 +717,6 @@ class LevelDBStateMachine:
             self._resettle()
         with self._lock.read():  # shared: only restore, close and _recover are exclusive
             self._check()
-            if self._pending:
-                self._settle()  # the last batch is durable before this one is written
             where = self._where  # named only when something fails: a path costs µs per batch
             batch = self._db.write_batch()
             backend = BatchBackend(self._db, batch, where)
@@ -631,8 +737,12 @@ class LevelDBStateMachine:
                     members = dict(a.members) if out.membership_changed else self._info.members
                     info = SnapshotInfo(a.applied_index, a.applied_term, a.conf_state, members)
                     batch.put(STATE, encode_info(info))
+                    if self._sync:
+                        batch.put(MARK + INDEX.pack(info.index), INDEX.pack(before + 1))
                     batch.write()
-                    self._pending = self._sync
+                    if self._sync:
+                        self._pending = True
+                        self._marks.append(info.index)
             except UsageError:
                 raise  # refused before anything changed
             except OSError as exc:
@@ -864,6 +974,7 @@ class LevelDBStateMachine:
                     batch.put(FORMAT_KEY, FORMAT)
                     batch.put(STATE, encode_info(reader.info))
                     batch.put(FLOOR, encode_floor(floor))
+                    batch.put(VERIFIED, INDEX.pack(reader.info.index))
             db.close()
             fsync_tree(path)
             db = open_db(path, create=False, **self._db_options)
@@ -886,6 +997,8 @@ class LevelDBStateMachine:
             self._refused = None  # the new state replaces what a refused batch left behind
             self._unsettled = None
             self._pending = False  # the restored database is durable
+            self._marks, self._covered = [], []
+            self._durable = info.index
             if old_db is not None:
                 old_db.close()
         shutil.rmtree(old_path, ignore_errors=True)

@@ -10,7 +10,7 @@ hashicorp raft's ``FSM`` made explicit (see each method):
 - ``snapshot`` is cheap at the call and defers the slow work to the stream;
 - ``restore`` replaces all state, atomically.
 
-Durability. A durable plugin makes one of two promises about a power loss:
+Durability. A durable plugin makes one of three promises about a power loss:
 
 - *durable at apply*: a batch is durable when ``apply`` returns;
 - *durable before the next batch* (:class:`DefersDurability`, a plugin with a
@@ -24,6 +24,19 @@ Durability. A durable plugin makes one of two promises about a power loss:
   fsync is off the answer's path, and replays the lost batch from the Raft
   log at start (it replays from :attr:`~StateMachine.applied_index`). Reads
   see the visible state: a read never sees less than what was answered.
+- *durable at make_durable* (:class:`BatchesDurability`, a plugin with a
+  ``make_durable`` method and a ``durable_index``): ``apply`` returns once the
+  batch is visible and never makes anything durable by itself; every batch
+  applied so far is durable once ``make_durable`` returns, and when
+  ``snapshot`` and ``close`` return. After a power loss the state is exactly
+  the state after some prefix of the applied batches, at or after the
+  ``durable_index`` of the last ``make_durable``: the batches since may be
+  lost, the newest first, never one without those before it. The driver
+  calls ``make_durable`` at most every ``state_sync_interval_ms`` while
+  batches are applied (so that many batches share one fsync, as etcd's
+  backend commits every 100 ms), before a restore and at close, and replays
+  what a power loss took from the Raft log at start, which it compacts only
+  up to a snapshot's point (durable when ``snapshot`` returns).
 
 Either way, after a restart :attr:`~StateMachine.applied_index` is exactly
 the state found, never above it.
@@ -58,7 +71,13 @@ from raftdb.kv.sortedkeys import SortedKeys, prefix_end
 from raftdb.raft.errors import UsageError
 from raftdb.raft.messages import ConfState, Entry
 
-__all__ = ["DefersDurability", "MemoryStateMachine", "StateMachine", "check_range_args"]
+__all__ = [
+    "BatchesDurability",
+    "DefersDurability",
+    "MemoryStateMachine",
+    "StateMachine",
+    "check_range_args",
+]
 
 
 @runtime_checkable
@@ -244,6 +263,20 @@ class DefersDurability(Protocol):
                 disk is full. Any other ``OSError`` or ``StorageError``: the
                 state machine is unusable, as after a failed ``apply``.
         """
+        ...
+
+
+@runtime_checkable
+class BatchesDurability(DefersDurability, Protocol):
+    """A state machine whose batches become durable only at ``make_durable``: it
+    promises *durable at make_durable* (see the module docstring), so the driver
+    may let many batches share one ``make_durable``."""
+
+    @property
+    def durable_index(self) -> int:
+        """The applied index up to which every batch is durable: where the state
+        machine comes back after a power loss, at least. Moved by ``make_durable``
+        (and by a restore, or the open); from any thread."""
         ...
 
 

@@ -1,6 +1,8 @@
 """The apply thread and a state machine that defers durability (``make_durable``):
 a write is answered before its batch is made durable, the next batch is applied only
-after, and a failure to make a batch durable stops the node."""
+after, and a failure to make a batch durable stops the node. A state machine durable
+at ``make_durable`` only gets one call for the batches of ``state_sync_interval_ms``,
+and one at close."""
 
 from __future__ import annotations
 
@@ -126,3 +128,92 @@ def test_a_batch_that_cannot_be_made_durable_stops_the_node(tmp_path: Path) -> N
         _Cluster(tmp_path, 1, "memory").run(body)
     finally:
         _reset()
+
+
+# -- durable at make_durable only: many batches, one make_durable ------------------------
+
+
+class Batching(MemoryStateMachine):
+    """The memory state machine promising *durable at make_durable* only, recording
+    the order of applies and make_durable calls."""
+
+    calls: list[str] = []
+    interval_ms = 50
+
+    def __init__(self, path: Path | None = None, *, sync: bool = True) -> None:
+        super().__init__(path, sync=sync)
+        self._durable = self.applied_index
+
+    def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
+        Batching.calls.append(f"apply {entries[-1].index}")
+        return super().apply(entries)
+
+    def make_durable(self) -> None:
+        Batching.calls.append(f"durable {self.applied_index}")
+        self._durable = self.applied_index
+
+    @property
+    def durable_index(self) -> int:
+        return self._durable
+
+
+def batching(path: Path | None = None, *, sync: bool = True) -> MemoryStateMachine:
+    return Batching(path, sync=sync)
+
+
+class _BatchingCluster(LocalCluster):
+    def config(self, node_id: int, join: bool = False) -> NodeConfig:
+        config = super().config(node_id, join)
+        return dataclasses.replace(
+            config,
+            state_machine=f"{__name__}:batching",
+            state_sync_interval_ms=Batching.interval_ms,
+        )
+
+
+def _durable_calls() -> list[int]:
+    return [int(c.split()[1]) for c in Batching.calls if c.startswith("durable ")]
+
+
+def test_batches_share_one_make_durable_and_close_makes_them_durable(tmp_path: Path) -> None:
+    """An hour between calls: none while the node writes; closing makes all durable."""
+    Batching.calls.clear()
+    Batching.interval_ms = 3_600_000
+    last = 0
+
+    async def body(c: LocalCluster) -> None:
+        nonlocal last
+        node = c.nodes[1]
+        for i in range(20):
+            last = (await node.put(b"k%d" % i, b"v")).index
+        assert _durable_calls() == []  # 20 batches, none made durable yet
+        assert sum(c.startswith("apply ") for c in Batching.calls) >= 20
+
+    try:
+        _BatchingCluster(tmp_path, 1, "memory").run(body)
+    finally:
+        Batching.interval_ms = 50
+    assert _durable_calls()
+    assert _durable_calls()[-1] >= last
+    assert Batching.calls[-1].startswith("durable ")  # after the last apply
+
+
+def test_the_batches_are_made_durable_an_interval_after_the_writes(tmp_path: Path) -> None:
+    Batching.calls.clear()
+
+    async def body(c: LocalCluster) -> None:
+        node = c.nodes[1]
+        first = await node.put(b"k", b"1")
+        await eventually(
+            lambda: any(i >= first.index for i in _durable_calls()),
+            "the first write's batch to be made durable",
+            10,
+        )
+        second = await node.put(b"k", b"2")  # and again after a quiet spell
+        await eventually(
+            lambda: any(i >= second.index for i in _durable_calls()),
+            "the second write's batch to be made durable",
+            10,
+        )
+
+    _BatchingCluster(tmp_path, 1, "memory").run(body)

@@ -13,12 +13,16 @@ promise covers.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from raftdb.testing.conformance.crash import run_state_machine_power_cut
+from raftdb_leveldb import LevelDBStateMachine
 from raftdb_leveldb.state_machine import WRITE_BUFFER_ENV
 from tests.powerloss.conftest import MountFactory
 
@@ -64,3 +68,72 @@ def test_power_cuts_right_after_log_rotations_leave_a_prefix(
         "leveldb", path, m.cut, seed=61, rounds=10, kill_when=log_rotated(path)
     )
     assert counts["killed_when"] == counts["rounds"] == 10
+
+
+#: Applies until LevelDB rotates its log inside one, then makes the batches durable
+#: and dies as soon as its synced write returns, before anything after it is
+#: fsynced. Prints the last index it applied.
+_DIES_AFTER_THE_SYNCED_WRITE = """
+import os, sys
+from pathlib import Path
+from raftdb_leveldb import LevelDBStateMachine
+from tests.plugins.test_leveldb_state_machine import puts
+
+machine = LevelDBStateMachine(Path(sys.argv[1]))
+def logs():
+    return {p.name for p in machine.db_path.glob("*.log")}
+machine.apply(puts(1, 11))
+machine.make_durable()
+first, lo = logs(), 11
+while logs() <= first:  # batches before the rotation stay in the old log, unsynced
+    machine.apply(puts(lo, lo + 10, b"k" * 200))
+    lo += 10
+class DiesAfterSyncedWrite:  # the database, but the power goes once a synced write returns
+    def __init__(self, db):
+        self._db = db
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+    def write_batch(self, **kwargs):
+        batch = self._db.write_batch(**kwargs)
+        if not kwargs.get("sync"):
+            return batch
+        class Dying:
+            def __enter__(self):
+                return batch.__enter__()
+            def __exit__(self, *exc):
+                batch.__exit__(*exc)
+                os._exit(0)
+        return Dying()
+machine._db = DiesAfterSyncedWrite(machine._db)
+print(lo - 1, flush=True)
+machine.make_durable()
+"""
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("mode", ["strict", "ordered"])
+def test_make_durable_syncs_a_rotated_log_before_its_synced_write(
+    mounts: MountFactory, mode: str
+) -> None:
+    """Its synced write fsyncs the new log only: the old one (batches 11 to the
+    rotation) must be durable before it, or a cut right after keeps the later
+    batches and loses those (a hole, which opening would refuse)."""
+    m = mounts(mode=mode)
+    path = m.path / "sm"
+    env = dict(os.environ, **{WRITE_BUFFER_ENV: str(SMALL_WRITE_BUFFER)})
+    child = subprocess.run(
+        [sys.executable, "-c", _DIES_AFTER_THE_SYNCED_WRITE, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=True,
+    )
+    last = int(child.stdout.split()[-1])
+    assert last > 20  # several batches, across a rotation
+    m.cut()
+    machine = LevelDBStateMachine(path)
+    try:
+        assert machine.applied_index == last  # all of them: make_durable's write returned
+    finally:
+        machine.close()

@@ -37,7 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from raftdb.testing.conformance.checks import ConformanceError
 
@@ -280,13 +280,15 @@ def run_state_machine_power_cut(
     """Kill -9 a child applying batches to ``reference`` in ``path``, then ``cut()``
     (the caller's power cut: drop everything not made durable), reopen and check.
 
-    The child calls ``make_durable`` after a random half of the batches if the
-    plugin has it (:class:`~raftdb.kv.state_machine.DefersDurability`), and
+    The child calls ``make_durable`` after a random half of the batches (a fifth,
+    for a plugin durable at make_durable only) if the plugin has it
+    (:class:`~raftdb.kv.state_machine.DefersDurability`), and
     reports each ``apply`` and ``make_durable`` that returned. After the cut:
 
     - a plugin *durable at apply* holds at least the last batch ``apply``
       returned; one *durable before the next batch* at least the batch before
-      that, and the last one ``make_durable`` covered;
+      that, and the last one ``make_durable`` covered; one *durable at
+      make_durable* at least the last one ``make_durable`` covered;
     - either way the state is exactly the reference state at its applied index:
       a prefix of the batches, never a state with a hole.
 
@@ -307,7 +309,7 @@ def run_state_machine_power_cut(
     counts = {"rounds": 0, "lost": 0, "killed_when": 0}
     for round_no in range(rounds):
         child = _Child("apply-durable", reference, str(path), str(seed + round_no), "0")
-        defers = False
+        promise = "at-apply"
         applied: list[int] = []  # apply returned, in order
         durable = -1  # make_durable returned
         try:
@@ -316,7 +318,7 @@ def run_state_machine_power_cut(
             for line in child.lines():
                 word, _, rest = line.partition(" ")
                 if word == "ready":
-                    defers = rest.split()[1] == "defers"
+                    promise = rest.split()[1]
                     continue
                 if word == "a":
                     applied.append(int(rest))
@@ -342,7 +344,11 @@ def run_state_machine_power_cut(
         cut()
         # Durable before the next batch: the one before the last returned apply.
         before_last = applied[-2] if len(applied) >= 2 else -1
-        promised = max(durable, before_last) if defers else applied[-1]
+        promised = {
+            "at-apply": applied[-1],
+            "defers": max(durable, before_last),
+            "batches": durable,
+        }[promise]
         machine = open_state_machine(reference, path)
         try:
             found_index = machine.applied_index
@@ -350,7 +356,7 @@ def run_state_machine_power_cut(
                 raise ConformanceError(
                     f"round {round_no}: applied_index is {found_index} after a power cut, but "
                     f"the batch up to {promised} was promised durable ("
-                    f"{'before the next batch' if defers else 'at apply'}; last apply returned "
+                    f"{_PROMISES[promise]}; last apply returned "
                     f"at {applied[-1]}, last make_durable at {durable})"
                 )
             found = digest(machine)
@@ -370,23 +376,34 @@ def run_state_machine_power_cut(
     return counts
 
 
+_PROMISES: Final = {
+    "at-apply": "at apply",
+    "defers": "before the next batch",
+    "batches": "at make_durable",
+}
+
+
 def _durable_child(reference: str, path: Path, seed: int, out: IO[str]) -> None:
-    from raftdb.kv.state_machine import DefersDurability
+    from raftdb.kv.state_machine import BatchesDurability, DefersDurability
     from raftdb.plugins import open_state_machine
     from raftdb.testing.conformance.workloads import EntryWorkload
 
     machine = open_state_machine(reference, path)
     make_durable = machine.make_durable if isinstance(machine, DefersDurability) else None
-    defers = make_durable is not None
+    if isinstance(machine, BatchesDurability):
+        promise = "batches"
+    else:
+        promise = "at-apply" if make_durable is None else "defers"
     rng = random.Random(seed)
     workload = EntryWorkload(seed)
-    print("ready", machine.applied_index, "defers" if defers else "at-apply", file=out, flush=True)
+    print("ready", machine.applied_index, promise, file=out, flush=True)
     while workload.index < _APPLY_TOTAL:
         batch = [e for e in workload.batch() if e.index > machine.applied_index]
         if batch:
             machine.apply(batch)
             print("a", machine.applied_index, file=out, flush=True)
-            if make_durable is not None and rng.random() < 0.5:
+            # Batches durable at make_durable only: longer runs of them between calls.
+            if make_durable is not None and rng.random() < (0.2 if promise == "batches" else 0.5):
                 make_durable()
                 print("d", machine.applied_index, file=out, flush=True)
 

@@ -1,0 +1,150 @@
+"""The LevelDB state machine's promise *durable at make_durable*: applies fsync nothing,
+and opening refuses a state with a hole (a batch lost below later ones).
+
+A power cut that loses a page in the middle of LevelDB's log is not what the
+power-loss filesystem of ``tests/powerloss`` does (it drops what was not synced,
+from the end of each file), so the hole is made here by hand: the mark of a
+batch goes, as it would with the batch's record (they are one ``WriteBatch``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from raftdb.codec import CorruptionError
+from raftdb.kv.state_machine import BatchesDurability
+from raftdb_leveldb import LevelDBStateMachine
+from raftdb_leveldb._layout import INDEX, MARK, VERIFIED
+from tests.plugins.test_leveldb_state_machine import puts, tamper
+
+
+def _keys(db_path: Path) -> dict[bytes, bytes]:
+    db = plyvel.DB(str(db_path))
+    try:
+        return {k: v for k, v in db.iterator(prefix=b"m/")}
+    finally:
+        db.close()
+
+
+def _batches(path: Path) -> tuple[Path, list[int]]:
+    """Batches 1-10, 11-20 (made durable), then 21-30, 31-40, 41-50, and a close."""
+    machine = LevelDBStateMachine(path)
+    assert isinstance(machine, BatchesDurability)
+    machine.apply(puts(1, 11))
+    machine.apply(puts(11, 21))
+    machine.make_durable()
+    for lo in (21, 31, 41):
+        machine.apply(puts(lo, lo + 10))
+    db_path = machine.db_path
+    machine.close()  # makes them durable: the marks of 21..50 stay until the next open
+    return db_path, [30, 40, 50]
+
+
+def test_applies_make_nothing_durable_until_make_durable(tmp_path: Path) -> None:
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    try:
+        for lo in range(1, 100, 10):
+            machine.apply(puts(lo, lo + 10))
+        assert machine.barriers == 0
+        assert machine.durable_index == 0
+        machine.make_durable()
+        assert machine.barriers == 1
+        assert machine.durable_index == machine.applied_index == 100
+        machine.make_durable()  # nothing new: at once
+        assert machine.barriers == 1
+    finally:
+        machine.close()
+
+
+def test_make_durable_keeps_the_marks_it_cannot_vouch_for_yet(tmp_path: Path) -> None:
+    db_path, marked = _batches(tmp_path / "sm")
+    keys = _keys(db_path)
+    assert keys[VERIFIED] == INDEX.pack(20)  # the point the make_durable before last reached
+    assert sorted(k[len(MARK) :] for k in keys if k.startswith(MARK)) == [
+        INDEX.pack(i) for i in marked
+    ]
+    assert keys[MARK + INDEX.pack(40)] == INDEX.pack(31)  # each mark: its batch's first index
+
+
+def test_a_whole_chain_opens_and_starts_a_new_one(tmp_path: Path) -> None:
+    db_path, _ = _batches(tmp_path / "sm")
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    try:
+        assert machine.applied_index == machine.durable_index == 50
+    finally:
+        machine.close()
+    keys = _keys(db_path)
+    assert keys[VERIFIED] == INDEX.pack(50)
+    assert not [k for k in keys if k.startswith(MARK)]
+
+
+def test_a_batch_lost_below_later_ones_is_refused_at_open(tmp_path: Path) -> None:
+    db_path, _ = _batches(tmp_path / "sm")
+    tamper(db_path, MARK + INDEX.pack(40), None)  # batch 31-40 gone, 41-50 kept
+    with pytest.raises(CorruptionError, match="batch that ends at index 40 is missing"):
+        LevelDBStateMachine(tmp_path / "sm")
+
+
+def test_a_state_behind_its_durable_point_is_refused_at_open(tmp_path: Path) -> None:
+    db_path, _ = _batches(tmp_path / "sm")
+    tamper(db_path, VERIFIED, INDEX.pack(60))
+    with pytest.raises(CorruptionError, match="before 60, up to which every batch was durable"):
+        LevelDBStateMachine(tmp_path / "sm")
+
+
+def test_a_mark_of_the_wrong_size_is_refused_at_open(tmp_path: Path) -> None:
+    db_path, _ = _batches(tmp_path / "sm")
+    tamper(db_path, MARK + INDEX.pack(50), b"\x00")
+    with pytest.raises(CorruptionError, match="1 bytes, not 8"):
+        LevelDBStateMachine(tmp_path / "sm")
+
+
+def test_a_database_an_earlier_raftdb_wrote_opens_as_before(tmp_path: Path) -> None:
+    """No marks, no m/verified: each batch was durable before the next."""
+    db_path, marked = _batches(tmp_path / "sm")
+    for last in marked:
+        tamper(db_path, MARK + INDEX.pack(last), None)
+    tamper(db_path, VERIFIED, None)
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    try:
+        assert machine.applied_index == 50
+        machine.apply(puts(51, 61))
+        machine.make_durable()
+    finally:
+        machine.close()
+    machine = LevelDBStateMachine(tmp_path / "sm")  # and its own chain from there
+    try:
+        assert machine.applied_index == 60
+    finally:
+        machine.close()
+
+
+def test_a_last_batch_an_earlier_raftdb_wrote_is_trusted(tmp_path: Path) -> None:
+    """A downgrade and an upgrade: batches after the marked ones carry no mark."""
+    _batches(tmp_path / "sm")
+    # 51-60 written by a raftdb that does not mark (its state record only, here).
+    machine = LevelDBStateMachine(tmp_path / "sm", sync=False)
+    try:
+        machine.apply(puts(51, 61))
+    finally:
+        machine.close()
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    try:
+        assert machine.applied_index == 60
+    finally:
+        machine.close()
+
+
+def test_sync_off_writes_no_marks(tmp_path: Path) -> None:
+    machine = LevelDBStateMachine(tmp_path / "sm", sync=False)
+    try:
+        machine.apply(puts(1, 11))
+        machine.make_durable()
+        assert machine.barriers == 0
+        db_path = machine.db_path
+    finally:
+        machine.close()
+    assert not [k for k in _keys(db_path) if k.startswith(MARK)]
