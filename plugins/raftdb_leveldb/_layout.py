@@ -41,9 +41,9 @@ after it: a state with a hole, which the applied index in ``m/state`` cannot
 show. So each batch also writes ``m/batch/<last>`` = ``first`` (in the same
 ``WriteBatch``, so it is there exactly when the batch is), and opening walks
 that chain from the applied index down to ``m/verified``, the point every
-batch before which was durable: a missing link is a hole. ``make_durable``
-deletes the links below the point the one before it made durable and moves
-``m/verified`` there.
+batch before which was durable: a missing link is a hole. The first batch
+after a ``make_durable`` moves ``m/verified`` to the point it reached and
+deletes the marks below it.
 """
 
 from __future__ import annotations

@@ -25,23 +25,23 @@ state after some prefix of the batches, at or after the last
 ``make_durable``'s :attr:`~LevelDBStateMachine.durable_index`; the node replays
 the rest from the Raft log. Two things keep it a prefix:
 
-- *The order of the logs.* ``make_durable`` is a synced write, which fsyncs
-  LevelDB's current log only. LevelDB closes the log it rotates away from
-  without an fsync, so batches written before a rotation sit in that old log,
-  unsynced, while the synced write goes to the new one; a power cut would keep
-  it and lose them. So when the directory changed since the last call (a new
-  log is a new name in it: :class:`~raftdb_leveldb._db.NewNames`), every log
-  still there is fsynced first, then the directory
-  (:func:`~raftdb_leveldb._db.fsync_logs`: a log that is gone was deleted only
-  once its memtable was in a synced table), and again if the synced write
-  itself rotated the log.
+- *Every log.* ``make_durable`` fsyncs every log LevelDB has, then the
+  directory if it changed (a new log is a new name in it:
+  :class:`~raftdb_leveldb._db.NewNames`), and makes no LevelDB write (which
+  would hold every apply behind its fsync: applies go on meanwhile, on their
+  own thread). LevelDB closes the log it rotates away from without an fsync,
+  so batches written before a rotation sit in that old log while later ones
+  go to the new one; a synced write, which fsyncs the current log only, would
+  let a cut keep those and lose these (:func:`~raftdb_leveldb._db.fsync_logs`:
+  a log that is gone was deleted only once its memtable was in a synced
+  table). The point it reached is written by the next batch (``m/verified``),
+  without sync.
 - *A chain of batches.* Within one log a disk may keep later pages and lose
   earlier ones; LevelDB reads a page lost as zeros as nothing and goes on with
   the records after it. Each batch also writes a mark (``m/batch/<last>`` =
   ``first``), and opening follows them from the applied index down to
-  ``m/verified``, the point every batch before which was durable (the one
-  ``make_durable`` before last reached): a missing batch is a
-  ``CorruptionError`` that says so, never a state with a hole
+  ``m/verified``, the point every batch before which was durable: a missing
+  batch is a ``CorruptionError`` that says so, never a state with a hole
   (:mod:`raftdb_leveldb._layout`).
 
 Reads. Keys are read from LevelDB, which shows a batch whole or not at all,
@@ -179,6 +179,13 @@ _SLICE: Final = 1024  # records read from a LevelDB snapshot per lock hold
 _EMPTY = SnapshotInfo(0, 0, ConfState(), {})
 
 
+#: Batches written since the last make_durable beyond which ``apply`` makes them
+#: durable first: it bounds the marks held, the chain opening follows and the replay
+#: after a power cut, for a caller that never calls make_durable (the node calls it
+#: every state_sync_interval_ms, far below this at any rate).
+MAX_UNSYNCED_BATCHES: Final = 10_000
+
+
 def _index(raw: bytes, where: str) -> int:
     """An 8-byte index of ``m/verified`` or a batch mark."""
     if len(raw) != INDEX.size:
@@ -270,18 +277,15 @@ class LevelDBStateMachine:
         durable_mkdir(self._path)
         self._sync = sync
         self._db_options = _db_options()
-        # Batches were written without sync and are not durable yet (with sync on):
-        # make_durable makes them so. Apply thread only.
-        self._pending = False
-        # The last index of each batch written since the last make_durable (their
-        # m/batch marks), and of those it covered: the next one deletes their
-        # marks. Apply thread only.
+        # Under _marks_mu (apply and make_durable run on different threads): the
+        # last index of each batch written and not made durable yet (their
+        # m/batch marks); what the next batch writes once make_durable made
+        # some durable (m/verified, and the marks it no longer needs); and
+        # durable_index, every batch up to which is durable.
+        self._marks_mu = threading.Lock()
         self._marks: list[int] = []
-        self._covered: list[int] = []
-        self._durable = 0  # durable_index: every batch up to it is durable
-        # make_durable was refused for lack of space: LevelDB then refuses every
-        # write; the next apply (or make_durable) reopens the database first.
-        self._unsettled: OSError | None = None
+        self._clean: tuple[int, list[int]] | None = None
+        self._durable = 0
         #: Counts (inspection, benchmarks): batches made durable, and how many of
         #: those found the directory changed and fsynced every log.
         self.barriers = 0
@@ -615,90 +619,66 @@ class LevelDBStateMachine:
             if not (isinstance(exc, OSError) and is_no_space(exc)):
                 self._failed = exc
             raise
-        self._pending = False
-        self._unsettled = None
 
-    def _resettle(self) -> None:
-        """After :meth:`_settle` was refused for lack of space: reopen (which makes
-        the last batch durable) and check the database holds it.
+    def _sync_batches(self) -> None:
+        """Make every batch written so far durable: fsync every log LevelDB has
+        (one a rotation closed without an fsync, and the current one), then the
+        directory if it changed (a new log's name). With the read lock held (or
+        the write lock), from any thread: applies go on meanwhile, into what
+        this does not cover.
 
-        Raises:
-            OSError: ENOSPC, still no room.
-            StorageError: the reopened database is not at the last batch.
-        """
-        with self._lock.write():
-            self._check()
-            want = self._info.index
-            self._reopen_and_load()
-            if self._info.index != want:
-                self._failed = StorageError(
-                    f"{self._where()}: after making a batch durable was refused for lack "
-                    f"of space the state is at {self._info.index}, not at {want}"
-                )
-                raise self._failed
-
-    def _settle(self) -> None:
-        """Make the batch written without sync durable: a synced barrier write, and
-        after a change of the directory (a log rotation, maybe) every log fsynced
-        (see the module docstring). Holding the read lock, on the apply thread.
+        No LevelDB write: LevelDB would hold every apply behind its fsync. The
+        point it reached is recorded by the next batch instead (``m/verified``,
+        and the marks below it deleted), without sync: until that batch is on
+        disk the older record and marks stand, which say less, never more.
 
         Raises:
-            OSError: ENOSPC (:meth:`_resettle` comes next), or any other failure
-                (the state machine is then failed).
+            OSError: an fsync failed. Linux may have dropped the pages it could not
+                write, so nothing written before can be trusted to be on disk: the
+                state machine is failed, and the node replays from its log after a
+                restart.
         """
+        if not self._sync:
+            return
+        with self._marks_mu:
+            index, taking = self._info.index, self._marks
+            self._marks = []
+        if not taking:
+            return  # nothing written since the last time
+        db_path = self._db_path(self._generation)
         try:
-            with leveldb_errors(self._where):
-                # Logs a rotation closed without an fsync first: the synced write
-                # below makes only the current log durable, and a cut must never
-                # keep a newer log's batches and lose an older one's.
-                if self._new_names.after_write(logs=True):
-                    self.log_syncs += 1
-                # Every batch up to _durable was durable before this call (the
-                # last one's logs were all synced when it returned): their marks go.
-                with self._db.write_batch(sync=True) as batch:
-                    for last in self._covered:
-                        batch.delete(MARK + INDEX.pack(last))
-                    batch.put(VERIFIED, INDEX.pack(self._durable))
-                # ...and if that write rotated the log, the one it closed.
-                if self._new_names.after_write(logs=True):
-                    self.log_syncs += 1
-        except OSError as exc:
-            if is_no_space(exc):
-                self._unsettled = exc
-            else:
-                self._failed = exc
-            raise
+            fsync_logs(db_path)
+            if self._new_names.after_write():
+                self.log_syncs += 1
         except BaseException as exc:
             self._failed = exc
             raise
-        self._pending = False
+        with self._marks_mu:
+            if self._clean is not None:  # not written yet: this one says more
+                taking = self._clean[1] + taking
+            self._clean = (max(index, self._durable), taking)
+            self._durable = max(index, self._durable)
         self.barriers += 1
-        self._covered, self._marks = self._marks, []
-        self._durable = self._info.index
 
     # -- apply -------------------------------------------------------------------------
 
     def make_durable(self) -> None:
         """Make every applied batch durable; at once if it is already.
 
-        The node calls it on its apply thread, between batches: at most every
-        ``state_sync_interval_ms`` while it applies, before a restore and at
-        close (see the module docstring). With ``sync`` off it does nothing
-        (nothing is promised across a power loss).
+        The node calls it on a thread of its own, while batches apply on the
+        apply thread: at most every ``state_sync_interval_ms`` while it
+        applies, before a restore and at close (see the module docstring). It
+        covers every batch whose ``apply`` returned before the call. With
+        ``sync`` off it does nothing (nothing is promised across a power loss).
 
         Raises:
-            OSError: ENOSPC: refused for lack of space (the next ``apply`` or
-                ``make_durable`` tries again, after reopening the database);
-                any other ``OSError`` or ``StorageError``: the state machine is
-                failed, as for a failed ``apply``.
+            OSError: an fsync failed: the state machine is failed, as for a
+                failed ``apply`` (see :meth:`_sync_batches`).
+            StorageError: the state machine failed earlier.
         """
-        if self._unsettled is not None:
-            self._resettle()
-            return
         with self._lock.read():
             self._check()
-            if self._pending:
-                self._settle()
+            self._sync_batches()
 
     @property
     def applied_index(self) -> int:
@@ -713,16 +693,17 @@ class LevelDBStateMachine:
             landed = self._recover(entries)
             if landed is not None:
                 return landed
-        if self._unsettled is not None:
-            self._resettle()
         with self._lock.read():  # shared: only restore, close and _recover are exclusive
             self._check()
+            if len(self._marks) >= MAX_UNSYNCED_BATCHES:
+                self._sync_batches()  # a caller that never calls make_durable: bound the chain
             where = self._where  # named only when something fails: a path costs µs per batch
             batch = self._db.write_batch()
             backend = BatchBackend(self._db, batch, where)
             a = self._applier
             before = a.applied_index
             out = None
+            clean = None
             try:
                 with leveldb_errors(where):
                     out = a.apply(entries, backend)
@@ -739,13 +720,18 @@ class LevelDBStateMachine:
                     batch.put(STATE, encode_info(info))
                     if self._sync:
                         batch.put(MARK + INDEX.pack(info.index), INDEX.pack(before + 1))
+                        with self._marks_mu:
+                            clean, self._clean = self._clean, None
+                        if clean is not None:  # what the last make_durable reached
+                            verified, covered = clean
+                            for last in covered:
+                                batch.delete(MARK + INDEX.pack(last))
+                            batch.put(VERIFIED, INDEX.pack(verified))
                     batch.write()
-                    if self._sync:
-                        self._pending = True
-                        self._marks.append(info.index)
             except UsageError:
                 raise  # refused before anything changed
             except OSError as exc:
+                self._give_back(clean)
                 if not is_no_space(exc):
                     self._failed = exc
                     raise
@@ -758,10 +744,22 @@ class LevelDBStateMachine:
                 # The Applier's memory is ahead of the disk now: refuse all further use.
                 self._failed = exc
                 raise
-            self._info = info
+            with self._marks_mu:  # make_durable reads the two together
+                self._info = info
+                if self._sync:
+                    self._marks.append(info.index)
             self._floor = out.history_floor
             self._publish(out)
             return out.results
+
+    def _give_back(self, clean: tuple[int, list[int]] | None) -> None:
+        """A batch that was to write ``clean`` was refused: the next one writes it."""
+        if clean is None:
+            return
+        with self._marks_mu:
+            if self._clean is not None:  # a make_durable since: it reached further
+                clean = (self._clean[0], clean[1] + self._clean[1])
+            self._clean = clean
 
     def _publish(self, out: AppliedBatch) -> None:
         """Show readers the leases and history of a batch LevelDB has taken."""
@@ -863,9 +861,11 @@ class LevelDBStateMachine:
                 # A durable point to hand out: the driver may compact the log up
                 # to it. The barrier fsyncs the current log, fsync_logs the logs
                 # a rotation left unsynced: everything written so far is durable.
-                # (Not the apply thread's _settle: this runs on another thread.)
-                self._db.put(BARRIER, b"", sync=True)
+                # Those logs first, as make_durable does, so that a cut in between
+                # never keeps the newer log's batches without the older one's.
                 db_path = self._db_path(generation)
+                fsync_logs(db_path)
+                self._db.put(BARRIER, b"", sync=True)
                 fsync_logs(db_path)
                 fsync_dir(db_path)
                 raw = view.get(STATE)
@@ -995,10 +995,9 @@ class LevelDBStateMachine:
             self._new_names = NewNames(self._db_path(generation))
             self._install(applier, info, history, floor)
             self._refused = None  # the new state replaces what a refused batch left behind
-            self._unsettled = None
-            self._pending = False  # the restored database is durable
-            self._marks, self._covered = [], []
-            self._durable = info.index
+            with self._marks_mu:  # the restored database is durable
+                self._marks, self._clean = [], None
+                self._durable = info.index
             if old_db is not None:
                 old_db.close()
         shutil.rmtree(old_path, ignore_errors=True)
@@ -1010,9 +1009,9 @@ class LevelDBStateMachine:
         with self._lock.write():
             if self._closed:
                 return
-            if self._pending and self._failed is None and self._db is not None:
+            if self._marks and self._failed is None and self._db is not None:
                 try:
-                    self._settle()
+                    self._sync_batches()
                 except Exception as exc:  # closing anyway; the node replays the batch
                     _log.warning("%s: the last batch was not made durable: %s", self._where(), exc)
             self._closed = True

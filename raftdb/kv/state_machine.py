@@ -32,17 +32,21 @@ Durability. A durable plugin makes one of three promises about a power loss:
   the state after some prefix of the applied batches, at or after the
   ``durable_index`` of the last ``make_durable``: the batches since may be
   lost, the newest first, never one without those before it. The driver
-  calls ``make_durable`` at most every ``state_sync_interval_ms`` while
-  batches are applied (so that many batches share one fsync, as etcd's
-  backend commits every 100 ms), before a restore and at close, and replays
-  what a power loss took from the Raft log at start, which it compacts only
-  up to a snapshot's point (durable when ``snapshot`` returns).
+  calls ``make_durable`` from a thread of its own, at the same time as the
+  applies (it covers every batch whose ``apply`` returned before it was
+  called), at most every ``state_sync_interval_ms`` while batches are applied
+  (so that many batches share one fsync, as etcd's backend commits every
+  100 ms), before a restore and at close, and replays what a power loss took
+  from the Raft log at start, which it compacts only up to a snapshot's point
+  (durable when ``snapshot`` returns).
 
 Either way, after a restart :attr:`~StateMachine.applied_index` is exactly
 the state found, never above it.
 
 Threads. The driver calls ``apply``, ``make_durable`` and ``restore`` from one
-thread at a time (its apply worker). ``get``, ``range``, ``history``, ``lease``, ``leases``,
+thread at a time (its apply worker), except the ``make_durable`` of a plugin
+durable at make_durable, which it calls from another thread while batches
+apply (never during a ``restore``). ``get``, ``range``, ``history``, ``lease``, ``leases``,
 ``snapshot``, ``conf_state``, ``members`` and :attr:`applied_index` may be
 called from any thread, at the same time as an ``apply``. ``close`` comes
 last, once the others have returned.
@@ -270,7 +274,8 @@ class DefersDurability(Protocol):
 class BatchesDurability(DefersDurability, Protocol):
     """A state machine whose batches become durable only at ``make_durable``: it
     promises *durable at make_durable* (see the module docstring), so the driver
-    may let many batches share one ``make_durable``."""
+    may let many batches share one ``make_durable``, which it calls from a
+    thread of its own while ``apply`` goes on (``make_durable`` must allow that)."""
 
     @property
     def durable_index(self) -> int:

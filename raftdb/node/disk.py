@@ -35,11 +35,12 @@ A state machine durable at ``make_durable`` only
 (:class:`~raftdb.kv.state_machine.BatchesDurability`, the LevelDB one) shares
 one ``make_durable`` among all the batches of ``state_sync_interval_ms``
 (etcd's backend commits every 100 ms the same way): the first batch handed
-over after one arms a timer, which then queues the call on the apply thread
-behind the batches. A power cut takes at most those batches, the newest
-first, and the next start replays them from the log, as above. At one write
-in flight that is two fsyncs less per write across a cluster of three, and
-the apply thread's time for them. :meth:`NodeDisk.applies_done` makes every
+over after one arms a timer, which then runs the call on a third thread, the
+*sync thread*, while the apply thread goes on applying (the call covers every
+batch applied before it). A power cut takes at most the batches since, the
+newest first, and the next start replays them from the log, as above. At one
+write in flight that is two fsyncs less per write across a cluster of three,
+and no apply ever waits for one. :meth:`NodeDisk.applies_done` makes every
 batch durable before a restore or a close, and no timer's call runs until
 the restore is installed.
 
@@ -187,6 +188,9 @@ class NodeDisk:
         inbox = Inbox()
         self._log_thread = DiskThread(f"raftdb-io-{self.node_id}", inbox)
         self._apply_thread = DiskThread(f"raftdb-apply-{self.node_id}", inbox)
+        # make_durable of a state machine durable at make_durable only (started
+        # at its first call).
+        self._sync_thread = DiskThread(f"raftdb-sync-{self.node_id}", inbox)
         # Batches handed to the apply thread and not applied yet, oldest first.
         self._applying: collections.deque[asyncio.Future[list[Any]]] = collections.deque()
         self._snapshotting = False
@@ -316,6 +320,7 @@ class NodeDisk:
             self._durable_timer = None
         await self.applies_done()
         await asyncio.to_thread(self._apply_thread.shutdown)
+        await asyncio.to_thread(self._sync_thread.shutdown)
         await self._log_thread.submit(self._close_disk)
         await asyncio.to_thread(self._log_thread.shutdown)
 
@@ -337,7 +342,7 @@ class NodeDisk:
         self._quiet = True
         await self._applied_down_to(0)
         if self._batches_durable:
-            await self._apply_thread.submit(self._settle)
+            await self._sync_thread.submit(self._settle)  # after a timer's, if one runs
         elif self._make_durable is not None:
             await self._apply_thread.submit(_nothing)  # after the last follow-up
 
@@ -372,14 +377,14 @@ class NodeDisk:
 
     def _durable_due(self) -> None:
         """On the loop, ``state_sync_interval_ms`` after the first batch handed over
-        since the last one: make every batch so far durable, on the apply thread
-        after them (one fsync for all). Not during a restore or a close:
-        :meth:`applies_done` did it."""
+        since the last one: make every batch applied so far durable, on the sync
+        thread (one fsync for all, while the apply thread goes on). Not during a
+        restore or a close: :meth:`applies_done` does it."""
         self._durable_timer = None
         if self._quiet or self._stopping():
             return
         with contextlib.suppress(RuntimeError):  # the thread is shut down: closing
-            self._apply_thread.submit(self._settle)
+            self._sync_thread.submit(self._settle)
 
     def _apply_batch(self, sm: StateMachine, entries: list[Entry]) -> list[Any]:
         """On the apply thread: apply one batch; while the state machine refuses it
@@ -429,7 +434,8 @@ class NodeDisk:
     def _settle(self) -> None:
         """On the apply thread, once a batch's results are posted (the loop answers
         them meanwhile): make the batch durable before the next one; or, for a
-        state machine durable at ``make_durable``, every batch so far.
+        state machine durable at ``make_durable``, on the sync thread: every batch
+        applied so far.
 
         Refused for lack of space, the state machine tries again at the next
         ``apply``, which is retried while the disk is full (see

@@ -9,6 +9,7 @@ batch goes, as it would with the batch's record (they are one ``WriteBatch``).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import plyvel
@@ -59,10 +60,12 @@ def test_applies_make_nothing_durable_until_make_durable(tmp_path: Path) -> None
         machine.close()
 
 
-def test_make_durable_keeps_the_marks_it_cannot_vouch_for_yet(tmp_path: Path) -> None:
+def test_the_batch_after_make_durable_records_the_point_it_reached(tmp_path: Path) -> None:
     db_path, marked = _batches(tmp_path / "sm")
     keys = _keys(db_path)
-    assert keys[VERIFIED] == INDEX.pack(20)  # the point the make_durable before last reached
+    # Batch 21-30 wrote 20 (the make_durable before it) and dropped the marks of
+    # 1-10 and 11-20; close made 50 durable, but no batch came after to say so.
+    assert keys[VERIFIED] == INDEX.pack(20)
     assert sorted(k[len(MARK) :] for k in keys if k.startswith(MARK)) == [
         INDEX.pack(i) for i in marked
     ]
@@ -148,3 +151,51 @@ def test_sync_off_writes_no_marks(tmp_path: Path) -> None:
     finally:
         machine.close()
     assert not [k for k in _keys(db_path) if k.startswith(MARK)]
+
+
+def test_apply_makes_the_batches_durable_when_nobody_does_for_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("raftdb_leveldb.state_machine.MAX_UNSYNCED_BATCHES", 5)
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    try:
+        for lo in range(1, 60, 10):  # six batches
+            machine.apply(puts(lo, lo + 10))
+        assert machine.barriers == 1  # before the sixth: the first five
+        assert machine.durable_index == 50
+    finally:
+        machine.close()
+
+
+def test_make_durable_on_another_thread_while_batches_apply(tmp_path: Path) -> None:
+    """As the node calls it: from its sync thread, applies going on."""
+    machine = LevelDBStateMachine(tmp_path / "sm")
+    done = threading.Event()
+    reached: list[int] = []
+
+    def sync() -> None:
+        while not done.is_set():
+            machine.make_durable()
+            reached.append(machine.durable_index)
+
+    syncing = threading.Thread(target=sync)
+    syncing.start()
+    try:
+        for lo in range(1, 3001, 10):
+            machine.apply(puts(lo, lo + 10))
+    finally:
+        done.set()
+        syncing.join()
+    try:
+        assert reached == sorted(reached)  # it never goes back
+        assert machine.durable_index <= machine.applied_index == 3000
+        machine.make_durable()
+        assert machine.durable_index == 3000
+    finally:
+        machine.close()
+    machine = LevelDBStateMachine(tmp_path / "sm")  # the chain and m/verified agree
+    try:
+        assert machine.applied_index == 3000
+        assert machine.get(b"k02999") is not None
+    finally:
+        machine.close()
