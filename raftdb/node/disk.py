@@ -11,7 +11,7 @@ batch after batch, in order (:meth:`NodeDisk.start_apply`).
 
 The apply thread applies a batch while the log thread saves the next Ready
 (as etcd's server applies beside the raft loop): a Ready costs the longer of
-the two fsyncs, not their sum. Up to :data:`MAX_APPLYING` batches wait for
+the two, not their sum. Up to :data:`MAX_APPLYING` batches wait for
 the apply thread, in order (one thread: first in, first applied); the Ready
 loop waits only when that many are queued (:meth:`NodeDisk.apply_room`), and
 for all of them before a snapshot is installed (:meth:`NodeDisk.applies_done`),
@@ -39,8 +39,8 @@ over after one arms a timer, which then runs the call on a third thread, the
 *sync thread*, while the apply thread goes on applying (the call covers every
 batch applied before it). A power cut takes at most the batches since, the
 newest first, and the next start replays them from the log, as above. At one
-write in flight that is two fsyncs less per write across a cluster of three,
-and no apply ever waits for one. :meth:`NodeDisk.applies_done` makes every
+write in flight that is three fsyncs less per write across a cluster of three
+(one on each node), and no apply ever waits for one. :meth:`NodeDisk.applies_done` makes every
 batch durable before a restore or a close, and no timer's call runs until
 the restore is installed.
 
