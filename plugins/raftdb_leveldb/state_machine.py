@@ -242,9 +242,10 @@ class LevelDBStateMachine:
         path: the directory the state machine owns (created if missing).
         sync: keep the state a prefix of the applied batches across a power
             loss (the default): the batches are made durable by
-            :meth:`make_durable` (see the module docstring). Off, a process crash loses nothing, but
-            after a machine crash the state may not be a prefix of the
-            applied batches; use it for tests and benchmarks.
+            :meth:`make_durable` (see the module docstring). Off, a process
+            crash loses nothing, but after a machine crash the state may not
+            be a prefix of the applied batches; use it for tests and
+            benchmarks.
         session_ttl: overrides :data:`raftdb.kv.commands.SESSION_TTL_ENTRIES` (one
             value for the whole cluster).
         watch_history: the changes the watch history retains (``None``: the

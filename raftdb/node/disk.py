@@ -34,15 +34,15 @@ answered. The log is compacted only up to a snapshot's point, which
 A state machine durable at ``make_durable`` only
 (:class:`~raftdb.kv.state_machine.BatchesDurability`, the LevelDB one) shares
 one ``make_durable`` among all the batches of ``state_sync_interval_ms``
-(etcd's backend commits every 100 ms the same way): the first batch handed
-over after one arms a timer, which then runs the call on a third thread, the
+(etcd's backend commits every 100 ms the same way): the first batch
+applied after one arms a timer, which then runs the call on a third thread, the
 *sync thread*, while the apply thread goes on applying (the call covers every
 batch applied before it). A power cut takes at most the batches since, the
 newest first, and the next start replays them from the log, as above. At one
 write in flight that is three fsyncs less per write across a cluster of three
-(one on each node), and no apply ever waits for one. :meth:`NodeDisk.applies_done` makes every
-batch durable before a restore or a close, and no timer's call runs until
-the restore is installed.
+(one on each node), and no apply ever waits for one.
+:meth:`NodeDisk.applies_done` makes every batch durable before a restore or a
+close, and no timer's call runs until the restore is installed.
 
 A full disk makes the node read-only, never dead. A save refused for lack
 of space (an ``OSError`` with errno ``ENOSPC``/``EDQUOT``,
@@ -362,13 +362,8 @@ class NodeDisk:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
         sm = self.sm
         assert sm is not None
-        if self._batches_durable:
+        if self._batches_durable:  # made durable later, with others (_on_applied)
             applying = self._apply_thread.submit(self._apply_batch, sm, entries)
-            if self._durable_timer is None:
-                assert self._loop is not None
-                self._durable_timer = self._loop.call_later(
-                    self.config.state_sync_interval_ms / 1000, self._durable_due
-                )
         else:
             settle = self._settle if self._make_durable is not None else None
             applying = self._apply_thread.submit_then(self._apply_batch, settle, sm, entries)
@@ -376,10 +371,11 @@ class NodeDisk:
         self._applying.append(applying)
 
     def _durable_due(self) -> None:
-        """On the loop, ``state_sync_interval_ms`` after the first batch handed over
-        since the last one: make every batch applied so far durable, on the sync
-        thread (one fsync for all, while the apply thread goes on). Not during a
-        restore or a close: :meth:`applies_done` does it."""
+        """On the loop, ``state_sync_interval_ms`` after the first batch applied
+        since the last call: make every batch applied so far durable, on the sync
+        thread (one fsync for all, while the apply thread goes on). A batch applied
+        after it arms the next. Not during a restore or a close:
+        :meth:`applies_done` does it."""
         self._durable_timer = None
         if self._quiet or self._stopping():
             return
@@ -473,6 +469,11 @@ class NodeDisk:
             self._fail(f"{type(error).__name__}: {error}")
             return
         self._after_apply(entries, applying.result())
+        if self._batches_durable and self._durable_timer is None:
+            assert self._loop is not None
+            self._durable_timer = self._loop.call_later(
+                self.config.state_sync_interval_ms / 1000, self._durable_due
+            )
         if (
             not self._snapshotting
             and not self._stopping()
