@@ -9,13 +9,6 @@ the save that records it, and records snapshots: it is the storage's only
 writer. The *apply thread* applies committed entries to the state machine,
 batch after batch, in order (:meth:`NodeDisk.start_apply`).
 
-A batch of a few entries (:data:`INLINE_APPLY_ENTRIES`) is applied on the loop
-itself when nothing is queued on the apply thread and the state machine makes
-nothing durable in ``apply``: at one write in flight each node applies one
-entry at a time, and the hand-off to a thread and back (a queue, two wake-ups)
-cost more than the apply. Its answers are handed over at the loop's next turn,
-as the apply thread's are.
-
 The apply thread applies a batch while the log thread saves the next Ready
 (as etcd's server applies beside the raft loop): a Ready costs the longer of
 the two, not their sum. Up to :data:`MAX_APPLYING` batches wait for
@@ -118,12 +111,6 @@ _SAVE_RETRY_CAP = 2.0
 # log's snapshot point is brought up to it at open.
 _REPLAY_BATCH: Final = 512
 _REPLAY_BYTES: Final = 16 << 20
-#: A batch of at most this many entries is applied on the loop when the apply
-#: thread has nothing queued and the state machine makes nothing durable in
-#: ``apply`` (one without ``make_durable``, or durable at ``make_durable``): a
-#: one-put LevelDB batch costs about 20 µs, the hand-off to the apply thread and
-#: back two wake-ups and a queue, on the path of every write at one connection.
-INLINE_APPLY_ENTRIES: Final = 4
 #: Where in a data directory the storage plugin keeps the log, and the state
 #: machine plugin its state (``raftdb.node.rebuild`` builds data directories too).
 LOG_DIR: Final = "log"
@@ -375,45 +362,13 @@ class NodeDisk:
         """Apply ``entries`` on the apply thread; :meth:`_on_applied` answers their requests."""
         sm = self.sm
         assert sm is not None
-        if self._applies_inline(entries):
-            applying = self._apply_here(sm, entries)
-        elif self._batches_durable:  # made durable later, with others (_on_applied)
+        if self._batches_durable:  # made durable later, with others (_on_applied)
             applying = self._apply_thread.submit(self._apply_batch, sm, entries)
         else:
             settle = self._settle if self._make_durable is not None else None
             applying = self._apply_thread.submit_then(self._apply_batch, settle, sm, entries)
         applying.add_done_callback(functools.partial(self._on_applied, entries))
         self._applying.append(applying)
-
-    def _applies_inline(self, entries: list[Entry]) -> bool:
-        """Whether ``entries`` apply on the loop (see :data:`INLINE_APPLY_ENTRIES`):
-        after every batch before them (none queued or running on the apply
-        thread), never while one waits for space."""
-        return (
-            len(entries) <= INLINE_APPLY_ENTRIES
-            and (self._batches_durable or self._make_durable is None)
-            and self._apply_no_space is None
-            and all(applying.done() for applying in self._applying)
-        )
-
-    def _apply_here(self, sm: StateMachine, entries: list[Entry]) -> asyncio.Future[list[Any]]:
-        """Apply ``entries`` now, on the loop; the future has the results, as the
-        apply thread's would (its callbacks run at the loop's next turn, as the
-        apply thread's hand-off would run them). A batch the state machine
-        refuses for lack of space goes to the apply thread, which retries it."""
-        assert self._loop is not None
-        applying: asyncio.Future[list[Any]] = self._loop.create_future()
-        try:
-            results = sm.apply(entries)
-        except OSError as e:
-            if is_no_space(e):
-                return self._apply_thread.submit(self._apply_batch, sm, entries)
-            applying.set_exception(e)
-        except Exception as e:  # as the apply thread's future would carry it
-            applying.set_exception(e)
-        else:
-            applying.set_result(results)
-        return applying
 
     def _durable_due(self) -> None:
         """On the loop, ``state_sync_interval_ms`` after the first batch applied
