@@ -10,7 +10,7 @@ Every key of the database starts with one byte that says what it holds::
     b"m/format"                    ->  FORMAT
     b"m/state"                     ->  sealed applied index, term, conf state, members
     b"m/floor"                     ->  the history floor (8 bytes)
-    b"m/barrier"                   ->  empty: a synced write that makes a snapshot durable
+    b"m/barrier"                   ->  empty: left by earlier versions' synced writes; never read
     b"m/batch/" + last index (8)   ->  the batch's first index (8 bytes): one a batch
     b"m/verified"                  ->  an index (8 bytes) every batch up to which was durable
 
@@ -66,7 +66,6 @@ from raftdb.state_machine import (
 )
 
 __all__ = [
-    "BARRIER",
     "CHANGE",
     "DATA",
     "DATA_END",
@@ -102,7 +101,6 @@ FORMAT: Final = b"raftdb.leveldb.state_machine/2"
 FORMAT_KEY: Final = b"m/format"
 STATE: Final = b"m/state"
 FLOOR: Final = b"m/floor"
-BARRIER: Final = b"m/barrier"
 MARK: Final = b"m/batch/"
 VERIFIED: Final = b"m/verified"
 INDEX = struct.Struct(">Q")

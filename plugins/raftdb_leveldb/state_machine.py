@@ -140,7 +140,6 @@ from raftdb_leveldb._db import (
     reopen,
 )
 from raftdb_leveldb._layout import (
-    BARRIER,
     CHANGE,
     DATA,
     DATA_END,
@@ -287,10 +286,11 @@ class LevelDBStateMachine:
         self._marks: list[int] = []
         self._clean: tuple[int, list[int]] | None = None
         self._durable = 0
-        #: Counts (inspection, benchmarks): batches made durable, and how many of
-        #: those found the directory changed and fsynced every log.
+        #: Counts (inspection, benchmarks): make_durable calls that had batches to
+        #: make durable (each fsyncs every log), and how many of those found the
+        #: directory changed and fsynced it too.
         self.barriers = 0
-        self.log_syncs = 0
+        self.dir_syncs = 0
         self._lock = RWLock()
         # What lease and history reads see, as of the last batch LevelDB took
         # (see the module docstring); both under _views.
@@ -650,7 +650,7 @@ class LevelDBStateMachine:
         try:
             fsync_logs(db_path)
             if self._new_names.after_write():
-                self.log_syncs += 1
+                self.dir_syncs += 1
         except BaseException as exc:
             self._failed = exc
             raise
@@ -860,13 +860,10 @@ class LevelDBStateMachine:
             with leveldb_errors(where):
                 view = self._db_for_reads().snapshot()
                 # A durable point to hand out: the driver may compact the log up
-                # to it. The barrier fsyncs the current log, fsync_logs the logs
-                # a rotation left unsynced: everything written so far is durable.
-                # Those logs first, as make_durable does, so that a cut in between
-                # never keeps the newer log's batches without the older one's.
+                # to it. As make_durable: every log (the current one, and any a
+                # rotation closed unsynced), then their names; no synced LevelDB
+                # write, which would hold the applies behind its fsync.
                 db_path = self._db_path(generation)
-                fsync_logs(db_path)
-                self._db.put(BARRIER, b"", sync=True)
                 fsync_logs(db_path)
                 fsync_dir(db_path)
                 raw = view.get(STATE)
