@@ -205,6 +205,11 @@ class NodeConfig:
         help="make the state machine durable at most every N ms; the Raft log, "
         "fsynced before every answer, replays what a power cut took",
     )
+    commit_notice_delay_ms: int = setting(
+        2,
+        help="a leader holds a commit-only notice to an idle follower up to N ms "
+        "for the next append to carry; 0 sends it at once",
+    )
     request_timeout_s: float = setting(
         5.0, help="longest wait for a leader, commit or read index", metavar="SECONDS"
     )
@@ -363,6 +368,7 @@ class NodeConfig:
             )
         _check_bool("sync", self.sync)
         _check_int("state_sync_interval_ms", self.state_sync_interval_ms, minimum=1)
+        _check_int("commit_notice_delay_ms", self.commit_notice_delay_ms, minimum=0)
         object.__setattr__(
             self, "request_timeout_s", _seconds("request_timeout_s", self.request_timeout_s)
         )

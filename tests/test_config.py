@@ -214,6 +214,8 @@ BAD_SETTINGS = [
     ({"heartbeat_ticks": "0"}, "heartbeat_ticks", "at least 1"),
     ({"election_ticks": "1"}, "election_ticks", "greater than 'heartbeat_ticks' (got 1 ≤ 1)"),
     ({"heartbeat_ticks": "12"}, "election_ticks", "(got 10 ≤ 12)"),
+    ({"commit_notice_delay_ms": "-1"}, "commit_notice_delay_ms", "at least 0"),
+    ({"commit_notice_delay_ms": "0.5"}, "commit_notice_delay_ms", "integer"),
     ({"request_timeout_s": "0"}, "request_timeout_s", "> 0"),
     ({"request_timeout_s": "nan"}, "request_timeout_s", "> 0"),
     ({"request_timeout_s": "soon"}, "request_timeout_s", "number"),

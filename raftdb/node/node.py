@@ -285,6 +285,7 @@ class Node:
             self._requests,
             self._wake,
             tick_ms=cfg.tick_ms,
+            commit_notice_delay_ms=cfg.commit_notice_delay_ms,
             fail=self._fail,
             failed=self._has_failed,
             observe=self._view.observe,

@@ -9,7 +9,8 @@ the *ticker* calls ``tick()`` every ``tick_ms``, and the *Ready loop* handles
 one Ready at a time, in the order ``raftdb.raft.rawnode`` requires::
 
     rd = raw.ready()
-    send rd.messages                  (a leader's appends leave before its own save)
+    send rd.messages                  (a leader's appends leave before its own save;
+                                       its commit notices may wait a little, below)
     hand the committed entries that earlier saves made durable to the apply thread
     on the log thread: [restore a received snapshot], save, then
         send rd.messages_after_save   (votes, acks: only once durable)
@@ -39,6 +40,11 @@ Ready is saved again with backoff while the node answers ``503``
 (``raftdb.node.disk``). Any other storage or state machine error, including
 damage found by a read, stops the node for good (the node's ``fail``).
 
+A leader's commit notices (an append of the commit index alone, to a
+follower that waits on nothing) are held for ``commit_notice_delay_ms`` in
+case the next Ready's appends carry the index instead
+(``raftdb.node.commit_notices``).
+
 Requests wait in ``raftdb.node.requests`` until they are answered or time out.
 Writes are queued and proposed together at the top of the Ready loop
 (``propose_many``), each in this node's client session, so that it is found
@@ -54,6 +60,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from raftdb.node.commit_notices import CommitNotices
 from raftdb.node.disk import NodeDisk
 from raftdb.node.requests import WaitingRequests
 from raftdb.raft import Entry, RawNode, Ready
@@ -81,6 +88,7 @@ class ReadyLoop:
         wake: asyncio.Event,
         *,
         tick_ms: int,
+        commit_notice_delay_ms: int = 0,
         fail: Callable[[str], None],
         failed: Callable[[], bool],
         observe: Callable[[int, int], None] | None = None,
@@ -93,6 +101,8 @@ class ReadyLoop:
         wake: set when the core may have something new (a step, a request);
             the loop waits on it when there is no Ready.
         tick_ms: how long a tick is.
+        commit_notice_delay_ms: how long a commit notice may be held for the
+            next append to carry (``raftdb.node.commit_notices``; 0: not held).
         fail: called when handling a Ready breaks (a broken invariant or an
             unexpected storage error): the node stops serving for good.
         failed: whether the node has failed (the loop ends; the ticker then only
@@ -106,6 +116,7 @@ class ReadyLoop:
         self._requests = requests
         self._wake = wake
         self._tick_ms = tick_ms
+        self._notices = CommitNotices(transport.send, commit_notice_delay_ms / 1000)
         self._fail = fail
         self._failed = failed
         self._on_state = observe
@@ -125,6 +136,7 @@ class ReadyLoop:
     async def stop(self) -> None:
         """Stop both tasks and wait until they have ended (the node is stopping)."""
         self._stopping = True
+        self._notices.cancel()
         self._wake.set()
         for task in self._tasks:
             task.cancel()
@@ -178,7 +190,7 @@ class ReadyLoop:
         transport = self._transport
         disk = self._disk
         if rd.messages:
-            transport.send(rd.messages)
+            transport.send(self._notices.route(rd.messages))
         if rd.snapshot is not None:
             await disk.applies_done()  # the restore must follow every earlier batch
         committed = rd.committed_entries
@@ -212,6 +224,7 @@ class ReadyLoop:
         if self._on_state is not None and (rd.soft_state is not None or rd.hard_state is not None):
             self._on_state(self._raw.term, self._raw.lead)
         if rd.soft_state is not None:
+            self._notices.cancel()  # a former leader's notices are news to nobody
             raw = self._raw
             log.info(
                 "node %d: %s, leader %d, term %d",

@@ -21,6 +21,7 @@ from raftdb.raft.errors import (
 )
 from raftdb.raft.log import InvariantError
 from raftdb.raft.messages import (
+    COMMIT_NOTICE,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -37,6 +38,7 @@ from raftdb.raft.read_only import ReadState
 from raftdb.raft.roles import Role
 
 __all__ = [
+    "COMMIT_NOTICE",
     "CompactedError",
     "ConfChange",
     "ConfChangeError",

@@ -17,7 +17,7 @@ from raftdb.raft.errors import (
     UnavailableError,
 )
 from raftdb.raft.log import InvariantError
-from raftdb.raft.messages import Entry, EntryType, Message, MessageType
+from raftdb.raft.messages import COMMIT_NOTICE, Entry, EntryType, Message, MessageType
 from raftdb.raft.progress import Progress, ProgressState
 from raftdb.raft.quorum import VoteResult, vote_result
 from raftdb.raft.read_only import PendingRead, ReadState, decode_round, encode_round
@@ -115,6 +115,9 @@ def _handle_proposal(r: Raft, m: Message) -> None:
         )
     if conf_index:
         r.pending_conf_index = conf_index
+    proposer = r.tracker.progress.get(m.frm) if m.frm != r.id else None
+    if proposer is not None:  # forwarded: its client waits for the commit
+        proposer.proposed = r.log.last_index()
     bcast_append(r)
 
 
@@ -162,6 +165,10 @@ def flush_commit(r: Raft) -> None:
     an append of the commit alone (and its answer) would repeat them. Under
     load that was most of them. A follower was told once an append or
     heartbeat took it that index (``Progress.sent_commit``).
+
+    What goes to a follower that holds everything and waits on none of its
+    own proposals is a commit notice (:data:`COMMIT_NOTICE`): not answered,
+    and the driver may hold it back for the next append to carry.
     """
     if not r.commit_unsent:
         return
@@ -169,7 +176,7 @@ def flush_commit(r: Raft) -> None:
     committed = r.log.committed
     for node_id, pr in r.tracker.peers(r.id):
         if pr.sent_commit < committed:
-            send_append(r, node_id)
+            send_append(r, node_id, notice=not pr.waits_for_commit())
 
 
 def bcast_append(r: Raft, send_if_empty: bool = True) -> None:
@@ -178,8 +185,12 @@ def bcast_append(r: Raft, send_if_empty: bool = True) -> None:
         send_append(r, node_id, send_if_empty)
 
 
-def send_append(r: Raft, to: int, send_if_empty: bool = True) -> bool:
-    """Send ``to`` the entries from its ``next`` (or a snapshot). False if nothing was sent."""
+def send_append(r: Raft, to: int, send_if_empty: bool = True, notice: bool = False) -> bool:
+    """Send ``to`` the entries from its ``next`` (or a snapshot). False if nothing was sent.
+
+    With ``notice``, an append with no entries to a member in REPLICATE that
+    matches everything before it is marked a commit notice (``flush_commit``).
+    """
     pr = r.tracker.progress[to]
     if pr.is_paused():
         return False
@@ -193,6 +204,9 @@ def send_append(r: Raft, to: int, send_if_empty: bool = True) -> bool:
         raise InvariantError(f"progress of {to} is past the log: {pr!r}") from e
     if not entries and not send_if_empty:
         return False
+    context = b""
+    if notice and not entries and pr.match == prev_index and pr.state == ProgressState.REPLICATE:
+        context = COMMIT_NOTICE
     r.send(
         Message(
             MT.APP,
@@ -203,6 +217,7 @@ def send_append(r: Raft, to: int, send_if_empty: bool = True) -> bool:
             index=prev_index,
             entries=tuple(entries),
             commit=r.log.committed,
+            context=context,
         )
     )
     if entries:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 __all__ = [
+    "COMMIT_NOTICE",
     "LOCAL_MESSAGES",
     "ConfChange",
     "ConfChangeType",
@@ -182,7 +183,9 @@ class Message:
     Field use by type (as in etcd's raftpb.Message):
 
     - APP: ``index``/``log_term`` identify the entry before ``entries``;
-      ``commit`` is the leader's commit index.
+      ``commit`` is the leader's commit index. ``context`` is
+      :data:`COMMIT_NOTICE` on a *commit notice*: no entries, to a follower
+      known to hold everything before it, that no client of its own waits on.
     - APP_RESP: ``index`` is the follower's last matching index when accepted;
       on reject, ``index`` is the rejected probe index and ``reject_hint`` /
       ``log_term`` point at a likely match (fast backtracking).
@@ -207,6 +210,16 @@ class Message:
     reject_hint: int = 0
     snapshot: Snapshot | None = None
     context: bytes = b""
+
+
+#: The ``context`` of an APP that only tells a caught-up follower the commit
+#: index (see :class:`Message`). The follower does not answer it when it
+#: accepts it: the leader learns nothing from the answer. A driver may hold one
+#: back briefly, and drop it when a later APP or HEARTBEAT to the same member
+#: goes first, since that carries the commit index too; a follower learns it at
+#: the latest from the next heartbeat, so holding one forever only costs
+#: freshness. Peers that predate it ignore the context and answer as before.
+COMMIT_NOTICE = b"commit"
 
 
 class ConfChangeType(IntEnum):

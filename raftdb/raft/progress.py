@@ -88,6 +88,7 @@ class Progress:
         "msg_app_flow_paused",
         "next",
         "pending_snapshot",
+        "proposed",
         "recent_active",
         "sent_commit",
         "state",
@@ -106,6 +107,9 @@ class Progress:
         self.is_learner = learner
         # The highest commit index sent to this member (appends or heartbeats).
         self.sent_commit = 0
+        # The last index of the entries this member proposed through this leader
+        # (forwarded writes): a client waits there until it learns their commit.
+        self.proposed = 0
 
     def __repr__(self) -> str:
         return (
@@ -122,6 +126,11 @@ class Progress:
         is news only if it matches more than what it was last told.
         """
         return self.sent_commit < committed and self.sent_commit < self.match
+
+    def waits_for_commit(self) -> bool:
+        """True if this member proposed entries it has not been told are committed:
+        a client of its own waits for that news, so it must not be held back."""
+        return self.proposed > self.sent_commit
 
     def _reset_state(self, state: ProgressState) -> None:
         self.msg_app_flow_paused = False

@@ -29,6 +29,7 @@ from raftdb.raft.follower import step_candidate, step_follower
 from raftdb.raft.leader import append_entries, bcast_append, maybe_commit, on_commit, step_leader
 from raftdb.raft.log import InvariantError, RaftLog
 from raftdb.raft.messages import (
+    COMMIT_NOTICE,
     ConfChange,
     ConfState,
     Entry,
@@ -436,6 +437,8 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            if m.context == COMMIT_NOTICE and not m.entries:
+                return  # accepted: the answer would tell the leader what it knows
             self.send(Message(MT.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=last_new))
             return
         # Reject, pointing the leader at the last entry that could match: the

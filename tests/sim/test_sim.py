@@ -171,6 +171,17 @@ def _caught(seeds: Iterable[int]) -> str:
     pytest.fail("no seed caught the broken component")
 
 
+def _violations(seeds: Iterable[int]) -> list[str]:
+    """Every violation a run over ``seeds`` finds, one per failing seed."""
+    found = []
+    for seed in seeds:
+        try:
+            Simulation(SimConfig.from_seed(seed)).run()
+        except InvariantViolation as e:
+            found.append(str(e))
+    return found
+
+
 def test_a_leader_that_expires_leases_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     become_leader = LeaseClock.become_leader
 
@@ -189,7 +200,9 @@ def test_an_expiry_that_ignores_a_keepalive_is_caught(monkeypatch: pytest.Monkey
 
 def test_a_lease_keeper_that_misses_renewals_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LeaseClock, "renewed", lambda self, lease, now: None)
-    assert "lease clock names lease" in _caught(range(20))
+    # Some runs end with a lease that never expires ("no recovery"); the lease
+    # clock's own check must name the missed renewal in others.
+    assert any("lease clock names lease" in v for v in _violations(range(20)))
 
 
 def test_a_watch_history_with_a_gap_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
